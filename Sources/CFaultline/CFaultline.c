@@ -1,0 +1,118 @@
+#define _GNU_SOURCE
+#include "CFaultline.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <linux/membarrier.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t fl_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+// ---- thread indices -------------------------------------------------------
+
+__thread int fl_tls_thread_index = -1;
+
+static pthread_mutex_t index_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+static pthread_key_t index_key;
+static unsigned char index_used[FL_MAX_THREADS];
+static int index_high_water;
+
+static void index_release(void *value) {
+    int idx = (int)(intptr_t)value - 1;
+    pthread_mutex_lock(&index_lock);
+    if (idx >= 0 && idx < FL_MAX_THREADS) index_used[idx] = 0;
+    pthread_mutex_unlock(&index_lock);
+    fl_tls_thread_index = -1;
+}
+
+static void index_init(void) { pthread_key_create(&index_key, index_release); }
+
+int fl_thread_index_slow(void) {
+    pthread_once(&index_once, index_init);
+    pthread_mutex_lock(&index_lock);
+    int idx = -1;
+    for (int i = 0; i < FL_MAX_THREADS; i++) {
+        if (!index_used[i]) { idx = i; break; }
+    }
+    if (idx < 0) {
+        pthread_mutex_unlock(&index_lock);
+        fprintf(stderr, "faultline: more than %d live threads use Faultline\n", FL_MAX_THREADS);
+        abort();
+    }
+    index_used[idx] = 1;
+    if (idx + 1 > index_high_water) __atomic_store_n(&index_high_water, idx + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&index_lock);
+    pthread_setspecific(index_key, (void *)(intptr_t)(idx + 1));
+    fl_tls_thread_index = idx;
+    return idx;
+}
+
+int fl_thread_index_high_water(void) { return __atomic_load_n(&index_high_water, __ATOMIC_ACQUIRE); }
+
+// ---- CPUs --------------------------------------------------------------------
+
+int fl_pin_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int fl_current_cpu(void) { return sched_getcpu(); }
+
+int fl_available_cpus(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return (int)sysconf(_SC_NPROCESSORS_ONLN);
+    return CPU_COUNT(&set);
+}
+
+int fl_gettid(void) { return (int)syscall(SYS_gettid); }
+
+// ---- futex -------------------------------------------------------------------
+
+int fl_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000ll;
+        ts.tv_nsec = timeout_ns % 1000000000ll;
+        tsp = &ts;
+    }
+    long r = syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, tsp, NULL, 0);
+    return r == 0 ? 0 : errno;
+}
+
+int fl_futex_wake(uint32_t *addr, int n) {
+    long r = syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+    return r < 0 ? 0 : (int)r;
+}
+
+// ---- membarrier ------------------------------------------------------------
+
+int fl_membarrier_register(void) {
+    long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (q < 0 || !(q & MEMBARRIER_CMD_PRIVATE_EXPEDITED)) return -1;
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : -1;
+}
+
+int fl_membarrier(void) {
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
+}
+
+void fl_yield(void) { sched_yield(); }
+
+void fl_sleep_ns(uint64_t ns) {
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}

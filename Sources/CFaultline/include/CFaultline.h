@@ -1,0 +1,87 @@
+// C shim: the few things Glibc hides from Swift or that Swift cannot express.
+// Everything hot is `static inline` so Swift's importer inlines it.
+#ifndef CFAULTLINE_H
+#define CFAULTLINE_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Upper bound on live threads that hold a Faultline thread index (per-thread slots are sized by it).
+#define FL_MAX_THREADS 1024
+
+/// `cpu_relax()`: the spin-wait hint (PAUSE on x86, YIELD on arm64).
+static inline void fl_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/// `barrier()`: a compiler-only barrier; no instruction is emitted.
+static inline void fl_compiler_barrier(void) { __asm__ __volatile__("" ::: "memory"); }
+
+/// Keeps a value alive without the optimiser seeing a use it could delete (benchmark blackhole).
+static inline void fl_blackhole_u64(uint64_t v) { __asm__ __volatile__("" : : "r"(v) : "memory"); }
+static inline void fl_blackhole_ptr(const void *p) { __asm__ __volatile__("" : : "r"(p) : "memory"); }
+
+/// `rdtsc()`: the time-stamp counter (0 where there is none).
+static inline uint64_t fl_rdtsc(void) {
+#if defined(__x86_64__)
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+#else
+    return 0;
+#endif
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (vDSO; ~20 ns).
+uint64_t fl_now_ns(void);
+
+/// Thread index: a small dense integer per live thread, recycled at thread exit.
+/// Per-thread slots (RCU readers, statistics) are indexed by it.
+extern __thread int fl_tls_thread_index;
+int fl_thread_index_slow(void);
+static inline int fl_thread_index(void) {
+    int i = fl_tls_thread_index;
+    if (__builtin_expect(i >= 0, 1)) return i;
+    return fl_thread_index_slow();
+}
+/// One past the highest thread index ever handed out (slots below it may be live).
+int fl_thread_index_high_water(void);
+
+/// Pins the calling thread to one CPU (`pthread_setaffinity_np`); 0 or an errno.
+int fl_pin_to_cpu(int cpu);
+/// `sched_getcpu()`; -1 on error.
+int fl_current_cpu(void);
+/// Number of CPUs this process may run on (`sched_getaffinity`).
+int fl_available_cpus(void);
+/// `gettid()`.
+int fl_gettid(void);
+
+/// futex(FUTEX_WAIT_PRIVATE): sleeps while *addr == expected; timeout_ns < 0 means forever.
+/// Returns 0 when woken (or spuriously), or an errno (EAGAIN, ETIMEDOUT, EINTR).
+int fl_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+/// futex(FUTEX_WAKE_PRIVATE): wakes up to n sleepers on addr; returns how many.
+int fl_futex_wake(uint32_t *addr, int n);
+
+/// membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED); 0 on success.
+int fl_membarrier_register(void);
+/// membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED): a full barrier on every CPU running this process.
+int fl_membarrier(void);
+
+/// sched_yield().
+void fl_yield(void);
+/// Sleeps for ns nanoseconds.
+void fl_sleep_ns(uint64_t ns);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,128 @@
+import CFaultline
+import Synchronization
+
+extension ListRangeLock {
+    /// Per-thread magazines of 64-byte list nodes, shared by every `ListRangeLock` (nodes are
+    /// all alike). Unlinked nodes are retired to the unlinking thread's magazine; every 64 of
+    /// them go to RCU as one batch (one `call_rcu` per 64 nodes, using the first node's head),
+    /// and after the grace period the batch joins a global list of ready batches that any
+    /// thread takes whole. The hot path allocates and frees with plain loads and stores on the
+    /// caller's own slot; the global list is touched once per 64 nodes.
+    final class NodePool: @unchecked Sendable {
+        static let shared = NodePool()
+        static let batch = 64
+
+        /// Per-thread magazine: owned by one thread at a time (thread indices are handed over
+        /// under a mutex, which orders one owner's accesses before the next one's).
+        struct Magazine {
+            var free: UnsafeMutableRawPointer?
+            var retired: UnsafeMutableRawPointer?
+            var retiredCount: Int
+        }
+
+        let magazines: UnsafeMutableRawPointer
+        let stride: Int
+        let readyLock = SpinLock()
+        var ready: [UnsafeMutableRawPointer] = []
+        /// Batches handed to RCU and not yet back; past a few, the reclaimer is hurried so the
+        /// pool recycles warm memory instead of growing.
+        let inFlight = Atomic<Int>(0)
+        let rcu: RCU
+
+        init(rcu: RCU = .shared) {
+            self.rcu = rcu
+            let (base, stride) = allocatePadded(Magazine.self, count: Int(FL_MAX_THREADS))
+            magazines = base
+            self.stride = stride
+            for i in 0..<Int(FL_MAX_THREADS) {
+                (base + i * stride).bindMemory(to: Magazine.self, capacity: 1)
+                    .initialize(to: Magazine(free: nil, retired: nil, retiredCount: 0))
+            }
+        }
+
+        @inline(__always)
+        func magazine() -> UnsafeMutablePointer<Magazine> {
+            (magazines + currentThreadIndex() &* stride).assumingMemoryBound(to: Magazine.self)
+        }
+
+        /// The link between pooled nodes (bytes 56..<64, never read by list walkers).
+        @inline(__always)
+        static func poolNext(_ n: UnsafeMutableRawPointer) -> UnsafeMutableRawPointer? {
+            (n + 56).load(as: UnsafeMutableRawPointer?.self)
+        }
+
+        @inline(__always)
+        static func setPoolNext(_ n: UnsafeMutableRawPointer, _ next: UnsafeMutableRawPointer?) {
+            (n + 56).storeBytes(of: next, as: UnsafeMutableRawPointer?.self)
+        }
+
+        @inline(__always)
+        func allocate() -> UnsafeMutableRawPointer {
+            let m = magazine()
+            if let n = m.pointee.free {
+                m.pointee.free = Self.poolNext(n)
+                return n
+            }
+            return refill(m)
+        }
+
+        @inline(never)
+        func refill(_ m: UnsafeMutablePointer<Magazine>) -> UnsafeMutableRawPointer {
+            var list = readyLock.withLock { ready.popLast() }
+            if list == nil {
+                // A fresh chunk; pooled memory is kept for reuse, never returned.
+                let chunk = UnsafeMutableRawPointer.allocate(byteCount: LNode.size * Self.batch, alignment: 64)
+                var head: UnsafeMutableRawPointer? = nil
+                for i in 0..<Self.batch {
+                    let n = chunk + i * LNode.size
+                    n.bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
+                    (n + 8).bindMemory(to: Atomic<UInt32>.self, capacity: 1).initialize(to: Atomic(0))
+                    (n + 32).bindMemory(to: RCUHead.self, capacity: 1)
+                        .initialize(to: RCUHead(context: nil, function: NodePool.batchReady))
+                    Self.setPoolNext(n, head)
+                    head = n
+                }
+                list = head
+            }
+            let n = list!
+            m.pointee.free = Self.poolNext(n)
+            return n
+        }
+
+        /// A node never published (or no longer reachable by anyone): straight back.
+        @inline(__always)
+        func free(_ n: UnsafeMutableRawPointer) {
+            let m = magazine()
+            Self.setPoolNext(n, m.pointee.free)
+            m.pointee.free = n
+        }
+
+        /// A node just unlinked: reusable once every reader that may still see it is gone.
+        @inline(__always)
+        func retire(_ n: UnsafeMutableRawPointer) {
+            let m = magazine()
+            Self.setPoolNext(n, m.pointee.retired)
+            m.pointee.retired = n
+            m.pointee.retiredCount += 1
+            if m.pointee.retiredCount == Self.batch {
+                let batchHead = n
+                m.pointee.retired = nil
+                m.pointee.retiredCount = 0
+                let head = (batchHead + 32).assumingMemoryBound(to: RCUHead.self)
+                head.pointee.context = Unmanaged.passUnretained(self).toOpaque()
+                head.pointee.function = NodePool.batchReady
+                rcu.callRCU(head)
+                if inFlight.wrappingAdd(1, ordering: .relaxed).newValue == 32 { rcu.expedite() }
+            }
+        }
+
+        /// RCU callback: the grace period is over, the batch (linked from its first node) is free.
+        static let batchReady: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
+            let h = raw.assumingMemoryBound(to: RCUHead.self)
+            let pool = Unmanaged<NodePool>.fromOpaque(h.pointee.context!).takeUnretainedValue()
+            let first = raw - 32
+            pool.readyLock.withLock { pool.ready.append(first) }
+            pool.inFlight.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+}

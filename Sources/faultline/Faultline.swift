@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct Faultline: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "faultline",
+        abstract: "A Linux-faithful address space in user space, and a lab for mmap-locking designs.",
+        subcommands: [Bench.self]
+    )
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Micro-benchmarks of the building blocks.",
+        subcommands: [BenchLocks.self]
+    )
+}

@@ -1,0 +1,166 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+import Testing
+
+/// Eight-word nodes stamped with a generation; a reclaimed node is poisoned and recycled, so a
+/// reader that still holds it sees poison or a changed stamp.
+final class PoisonPool: @unchecked Sendable {
+    static let poison: UInt64 = 0xDEAD_BEEF_DEAD_BEEF
+    let current = Atomic<UnsafeMutablePointer<UInt64>?>(nil)
+    let lock = SpinLock()
+    var free: [UnsafeMutablePointer<UInt64>] = []
+    let violations = Atomic<Int>(0)
+    let reads = Atomic<Int>(0)
+    var all: [UnsafeMutablePointer<UInt64>] = []
+
+    func node(stamp: UInt64) -> UnsafeMutablePointer<UInt64> {
+        let n: UnsafeMutablePointer<UInt64> = lock.withLock {
+            if let p = free.popLast() { return p }
+            let p = UnsafeMutablePointer<UInt64>.allocate(capacity: 8)
+            all.append(p)
+            return p
+        }
+        for i in 0..<8 { n[i] = stamp }
+        return n
+    }
+
+    func reclaim(_ n: UnsafeMutablePointer<UInt64>) {
+        for i in 0..<8 { n[i] = PoisonPool.poison }
+        lock.withLock { free.append(n) }
+    }
+
+    func read(_ rcu: RCU) {
+        rcu.readLock()
+        if let n = current.load(ordering: .acquiring) {
+            let stamp = n[0]
+            var ok = stamp != PoisonPool.poison
+            for _ in 0..<3 {
+                for i in 0..<8 where n[i] != stamp { ok = false }
+                dwell(10)
+            }
+            if !ok { violations.wrappingAdd(1, ordering: .relaxed) }
+        }
+        rcu.readUnlock()
+        reads.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    deinit { for p in all { p.deallocate() } }
+}
+
+final class RCUBox: @unchecked Sendable {
+    let rcu: RCU
+    init(_ rcu: RCU) { self.rcu = rcu }
+}
+
+func rcuPoisonStress(_ rcu: RCU, deferred: Bool, seconds: Double) -> (reads: Int, violations: Int) {
+    let pool = PoisonPool()
+    pool.current.store(pool.node(stamp: 1), ordering: .releasing)
+    let box = RCUBox(rcu)
+    let stamp = Atomic<UInt64>(2)
+    stress(threads: 3, seconds: seconds) { t, _ in
+        if t == 0 {
+            let n = pool.node(stamp: stamp.wrappingAdd(1, ordering: .relaxed).newValue)
+            let old = pool.current.exchange(n, ordering: .acquiringAndReleasing)!
+            if deferred {
+                let o = Shared(old)
+                box.rcu.callRCU { pool.reclaim(o.value) }
+            } else {
+                box.rcu.synchronize()
+                pool.reclaim(old)
+            }
+        } else {
+            for _ in 0..<16 { pool.read(box.rcu) }
+        }
+    }
+    rcu.barrier()
+    return (pool.reads.load(ordering: .relaxed), pool.violations.load(ordering: .relaxed))
+}
+
+@Suite("RCU")
+struct RCUTests {
+    @Test func synchronizeWaitsForAReaderInsideItsSection() {
+        let rcu = RCUBox(RCU())
+        let inside = DoneBox()
+        let leaving = Atomic<Bool>(false)
+        let th = Threads.spawn {
+            rcu.rcu.readLock()
+            inside.count.store(1, ordering: .releasing)
+            fl_sleep_ns(150_000_000)
+            leaving.store(true, ordering: .releasing)
+            rcu.rcu.readUnlock()
+        }
+        while inside.count.load(ordering: .acquiring) == 0 { fl_sleep_ns(1_000_000) }
+        rcu.rcu.synchronize()
+        let v1 = leaving.load(ordering: .acquiring)
+        #expect(v1, "synchronize returned while a reader was inside")
+        Threads.join(th)
+    }
+
+    @Test func nestedSectionsEndAtTheOutermostUnlock() {
+        let rcu = RCU()
+        rcu.readLock()
+        rcu.readLock()
+        #expect(rcu.isReadLockHeld)
+        rcu.readUnlock()
+        #expect(rcu.isReadLockHeld)
+        rcu.readUnlock()
+        #expect(!rcu.isReadLockHeld)
+        rcu.synchronize()
+        #expect(rcu.gracePeriods == 1)
+    }
+
+    @Test func readersNeverSeeReclaimedMemoryWithSynchronize() {
+        let r = rcuPoisonStress(RCU(), deferred: false, seconds: 1.0)
+        #expect(r.reads > 1000)
+        #expect(r.violations == 0)
+    }
+
+    @Test func readersNeverSeeReclaimedMemoryWithCallRCU() {
+        let r = rcuPoisonStress(RCU(batchSize: 64), deferred: true, seconds: 1.0)
+        #expect(r.reads > 1000)
+        #expect(r.violations == 0)
+    }
+
+    @Test func barrierRunsEveryQueuedCallback() {
+        let rcu = RCU(batchSize: 1_000_000)
+        let ran = Atomic<Int>(0)
+        let box = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        box.value.initialize(to: Atomic(0))
+        defer { box.value.deallocate() }
+        Threads.run(4) { _ in
+            for _ in 0..<500 { rcu.callRCU { box.value.pointee.wrappingAdd(1, ordering: .relaxed) } }
+        }
+        rcu.barrier()
+        #expect(box.value.pointee.load(ordering: .relaxed) == 2000)
+        #expect(rcu.pendingCallbacks == 0)
+        _ = ran
+    }
+
+    @Test func intrusiveHeadsAreFreedAfterAGracePeriod() {
+        let rcu = RCU(batchSize: 8)
+        let freed = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        freed.value.initialize(to: Atomic(0))
+        defer { freed.value.deallocate() }
+        for _ in 0..<100 {
+            let h = UnsafeMutablePointer<RCUHead>.allocate(capacity: 1)
+            h.initialize(to: RCUHead(context: UnsafeMutableRawPointer(freed.value)) { raw in
+                let h = raw.assumingMemoryBound(to: RCUHead.self)
+                h.pointee.context!.assumingMemoryBound(to: Atomic<Int>.self).pointee.wrappingAdd(1, ordering: .relaxed)
+                h.deallocate()
+            })
+            rcu.callRCU(h)
+        }
+        rcu.barrier()
+        #expect(freed.value.pointee.load(ordering: .relaxed) == 100)
+        #expect(rcu.gracePeriods >= 1)
+    }
+}
+
+@Suite("Broken controls: RCU")
+struct BrokenControlRCU {
+    @Test func poisonStressCatchesAGracePeriodThatDoesNotWait() {
+        let r = rcuPoisonStress(RCU._brokenForTesting(), deferred: false, seconds: 1.5)
+        #expect(r.violations > 0)
+    }
+}

@@ -1,0 +1,147 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+import Testing
+
+/// A deliberately broken range lock: every request is taken as a read, so writers overlap.
+final class ModeBlindRangeLock: RangeLock, @unchecked Sendable {
+    let inner = ListRangeLock()
+    func lock(_ range: Range<UInt64>, mode: RangeLockMode) -> ListRangeLock.Handle { inner.lock(range, mode: .read) }
+    func tryLock(_ range: Range<UInt64>, mode: RangeLockMode) -> ListRangeLock.Handle? { inner.tryLock(range, mode: .read) }
+    func unlock(_ handle: ListRangeLock.Handle) { inner.unlock(handle) }
+}
+
+/// Random ranges over `units` slots, random modes, checked by an `ExclusionChecker`.
+func rangeExclusionStress<L: RangeLock>(_ lock: L, units: Int = 64, seconds: Double, writePercent: Int = 50) -> ExclusionChecker {
+    let checker = ExclusionChecker(units: units)
+    stress(threads: 4, seconds: seconds) { _, rng in
+        let a = Int(rng.next() % UInt64(units))
+        let len = 1 + Int(rng.next() % 8)
+        let r = a..<min(units, a + len)
+        let write = Int(rng.next() % 100) < writePercent
+        if rng.next() % 8 == 0 {
+            guard let h = lock.tryLock(UInt64(r.lowerBound)..<UInt64(r.upperBound), mode: write ? .write : .read) else { return }
+            checker.enter(r, write: write)
+            dwell(20)
+            checker.exit(r, write: write)
+            lock.unlock(h)
+        } else {
+            let h = lock.lock(UInt64(r.lowerBound)..<UInt64(r.upperBound), mode: write ? .write : .read)
+            checker.enter(r, write: write)
+            dwell(20)
+            checker.exit(r, write: write)
+            lock.unlock(h)
+        }
+    }
+    return checker
+}
+
+func tryLockRules<L: RangeLock>(_ l: L) {
+    let w = l.lock(0..<10, mode: .write)
+    #expect(l.tryLock(5..<15, mode: .write) == nil)
+    #expect(l.tryLock(5..<15, mode: .read) == nil)
+    #expect(l.tryLock(9..<10, mode: .read) == nil)
+    let disjoint = l.tryLock(10..<20, mode: .write)
+    #expect(disjoint != nil)
+    if let d = disjoint { l.unlock(d) }
+    l.unlock(w)
+
+    let r = l.lock(0..<10, mode: .read)
+    let r2 = l.tryLock(5..<15, mode: .read)
+    #expect(r2 != nil)
+    #expect(l.tryLock(5..<15, mode: .write) == nil)
+    #expect(l.tryLock(0..<1, mode: .write) == nil)
+    if let r2 { l.unlock(r2) }
+    let w2 = l.tryLock(10..<11, mode: .write)
+    #expect(w2 != nil)
+    if let w2 { l.unlock(w2) }
+    l.unlock(r)
+    let all = l.tryLock(0..<UInt64.max, mode: .write)
+    #expect(all != nil)
+    if let all { l.unlock(all) }
+}
+
+/// A thread holding [0, 10) for a while must not delay a writer of [20, 30).
+func disjointProceeds<L: RangeLock>(_ l: L) -> Bool {
+    let box = Shared(l)
+    let held = DoneBox()
+    let release = Atomic<Bool>(false)
+    let holder = Threads.spawn {
+        let h = box.value.lock(0..<10, mode: .write)
+        held.count.store(1, ordering: .releasing)
+        while !release.load(ordering: .acquiring) { fl_sleep_ns(1_000_000) }
+        box.value.unlock(h)
+    }
+    while held.count.load(ordering: .acquiring) == 0 { fl_sleep_ns(500_000) }
+    let h = l.lock(20..<30, mode: .write)   // would block forever if it waited for the holder
+    let got = !release.load(ordering: .acquiring)
+    l.unlock(h)
+    release.store(true, ordering: .releasing)
+    Threads.join(holder)
+    return got
+}
+
+/// Writers of overlapping ranges held long enough that waiters go to sleep.
+func sleepingWaitersAllWake<L: RangeLock>(_ l: L) -> Bool {
+    let box = Shared(l)
+    return finishes(threads: 6, iterations: 400, timeout: 60) { t, k in
+        let base = UInt64((t + k) % 4) * 4
+        let h = box.value.lock(base..<(base + 8), mode: k % 3 == 0 ? .read : .write)
+        if k % 8 == 0 { fl_sleep_ns(50_000) } else { dwell(100) }
+        box.value.unlock(h)
+    }
+}
+
+@Suite("Range locks")
+struct RangeLockTests {
+    @Test func listTryLockRules() { tryLockRules(ListRangeLock()) }
+    @Test func treeTryLockRules() { tryLockRules(TreeRangeLock()) }
+
+    @Test(arguments: [0, 30, 100])
+    func listExclusion(writePercent: Int) {
+        let c = rangeExclusionStress(ListRangeLock(), seconds: 0.75, writePercent: writePercent)
+        #expect(c.entryCount > 500)
+        #expect(c.violationCount == 0)
+    }
+
+    @Test(arguments: [0, 30, 100])
+    func treeExclusion(writePercent: Int) {
+        let c = rangeExclusionStress(TreeRangeLock(), seconds: 0.75, writePercent: writePercent)
+        #expect(c.entryCount > 500)
+        #expect(c.violationCount == 0)
+    }
+
+    @Test func listDisjointRangesProceedInParallel() { #expect(disjointProceeds(ListRangeLock())) }
+    @Test func treeDisjointRangesProceedInParallel() { #expect(disjointProceeds(TreeRangeLock())) }
+
+    @Test func listNoLostWakeups() { #expect(sleepingWaitersAllWake(ListRangeLock())) }
+    @Test func treeNoLostWakeups() { #expect(sleepingWaitersAllWake(TreeRangeLock())) }
+
+    @Test func treeReaderQueuesBehindEarlierOverlappingWriter() {
+        // FIFO fairness (Bueso): R1 holds; W waits on R1; a later reader R2 overlapping W must
+        // wait for W even though it is compatible with R1.
+        let l = TreeRangeLock()
+        let r1 = l.lock(0..<10, mode: .read)
+        let box = Shared(l)
+        let wGot = DoneBox()
+        let th = Threads.spawn {
+            let w = box.value.lock(5..<15, mode: .write)
+            wGot.count.store(1, ordering: .releasing)
+            box.value.unlock(w)
+        }
+        while l.requestCount < 2 { fl_sleep_ns(500_000) }
+        #expect(l.tryLock(0..<10, mode: .read) == nil)
+        l.unlock(r1)
+        Threads.join(th)
+        #expect(wGot.count.load(ordering: .acquiring) == 1)
+        #expect(l.requestCount == 0)
+    }
+}
+
+@Suite("Broken controls: range locks")
+struct BrokenControlRangeLock {
+    @Test func exclusionStressCatchesAModeBlindLock() {
+        let c = rangeExclusionStress(ModeBlindRangeLock(), seconds: 1.5, writePercent: 100)
+        #expect(c.violationCount > 0)
+    }
+}
