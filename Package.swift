@@ -13,15 +13,18 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "FaultlineSync", targets: ["FaultlineSync"]),
+        .library(name: "FaultlineTrees", targets: ["FaultlineTrees"]),
         .executable(name: "faultline", targets: ["faultline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.0"),
     ],
     targets: [
         .target(name: "CFaultline"),
         .target(name: "FaultlineSync", dependencies: ["CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineBench", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineBench", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .executableTarget(
             name: "faultline",
             dependencies: [
@@ -31,5 +34,10 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
         .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
+        .testTarget(
+            name: "FaultlineTreesTests",
+            dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline",
+                           .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
     ]
 )

@@ -6,6 +6,8 @@ import Synchronization
 public struct MicroResult: Codable, Sendable {
     public var primitive: String
     public var scenario: String
+    /// Structure size, for scenarios that have one (trees).
+    public var size: Int?
     public var threads: Int
     /// Average time one worker spends per operation: wall time × workers ÷ operations.
     /// Flat across thread counts means perfect scaling.
@@ -36,17 +38,19 @@ public struct WorkerTally: Sendable {
 public struct MicroScenario: Sendable {
     public let primitive: String
     public let scenario: String
+    public let size: Int?
     /// Extra threads the scenario runs beside the measured workers (e.g. a writer).
     public let helperThreads: Int
     /// Whether this scenario is meaningful at this many measured workers.
     public let supports: @Sendable (Int) -> Bool
     public let prepare: @Sendable (Int) -> @Sendable (_ worker: Int, _ stop: StopFlag) -> WorkerTally
 
-    public init(primitive: String, scenario: String, helperThreads: Int = 0,
+    public init(primitive: String, scenario: String, size: Int? = nil, helperThreads: Int = 0,
                 supports: @escaping @Sendable (Int) -> Bool = { _ in true },
                 prepare: @escaping @Sendable (Int) -> @Sendable (Int, StopFlag) -> WorkerTally) {
         self.primitive = primitive
         self.scenario = scenario
+        self.size = size
         self.helperThreads = helperThreads
         self.supports = supports
         self.prepare = prepare
@@ -82,14 +86,14 @@ public struct MicroBenchRunner {
         var samples = Array(repeating: [Sample](), count: cells.count)
         for rep in 0..<reps {
             for (i, (s, t)) in cells.enumerated() {
-                progress?("rep \(rep + 1)/\(reps): \(s.primitive) \(s.scenario) ×\(t)")
+                progress?("rep \(rep + 1)/\(reps): \(s.primitive) \(s.scenario)\(s.size.map { " @\($0)" } ?? "") ×\(t)")
                 samples[i].append(measure(s, threads: t))
             }
         }
         return cells.enumerated().map { i, cell in
             let sorted = samples[i].sorted { $0.nsPerOp < $1.nsPerOp }
             let mid = sorted[sorted.count / 2]
-            return MicroResult(primitive: cell.0.primitive, scenario: cell.0.scenario, threads: cell.1,
+            return MicroResult(primitive: cell.0.primitive, scenario: cell.0.scenario, size: cell.0.size, threads: cell.1,
                                nsPerOp: mid.nsPerOp, nsPerOpMin: sorted.first!.nsPerOp,
                                nsPerOpMax: sorted.last!.nsPerOp, opsPerSecond: mid.opsPerSecond,
                                reps: sorted.count, extra: mid.extra)
@@ -160,10 +164,11 @@ public let stopCheckInterval: UInt64 = 256
 
 /// Formats results as an aligned text table.
 public func formatMicroTable(_ results: [MicroResult]) -> String {
-    var rows: [[String]] = [["primitive", "scenario", "threads", "ns/op (median)", "min–max", "Mops/s", "extra"]]
+    let sized = results.contains { $0.size != nil }
+    var rows: [[String]] = [["primitive", "scenario"] + (sized ? ["size"] : []) + ["threads", "ns/op (median)", "min–max", "Mops/s", "extra"]]
     for r in results {
         let extra = r.extra.sorted { $0.key < $1.key }.map { "\($0.key)=\(fmt($0.value, 3))" }.joined(separator: " ")
-        rows.append([r.primitive, r.scenario, "\(r.threads)", fmt(r.nsPerOp, 2),
+        rows.append([r.primitive, r.scenario] + (sized ? [r.size.map(String.init) ?? ""] : []) + ["\(r.threads)", fmt(r.nsPerOp, 2),
                      "\(fmt(r.nsPerOpMin, 2))–\(fmt(r.nsPerOpMax, 2))", fmt(r.opsPerSecond / 1e6, 2), extra])
     }
     return formatTable(rows)

@@ -1,0 +1,445 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// The maple tree (Liam Howlett, Matthew Wilcox; Linux 6.1): a B-tree over the whole 64-bit
+/// index space, partitioned into ranges that each map to a value or to NULL (a gap). Internal
+/// nodes record the largest gap under each child, which makes `get_unmapped_area` a tree walk.
+///
+/// RCU mode: readers (`lookup`, `find`, `next`, `prev`, `forEach`) take no lock — the caller
+/// holds an RCU read-side section of the tree's domain, or the writers' lock. A writer (callers
+/// serialise writers) never changes a published node's pivots or slots: it builds replacement
+/// nodes, publishes them with one release store (of the root or of the parent's slot), then
+/// marks each replaced node dead (its parent word points at itself) and hands it to RCU; it
+/// is reused only after a grace period. A reader that finds the node it just read dead walks
+/// again from the root (`mas_dead_node` → `mas_reset`).
+///
+/// See `MapleNode` for the node layout.
+public final class MapleTree<Value: MapleValue>: RangeTree, @unchecked Sendable {
+    public static var readersNeedNoLock: Bool { true }
+
+    /// The lock-free read side, as a plain value (no reference counting on hot paths).
+    public let reader: MapleReader<Value>
+    /// The untyped tree: all writes and gap searches, on machine words.
+    let core: MapleCore
+
+    /// - Parameters:
+    ///   - rcu: the domain whose grace periods free replaced nodes; nil when every reader
+    ///     holds the writers' lock (non-RCU mode: nodes are reused at once).
+    ///   - poisonFreedNodes: overwrite nodes when they come back from a grace period, so that
+    ///     a reader that still held one reads `MapleTree.poisonValue` (for stress tests).
+    public init(rcu: RCU? = .shared, poisonFreedNodes: Bool = false) {
+        core = MapleCore(rcu: rcu, poison: poisonFreedNodes)
+        reader = MapleReader(rootSlot: core.rootSlot)
+    }
+
+    public var count: Int { core.count }
+
+    /// Tree height (1: the root is a leaf; 0: empty).
+    public var depth: Int { core.height }
+
+    /// Nodes currently allocated to the tree or waiting for a grace period.
+    public var nodesInUse: Int { core.allocator.inUse }
+
+    /// What a reader reads from a node poisoned after its grace period (see `init`).
+    public static var poisonValue: UInt { MapleNodeAllocator.poisonNode.address }
+
+    // MARK: Writers (callers serialise them)
+
+    public func store(_ range: ClosedRange<UInt64>, _ value: Value?) {
+        core.store(range.lowerBound, range.upperBound, value?.mapleBits ?? 0)
+    }
+
+    public func removeAll() { core.removeAll() }
+
+    public func bulkLoad(_ entries: [RangeEntry<Value>]) {
+        core.bulkLoad(entries.map { MapleEntry(last: $0.last, slot: $0.value.mapleBits, gap: $0.first) })
+    }
+
+    public func lowestGap(size: UInt64, in window: ClosedRange<UInt64>) -> UInt64? { core.lowestGap(size: size, in: window) }
+    public func highestGap(size: UInt64, in window: ClosedRange<UInt64>) -> UInt64? { core.highestGap(size: size, in: window) }
+    public func _checkInvariants() { core._checkInvariants() }
+
+    // MARK: Readers (forwarders to `reader`)
+
+    @inlinable public func lookup(_ index: UInt64) -> RangeEntry<Value>? { reader.lookup(index) }
+    @inlinable public func find(from index: UInt64) -> RangeEntry<Value>? { reader.find(from: index) }
+    @inlinable public func next(after index: UInt64) -> RangeEntry<Value>? { reader.next(after: index) }
+    @inlinable public func prev(before index: UInt64) -> RangeEntry<Value>? { reader.prev(before: index) }
+    @inlinable public func forEach(in window: ClosedRange<UInt64>, _ body: (RangeEntry<Value>) -> Bool) {
+        reader.forEach(in: window, body)
+    }
+}
+
+/// The untyped maple tree: root, writer state and node memory. Writers are serialised by the
+/// caller; readers go through `MapleWalker`.
+final class MapleCore: @unchecked Sendable {
+    let rootSlot: UnsafeMutablePointer<Atomic<UInt>>
+    let entryCount: UnsafeMutablePointer<Atomic<Int>>
+    /// Levels below and including the root (0 when empty).
+    @exclusivity(unchecked) var height = 0
+    let rcu: RCU?
+    let allocator: MapleNodeAllocator
+    let walker: MapleWalker
+    /// Per-write bookkeeping.
+    @exclusivity(unchecked) var opAllocated: [MapleNode] = []
+    @exclusivity(unchecked) var opRetired: [MapleNode] = []
+    @exclusivity(unchecked) var opCountDelta = 0
+
+    init(rcu: RCU?, poison: Bool) {
+        self.rcu = rcu
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
+        rootSlot = raw.bindMemory(to: Atomic<UInt>.self, capacity: 1)
+        rootSlot.initialize(to: Atomic(0))
+        let countRaw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
+        entryCount = countRaw.bindMemory(to: Atomic<Int>.self, capacity: 1)
+        entryCount.initialize(to: Atomic(0))
+        walker = MapleWalker(rootSlot: rootSlot)
+        allocator = MapleNodeAllocator(poison: poison)
+        opAllocated.reserveCapacity(32)
+        opRetired.reserveCapacity(32)
+    }
+
+    deinit {
+        // Nodes still queued on RCU belong to the allocator; wait for them before it goes.
+        if let rcu, allocator.inFlight.load(ordering: .acquiring) > 0 { rcu.barrier() }
+        allocator.releaseAll()
+        UnsafeMutableRawPointer(rootSlot).deallocate()
+        UnsafeMutableRawPointer(entryCount).deallocate()
+    }
+
+    var count: Int { entryCount.pointee.load(ordering: .relaxed) }
+}
+
+/// Where a walk ended: the leaf, its bounds, the slot holding the index, and the leaf's end.
+@frozen @usableFromInline
+struct MapleLeafPosition {
+    @usableFromInline var leaf: MapleNode
+    @usableFromInline var lo: UInt64
+    @usableFromInline var hi: UInt64
+    @usableFromInline var slot: Int
+    @usableFromInline var end: Int
+
+    @inlinable
+    init(leaf: MapleNode, lo: UInt64, hi: UInt64, slot: Int, end: Int) {
+        self.leaf = leaf
+        self.lo = lo
+        self.hi = hi
+        self.slot = slot
+        self.end = end
+    }
+
+    /// `[first, last]` of slot `i`.
+    @inlinable @inline(__always)
+    func bounds(_ i: Int) -> (UInt64, UInt64) {
+        let first = i > 0 ? leaf.pivot(i &- 1) &+ 1 : lo
+        let last = i < end ? leaf.pivot(i) : hi
+        return (first, last)
+    }
+}
+
+/// `mas_walk()` over the untyped tree.
+@frozen @usableFromInline
+struct MapleWalker: @unchecked Sendable {
+    @usableFromInline let rootSlot: UnsafeMutablePointer<Atomic<UInt>>
+
+    @inlinable
+    init(rootSlot: UnsafeMutablePointer<Atomic<UInt>>) { self.rootSlot = rootSlot }
+
+    /// Walks to the leaf slot holding `index`; nil for an empty tree. The leaf was live when
+    /// reached; callers re-check `isDead()` after reading its slots.
+    @inlinable @inline(__always)
+    func walk(_ index: UInt64) -> MapleLeafPosition? {
+        restart: while true {
+            guard var node = MapleNode(address: rootSlot.pointee.load(ordering: .acquiring)) else { return nil }
+            var lo: UInt64 = 0
+            var hi = UInt64.max
+            while true {
+                let word = node.parentWord()
+                let end = MapleNode.end(word)
+                var i = 0
+                while i < end {
+                    if index <= node.pivot(i) { break }
+                    i &+= 1
+                }
+                if MapleNode.isLeaf(word) {
+                    return MapleLeafPosition(leaf: node, lo: lo, hi: hi, slot: i, end: end)
+                }
+                let child = node.childSlot(i)
+                if i > 0 { lo = node.pivot(i &- 1) &+ 1 }
+                if i < end { hi = node.pivot(i) }
+                if node.isDead() { continue restart }
+                node = MapleNode(address: child)!
+            }
+        }
+    }
+}
+
+/// The read side of a `MapleTree`: walks from the root with acquire loads and restarts when
+/// it meets a dead node. Safe beside one writer inside an RCU read-side section.
+@frozen
+public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
+    @usableFromInline let walker: MapleWalker
+
+    @usableFromInline
+    init(rootSlot: UnsafeMutablePointer<Atomic<UInt>>) { walker = MapleWalker(rootSlot: rootSlot) }
+
+    @inlinable @inline(__always)
+    func walk(_ index: UInt64) -> MapleLeafPosition? { walker.walk(index) }
+
+    @inlinable @inline(__always)
+    func entryBounds(_ p: MapleLeafPosition, _ i: Int) -> (UInt64, UInt64) { p.bounds(i) }
+
+    /// `mtree_load()`: the entry containing `index`.
+    @inlinable
+    public func lookup(_ index: UInt64) -> RangeEntry<Value>? {
+        while true {
+            guard let p = walk(index) else { return nil }
+            let v = p.leaf.leafSlot(p.slot)
+            let (first, last) = entryBounds(p, p.slot)
+            if p.leaf.isDead() { continue }
+            return v == 0 ? nil : RangeEntry(first: first, last: last, value: Value(mapleBits: v))
+        }
+    }
+
+    /// `find_vma()`: the first entry whose last index is at or after `index`.
+    @inlinable
+    public func find(from index: UInt64) -> RangeEntry<Value>? {
+        var pos = index
+        while true {
+            guard let p = walk(pos) else { return nil }
+            var found: RangeEntry<Value>? = nil
+            var i = p.slot
+            while i <= p.end {
+                let v = p.leaf.leafSlot(i)
+                if v != 0 {
+                    let (first, last) = entryBounds(p, i)
+                    found = RangeEntry(first: first, last: last, value: Value(mapleBits: v))
+                    break
+                }
+                i &+= 1
+            }
+            if p.leaf.isDead() { continue }
+            if let found { return found }
+            if p.hi == UInt64.max { return nil }
+            pos = p.hi &+ 1
+        }
+    }
+
+    /// The first entry that starts after `index`.
+    @inlinable
+    public func next(after index: UInt64) -> RangeEntry<Value>? {
+        guard index < UInt64.max, let e = find(from: index &+ 1) else { return nil }
+        if e.first > index { return e }
+        guard e.last < UInt64.max else { return nil }
+        return find(from: e.last &+ 1)
+    }
+
+    /// The last entry that ends before `index`.
+    @inlinable
+    public func prev(before index: UInt64) -> RangeEntry<Value>? {
+        guard index > 0 else { return nil }
+        var pos = index &- 1
+        while true {
+            guard let p = walk(pos) else { return nil }
+            var found: RangeEntry<Value>? = nil
+            var i = p.slot
+            while i >= 0 {
+                let v = p.leaf.leafSlot(i)
+                if v != 0 {
+                    let (first, last) = entryBounds(p, i)
+                    if last < index {
+                        found = RangeEntry(first: first, last: last, value: Value(mapleBits: v))
+                        break
+                    }
+                }
+                i &-= 1
+            }
+            if p.leaf.isDead() { continue }
+            if let found { return found }
+            if p.lo == 0 { return nil }
+            pos = p.lo &- 1
+        }
+    }
+
+    /// Entries intersecting `window`, in order, one leaf at a time (a leaf's entries are read,
+    /// the leaf re-checked alive, then handed out).
+    @inlinable
+    public func forEach(in window: ClosedRange<UInt64>, _ body: (RangeEntry<Value>) -> Bool) {
+        var pos = window.lowerBound
+        withUnsafeTemporaryAllocation(of: RangeEntry<Value>.self, capacity: MapleNode.leafSlots) { buf in
+            while true {
+                guard let p = walk(pos) else { return }
+                var n = 0
+                var i = p.slot
+                while i <= p.end {
+                    let v = p.leaf.leafSlot(i)
+                    let (first, last) = entryBounds(p, i)
+                    if first > window.upperBound { break }
+                    if v != 0 {
+                        buf.initializeElement(at: n, to: RangeEntry(first: first, last: last, value: Value(mapleBits: v)))
+                        n &+= 1
+                    }
+                    i &+= 1
+                }
+                if p.leaf.isDead() { continue }
+                for k in 0..<n where !body(buf[k]) { return }
+                if p.hi >= window.upperBound { return }
+                pos = p.hi &+ 1
+            }
+        }
+    }
+}
+
+/// Node memory for one tree: 256-byte nodes carved from 64-node slabs, kept on an intrusive
+/// free list (word 1 links free nodes). A write's replaced nodes go to RCU in pooled retire
+/// records (one callback per write) and come back to `returned` after the grace period.
+final class MapleNodeAllocator: @unchecked Sendable {
+    static let slabNodes = 64
+    static let recordNodes = 24
+    let poison: Bool
+    var slabs: [UnsafeMutableRawPointer] = []
+    var freeHead: UInt = 0
+    var freeCount = 0
+    let returnedLock = SpinLock()
+    var returnedHead: UInt = 0
+    var returnedCount = 0
+    var recordPool: UnsafeMutablePointer<RetireRecord>?
+    var records: [UnsafeMutablePointer<RetireRecord>] = []
+    let inFlight = Atomic<Int>(0)
+    var total = 0
+
+    /// `struct rcu_head` plus up to `recordNodes` nodes; records of one write are chained.
+    struct RetireRecord {
+        var head: RCUHead
+        var next: UnsafeMutablePointer<RetireRecord>?
+        var count: Int
+        var nodes: (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt,
+                    UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
+    }
+
+    init(poison: Bool) { self.poison = poison }
+
+    var inUse: Int { total - freeCount - returnedLock.withLock { returnedCount } }
+
+    @inline(__always)
+    func link(_ n: MapleNode, _ next: UInt) { n.words[1].store(next, ordering: .relaxed) }
+
+    func allocate() -> MapleNode {
+        if freeHead == 0 {
+            returnedLock.withLock {
+                freeHead = returnedHead
+                freeCount = returnedCount
+                returnedHead = 0
+                returnedCount = 0
+            }
+            if freeHead == 0 { grow() }
+        }
+        let n = MapleNode(address: freeHead)!
+        freeHead = n.words[1].load(ordering: .relaxed)
+        freeCount -= 1
+        return n
+    }
+
+    func grow() {
+        let slab = UnsafeMutableRawPointer.allocate(byteCount: MapleNode.bytes * Self.slabNodes, alignment: MapleNode.bytes)
+        let words = slab.bindMemory(to: Atomic<UInt>.self, capacity: 32 * Self.slabNodes)
+        for i in 0..<(32 * Self.slabNodes) { (words + i).initialize(to: Atomic(0)) }
+        slabs.append(slab)
+        total += Self.slabNodes
+        for i in 0..<Self.slabNodes { release(MapleNode(words: words + 32 * i)) }
+    }
+
+    /// A node no reader can reach.
+    @inline(__always)
+    func release(_ n: MapleNode) {
+        link(n, freeHead)
+        freeHead = n.address
+        freeCount += 1
+    }
+
+    func takeRecord() -> UnsafeMutablePointer<RetireRecord> {
+        if let r = returnedLock.withLock({ () -> UnsafeMutablePointer<RetireRecord>? in
+            let r = recordPool
+            recordPool = r?.pointee.next
+            return r
+        }) { return r }
+        let r = UnsafeMutablePointer<RetireRecord>.allocate(capacity: 1)
+        records.append(r)
+        return r
+    }
+
+    /// Hands a write's dead nodes to RCU (`call_rcu` once per write).
+    func retire(_ nodes: [MapleNode], rcu: RCU) {
+        var first: UnsafeMutablePointer<RetireRecord>? = nil
+        var k = 0
+        while k < nodes.count {
+            let r = takeRecord()
+            let n = min(Self.recordNodes, nodes.count - k)
+            r.initialize(to: RetireRecord(head: RCUHead(context: Unmanaged.passUnretained(self).toOpaque(), function: Self.batchDone),
+                                          next: first, count: n,
+                                          nodes: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)))
+            withUnsafeMutableBytes(of: &r.pointee.nodes) { buf in
+                for j in 0..<n { buf.storeBytes(of: nodes[k + j].address, toByteOffset: j * 8, as: UInt.self) }
+            }
+            first = r
+            k += n
+        }
+        inFlight.wrappingAdd(1, ordering: .relaxed)
+        rcu.callRCU(UnsafeMutableRawPointer(first!).assumingMemoryBound(to: RCUHead.self))
+    }
+
+    /// RCU callback: the grace period is over; the nodes (and records) are reusable.
+    static let batchDone: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
+        let first = raw.assumingMemoryBound(to: RetireRecord.self)
+        let a = Unmanaged<MapleNodeAllocator>.fromOpaque(first.pointee.head.context!).takeUnretainedValue()
+        var r: UnsafeMutablePointer<RetireRecord>? = first
+        a.returnedLock.lock()
+        while let rec = r {
+            let next = rec.pointee.next
+            let n = rec.pointee.count
+            withUnsafeBytes(of: rec.pointee.nodes) { buf in
+                for j in 0..<n {
+                    let node = MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!
+                    if a.poison { a.poisonNode(node) }
+                    node.words[1].store(a.returnedHead, ordering: .relaxed)
+                    a.returnedHead = node.address
+                    a.returnedCount += 1
+                }
+            }
+            rec.pointee.next = a.recordPool
+            a.recordPool = rec
+            r = next
+        }
+        a.returnedLock.unlock()
+        a.inFlight.wrappingSubtract(1, ordering: .releasing)
+    }
+
+    /// A leaf whose every slot holds its own address: poisoned nodes point readers here, and a
+    /// reader that lands here returns that address as a value.
+    static let poisonNode: MapleNode = {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: MapleNode.bytes, alignment: MapleNode.bytes)
+        let words = raw.bindMemory(to: Atomic<UInt>.self, capacity: 32)
+        for i in 0..<32 { (words + i).initialize(to: Atomic(0)) }
+        let n = MapleNode(words: words)
+        n.setParentWord(MapleNode.leafBit)
+        for i in 0..<22 { words[10 + i].store(n.address, ordering: .relaxed) }
+        return n
+    }()
+
+    func poisonNode(_ n: MapleNode) {
+        let target = Self.poisonNode.address
+        n.setParentWord(MapleNode.leafBit)
+        for i in 1..<10 { n.words[i].store(0, ordering: .relaxed) }
+        for i in 10..<32 { n.words[i].store(target, ordering: .relaxed) }
+    }
+
+    func releaseAll() {
+        for s in slabs { s.deallocate() }
+        for r in records { r.deallocate() }
+        slabs.removeAll()
+        records.removeAll()
+        freeHead = 0
+        returnedHead = 0
+    }
+}
