@@ -14,7 +14,9 @@ let package = Package(
     products: [
         .library(name: "FaultlineSync", targets: ["FaultlineSync"]),
         .library(name: "FaultlineTrees", targets: ["FaultlineTrees"]),
+        .library(name: "FaultlineMM", targets: ["FaultlineMM"]),
         .executable(name: "faultline", targets: ["faultline"]),
+        .executable(name: "faultline-host", targets: ["faultline-host"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -22,18 +24,25 @@ let package = Package(
     ],
     targets: [
         .target(name: "CFaultline"),
+        // The differential tester's helper: runs the calls on the host kernel.
+        .executableTarget(name: "faultline-host"),
         .target(name: "FaultlineSync", dependencies: ["CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"], swiftSettings: invariants),
         .target(name: "FaultlineBench", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .executableTarget(
             name: "faultline",
             dependencies: [
                 "FaultlineBench",
+                "FaultlineDiff",
+                "faultline-host",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
         .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
+        .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees"]),
         .testTarget(
             name: "FaultlineTreesTests",
             dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline",

@@ -12,7 +12,7 @@ extension UnsafeMutableRawPointer: MapleValue {
     @inlinable public init(mapleBits: UInt) { self = UnsafeMutableRawPointer(bitPattern: mapleBits)! }
 }
 
-extension UnsafeMutablePointer: MapleValue {
+extension UnsafeMutablePointer: MapleValue where Pointee: ~Copyable {
     @inlinable public var mapleBits: UInt { UInt(bitPattern: self) }
     @inlinable public init(mapleBits: UInt) { self = UnsafeMutablePointer(bitPattern: mapleBits)! }
 }

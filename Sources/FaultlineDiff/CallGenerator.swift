@@ -1,0 +1,145 @@
+import FaultlineMM
+
+/// Random calls aimed at the interesting places: VMA boundaries, just inside and outside
+/// them, holes, the window's top (where the kernel puts mappings), with occasional invalid
+/// arguments of every kind.
+struct CallGenerator {
+    var state: UInt64
+    let window: Range<UInt64>
+    let heapStart: UInt64
+    let fileSizes: [UInt64]
+    var forks = 0
+    let page = Linux.pageSize
+
+    init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [UInt64]) {
+        state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678
+        self.window = window
+        heapStart = heap
+        fileSizes = files
+    }
+
+    mutating func rand() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func below(_ n: UInt64) -> UInt64 { rand() % max(n, 1) }
+    mutating func chance(_ percent: UInt64) -> Bool { below(100) < percent }
+
+    mutating func pick<T>(_ xs: [T]) -> T { xs[Int(below(UInt64(xs.count)))] }
+
+    /// An address in the window: near a VMA edge, inside one, or near the top.
+    mutating func address(_ mm: AddressSpace) -> UInt64 {
+        let vmas = mm.mapsLines(in: window)
+        var a: UInt64
+        let r = below(100)
+        if !vmas.isEmpty && r < 50 {
+            let v = pick(vmas)
+            let edge = chance(50) ? v.start : v.end
+            let delta = Int64(below(5)) - 2
+            a = UInt64(Int64(edge) + delta * Int64(page))
+        } else if !vmas.isEmpty && r < 70 {
+            let v = pick(vmas)
+            a = v.start + below((v.end - v.start) / page) * page
+        } else {
+            a = window.upperBound - (1 + below(300)) * page
+        }
+        if !window.contains(a) { a = window.upperBound - page }
+        if chance(4) { a += 1 + below(page - 1) }
+        return a
+    }
+
+    mutating func length() -> UInt64 {
+        let r = below(100)
+        var l: UInt64
+        if r < 55 { l = (1 + below(8)) * page }
+        else if r < 80 { l = (9 + below(56)) * page }
+        else if r < 88 { l = pick([512, 1024, 1536]) * page }
+        else if r < 92 { l = 0 }
+        else { l = (1 + below(6)) * page + 1 + below(page - 1) }
+        return l
+    }
+
+    mutating func prot() -> UInt32 {
+        if chance(3) { return pick([0x10, 0x0100_0001, 0x0300_0000]) }
+        return pick([0, 1, 3, 5, 7, 2, 4, 3, 1, 3])
+    }
+
+    mutating func next(_ mm: AddressSpace) -> Call {
+        let r = below(100)
+        if r < 30 { return mmap(mm) }
+        if r < 43 { return .munmap(addr: address(mm), length: length()) }
+        if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
+        if r < 70 { return mremap(mm) }
+        if r < 89 { return madvise(mm) }
+        if r < 97 || forks >= 2 {
+            let cur = mm.brk(0)
+            let deltas: [Int64] = [-3, -1, 0, 1, 2, 5, 17]
+            var target = UInt64(Int64(cur) + pick(deltas) * Int64(page))
+            if chance(10) { target = 0 }
+            if chance(8) { target = heapStart - page }
+            if chance(5) { target = cur + (80 << 20) }
+            if chance(10) { target += 1 + below(page - 1) }
+            return .brk(addr: target)
+        }
+        forks += 1
+        return .fork
+    }
+
+    mutating func mmap(_ mm: AddressSpace) -> Call {
+        var flags: UInt32
+        let t = below(100)
+        if t < 55 { flags = MapFlags.private.rawValue }
+        else if t < 92 { flags = MapFlags.shared.rawValue }
+        else if t < 96 { flags = MapFlags.sharedValidate.rawValue }
+        else { flags = pick([0, 0x0f]) }
+        var fd = -1
+        var offset: UInt64 = 0
+        if chance(70) {
+            flags |= MapFlags.anonymous.rawValue
+            if chance(5) { offset = page }
+        } else {
+            fd = chance(3) ? 5 : Int(below(UInt64(fileSizes.count)))
+            if fd < fileSizes.count {
+                let pages = (fileSizes[fd] + page - 1) / page
+                offset = below(pages + 1) * page
+                if chance(4) { offset += 17 }
+            }
+        }
+        var addr: UInt64 = 0
+        let a = below(100)
+        if a < 25 { flags |= MapFlags.fixed.rawValue; addr = address(mm) }
+        else if a < 33 { flags |= MapFlags.fixedNoReplace.rawValue; addr = address(mm) }
+        else if a < 50 { addr = address(mm) }
+        if chance(12) { flags |= MapFlags.populate.rawValue }
+        if chance(10) { flags |= MapFlags.noReserve.rawValue }
+        if chance(3) { flags |= MapFlags.stack.rawValue }
+        var len = length()
+        if fd >= 0 && fd < fileSizes.count && chance(70) { len = min(len, 8 * page) }
+        return .mmap(addr: addr, length: len, prot: prot() & 7, flags: flags, fd: fd, offset: offset)
+    }
+
+    mutating func mremap(_ mm: AddressSpace) -> Call {
+        let vmas = mm.mapsLines(in: window)
+        var addr = address(mm)
+        var oldLen = length()
+        if let v = vmas.isEmpty ? nil : pick(vmas), chance(70) {
+            addr = v.start + (chance(60) ? 0 : below((v.end - v.start) / page) * page)
+            oldLen = chance(60) ? v.end - addr : (1 + below(4)) * page
+        }
+        var newLen = chance(15) ? oldLen : (1 + below(12)) * page
+        if chance(8) { newLen = 512 * page }
+        let flags = pick([0, 1, 1, 1, 3, 3, 5, 5, 7, 2, 4, 8] as [UInt32])
+        if flags & 4 != 0 && chance(70) { newLen = oldLen }
+        let newAddr = flags & 6 != 0 ? address(mm) : 0
+        return .mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: flags, newAddr: newAddr)
+    }
+
+    mutating func madvise(_ mm: AddressSpace) -> Call {
+        let advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99])
+        return .madvise(addr: address(mm), length: length(), advice: advice)
+    }
+}

@@ -1,0 +1,276 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// The VMA fields a fault needs, read once (under a lock, or speculatively and validated).
+@frozen
+public struct VMASnapshot {
+    public var vma: VMARef
+    public var start: UInt64
+    public var end: UInt64
+    public var flags: VMFlags
+    public var pgoff: UInt64
+    public var fileBits: UInt
+    public var anonVMA: UInt
+
+    @inlinable
+    public init(_ v: VMARef) {
+        vma = v
+        start = v.vmStart
+        end = v.vmEnd
+        flags = v.vmFlags
+        pgoff = v.vmPgoff
+        fileBits = v.fileBits
+        anonVMA = v.anonVMA
+    }
+
+    @inlinable var file: MMFile? {
+        fileBits == 0 ? nil : Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: fileBits)!).takeUnretainedValue()
+    }
+}
+
+/// Why a lockless or speculative fault gave up.
+public enum AbortReason: Sendable {
+    case seqChanged, vmaChanged, lockContended, detached, notAnonymous, noVMA, pteChanged
+}
+
+/// How a fault ended in the shared core.
+@usableFromInline
+enum FaultOutcome {
+    case done
+    case error(FaultError)
+    /// The page is not cached and reading it takes time: drop locks, read, retry
+    /// (`VM_FAULT_RETRY`).
+    case needIO(MMFile, UInt64)
+    case abort(AbortReason)
+}
+
+/// What a design checks after taking the page-table lock and before installing a PTE: the
+/// one place designs differ inside the fault itself.
+public protocol FaultValidator {
+    /// Called with the PTL held. False: throw the prepared page away and abort.
+    func validate() -> Bool
+    /// Whether the fault may allocate the VMA's anon_vma (writes `vma->anon_vma`).
+    var mayPrepareAnonVMA: Bool { get }
+    /// Whether the fault may block on page-cache I/O (false: abort instead).
+    var mayWaitForIO: Bool { get }
+    /// Whether a fault on a present PTE (copy on write) may run.
+    var mayHandleCOW: Bool { get }
+}
+
+/// Faults under `mmap_lock` (or a VMA lock) need no validation.
+public struct LockedFault: FaultValidator {
+    public var mayPrepareAnonVMA: Bool
+    @inlinable public init(mayPrepareAnonVMA: Bool = true) { self.mayPrepareAnonVMA = mayPrepareAnonVMA }
+    @inlinable public func validate() -> Bool { true }
+    @inlinable public var mayWaitForIO: Bool { true }
+    @inlinable public var mayHandleCOW: Bool { true }
+}
+
+extension AddressSpace {
+    @inlinable @inline(__always)
+    func count(_ s: MMStat, _ n: UInt64 = 1) { stats.slots.add(s.rawValue, n) }
+
+    /// `access_error()` for x86: writes need VM_WRITE, instruction fetches VM_EXEC, reads any
+    /// access right (x86 cannot express write- or exec-only pages).
+    @inlinable @inline(__always)
+    static func accessAllowed(_ flags: VMFlags, _ kind: AccessKind) -> Bool {
+        switch kind {
+        case .write: return flags.contains(.write)
+        case .exec: return flags.contains(.exec)
+        case .read: return !flags.isDisjoint(with: [.read, .write, .exec])
+        }
+    }
+
+    /// Whether an existing PTE already allows the access (what the MMU checks).
+    @inlinable @inline(__always)
+    static func pteAllows(_ e: UInt64, _ kind: AccessKind) -> Bool {
+        guard e & PTE.present != 0, e & PTE.user != 0 else { return false }
+        switch kind {
+        case .read: return true
+        case .write: return e & PTE.writable != 0
+        case .exec: return e & PTE.noExec == 0
+        }
+    }
+
+    /// `handle_mm_fault()` for one page, given a VMA snapshot. Shared by every design: the
+    /// validator decides whether what was prepared may be installed.
+    @inlinable
+    func faultCore<V: FaultValidator>(_ s: VMASnapshot, _ address: UInt64, _ kind: AccessKind, _ v: V) -> FaultOutcome {
+        guard Self.accessAllowed(s.flags, kind) else { return .error(.segvAccErr) }
+        let page = address & Linux.pageMask
+        let ptep = allocPTE(page)
+        let orig = ptep.pointee.load(ordering: .acquiring)
+        if orig & PTE.present != 0 {
+            if Self.pteAllows(orig, kind) { return .done }
+            if kind == .write && orig & PTE.writable == 0 {
+                return wpFault(s, page, ptep, orig, v)
+            }
+            // Permissions were raised since the PTE was made (mprotect): refresh it.
+            return installPTE(ptep, page, orig: orig, new: refreshed(orig, s.flags), v: v, frame: nil)
+        }
+        if let file = s.file {
+            return fileFault(s, file, page, ptep, kind, v)
+        }
+        return anonFault(s, page, ptep, kind, v)
+    }
+
+    @inlinable @inline(__always)
+    func refreshed(_ e: UInt64, _ flags: VMFlags) -> UInt64 {
+        var n = e | PTE.user
+        if flags.contains(.exec) { n &= ~PTE.noExec } else { n |= PTE.noExec }
+        return n
+    }
+
+    /// `anon_vma_prepare()`: gives the VMA an anon_vma before its first anonymous page.
+    @inlinable @inline(__always)
+    func ensureAnonVMA<V: FaultValidator>(_ s: VMASnapshot, _ v: V) -> Bool {
+        if s.anonVMA != 0 || s.vma.anonVMA != 0 { return true }
+        guard v.mayPrepareAnonVMA else { return false }
+        prepareAnonVMA(s.vma)
+        return true
+    }
+
+    @usableFromInline @inline(never)
+    func prepareAnonVMA(_ vma: VMARef) {
+        let a = AnonVMA()
+        AnonVMA.retain(a.bits)
+        if vma.pointee.anonVMABits.compareExchange(expected: 0, desired: a.bits, ordering: .acquiringAndReleasing).exchanged {
+            vma.pointee.anonChain.store(1, ordering: .relaxed)
+        } else {
+            AnonVMA.release(a.bits)
+        }
+        withExtendedLifetime(a) {}
+    }
+
+    /// `do_anonymous_page()`.
+    @inlinable
+    func anonFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
+                                      _ kind: AccessKind, _ v: V) -> FaultOutcome {
+        let exec = s.flags.contains(.exec)
+        if kind != .write && config.useZeroPage {
+            let e = PTE.make(FramePool.zeroFrame, writable: false, exec: exec) | PTE.special
+            let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nil)
+            if case .done = r { count(.zeroPageFaults) }
+            return r
+        }
+        guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+        guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+        let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true)
+        let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
+        if case .done = r {
+            count(.anonFaults)
+            count(.rssAnon)
+        }
+        return r
+    }
+
+    /// `do_read_fault()` / `do_cow_fault()` / `do_shared_fault()`.
+    @inlinable
+    func fileFault<V: FaultValidator>(_ s: VMASnapshot, _ file: MMFile, _ page: UInt64,
+                                      _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ kind: AccessKind, _ v: V) -> FaultOutcome {
+        let index = s.pgoff &+ ((page &- s.start) >> Linux.pageShift)
+        if index >= file.sizeInPages { return .error(.bus) }
+        var cached = file.cachedPage(index)
+        if cached == nil {
+            if file.ioLatencyNs > 0 {
+                guard v.mayWaitForIO else { return .abort(.lockContended) }
+                return .needIO(file, index)
+            }
+            guard let f = file.readPage(index) else { return .error(.oom) }
+            cached = f
+        }
+        let cf = cached!
+        let exec = s.flags.contains(.exec)
+        let shared = s.flags.contains(.shared)
+        if !shared && kind == .write {
+            guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+            guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+            frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
+            let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
+            let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf)
+            if case .done = r {
+                count(.fileCOWFaults)
+                count(.rssAnon)
+            }
+            return r
+        }
+        frames.get(cf)
+        let writable = shared && s.flags.contains(.write)
+        let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write)
+        let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)
+        if case .done = r {
+            count(kind == .write ? .sharedWriteFaults : .fileFaults)
+            count(file.isShmem ? .rssShmem : .rssFile)
+        }
+        return r
+    }
+
+    /// `do_wp_page()`: a write to a present read-only PTE.
+    @inlinable
+    func wpFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
+                                    _ orig: UInt64, _ v: V) -> FaultOutcome {
+        let exec = s.flags.contains(.exec)
+        if s.flags.contains(.shared) {
+            // wp_page_shared(): make it writable and dirty.
+            return installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
+        }
+        guard v.mayHandleCOW else { return .abort(.pteChanged) }
+        let old = PTE.frame(orig)
+        if orig & PTE.special == 0 {
+            let p = frames.page(old)
+            // wp_can_reuse_anon_folio(): our own anonymous page, mapped once — just write-enable.
+            if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
+                && p.pointee.mapcount.load(ordering: .relaxed) == 1 && p.pointee.refcount.load(ordering: .relaxed) == 1 {
+                let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
+                if case .done = r { count(.reuseFaults) }
+                return r
+            }
+        }
+        guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+        let isZero = orig & PTE.special != 0
+        guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+        if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
+        let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
+        let r = installPTE(ptep, page, orig: orig, new: e, v: v, frame: nf)
+        if case .done = r {
+            count(.cowFaults)
+            if isZero {
+                count(.rssAnon)
+            } else {
+                let wasAnon = frames.page(old).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
+                if !wasAnon { count(.rssAnon); count(.rssFile, UInt64(bitPattern: -1)) }
+                frames.page(old).pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                frames.putDeferred(old)
+            }
+        }
+        return r
+    }
+
+    /// `set_pte_at()` under the split PTL after the design's validation and `pte_same()`.
+    /// On failure the prepared frame's reference is dropped.
+    @inlinable
+    func installPTE<V: FaultValidator>(_ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ page: UInt64, orig: UInt64,
+                                       new: UInt64, v: V, frame: FrameNumber?) -> FaultOutcome {
+        let table = PageTablePage(entry: ptep)
+        table.ptl.pointee.lock()
+        guard v.validate(), tableStillLinked(page, ptep) else {
+            table.ptl.pointee.unlock()
+            if let frame { frames.put(frame) }
+            return .abort(.seqChanged)
+        }
+        guard ptep.pointee.load(ordering: .relaxed) == orig else {
+            // Someone else handled it (or changed it) first.
+            table.ptl.pointee.unlock()
+            if let frame { frames.put(frame) }
+            return .done
+        }
+        ptep.pointee.store(new, ordering: .releasing)
+        if let frame, PTE.frame(orig) != frame || orig & PTE.present == 0 {
+            frames.page(frame).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+        }
+        table.ptl.pointee.unlock()
+        count(.faults)
+        return .done
+    }
+}

@@ -1,0 +1,38 @@
+import FaultlineSync
+import FaultlineTrees
+
+extension AddressSpace {
+    /// `dup_mmap()`: a child address space sharing this one's frames copy-on-write. VMAs
+    /// marked DONTFORK are left out; WIPEONFORK ones come back empty. Shared and never-written
+    /// private file mappings are not copied (the child faults them in). Writer exclusion held.
+    func doFork(design childDesign: Design? = nil) -> AddressSpace {
+        var cfg = config
+        cfg.startBrk = startBrkValue
+        let child = AddressSpace(system: system, design: childDesign ?? design, configuration: cfg)
+        child.startBrkValue = startBrkValue
+        child.brkValue = brkValue
+        var entries: [RangeEntry<VMARef>] = []
+        for v in allVMAs() {
+            let f = v.vmFlags
+            if f.contains(.dontCopy) { continue }
+            let n = child.vmaDup(v)
+            n.setFlags(f.subtracting([.locked, .lockOnFault]))
+            if f.contains(.wipeOnFork) {
+                child.setAnonVMA(n, 0, chain: 0)
+            } else if v.anonVMA != 0 {
+                // anon_vma_fork(): a fresh anon_vma for the child, chained to the parent's.
+                let a = AnonVMA()
+                child.setAnonVMA(n, a.bits, chain: v.anonChainLength + 1)
+                withExtendedLifetime(a) {}
+            }
+            n.pointee.detached.store(false, ordering: .relaxed)
+            entries.append(RangeEntry(first: n.vmStart, last: n.vmEnd - 1, value: n))
+            if !f.contains(.wipeOnFork) && v.anonVMA != 0 {
+                copyPageRange(to: child, v.vmStart, v.vmEnd, shared: f.contains(.shared))
+            }
+        }
+        child.tree.bulkLoad(entries)
+        child.mapCountWord.store(entries.count, ordering: .relaxed)
+        return child
+    }
+}

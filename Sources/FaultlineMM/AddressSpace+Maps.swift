@@ -1,0 +1,187 @@
+import FaultlineSync
+
+/// One line of `/proc/pid/maps`, parsed or produced.
+public struct MapsLine: Equatable, Sendable, CustomStringConvertible {
+    public var start: UInt64
+    public var end: UInt64
+    public var perms: String
+    public var offset: UInt64
+    public var device: String
+    public var inode: UInt64
+    public var path: String
+
+    public init(start: UInt64, end: UInt64, perms: String, offset: UInt64, device: String = "00:00", inode: UInt64 = 0, path: String = "") {
+        self.start = start
+        self.end = end
+        self.perms = perms
+        self.offset = offset
+        self.device = device
+        self.inode = inode
+        self.path = path
+    }
+
+    /// `show_map_vma()`: `%08lx-%08lx %c%c%c%c %08llx %02x:%02x %lu `, then the name padded
+    /// to column 73.
+    public var description: String {
+        var s = hex8(start) + "-" + hex8(end) + " " + perms + " " + hex8(offset) + " " + device + " " + String(inode) + " "
+        if !path.isEmpty {
+            if s.count < 72 { s += String(repeating: " ", count: 72 - s.count) }
+            s += " " + path
+        }
+        return s
+    }
+
+    /// The fields the differential tester compares: range, permissions, offset, path.
+    public var comparable: String { hex8(start) + "-" + hex8(end) + " " + perms + " " + hex8(offset) + " " + path }
+
+    /// Parses a maps line; nil when it is not one.
+    public init?(parsing line: Substring) {
+        let parts = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
+        guard parts.count >= 5 else { return nil }
+        let range = parts[0].split(separator: "-")
+        guard range.count == 2, let s = UInt64(range[0], radix: 16), let e = UInt64(range[1], radix: 16),
+              parts[1].count == 4, let off = UInt64(parts[2], radix: 16), let ino = UInt64(parts[4]) else { return nil }
+        self.init(start: s, end: e, perms: String(parts[1]), offset: off, device: String(parts[3]), inode: ino,
+                  path: parts.count > 5 ? String(parts[5].drop(while: { $0 == " " })) : "")
+    }
+}
+
+func hex8(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return s.count < 8 ? String(repeating: "0", count: 8 - s.count) + s : s
+}
+
+extension AddressSpace {
+    /// The maps line of one VMA.
+    func mapsLine(_ v: VMARef) -> MapsLine {
+        let f = v.vmFlags
+        let perms = (f.contains(.read) ? "r" : "-") + (f.contains(.write) ? "w" : "-")
+            + (f.contains(.exec) ? "x" : "-") + (f.contains(.mayShare) ? "s" : "p")
+        if let file = v.vmFile {
+            return MapsLine(start: v.vmStart, end: v.vmEnd, perms: perms, offset: v.vmPgoff << Linux.pageShift,
+                            device: file.deviceString, inode: file.inode, path: file.path)
+        }
+        var name = ""
+        if v.vmStart <= brkValue && v.vmEnd >= startBrkValue {
+            name = "[heap]"
+        } else if let stack = config.startStack, v.vmStart <= stack && v.vmEnd >= stack {
+            name = "[stack]"
+        } else if v.anonNameID != 0 {
+            name = "[anon:" + AnonNames.shared.name(v.anonNameID) + "]"
+        }
+        return MapsLine(start: v.vmStart, end: v.vmEnd, perms: perms, offset: 0, path: name)
+    }
+
+    /// `/proc/pid/maps` as structured lines, read under `mmap_lock` for read.
+    public func mapsLines(in window: Range<UInt64> = 0..<UInt64.max) -> [MapsLine] {
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        return vmas(in: window.lowerBound, window.upperBound).map { mapsLine($0) }
+    }
+
+    /// `/proc/pid/maps`.
+    public func mapsText() -> String {
+        mapsLines().map { $0.description + "\n" }.joined()
+    }
+
+    /// Memory statistics of one VMA (`smaps_pte_entry` and friends), in bytes.
+    public struct VMAUsage: Sendable {
+        public var rss: UInt64 = 0
+        public var pss: UInt64 = 0
+        public var pssDirty: UInt64 = 0
+        public var sharedClean: UInt64 = 0
+        public var sharedDirty: UInt64 = 0
+        public var privateClean: UInt64 = 0
+        public var privateDirty: UInt64 = 0
+        public var referenced: UInt64 = 0
+        public var anonymous: UInt64 = 0
+    }
+
+    /// Walks the VMA's PTEs (the zero page does not count).
+    func usage(_ v: VMARef) -> VMAUsage {
+        var u = VMAUsage()
+        let pssShift: UInt64 = 12
+        rcuRead.readLock()
+        forEachPTETable(v.vmStart, v.vmEnd) { table, s, e in
+            var a = s
+            while a < e {
+                let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
+                a += Linux.pageSize
+                guard pte & PTE.present != 0, pte & PTE.special == 0 else { continue }
+                let p = frames.page(PTE.frame(pte))
+                let mapcount = UInt64(max(p.pointee.mapcount.load(ordering: .relaxed), 1))
+                let flags = p.pointee.flags.load(ordering: .relaxed)
+                let dirty = pte & PTE.dirty != 0 || flags & PageMeta.Flag.dirty != 0
+                let size = Linux.pageSize
+                u.rss += size
+                let pss = (size << pssShift) / mapcount
+                u.pss += pss
+                if dirty { u.pssDirty += pss }
+                if pte & PTE.accessed != 0 { u.referenced += size }
+                if flags & PageMeta.Flag.anon != 0 { u.anonymous += size }
+                if mapcount >= 2 {
+                    if dirty { u.sharedDirty += size } else { u.sharedClean += size }
+                } else {
+                    if dirty { u.privateDirty += size } else { u.privateClean += size }
+                }
+            }
+        }
+        rcuRead.readUnlock()
+        u.pss >>= pssShift
+        u.pssDirty >>= pssShift
+        return u
+    }
+
+    /// `/proc/pid/smaps` (the fields Faultline models; the rest are the kernel's zeros).
+    public func smapsText() -> String {
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        var out = ""
+        for v in vmas(in: 0, UInt64.max) {
+            let u = usage(v)
+            let f = v.vmFlags
+            func row(_ label: String, _ bytes: UInt64) {
+                let kb = String(bytes >> 10)
+                out += label + String(repeating: " ", count: max(0, 16 - label.count))
+                out += String(repeating: " ", count: max(0, 8 - kb.count)) + kb + " kB\n"
+            }
+            out += mapsLine(v).description + "\n"
+            row("Size:", v.vmEnd - v.vmStart)
+            row("KernelPageSize:", Linux.pageSize)
+            row("MMUPageSize:", Linux.pageSize)
+            row("Rss:", u.rss)
+            row("Pss:", u.pss)
+            row("Pss_Dirty:", u.pssDirty)
+            row("Shared_Clean:", u.sharedClean)
+            row("Shared_Dirty:", u.sharedDirty)
+            row("Private_Clean:", u.privateClean)
+            row("Private_Dirty:", u.privateDirty)
+            row("Referenced:", u.referenced)
+            row("Anonymous:", u.anonymous)
+            for label in ["KSM:", "LazyFree:", "AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
+                          "Shared_Hugetlb:", "Private_Hugetlb:", "Swap:", "SwapPss:"] { row(label, 0) }
+            row("Locked:", f.contains(.locked) ? u.pss : 0)
+            let eligible = thpEligible(v) ? "1" : "0"
+            out += "THPeligible:" + String(repeating: " ", count: 16 - "THPeligible:".count)
+                + String(repeating: " ", count: 7) + eligible + "\n"
+            out += "VmFlags: " + f.smapsDescription + " \n"
+        }
+        return out
+    }
+
+    /// THP "madvise" mode: an anonymous private VMA asked for huge pages and holding a
+    /// PMD-aligned PMD.
+    func thpEligible(_ v: VMARef) -> Bool {
+        let f = v.vmFlags
+        guard f.contains(.hugePage), !f.contains(.noHugePage), v.isAnonymous, !f.contains(.shared) else { return false }
+        let a = (v.vmStart + Linux.pmdSize - 1) & ~(Linux.pmdSize - 1)
+        return a + Linux.pmdSize <= v.vmEnd
+    }
+
+    /// Resident pages by type (`MM_ANONPAGES`, `MM_FILEPAGES`, `MM_SHMEMPAGES`).
+    public var rss: (anon: Int, file: Int, shmem: Int) {
+        (Int(Int64(bitPattern: stats.sum(MMStat.rssAnon.rawValue))),
+         Int(Int64(bitPattern: stats.sum(MMStat.rssFile.rawValue))),
+         Int(Int64(bitPattern: stats.sum(MMStat.rssShmem.rawValue))))
+    }
+}

@@ -1,0 +1,240 @@
+import FaultlineSync
+
+/// A mapping the writer section created that the caller should fault in afterwards
+/// (`MAP_POPULATE`: `mm_populate()` runs after the write lock is dropped).
+public struct PopulateRequest: Sendable {
+    public var start: UInt64
+    public var length: UInt64
+}
+
+extension AddressSpace {
+    // MARK: get_unmapped_area
+
+    /// `vm_start_gap()`: a VM_GROWSDOWN VMA keeps a guard gap below it.
+    func vmStartGap(_ v: VMARef) -> UInt64 {
+        guard v.vmFlags.contains(.growsDown) else { return v.vmStart }
+        return v.vmStart > Linux.stackGuardGap ? v.vmStart - Linux.stackGuardGap : 0
+    }
+
+    /// `unmapped_area_topdown()`: the highest `length` bytes free below `highLimit`, not
+    /// inside a stack guard gap; `startGap` extra bytes are kept free below (stack mappings).
+    func unmappedAreaTopdown(length: UInt64, lowLimit: UInt64, highLimit: UInt64, startGap: UInt64 = 0) -> UInt64? {
+        let need = length + startGap
+        var high = highLimit
+        while high > lowLimit, high - lowLimit >= need {
+            guard let a = tree.highestGap(size: need, in: lowLimit...(high - 1)) else { return nil }
+            let gap = a + need - length
+            let gapEnd = a + need - 1
+            // The VMA above must not have its guard gap over us.
+            if let next = tree.find(from: gapEnd + 1), next.vmFlags.contains(.growsDown), vmStartGap(next) <= gapEnd {
+                high = vmStartGap(next)
+                continue
+            }
+            return gap
+        }
+        return nil
+    }
+
+    /// `unmapped_area()`: bottom-up (the fallback when top-down fails).
+    func unmappedAreaBottomUp(length: UInt64, lowLimit: UInt64, highLimit: UInt64) -> UInt64? {
+        guard highLimit > lowLimit else { return nil }
+        return tree.lowestGap(size: length, in: lowLimit...(highLimit - 1))
+    }
+
+    /// x86's `arch_get_unmapped_area_topdown()`.
+    func archGetUnmappedAreaTopdown(hint: UInt64, length: UInt64, flags: MapFlags) -> Result<UInt64, Errno> {
+        if length > config.taskSize { return .failure(.ENOMEM) }
+        if flags.contains(.fixed) { return .success(hint) }
+        if hint != 0 {
+            let a = hint & Linux.pageMask
+            // mmap_address_hint_valid(), then the range must be free (up to the next VMA's gap).
+            if config.taskSize - length >= a {
+                let v = tree.find(from: a)
+                if v == nil || a + length <= vmStartGap(v!) { return .success(a) }
+            }
+        }
+        let gap = flags.contains(.growsDown) ? Linux.stackGuardGap : 0
+        if let a = unmappedAreaTopdown(length: length, lowLimit: Linux.pageSize, highLimit: config.mmapBase, startGap: gap) {
+            return .success(a)
+        }
+        // Bottom-up fallback (`TASK_UNMAPPED_BASE` is a third of the space).
+        if let a = unmappedAreaBottomUp(length: length, lowLimit: Linux.pageAlign(config.taskSize / 3), highLimit: config.taskSize) {
+            return .success(a)
+        }
+        return .failure(.ENOMEM)
+    }
+
+    /// `__thp_get_unmapped_area()`: search with a PMD of padding, then move up to the PMD
+    /// boundary congruent with the file offset (top-down: the highest one). nil: use the
+    /// normal search.
+    func thpGetUnmappedArea(length: UInt64, offset: UInt64, flags: MapFlags) -> UInt64? {
+        let size = Linux.pmdSize
+        let offAlign = (offset + size - 1) & ~(size - 1)
+        let offEnd = offset + length
+        if offEnd <= offAlign || offEnd - offAlign < size { return nil }
+        let padded = length + size
+        if padded < length { return nil }
+        guard case .success(let ret) = archGetUnmappedAreaTopdown(hint: 0, length: padded, flags: flags) else { return nil }
+        let offSub = (offset &- ret) & (size - 1)
+        if offSub == 0 { return ret + size }
+        return ret + offSub
+    }
+
+    /// `__get_unmapped_area()`.
+    func getUnmappedArea(file: MMFile?, hint: UInt64, length: UInt64, pgoff: UInt64, flags: MapFlags) -> Result<UInt64, Errno> {
+        if length > config.taskSize { return .failure(.ENOMEM) }
+        var result: Result<UInt64, Errno>
+        if file == nil && !flags.contains(.shared) && hint == 0 && !flags.contains(.fixed)
+            && config.thpAlignAnonymous && length % Linux.pmdSize == 0,
+           let a = thpGetUnmappedArea(length: length, offset: 0, flags: flags) {
+            result = .success(a)
+        } else {
+            result = archGetUnmappedAreaTopdown(hint: hint, length: length, flags: flags)
+        }
+        guard case .success(let addr) = result else { return result }
+        if addr > config.taskSize - length { return .failure(.ENOMEM) }
+        if Linux.offsetInPage(addr) != 0 { return .failure(.EINVAL) }
+        return .success(addr)
+    }
+
+    // MARK: mmap
+
+    /// `do_mmap()` + `mmap_region()`, writer exclusion held. Returns the address and, for
+    /// `MAP_POPULATE`, the range to populate once the lock allows.
+    func doMmap(addr inAddr: UInt64, length inLen: UInt64, prot: Prot, flags inFlags: MapFlags,
+                file: MMFile?, offset: UInt64) -> Result<(UInt64, PopulateRequest?), Errno> {
+        if file == nil && !inFlags.contains(.anonymous) { return .failure(.EBADF) }
+        if Linux.offsetInPage(offset) != 0 { return .failure(.EINVAL) }
+        var pgoff = offset >> Linux.pageShift
+        if inLen == 0 { return .failure(.EINVAL) }
+        var flags = inFlags
+        if flags.contains(.fixedNoReplace) { flags.insert(.fixed) }
+        var addr = inAddr
+        if !flags.contains(.fixed) {
+            // round_hint_to_min()
+            addr &= Linux.pageMask
+            if addr != 0 && addr < config.mmapMinAddr { addr = Linux.pageAlign(config.mmapMinAddr) }
+        }
+        let len = Linux.pageAlign(inLen)
+        if len == 0 { return .failure(.ENOMEM) }
+        if pgoff &+ (len >> Linux.pageShift) < pgoff { return .failure(.EOVERFLOW) }
+        if mapCount > config.maxMapCount { return .failure(.ENOMEM) }
+
+        var vmFlags = VMFlags.from(prot: prot).union([.mayRead, .mayWrite, .mayExec])
+        if flags.contains(.growsDown) { vmFlags.insert(.growsDown) }
+        if flags.contains(.locked) { vmFlags.insert(.locked) }
+        if flags.contains(.stack) { vmFlags.insert(.noHugePage) }
+
+        switch getUnmappedArea(file: file, hint: addr, length: len, pgoff: pgoff, flags: flags) {
+        case .failure(let e): return .failure(e)
+        case .success(let a): addr = a
+        }
+        if inFlags.contains(.fixedNoReplace), findIntersection(addr, addr + len) != nil { return .failure(.EEXIST) }
+
+        if let file {
+            switch flags.type {
+            case MapFlags.shared.rawValue, MapFlags.sharedValidate.rawValue:
+                if flags.type == MapFlags.shared.rawValue { flags = flags.intersection(MapFlags.legacyMask) }
+                if !flags.subtracting(MapFlags.legacyMask).isEmpty { return .failure(.EOPNOTSUPP) }
+                vmFlags.formUnion([.shared, .mayShare])
+                fallthrough
+            case MapFlags.private.rawValue:
+                if vmFlags.contains(.growsDown) { return .failure(.EINVAL) }
+                _ = file
+            default:
+                return .failure(.EINVAL)
+            }
+        } else {
+            switch flags.type {
+            case MapFlags.shared.rawValue:
+                if vmFlags.contains(.growsDown) { return .failure(.EINVAL) }
+                pgoff = 0
+                vmFlags.formUnion([.shared, .mayShare])
+            case MapFlags.private.rawValue:
+                pgoff = addr >> Linux.pageShift
+            default:
+                return .failure(.EINVAL)
+            }
+        }
+        if flags.contains(.noReserve) && config.honourNoReserve { vmFlags.insert(.noReserve) }
+
+        switch mmapRegion(file: file, addr: addr, len: len, flags: vmFlags, pgoff: pgoff) {
+        case .failure(let e): return .failure(e)
+        case .success:
+            let populate = vmFlags.contains(.locked) || (flags.contains(.populate) && !flags.contains(.nonBlock))
+            return .success((addr, populate ? PopulateRequest(start: addr, length: len) : nil))
+        }
+    }
+
+    /// `accountable_mapping()`: private writable memory is charged (VM_ACCOUNT).
+    func accountable(_ f: VMFlags) -> Bool {
+        f.intersection([.noReserve, .shared, .write]) == .write
+    }
+
+    /// `mmap_region()`: unmaps what the range overlapped, then extends a neighbour or adds a VMA.
+    func mmapRegion(file: MMFile?, addr: UInt64, len: UInt64, flags inFlags: VMFlags, pgoff: UInt64) -> Result<Void, Errno> {
+        let end = addr + len
+        if findIntersection(addr, end) != nil {
+            switch detachRange(addr, end) {
+            case .failure(let e): return .failure(e)
+            case .success(let gone): finishUnmap(gone, addr, end)
+            }
+        }
+        var flags = inFlags
+        if accountable(flags) { flags.insert(.account) }
+        let fileBits = file.map { UInt(bitPattern: Unmanaged.passUnretained($0).toOpaque()) } ?? 0
+        let c = MergeCandidate(flags: flags, file: fileBits, anonName: 0, anonVMA: 0, uncowed: false, pgoff: pgoff)
+        if mergeNewRange(addr, end, c) != nil { return .success(()) }
+        var f = file
+        var p = pgoff
+        if file == nil && flags.contains(.shared) {
+            f = MMFile.shmem(size: len, frames: frames)   // shmem_zero_setup()
+            p = 0
+        }
+        let v = vmaAlloc(start: addr, end: end, flags: flags, pgoff: p, file: f)
+        vmaLink(v)
+        return .success(())
+    }
+
+    // MARK: munmap
+
+    /// `vms_gather_munmap_vmas()`: splits at the edges and detaches every VMA inside
+    /// `[start, end)`. Fails with ENOMEM before changing anything if a split in the middle of
+    /// a VMA would pass `max_map_count`.
+    func detachRange(_ start: UInt64, _ end: UInt64) -> Result<[VMARef], Errno> {
+        guard let first = tree.find(from: start), first.vmStart < end else { return .success([]) }
+        if start > first.vmStart {
+            if end < first.vmEnd && mapCount >= config.maxMapCount { return .failure(.ENOMEM) }
+            splitVMA(first, at: start, newBelow: true)
+        }
+        var gone: [VMARef] = []
+        tree.forEach(start, end) { gone.append($0); return true }
+        if let last = gone.last, last.vmEnd > end { splitVMA(last, at: end, newBelow: false) }
+        for v in gone { vmaUnlink(v) }
+        return .success(gone)
+    }
+
+    /// The rest of munmap once the VMAs are detached (`vms_complete_munmap_vmas`): zap their
+    /// pages, free page tables nothing maps any more, free the VMAs after a grace period.
+    /// Callable under the read lock (the `global` design downgrades first).
+    func finishUnmap(_ gone: [VMARef], _ start: UInt64, _ end: UInt64) {
+        guard !gone.isEmpty else { return }
+        for v in gone { zapRange(v.vmStart, v.vmEnd, vma: v) }
+        let lo = gone.first!.vmStart
+        let hi = gone.last!.vmEnd
+        let floor = tree.prev(before: lo).map { $0.vmEnd } ?? 0
+        let ceiling = tree.find(from: hi).map { $0.vmStart } ?? 0
+        freePageTables(floor: floor, ceiling: ceiling, start: lo, end: hi, level: 4, table: pgd)
+        vmaFreeDeferred(gone)
+    }
+
+    /// `do_vmi_munmap()` argument checks.
+    func munmapArgs(_ start: UInt64, _ len: UInt64) -> Result<UInt64, Errno> {
+        if Linux.offsetInPage(start) != 0 || start > config.taskSize || len > config.taskSize - start {
+            return .failure(.EINVAL)
+        }
+        let end = start + Linux.pageAlign(len)
+        if end == start { return .failure(.EINVAL) }
+        return .success(end)
+    }
+}

@@ -1,0 +1,257 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+extension AddressSpace {
+    /// Lockless walk to the PTE of `address` (`pte_offset_map`): nil if an upper level is
+    /// missing. Callers hold an RCU read-side section (tables are freed after grace periods).
+    @inlinable @inline(__always)
+    func walkPTE(_ address: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>>? {
+        var table = pgd
+        var level = 4
+        while level > 1 {
+            let e = table.entry(ptIndex(address, level: level)).pointee.load(ordering: .acquiring)
+            guard e & PTE.present != 0 else { return nil }
+            table = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+            level &-= 1
+        }
+        return table.entry(ptIndex(address, level: 1))
+    }
+
+    /// Walk that allocates missing levels (`__pte_alloc` and friends); a new table is
+    /// installed with one CAS, so concurrent faults need no mm-wide lock for it.
+    @inlinable @inline(__always)
+    func allocPTE(_ address: UInt64) -> UnsafeMutablePointer<Atomic<UInt64>> {
+        var table = pgd
+        var level = 4
+        while level > 1 {
+            let slot = table.entry(ptIndex(address, level: level))
+            var e = slot.pointee.load(ordering: .acquiring)
+            if e & PTE.present == 0 { e = installTable(slot) }
+            table = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+            level &-= 1
+        }
+        return table.entry(ptIndex(address, level: 1))
+    }
+
+    @usableFromInline @inline(never)
+    func installTable(_ slot: UnsafeMutablePointer<Atomic<UInt64>>) -> UInt64 {
+        let t = PageTablePage.initialize(system.tableSlab.allocate())
+        let e = t.address | PTE.present | PTE.writable | PTE.user
+        let r = slot.pointee.compareExchange(expected: 0, desired: e, ordering: .acquiringAndReleasing)
+        if r.exchanged { return e }
+        system.tableSlab.freeNow(t.base)
+        return r.original
+    }
+
+    /// Whether the PMD entry covering `address` still points at the table holding `pte`
+    /// (`pte_offset_map_lock` re-checks `pmd_same`): a table freed between a lockless walk
+    /// and taking its lock must not be written.
+    @inlinable @inline(__always)
+    func tableStillLinked(_ address: UInt64, _ pte: UnsafeMutablePointer<Atomic<UInt64>>) -> Bool {
+        var table = pgd
+        var level = 4
+        while level > 2 {
+            let e = table.entry(ptIndex(address, level: level)).pointee.load(ordering: .acquiring)
+            guard e & PTE.present != 0 else { return false }
+            table = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+            level &-= 1
+        }
+        let pmd = table.entry(ptIndex(address, level: 2)).pointee.load(ordering: .acquiring)
+        return pmd & ~UInt64(4095) == PageTablePage(entry: pte).address
+    }
+
+    // MARK: Range operations (writer side, or read side after a downgrade)
+
+    /// Calls `body` with each PTE table (and the sub-range of `[start, end)` it covers) that
+    /// exists; missing upper levels are skipped.
+    func forEachPTETable(_ start: UInt64, _ end: UInt64, _ body: (PageTablePage, UInt64, UInt64) -> Void) {
+        var a = start
+        while a < end {
+            let next2M = (a & ~(Linux.pmdSize - 1)) &+ Linux.pmdSize
+            let stop = next2M == 0 ? end : min(end, next2M)
+            if let pte = walkPTE(a) { body(PageTablePage(entry: pte), a, stop) }
+            a = stop
+        }
+    }
+
+    /// `zap_page_range_single()` / `unmap_page_range()`: clears every PTE in `[start, end)`,
+    /// dropping the frames' mappings; frames whose last reference goes are freed after a grace
+    /// period (`tlb_finish_mmu`). Returns how many present PTEs were cleared.
+    @discardableResult
+    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?) -> Int {
+        var freed: [FrameNumber] = []
+        var cleared = 0
+        var anon = 0, file = 0, shmem = 0
+        let shmemVMA = vma?.vmFile?.isShmem ?? false
+        forEachPTETable(start, end) { table, s, e in
+            table.ptl.pointee.lock()
+            var a = s
+            while a < e {
+                let slot = table.entry(ptIndex(a, level: 1))
+                let old = slot.pointee.exchange(0, ordering: .acquiringAndReleasing)
+                if old & PTE.present != 0 {
+                    cleared += 1
+                    if old & PTE.special == 0 {
+                        let f = PTE.frame(old)
+                        let p = frames.page(f)
+                        p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                        if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+                        if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 { anon += 1 } else if shmemVMA { shmem += 1 } else { file += 1 }
+                        if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                            freed.append(f)
+                        }
+                    }
+                }
+                a &+= Linux.pageSize
+            }
+            table.ptl.pointee.unlock()
+        }
+        if anon != 0 { stats.slots.add(MMStat.rssAnon.rawValue, UInt64(bitPattern: Int64(-anon))) }
+        if file != 0 { stats.slots.add(MMStat.rssFile.rawValue, UInt64(bitPattern: Int64(-file))) }
+        if shmem != 0 { stats.slots.add(MMStat.rssShmem.rawValue, UInt64(bitPattern: Int64(-shmem))) }
+        frames.freeDeferred(freed)
+        return cleared
+    }
+
+    /// `free_pgtables()`: frees page-table pages that map nothing any more — those entirely
+    /// inside `[floor, ceiling)` (the space between the neighbouring VMAs; `ceiling == 0`
+    /// means the top), limited to `[start, end)`. Freed after a grace period.
+    func freePageTables(floor: UInt64, ceiling: UInt64, start: UInt64, end: UInt64,
+                        level: Int, table: PageTablePage, freeAll: Bool = false) {
+        var retired: [UnsafeMutableRawPointer] = []
+        freeTables(floor: floor, ceiling: ceiling == 0 ? UInt64.max : ceiling - 1,
+                   start: start, end: end, level: level, table: table, base: 0, retired: &retired)
+        system.tableSlab.retire(retired)
+    }
+
+    private func freeTables(floor: UInt64, ceiling: UInt64, start: UInt64, end: UInt64, level: Int,
+                            table: PageTablePage, base: UInt64, retired: inout [UnsafeMutableRawPointer]) {
+        let span = ptSpan(level: level)
+        for i in 0..<PageTablePage.entries {
+            let lo = base &+ UInt64(i) &* span
+            let hi = lo &+ span &- 1
+            if hi < start || lo >= end { continue }
+            let slot = table.entry(i)
+            let e = slot.pointee.load(ordering: .acquiring)
+            guard e & PTE.present != 0 else { continue }
+            let child = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+            if level > 2 {
+                freeTables(floor: floor, ceiling: ceiling, start: start, end: end, level: level - 1,
+                           table: child, base: lo, retired: &retired)
+            }
+            // The child table covers [lo, hi]; free it only if no VMA can need it.
+            if lo >= floor && hi <= ceiling && tableIsEmpty(child, level: level - 1) {
+                slot.pointee.store(0, ordering: .releasing)
+                retired.append(child.base)
+            }
+        }
+    }
+
+    private func tableIsEmpty(_ t: PageTablePage, level: Int) -> Bool {
+        for i in 0..<PageTablePage.entries where t.entry(i).pointee.load(ordering: .relaxed) != 0 { return false }
+        return true
+    }
+
+    /// `change_protection()`: write-protects or (for shared writable mappings) keeps PTEs in
+    /// `[start, end)` consistent with `flags`. Raising permissions leaves PTEs to fault.
+    func changeProtection(_ start: UInt64, _ end: UInt64, flags: VMFlags) {
+        let canWrite = flags.contains(.write)
+        let exec = flags.contains(.exec)
+        let accessible = !flags.isDisjoint(with: [.read, .write, .exec])
+        forEachPTETable(start, end) { table, s, e in
+            table.ptl.pointee.lock()
+            var a = s
+            while a < e {
+                let slot = table.entry(ptIndex(a, level: 1))
+                let old = slot.pointee.load(ordering: .relaxed)
+                if old & PTE.present != 0 {
+                    var new = old
+                    if !canWrite { new &= ~PTE.writable }
+                    if exec { new &= ~PTE.noExec } else { new |= PTE.noExec }
+                    // PROT_NONE: keep the frame but make the entry inaccessible (`pte_protnone`).
+                    if !accessible { new &= ~PTE.user } else { new |= PTE.user }
+                    if new != old { slot.pointee.store(new, ordering: .releasing) }
+                }
+                a &+= Linux.pageSize
+            }
+            table.ptl.pointee.unlock()
+        }
+    }
+
+    /// `copy_page_range()` for fork: copies present PTEs of `[start, end)` into `child`,
+    /// write-protecting private anonymous pages in both (copy on write). The parent's PTL is
+    /// held per table; the child is not yet visible to anyone.
+    func copyPageRange(to child: AddressSpace, _ start: UInt64, _ end: UInt64, shared: Bool) {
+        var anon = 0, file = 0
+        forEachPTETable(start, end) { table, s, e in
+            table.ptl.pointee.lock()
+            var a = s
+            while a < e {
+                let slot = table.entry(ptIndex(a, level: 1))
+                var old = slot.pointee.load(ordering: .relaxed)
+                if old & PTE.present != 0 {
+                    if !shared && old & PTE.writable != 0 {
+                        old &= ~PTE.writable
+                        slot.pointee.store(old, ordering: .releasing)
+                    }
+                    if old & PTE.special == 0 {
+                        let f = PTE.frame(old)
+                        let p = frames.page(f)
+                        p.pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+                        p.pointee.refcount.wrappingAdd(1, ordering: .relaxed)
+                        if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 { anon += 1 } else { file += 1 }
+                    }
+                    child.allocPTE(a).pointee.store(old, ordering: .releasing)
+                }
+                a &+= Linux.pageSize
+            }
+            table.ptl.pointee.unlock()
+        }
+        if anon != 0 { child.stats.slots.add(MMStat.rssAnon.rawValue, UInt64(anon)) }
+        if file != 0 { child.stats.slots.add(MMStat.rssFile.rawValue, UInt64(file)) }
+    }
+
+    /// Moves the PTEs of `[old, old + len)` to `[new, new + len)` (`move_page_tables`).
+    func movePageTables(from old: UInt64, to new: UInt64, length: UInt64) {
+        var off: UInt64 = 0
+        while off < length {
+            if let src = walkPTE(old + off) {
+                let t = PageTablePage(entry: src)
+                t.ptl.pointee.lock()
+                let e = src.pointee.exchange(0, ordering: .acquiringAndReleasing)
+                t.ptl.pointee.unlock()
+                if e & PTE.present != 0 {
+                    let dst = allocPTE(new + off)
+                    let dt = PageTablePage(entry: dst)
+                    dt.ptl.pointee.lock()
+                    dst.pointee.store(e, ordering: .releasing)
+                    dt.ptl.pointee.unlock()
+                }
+            }
+            off += Linux.pageSize
+        }
+    }
+
+    /// Present PTEs in `[start, end)` (for tests and invariants).
+    public func presentPages(_ start: UInt64, _ end: UInt64) -> Int {
+        var n = 0
+        rcuRead.readLock()
+        forEachPTETable(start, end) { table, s, e in
+            var a = s
+            while a < e {
+                if table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring) & PTE.present != 0 { n += 1 }
+                a &+= Linux.pageSize
+            }
+        }
+        rcuRead.readUnlock()
+        return n
+    }
+
+    /// The PTE of `address`, 0 when none (for tests and invariant checks).
+    public func pteValue(_ address: UInt64) -> UInt64 {
+        rcuRead.readLock()
+        defer { rcuRead.readUnlock() }
+        return walkPTE(address)?.pointee.load(ordering: .acquiring) ?? 0
+    }
+}

@@ -1,0 +1,271 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// The system-call interface: each call takes the design's locks around the shared
+/// mechanism. Results are the value or a Linux errno, as the kernel would return them.
+extension AddressSpace {
+    // MARK: Writer sections
+
+    /// `mmap_write_lock()`.
+    @inline(__always)
+    func writeLock() {
+        mmapLock.lockWrite()
+        if design.usesMMSeq { mmSeq.writeBegin() }
+    }
+
+    /// `mmap_write_unlock()`: also ends per-VMA write marks (`vma_end_write_all`).
+    @inline(__always)
+    func writeUnlock() {
+        endVMAWrites()
+        if design.usesMMSeq { mmSeq.writeEnd() }
+        mmapLock.unlockWrite()
+    }
+
+    /// `mmap_write_downgrade()`.
+    @inline(__always)
+    func writeDowngrade() {
+        endVMAWrites()
+        if design.usesMMSeq { mmSeq.writeEnd() }
+        mmapLock.downgradeWrite()
+    }
+
+    // MARK: System calls
+
+    /// `mmap(2)`.
+    public func mmap(_ addr: UInt64 = 0, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
+                     file: MMFile? = nil, offset: UInt64 = 0) -> Result<UInt64, Errno> {
+        writeLock()
+        let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset)
+        writeUnlock()
+        guard case .success(let (a, populate)) = r else { return r.map { $0.0 } }
+        if let p = populate {
+            // mm_populate(): after the write lock, under the read lock; errors are ignored.
+            mmapLock.lockRead()
+            _ = populateLocked(p.start, p.start + p.length, mode: .mapPopulate)
+            mmapLock.unlockRead()
+        }
+        return .success(a)
+    }
+
+    /// `munmap(2)`: detach under the write lock, downgrade, zap under the read lock.
+    public func munmap(_ addr: UInt64, _ length: UInt64) -> Result<Void, Errno> {
+        let end: UInt64
+        switch munmapArgs(addr, length) {
+        case .failure(let e): return .failure(e)
+        case .success(let x): end = x
+        }
+        writeLock()
+        switch detachRange(addr, end) {
+        case .failure(let e):
+            writeUnlock()
+            return .failure(e)
+        case .success(let gone):
+            writeDowngrade()
+            finishUnmap(gone, addr, end)
+            mmapLock.unlockRead()
+            return .success(())
+        }
+    }
+
+    /// `mprotect(2)`.
+    public func mprotect(_ addr: UInt64, _ length: UInt64, _ prot: Prot) -> Result<Void, Errno> {
+        writeLock()
+        defer { writeUnlock() }
+        return doMprotect(addr, length, prot)
+    }
+
+    /// `mremap(2)`.
+    public func mremap(_ addr: UInt64, _ oldLength: UInt64, _ newLength: UInt64, _ flags: MremapFlags = [],
+                       newAddress: UInt64 = 0) -> Result<UInt64, Errno> {
+        writeLock()
+        defer { writeUnlock() }
+        return doMremap(addr, oldLength, newLength, flags, newAddress)
+    }
+
+    /// `madvise(2)`; an advice number the kernel does not know is EINVAL.
+    public func madvise(_ addr: UInt64, _ length: UInt64, _ adviceNumber: Int32) -> Result<Void, Errno> {
+        madvise(addr, length, Advice(rawValue: adviceNumber))
+    }
+
+    public func madvise(_ addr: UInt64, _ length: UInt64, _ advice: Advice?) -> Result<Void, Errno> {
+        let end: UInt64
+        switch madviseArgs(addr, length, advice) {
+        case .failure(let e): return .failure(e)
+        case .success(nil): return .success(())
+        case .success(let x?): end = x
+        }
+        let advice = advice!
+        if advice.changesFlags {
+            writeLock()
+            defer { writeUnlock() }
+            return doMadviseFlags(addr, end, advice)
+        }
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        switch advice {
+        case .populateRead: return populateLocked(addr, end, mode: .madviseRead)
+        case .populateWrite: return populateLocked(addr, end, mode: .madviseWrite)
+        default: return doMadviseRead(addr, end, advice)
+        }
+    }
+
+    /// `brk(2)`: the new break, or the current one when the request is refused.
+    public func brk(_ addr: UInt64) -> UInt64 {
+        writeLock()
+        defer { writeUnlock() }
+        return doBrk(addr)
+    }
+
+    /// `fork(2)`: the child's address space.
+    public func fork() -> AddressSpace {
+        writeLock()
+        defer { writeUnlock() }
+        return doFork()
+    }
+
+    // MARK: Memory access (the MMU)
+
+    /// One load, store or instruction fetch: satisfied by the page tables when they allow
+    /// it (a TLB hit, no lock), otherwise through the design's fault path.
+    @inlinable
+    public func access(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        if address >= config.taskSize { return .failure(.segvMapErr) }
+        rcuRead.readLock()
+        if let p = walkPTE(address), Self.pteAllows(p.pointee.load(ordering: .acquiring), kind) {
+            rcuRead.readUnlock()
+            return .success(())
+        }
+        rcuRead.readUnlock()
+        return fault(address, kind)
+    }
+
+    /// Runs `body` on the byte at `address` once the page tables allow `kind`, inside an RCU
+    /// read-side section (the frame cannot be reused until it ends).
+    @inlinable
+    public func withByte<R>(_ address: UInt64, _ kind: AccessKind, _ body: (UnsafeMutableRawPointer) -> R) -> Result<R, FaultError> {
+        if address >= config.taskSize { return .failure(.segvMapErr) }
+        while true {
+            rcuRead.readLock()
+            if let p = walkPTE(address) {
+                let e = p.pointee.load(ordering: .acquiring)
+                if Self.pteAllows(e, kind) {
+                    if kind == .write && e & PTE.dirty == 0 { p.pointee.bitwiseOr(PTE.dirty, ordering: .relaxed) }
+                    let r = body(frames.pointer(PTE.frame(e)) + Int(address & (Linux.pageSize - 1)))
+                    rcuRead.readUnlock()
+                    return .success(r)
+                }
+            }
+            rcuRead.readUnlock()
+            if case .failure(let f) = fault(address, kind) { return .failure(f) }
+        }
+    }
+
+    /// Stores one byte.
+    @inlinable
+    public func store(_ address: UInt64, _ byte: UInt8) -> Result<Void, FaultError> {
+        withByte(address, .write) { $0.storeBytes(of: byte, as: UInt8.self) }
+    }
+
+    /// Loads one byte.
+    @inlinable
+    public func load(_ address: UInt64) -> Result<UInt8, FaultError> {
+        withByte(address, .read) { $0.load(as: UInt8.self) }
+    }
+
+    /// The design's fault path.
+    @inlinable
+    public func fault(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        switch design {
+        case .global: return faultUnderMmapLock(address, kind)
+        }
+    }
+
+    /// The classic fault: `mmap_lock` for read around the whole fault; a page-cache miss with
+    /// I/O to wait for drops the lock, reads, and retries from the VMA lookup.
+    @inlinable
+    func faultUnderMmapLock(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        mmapLock.lockRead()
+        while true {
+            guard let vma = tree.lookup(address) else {
+                mmapLock.unlockRead()
+                return .failure(.segvMapErr)
+            }
+            switch faultCore(VMASnapshot(vma), address, kind, LockedFault()) {
+            case .done:
+                mmapLock.unlockRead()
+                return .success(())
+            case .error(let e):
+                mmapLock.unlockRead()
+                return .failure(e)
+            case .needIO(let file, let index):
+                mmapLock.unlockRead()
+                count(.retries)
+                count(.majorFaults)
+                _ = file.readPage(index)
+                mmapLock.lockRead()
+            case .abort:
+                continue
+            }
+        }
+    }
+
+    // MARK: Populate
+
+    enum PopulateMode { case mapPopulate, madviseRead, madviseWrite }
+
+    /// `mm_populate()` / `madvise_populate()`: faults in every page of `[start, end)`, with the
+    /// read lock held by the caller. MAP_POPULATE writes to private writable mappings (breaking
+    /// COW) and reads elsewhere, skipping inaccessible VMAs; MADV_POPULATE_* needs the access
+    /// right (EINVAL), every page mapped (ENOMEM), and reports SIGBUS as EFAULT.
+    func populateLocked(_ start: UInt64, _ end: UInt64, mode: PopulateMode) -> Result<Void, Errno> {
+        var a = start
+        while a < end {
+            guard let vma = tree.lookup(a) else {
+                if mode == .mapPopulate {
+                    guard let next = tree.find(from: a), next.vmStart < end else { return .success(()) }
+                    a = next.vmStart
+                    continue
+                }
+                return .failure(.ENOMEM)
+            }
+            let f = vma.vmFlags
+            let kind: AccessKind
+            switch mode {
+            case .mapPopulate:
+                if f.isDisjoint(with: [.read, .write, .exec]) || !f.isDisjoint(with: [.io, .pfnMap]) {
+                    a = vma.vmEnd
+                    continue
+                }
+                kind = f.intersection([.write, .shared]) == .write ? .write : .read
+            case .madviseRead:
+                if !f.contains(.read) || !f.isDisjoint(with: [.io, .pfnMap]) { return .failure(.EINVAL) }
+                kind = .read
+            case .madviseWrite:
+                if !f.contains(.write) || !f.isDisjoint(with: [.io, .pfnMap]) { return .failure(.EINVAL) }
+                kind = .write
+            }
+            let stop = min(end, vma.vmEnd)
+            while a < stop {
+                let e = pteValue(a)
+                if !Self.pteAllows(e, kind) {
+                    var done = false
+                    while !done {
+                        switch faultCore(VMASnapshot(vma), a, kind, LockedFault()) {
+                        case .done: done = true
+                        case .abort: continue
+                        case .needIO(let file, let index):
+                            // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
+                            _ = file.readPage(index)
+                        case .error(let err):
+                            if mode == .mapPopulate { return .success(()) }
+                            return .failure(err == .oom ? .ENOMEM : .EFAULT)
+                        }
+                    }
+                }
+                a += Linux.pageSize
+            }
+        }
+        return .success(())
+    }
+}

@@ -1,0 +1,329 @@
+import CFaultline
+import FaultlineSync
+import FaultlineTrees
+import Synchronization
+
+/// The machine an address space runs on: physical frames, the RCU domain, and the slabs
+/// VMAs and page tables come from. Address spaces of one process tree (fork) share it.
+public final class MMSystem: @unchecked Sendable {
+    public let frames: FramePool
+    public let rcu: RCU
+    let vmaSlab: RCUSlab
+    let tableSlab: RCUSlab
+
+    /// - Parameters:
+    ///   - frames: physical memory, in 4 KiB frames.
+    ///   - prefault: back the frame reservation up front (benchmarks).
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared) {
+        self.rcu = rcu
+        self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu)
+        vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
+        tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu)
+    }
+
+    /// A file of `size` bytes (see `MMFile`).
+    public func makeFile(path: String, size: UInt64, contents: [UInt8]? = nil, capacity: UInt64? = nil,
+                         ioLatencyNs: UInt64 = 0) -> MMFile {
+        MMFile(path: path, size: size, contents: contents, capacity: capacity, ioLatencyNs: ioLatencyNs, frames: frames)
+    }
+
+    /// Live VMAs and page-table pages, counting those waiting for a grace period.
+    public var liveVMAs: Int { vmaSlab.liveObjects }
+    public var livePageTables: Int { tableSlab.liveObjects }
+}
+
+/// Which structure indexes the VMAs.
+public enum VMATreeKind: String, Sendable, CaseIterable {
+    /// The maple tree (Linux 6.1+): RCU-safe, required by every lockless design.
+    case maple
+    /// The augmented rbtree + list + vmacache of Linux before 6.1 (readers need mmap_lock).
+    case rbtree
+}
+
+/// The VMA index, either structure, switched on a stored kind (one predictable branch, no
+/// dynamic dispatch).
+@usableFromInline
+struct VMATree: @unchecked Sendable {
+    @usableFromInline let kind: VMATreeKind
+    @usableFromInline let maple: MapleTree<VMARef>?
+    @usableFromInline let rb: GapRBTree<VMARef>?
+
+    init(kind: VMATreeKind, rcu: RCU) {
+        self.kind = kind
+        maple = kind == .maple ? MapleTree<VMARef>(rcu: rcu) : nil
+        rb = kind == .rbtree ? GapRBTree<VMARef>() : nil
+    }
+
+    /// `vma_lookup()`.
+    @inlinable @inline(__always)
+    func lookup(_ a: UInt64) -> VMARef? {
+        kind == .maple ? maple.unsafelyUnwrapped.lookup(a)?.value : rb.unsafelyUnwrapped.lookup(a)?.value
+    }
+
+    /// `find_vma()`: the first VMA ending after `a`.
+    @inlinable @inline(__always)
+    func find(from a: UInt64) -> VMARef? {
+        kind == .maple ? maple.unsafelyUnwrapped.find(from: a)?.value : rb.unsafelyUnwrapped.find(from: a)?.value
+    }
+
+    func next(after a: UInt64) -> VMARef? {
+        kind == .maple ? maple!.next(after: a)?.value : rb!.next(after: a)?.value
+    }
+
+    /// The last VMA ending at or before `a` (`vma_prev` of the slot at `a`).
+    func prev(before a: UInt64) -> VMARef? {
+        kind == .maple ? maple!.prev(before: a)?.value : rb!.prev(before: a)?.value
+    }
+
+    func store(_ start: UInt64, _ end: UInt64, _ v: VMARef?) {
+        if kind == .maple { maple!.store(start...(end - 1), v) } else { rb!.store(start...(end - 1), v) }
+    }
+
+    func forEach(_ start: UInt64, _ end: UInt64, _ body: (VMARef) -> Bool) {
+        guard end > start else { return }
+        if kind == .maple {
+            maple!.forEach(in: start...(end - 1)) { body($0.value) }
+        } else {
+            rb!.forEach(in: start...(end - 1)) { body($0.value) }
+        }
+    }
+
+    func highestGap(size: UInt64, in w: ClosedRange<UInt64>) -> UInt64? {
+        kind == .maple ? maple!.highestGap(size: size, in: w) : rb!.highestGap(size: size, in: w)
+    }
+
+    func lowestGap(size: UInt64, in w: ClosedRange<UInt64>) -> UInt64? {
+        kind == .maple ? maple!.lowestGap(size: size, in: w) : rb!.lowestGap(size: size, in: w)
+    }
+
+    func bulkLoad(_ entries: [RangeEntry<VMARef>]) {
+        if kind == .maple { maple!.bulkLoad(entries) } else { rb!.bulkLoad(entries) }
+    }
+
+    var count: Int { kind == .maple ? maple!.count : rb!.count }
+}
+
+/// `struct mm_struct`: a process address space — VMAs in a tree, 4-level page tables, the
+/// locks every design needs, `brk`, counters. The system calls (`AddressSpace+Mmap.swift` …)
+/// and the fault core (`AddressSpace+Fault.swift`) are shared mechanism; a `Design` decides
+/// which locks surround them.
+public final class AddressSpace: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var taskSize = Linux.taskSize
+        /// Top of the top-down mmap search (`mm->mmap_base`).
+        public var mmapBase = Linux.defaultMmapBase
+        public var mmapMinAddr = Linux.mmapMinAddr
+        public var maxMapCount = Linux.maxMapCount
+        /// `mm->start_brk` (and the initial `brk`).
+        public var startBrk: UInt64 = 0x5555_5555_9000
+        public var tree: VMATreeKind = .maple
+        /// `CONFIG_TRANSPARENT_HUGEPAGE`: large anonymous mappings are placed PMD-aligned.
+        public var thpAlignAnonymous = true
+        /// `vm.overcommit_memory != 2`: `MAP_NORESERVE` is honoured.
+        public var honourNoReserve = true
+        /// Read faults on private anonymous memory map the shared zero page.
+        public var useZeroPage = true
+        /// `mm->start_stack`, for the `[stack]` name (nil: no stack modelled).
+        public var startStack: UInt64? = nil
+        public init() {}
+    }
+
+    public let system: MMSystem
+    public let config: Configuration
+    public let design: Design
+    @usableFromInline let tree: VMATree
+    @usableFromInline let pgd: PageTablePage
+    @usableFromInline let frames: FramePool
+    @usableFromInline let rcuRead: RCUReadSide
+
+    /// `mmap_lock`.
+    public let mmapLock: RWSemaphore
+    /// Lespinasse's mm-wide sequence count: odd while an mmap writer is inside.
+    public let mmSeq: SeqCount
+    /// `mm_lock_seq` (per-VMA locks): a VMA whose `lockSeq` equals it is write-locked.
+    public let mmLockSeq: Atomic<UInt64>
+    /// Counters (`MMStat` columns), per thread.
+    public let stats: PerThreadCounters
+    /// `mmap_lock` and VMA-lock waits, when enabled.
+    public let lockStats: PerThreadCounters
+    let mapCountWord = Atomic<Int>(0)
+    @exclusivity(unchecked) var startBrkValue: UInt64
+    @exclusivity(unchecked) var brkValue: UInt64
+    /// VMAs write-marked in the current writer section (ended at `endVMAWrites`).
+    @exclusivity(unchecked) var markedVMAs: [VMARef] = []
+    /// Design state that only some designs use (range locks).
+    public let designState: DesignState
+
+    public init(system: MMSystem, design: Design = .global, configuration: Configuration = Configuration()) {
+        precondition(design.allowsTree(configuration.tree), "\(design.rawValue) needs the maple tree")
+        self.system = system
+        config = configuration
+        self.design = design
+        frames = system.frames
+        rcuRead = system.rcu.readSide
+        tree = VMATree(kind: configuration.tree, rcu: system.rcu)
+        pgd = PageTablePage.initialize(system.tableSlab.allocate())
+        lockStats = PerThreadCounters(width: RWSemStat.width)
+        mmapLock = RWSemaphore(stats: lockStats)
+        mmSeq = SeqCount()
+        mmLockSeq = Atomic(0)
+        stats = PerThreadCounters(width: MMStat.allCases.count)
+        startBrkValue = configuration.startBrk
+        brkValue = configuration.startBrk
+        designState = DesignState(design: design)
+    }
+
+    deinit {
+        teardown()
+    }
+
+    /// VMAs in the tree (`mm->map_count`).
+    public var mapCount: Int { mapCountWord.load(ordering: .relaxed) }
+    public var startBrk: UInt64 { startBrkValue }
+    public var currentBrk: UInt64 { brkValue }
+
+    // MARK: VMA lifecycle (writer side)
+
+    /// `vm_area_alloc()` + init: a detached VMA holding a reference to `file`.
+    func vmaAlloc(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: MMFile?) -> VMARef {
+        let raw = system.vmaSlab.allocate()
+        let fileBits = file.map { UInt(bitPattern: Unmanaged.passRetained($0).toOpaque()) } ?? 0
+        let v = raw.bindMemory(to: VMA.self, capacity: 1)
+        v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, lockStats: lockStats))
+        return v
+    }
+
+    /// `vm_area_dup()`: same fields, same file and anon_vma (references taken).
+    func vmaDup(_ src: VMARef) -> VMARef {
+        let v = vmaAlloc(start: src.vmStart, end: src.vmEnd, flags: src.vmFlags, pgoff: src.vmPgoff, file: src.vmFile)
+        setAnonVMA(v, src.anonVMA, chain: src.anonChainLength)
+        v.pointee.anonName.store(src.anonNameID, ordering: .relaxed)
+        return v
+    }
+
+    func setAnonVMA(_ v: VMARef, _ bits: UInt, chain: UInt32) {
+        AnonVMA.retain(bits)
+        let old = v.pointee.anonVMABits.exchange(bits, ordering: .releasing)
+        AnonVMA.release(old)
+        v.pointee.anonChain.store(bits == 0 ? 0 : max(chain, 1), ordering: .relaxed)
+    }
+
+    /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
+    func vmaFreeDeferred(_ vmas: [VMARef]) {
+        guard !vmas.isEmpty else { return }
+        let box = Shared(vmas)
+        let slab = system.vmaSlab
+        system.rcu.callRCU {
+            for v in box.value {
+                let f = v.fileBits
+                if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
+                AnonVMA.release(v.anonVMA)
+                v.deinitialize(count: 1)
+            }
+            slab.retireNow(box.value.map { UnsafeMutableRawPointer($0) })
+        }
+    }
+
+    /// `vma_start_write()`: marks a VMA as being changed by the writer of this section. With
+    /// per-VMA locks, waits for faults holding it for read and makes new ones fail
+    /// (`vm_lock_seq = mm_lock_seq`); with per-VMA sequence counts, makes the count odd.
+    @inline(__always)
+    func vmaStartWrite(_ v: VMARef) {
+        if design.usesVMALocks {
+            let seq = mmLockSeq.load(ordering: .relaxed)
+            if v.pointee.lockSeq.load(ordering: .relaxed) == seq { return }
+            v.pointee.lock.lockWrite()
+            v.pointee.lockSeq.store(seq, ordering: .relaxed)
+            v.pointee.lock.unlockWrite()
+            markedVMAs.append(v)
+        } else if design.usesVMASeq {
+            if v.pointee.seq.isWriting { return }
+            v.pointee.seq.writeBegin()
+            markedVMAs.append(v)
+        }
+    }
+
+    /// End of a writer section for the per-VMA mechanisms: `mmap_write_unlock()` bumps
+    /// `mm_lock_seq` (store-release), unlocking every marked VMA at once; per-VMA counts end.
+    func endVMAWrites() {
+        if design.usesVMALocks {
+            mmLockSeq.wrappingAdd(1, ordering: .releasing)
+        } else if design.usesVMASeq {
+            for v in markedVMAs { v.pointee.seq.writeEnd() }
+        }
+        markedVMAs.removeAll(keepingCapacity: true)
+    }
+
+    /// Inserts a VMA (`vma_link`).
+    func vmaLink(_ v: VMARef) {
+        vmaStartWrite(v)
+        tree.store(v.vmStart, v.vmEnd, v)
+        v.pointee.detached.store(false, ordering: .releasing)
+        mapCountWord.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Removes a VMA from the tree (`vma_mark_detached`); the caller frees it.
+    func vmaUnlink(_ v: VMARef) {
+        vmaStartWrite(v)
+        tree.store(v.vmStart, v.vmEnd, nil)
+        v.pointee.detached.store(true, ordering: .releasing)
+        mapCountWord.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    /// Changes a linked VMA's bounds (and pgoff), keeping the tree in step.
+    func vmaSetRange(_ v: VMARef, start: UInt64, end: UInt64, pgoff: UInt64) {
+        vmaStartWrite(v)
+        let os = v.vmStart
+        let oe = v.vmEnd
+        if start > os { tree.store(os, start, nil) }
+        if end < oe { tree.store(end, oe, nil) }
+        v.setBounds(start, end)
+        v.setPgoff(pgoff)
+        tree.store(start, end, v)
+    }
+
+    /// VMAs intersecting `[start, end)`, in order (writer side).
+    func vmas(in start: UInt64, _ end: UInt64) -> [VMARef] {
+        var out: [VMARef] = []
+        tree.forEach(start, end) { out.append($0); return true }
+        return out
+    }
+
+    /// Every VMA, in order.
+    public func allVMAs() -> [VMARef] { vmas(in: 0, UInt64.max) }
+
+    /// `find_vma_intersection()`.
+    func findIntersection(_ start: UInt64, _ end: UInt64) -> VMARef? {
+        guard let v = tree.find(from: start), v.vmStart < end else { return nil }
+        return v
+    }
+
+    func teardown() {
+        // exit_mmap(): everything goes.
+        let all = allVMAs()
+        for v in all {
+            zapRange(v.vmStart, v.vmEnd, vma: v)
+            vmaUnlink(v)
+        }
+        freePageTables(floor: 0, ceiling: 0, start: 0, end: config.taskSize, level: 4, table: pgd, freeAll: true)
+        endVMAWrites()
+        vmaFreeDeferred(all)
+        system.tableSlab.retire([pgd.base])
+    }
+}
+
+/// What `AddressSpace.stats` counts, per thread.
+public enum MMStat: Int, CaseIterable, Sendable {
+    /// Faults handled (any kind), and by kind.
+    case faults, anonFaults, zeroPageFaults, cowFaults, reuseFaults, fileFaults, fileCOWFaults, sharedWriteFaults
+    /// Faults that waited for simulated I/O, and retries after dropping a lock for it.
+    case majorFaults, retries
+    /// Accesses satisfied by an existing PTE (no fault).
+    case tlbHits
+    /// Speculative or lockless fault attempts that succeeded, aborted, and fell back.
+    case speculativeSuccesses, aborts, fallbacks
+    /// Aborts by reason.
+    case abortSeqChanged, abortVMAChanged, abortLockContended, abortDetached, abortNotAnonymous, abortNoVMA, abortPTEChanged
+    /// Resident pages by type (`MM_ANONPAGES`, `MM_FILEPAGES`, `MM_SHMEMPAGES`), as deltas.
+    case rssAnon, rssFile, rssShmem
+}

@@ -1,0 +1,217 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A physical frame number.
+public typealias FrameNumber = UInt32
+
+/// `struct page`: what the model tracks per frame.
+public struct PageMeta: ~Copyable {
+    /// `page_ref_count()`: references (mappings, page cache, in-flight users).
+    public let refcount: Atomic<Int32>
+    /// `page_mapcount()`: page-table entries mapping the frame.
+    public let mapcount: Atomic<Int32>
+    /// `PageMeta.Flag` bits.
+    public let flags: Atomic<UInt32>
+
+    public enum Flag {
+        public static let anon: UInt32 = 1 << 0
+        public static let dirty: UInt32 = 1 << 1
+        public static let free: UInt32 = 1 << 2
+        public static let pageCache: UInt32 = 1 << 3
+        public static let zero: UInt32 = 1 << 4
+    }
+
+    init() {
+        refcount = Atomic(0)
+        mapcount = Atomic(0)
+        flags = Atomic(Flag.free)
+    }
+}
+
+/// Physical memory: one reservation of 4 KiB frames, zeroed on allocation, with per-frame
+/// metadata, per-thread caches (the kernel's per-CPU page lists) and a global free stack.
+/// Frame 0 is the shared zero page (`ZERO_PAGE(0)`), never freed.
+///
+/// Frames unmapped by a zap are freed only after an RCU grace period (`freeDeferred`): a thread
+/// that translated an address inside an RCU read-side section may still touch the frame,
+/// as a CPU may until the TLB shootdown completes.
+public final class FramePool: @unchecked Sendable {
+    public let capacity: Int
+    @usableFromInline let memory: UnsafeMutableRawPointer
+    @usableFromInline let meta: UnsafeMutablePointer<PageMeta>
+    let rcu: RCU
+
+    let lock = SpinLock()
+    @exclusivity(unchecked) var freeStack: UnsafeMutablePointer<FrameNumber>
+    @exclusivity(unchecked) var freeCount: Int
+    let magazines: UnsafeMutableRawPointer
+    let magazineStride: Int
+    static let magazineSize = 15
+    static let refill = 8
+    let inUse = Atomic<Int>(0)
+
+    public static let zeroFrame: FrameNumber = 0
+
+    /// - Parameters:
+    ///   - frames: capacity in 4 KiB frames (plus the zero page).
+    ///   - prefault: touch the reservation up front, so that a model fault costs what it
+    ///     would on a machine whose memory is already backed (not the host's first-touch fault).
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared) {
+        precondition(frames > 0)
+        capacity = frames + 1
+        self.rcu = rcu
+        let bytes = capacity * Int(Linux.pageSize)
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (prefault ? MAP_POPULATE : 0)
+        let m = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0)
+        precondition(m != MAP_FAILED, "cannot reserve \(bytes) bytes for frames")
+        memory = m!
+        let metaRaw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<PageMeta>.stride * capacity, alignment: 64)
+        meta = metaRaw.bindMemory(to: PageMeta.self, capacity: capacity)
+        for i in 0..<capacity { (meta + i).initialize(to: PageMeta()) }
+        freeStack = .allocate(capacity: capacity)
+        freeCount = 0
+        for f in stride(from: capacity - 1, through: 1, by: -1) {
+            freeStack[freeCount] = FrameNumber(f)
+            freeCount += 1
+        }
+        // Per thread: a count and up to 15 frames, alone on a 128-byte line pair.
+        magazineStride = cacheLineStride
+        magazines = UnsafeMutableRawPointer.allocate(byteCount: magazineStride * Int(FL_MAX_THREADS), alignment: cacheLineStride)
+        magazines.initializeMemory(as: UInt8.self, repeating: 0, count: magazineStride * Int(FL_MAX_THREADS))
+        // The zero page: zeroed by mmap, pinned.
+        meta[0].flags.store(PageMeta.Flag.zero, ordering: .relaxed)
+        meta[0].refcount.store(1, ordering: .relaxed)
+    }
+
+    deinit {
+        munmap(memory, capacity * Int(Linux.pageSize))
+        UnsafeMutableRawPointer(meta).deallocate()
+        freeStack.deallocate()
+        magazines.deallocate()
+    }
+
+    /// The frame's memory.
+    @inlinable @inline(__always)
+    public func pointer(_ f: FrameNumber) -> UnsafeMutableRawPointer {
+        memory + Int(f) &* Int(Linux.pageSize)
+    }
+
+    @inlinable @inline(__always)
+    public func page(_ f: FrameNumber) -> UnsafeMutablePointer<PageMeta> { meta + Int(f) }
+
+    /// Frames handed out and not yet freed.
+    public var framesInUse: Int { inUse.load(ordering: .relaxed) }
+
+    // MARK: Allocation
+
+    @inline(__always)
+    func magazine() -> UnsafeMutableRawPointer { magazines + currentThreadIndex() &* magazineStride }
+
+    /// `alloc_page(GFP_HIGHUSER_MOVABLE | __GFP_ZERO)`: a frame with refcount 1, or nil when
+    /// memory is exhausted.
+    @inline(__always)
+    public func allocate(zeroed: Bool = true, flags: UInt32 = 0) -> FrameNumber? {
+        let mag = magazine()
+        var n = mag.load(as: Int.self)
+        if n == 0 {
+            n = refillMagazine(mag)
+            if n == 0 { return nil }
+        }
+        n -= 1
+        let f = (mag + 8 + 4 * n).load(as: FrameNumber.self)
+        mag.storeBytes(of: n, as: Int.self)
+        let p = page(f)
+        p.pointee.refcount.store(1, ordering: .relaxed)
+        p.pointee.mapcount.store(0, ordering: .relaxed)
+        p.pointee.flags.store(flags, ordering: .relaxed)
+        if zeroed { pointer(f).initializeMemory(as: UInt64.self, repeating: 0, count: Int(Linux.pageSize) / 8) }
+        inUse.wrappingAdd(1, ordering: .relaxed)
+        return f
+    }
+
+    @inline(never)
+    func refillMagazine(_ mag: UnsafeMutableRawPointer) -> Int {
+        lock.lock()
+        let take = min(Self.refill, freeCount)
+        for i in 0..<take {
+            freeCount -= 1
+            (mag + 8 + 4 * i).storeBytes(of: freeStack[freeCount], as: FrameNumber.self)
+        }
+        lock.unlock()
+        mag.storeBytes(of: take, as: Int.self)
+        return take
+    }
+
+    /// `free_unref_page()`: returns a frame whose last reference is gone.
+    @inline(__always)
+    public func free(_ f: FrameNumber) {
+        precondition(f != Self.zeroFrame, "freeing the zero page")
+        let p = page(f)
+        p.pointee.flags.store(PageMeta.Flag.free, ordering: .relaxed)
+        inUse.wrappingSubtract(1, ordering: .relaxed)
+        let mag = magazine()
+        var n = mag.load(as: Int.self)
+        if n == Self.magazineSize {
+            lock.lock()
+            for i in 0..<Self.refill {
+                n -= 1
+                freeStack[freeCount] = (mag + 8 + 4 * n).load(as: FrameNumber.self)
+                freeCount += 1
+                _ = i
+            }
+            lock.unlock()
+        }
+        (mag + 8 + 4 * n).storeBytes(of: f, as: FrameNumber.self)
+        mag.storeBytes(of: n + 1, as: Int.self)
+    }
+
+    /// `put_page()`: drops a reference; frees the frame at zero.
+    @inline(__always)
+    public func put(_ f: FrameNumber) {
+        if f == Self.zeroFrame { return }
+        if page(f).pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { free(f) }
+    }
+
+    /// `get_page()`.
+    @inline(__always)
+    public func get(_ f: FrameNumber) {
+        if f == Self.zeroFrame { return }
+        page(f).pointee.refcount.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// Frees frames whose last reference is gone, after an RCU grace period
+    /// (`tlb_finish_mmu`): until then a thread that translated to them may still touch them.
+    public func freeDeferred(_ dead: [FrameNumber]) {
+        guard !dead.isEmpty else { return }
+        let box = Shared(dead)
+        rcu.callRCU { [self] in
+            lock.withLock {
+                for f in box.value {
+                    page(f).pointee.flags.store(PageMeta.Flag.free, ordering: .relaxed)
+                    freeStack[freeCount] = f
+                    freeCount += 1
+                }
+            }
+            inUse.wrappingSubtract(box.value.count, ordering: .relaxed)
+        }
+    }
+
+    /// Drops a reference; if it was the last, frees the frame after a grace period.
+    public func putDeferred(_ f: FrameNumber) {
+        if f == Self.zeroFrame { return }
+        if page(f).pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { freeDeferred([f]) }
+    }
+
+    /// Whether `f` is on a free list (for invariant checks).
+    public func isFree(_ f: FrameNumber) -> Bool { page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.free != 0 }
+}
+
+/// Shares a non-Sendable value with a closure that runs elsewhere.
+public struct Shared<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ v: T) { value = v }
+}

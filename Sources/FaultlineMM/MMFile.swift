@@ -1,0 +1,133 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// An in-memory file: a size, backing contents (the "disk"), and a page cache of frames shared
+/// by every mapping of it (`struct address_space`). Anonymous shared memory is a file too
+/// (`shmem_zero_setup`), shown as `/dev/zero (deleted)`.
+///
+/// A page-cache miss copies the page from the backing contents, after an optional simulated
+/// I/O latency; fault paths that must not hold their lock across I/O ask `isCached` first.
+public final class MMFile: @unchecked Sendable {
+    public let path: String
+    public let device: (major: UInt32, minor: UInt32)
+    public let inode: UInt64
+    /// Anonymous shared memory (`/dev/zero (deleted)`).
+    public let isShmem: Bool
+    public let ioLatencyNs: UInt64
+    let frames: FramePool
+    let sizeWord: Atomic<UInt64>
+    /// Page cache: frame number + 1 per page index, 0 when not cached.
+    @usableFromInline let cache: UnsafeMutablePointer<Atomic<UInt32>>
+    public let capacityPages: Int
+    /// File contents beyond the page cache; nil reads as zeros.
+    let backing: UnsafeMutableRawPointer?
+    let cacheLock = SpinLock()
+    let misses = Atomic<Int>(0)
+
+    static let inodes = Atomic<UInt64>(1000)
+
+    /// - Parameters:
+    ///   - size: bytes.
+    ///   - contents: initial bytes (zero-filled beyond them); nil for a file of zeros.
+    ///   - capacity: the most bytes the file may ever hold (page-cache table size).
+    public init(path: String, size: UInt64, contents: [UInt8]? = nil, capacity: UInt64? = nil,
+                ioLatencyNs: UInt64 = 0, frames: FramePool, isShmem: Bool = false,
+                device: (UInt32, UInt32) = (0xfe, 0), inode: UInt64? = nil) {
+        self.path = path
+        self.isShmem = isShmem
+        self.ioLatencyNs = ioLatencyNs
+        self.frames = frames
+        self.device = (device.0, device.1)
+        self.inode = inode ?? MMFile.inodes.wrappingAdd(1, ordering: .relaxed).newValue
+        sizeWord = Atomic(size)
+        let cap = Linux.pageAlign(max(capacity ?? size, size)) / Linux.pageSize
+        capacityPages = Int(cap)
+        cache = .allocate(capacity: max(capacityPages, 1))
+        for i in 0..<max(capacityPages, 1) { (cache + i).initialize(to: Atomic(0)) }
+        if let contents, !contents.isEmpty {
+            let total = Int(cap) * Int(Linux.pageSize)
+            let b = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 4096)
+            b.initializeMemory(as: UInt8.self, repeating: 0, count: total)
+            contents.withUnsafeBytes { b.copyMemory(from: $0.baseAddress!, byteCount: min(contents.count, total)) }
+            backing = b
+        } else {
+            backing = nil
+        }
+    }
+
+    /// Anonymous shared memory of `size` bytes (`shmem_zero_setup`).
+    static func shmem(size: UInt64, frames: FramePool) -> MMFile {
+        MMFile(path: "/dev/zero (deleted)", size: size, frames: frames, isShmem: true, device: (0, 1))
+    }
+
+    deinit {
+        for i in 0..<capacityPages {
+            let v = cache[i].load(ordering: .relaxed)
+            if v != 0 { frames.put(FrameNumber(v - 1)) }
+        }
+        cache.deallocate()
+        backing?.deallocate()
+    }
+
+    public var size: UInt64 { sizeWord.load(ordering: .relaxed) }
+
+    /// Pages of the file (`DIV_ROUND_UP(i_size, PAGE_SIZE)`).
+    public var sizeInPages: UInt64 { Linux.pageAlign(size) / Linux.pageSize }
+
+    /// Page-cache misses so far (simulated reads).
+    public var cacheMisses: Int { misses.load(ordering: .relaxed) }
+
+    /// `filemap_get_folio()`: the cached frame of page `index`, or nil.
+    @inlinable @inline(__always)
+    public func cachedPage(_ index: UInt64) -> FrameNumber? {
+        guard index < UInt64(capacityPages) else { return nil }
+        let v = cache[Int(index)].load(ordering: .acquiring)
+        return v == 0 ? nil : FrameNumber(v - 1)
+    }
+
+    /// `filemap_fault()` without the locking: the frame of page `index`, reading it in on a
+    /// miss (after the simulated latency). nil when out of frames. The cache keeps one
+    /// reference; the caller takes its own with `get` if it maps the page.
+    public func readPage(_ index: UInt64) -> FrameNumber? {
+        if let f = cachedPage(index) { return f }
+        precondition(index < UInt64(capacityPages), "page \(index) beyond the file's capacity")
+        if ioLatencyNs > 0 { simulateIO() }
+        guard let f = frames.allocate(zeroed: backing == nil, flags: PageMeta.Flag.pageCache) else { return nil }
+        if let backing {
+            frames.pointer(f).copyMemory(from: backing + Int(index) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
+        }
+        let r = cache[Int(index)].compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
+        if !r.exchanged {
+            frames.put(f)
+            return FrameNumber(r.original - 1)
+        }
+        misses.wrappingAdd(1, ordering: .relaxed)
+        return f
+    }
+
+    /// The I/O wait of a page-cache miss: sleep (it would be a blocked task).
+    func simulateIO() { fl_sleep_ns(ioLatencyNs) }
+
+    /// Sets the size (`ftruncate` growing or shrinking within capacity). Pages past the new
+    /// end leave the cache; mappings of them fault with SIGBUS from now on.
+    public func resize(_ newSize: UInt64) {
+        precondition(Linux.pageAlign(newSize) / Linux.pageSize <= UInt64(capacityPages), "beyond capacity")
+        sizeWord.store(newSize, ordering: .relaxed)
+        let keep = Int(Linux.pageAlign(newSize) / Linux.pageSize)
+        for i in keep..<capacityPages {
+            let v = cache[i].exchange(0, ordering: .acquiringAndReleasing)
+            if v != 0 { frames.put(FrameNumber(v - 1)) }
+        }
+    }
+
+    /// `/proc/pid/maps` device column.
+    var deviceString: String {
+        hex2(device.major) + ":" + hex2(device.minor)
+    }
+}
+
+func hex2(_ v: UInt32) -> String {
+    let s = String(v, radix: 16)
+    return s.count < 2 ? "0" + s : s
+}

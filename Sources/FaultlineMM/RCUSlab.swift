@@ -1,0 +1,66 @@
+import FaultlineSync
+import Synchronization
+
+/// Fixed-size objects whose memory lockless readers may still be reading when they are
+/// freed: `retire` hands them to RCU and they are reused only after a grace period
+/// (`SLAB_TYPESAFE_BY_RCU` / `call_rcu` + `kmem_cache_free`). Thread-safe; allocation is rare
+/// enough (a page table per 2 MiB, a VMA per mapping) for one spinlock.
+final class RCUSlab: @unchecked Sendable {
+    let objectSize: Int
+    let alignment: Int
+    let perSlab: Int
+    let rcu: RCU
+    let lock = SpinLock()
+    var free: [UnsafeMutableRawPointer] = []
+    var slabs: [UnsafeMutableRawPointer] = []
+    let live = Atomic<Int>(0)
+
+    init(objectSize: Int, alignment: Int, perSlab: Int = 64, rcu: RCU) {
+        self.objectSize = (objectSize + alignment - 1) / alignment * alignment
+        self.alignment = alignment
+        self.perSlab = perSlab
+        self.rcu = rcu
+    }
+
+    deinit {
+        for s in slabs { s.deallocate() }
+    }
+
+    /// Zero-filled memory for one object.
+    func allocate() -> UnsafeMutableRawPointer {
+        let p: UnsafeMutableRawPointer = lock.withLock {
+            if let p = free.popLast() { return p }
+            let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
+            slabs.append(slab)
+            for i in 1..<perSlab { free.append(slab + i * objectSize) }
+            return slab
+        }
+        p.initializeMemory(as: UInt8.self, repeating: 0, count: objectSize)
+        live.wrappingAdd(1, ordering: .relaxed)
+        return p
+    }
+
+    /// Back at once: nobody else can reach `p`.
+    func freeNow(_ p: UnsafeMutableRawPointer) {
+        live.wrappingSubtract(1, ordering: .relaxed)
+        lock.withLock { free.append(p) }
+    }
+
+    /// Back after a grace period.
+    func retire(_ objects: [UnsafeMutableRawPointer]) {
+        guard !objects.isEmpty else { return }
+        let box = Shared(objects)
+        rcu.callRCU { [self] in
+            self.live.wrappingSubtract(box.value.count, ordering: .relaxed)
+            self.lock.withLock { self.free.append(contentsOf: box.value) }
+        }
+    }
+
+    /// For callers already past a grace period (their own RCU callback).
+    func retireNow(_ objects: [UnsafeMutableRawPointer]) {
+        live.wrappingSubtract(objects.count, ordering: .relaxed)
+        lock.withLock { free.append(contentsOf: objects) }
+    }
+
+    var liveObjects: Int { live.load(ordering: .relaxed) }
+}

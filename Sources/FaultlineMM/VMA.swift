@@ -1,0 +1,133 @@
+import FaultlineSync
+import FaultlineTrees
+import Synchronization
+
+/// `struct vm_area_struct`. Lives in RCU-freed slab memory and is reached through raw
+/// pointers (`VMARef`), never through a class reference: lockless fault paths read it.
+/// Every field a lockless reader may read is a relaxed atomic.
+public struct VMA: ~Copyable {
+    public let start: Atomic<UInt64>
+    public let end: Atomic<UInt64>
+    /// `vm_flags` (`VMFlags` bits).
+    public let flags: Atomic<UInt64>
+    /// `vm_pgoff`: file page of `start`; for anonymous memory, `start >> PAGE_SHIFT` at creation.
+    public let pgoff: Atomic<UInt64>
+    /// `vm_file`: an `Unmanaged<MMFile>` the VMA holds a reference to, or 0.
+    let fileBits: Atomic<UInt>
+    /// `anon_vma`, or 0 until the first anonymous page.
+    let anonVMABits: Atomic<UInt>
+    /// Length of `anon_vma_chain`: 1 for an anon_vma of its own, more after fork.
+    let anonChain: Atomic<UInt32>
+    /// `anon_name` (interned), 0 for none.
+    let anonName: Atomic<UInt32>
+    /// `vma->vm_lock` (Linux 6.4 per-VMA lock).
+    public let lock: RWSemaphore
+    /// `vm_lock_seq`: equals the mm's `mm_lock_seq` while a writer holding mmap_lock has it.
+    public let lockSeq: Atomic<UInt64>
+    /// `detached`: removed from the tree (a per-VMA-lock fault must not use it).
+    public let detached: Atomic<Bool>
+    /// Laurent Dufour's `vm_sequence`: odd while a writer changes the VMA.
+    public let seq: SeqCount
+    /// Dufour's `vm_ref_count`.
+    public let refcount: Atomic<Int>
+
+    init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, lockStats: PerThreadCounters?) {
+        self.start = Atomic(start)
+        self.end = Atomic(end)
+        self.flags = Atomic(flags.rawValue)
+        self.pgoff = Atomic(pgoff)
+        fileBits = Atomic(file)
+        anonVMABits = Atomic(0)
+        anonChain = Atomic(0)
+        anonName = Atomic(0)
+        lock = RWSemaphore(stats: lockStats, spinLimit: 256)
+        lockSeq = Atomic(0)
+        detached = Atomic(true)
+        seq = SeqCount()
+        refcount = Atomic(1)
+    }
+}
+
+/// A VMA as the address space passes it around.
+public typealias VMARef = UnsafeMutablePointer<VMA>
+
+extension UnsafeMutablePointer where Pointee == VMA {
+    @inlinable public var vmStart: UInt64 { pointee.start.load(ordering: .relaxed) }
+    @inlinable public var vmEnd: UInt64 { pointee.end.load(ordering: .relaxed) }
+    @inlinable public var vmFlags: VMFlags { VMFlags(rawValue: pointee.flags.load(ordering: .relaxed)) }
+    @inlinable public var vmPgoff: UInt64 { pointee.pgoff.load(ordering: .relaxed) }
+
+    /// `vm_file`, without reference counting.
+    public var vmFile: MMFile? {
+        let b = pointee.fileBits.load(ordering: .relaxed)
+        return b == 0 ? nil : Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).takeUnretainedValue()
+    }
+
+    @usableFromInline var fileBits: UInt { pointee.fileBits.load(ordering: .relaxed) }
+    @usableFromInline var anonVMA: UInt { pointee.anonVMABits.load(ordering: .relaxed) }
+    var anonChainLength: UInt32 { pointee.anonChain.load(ordering: .relaxed) }
+    var anonNameID: UInt32 { pointee.anonName.load(ordering: .relaxed) }
+
+    /// `vma_is_anonymous()`.
+    @inlinable public var isAnonymous: Bool { fileBits == 0 }
+
+    /// `vma_had_uncowed_parents()`: its anon_vma chain reaches a parent's (after fork).
+    var hadUncowedParents: Bool { anonVMA != 0 && anonChainLength > 1 }
+
+    func setBounds(_ s: UInt64, _ e: UInt64) {
+        pointee.start.store(s, ordering: .relaxed)
+        pointee.end.store(e, ordering: .relaxed)
+    }
+
+    func setFlags(_ f: VMFlags) { pointee.flags.store(f.rawValue, ordering: .relaxed) }
+    func setPgoff(_ p: UInt64) { pointee.pgoff.store(p, ordering: .relaxed) }
+}
+
+/// `struct anon_vma`: identity for the merge rules, reference counted by the VMAs using it.
+public final class AnonVMA: @unchecked Sendable {
+    public let id: UInt64
+    let users = Atomic<Int>(0)
+    static let ids = Atomic<UInt64>(0)
+
+    init() { id = AnonVMA.ids.wrappingAdd(1, ordering: .relaxed).newValue }
+
+    var bits: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
+
+    static func from(_ bits: UInt) -> AnonVMA {
+        Unmanaged<AnonVMA>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
+    }
+
+    /// Takes a VMA's reference; the first one also retains the object.
+    static func retain(_ bits: UInt) {
+        guard bits != 0 else { return }
+        let a = from(bits)
+        if a.users.wrappingAdd(1, ordering: .relaxed).newValue == 1 { _ = Unmanaged.passRetained(a) }
+    }
+
+    static func release(_ bits: UInt) {
+        guard bits != 0 else { return }
+        let a = from(bits)
+        if a.users.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+            Unmanaged.passUnretained(a).release()
+        }
+    }
+}
+
+/// Interned `anon_name` strings (`[anon:NAME]` in maps).
+final class AnonNames: @unchecked Sendable {
+    static let shared = AnonNames()
+    let lock = SpinLock()
+    var names: [String] = [""]
+    var ids: [String: UInt32] = [:]
+
+    func id(_ name: String) -> UInt32 {
+        lock.withLock {
+            if let i = ids[name] { return i }
+            names.append(name)
+            ids[name] = UInt32(names.count - 1)
+            return UInt32(names.count - 1)
+        }
+    }
+
+    func name(_ id: UInt32) -> String { lock.withLock { names[Int(id)] } }
+}

@@ -1,0 +1,76 @@
+import ArgumentParser
+import FaultlineDiff
+import Foundation
+
+struct Difftest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "difftest",
+        abstract: "Run random mmap/munmap/mprotect/mremap/madvise/brk/fork sequences on the host kernel and on the model, and compare.",
+        discussion: """
+        Each sequence runs in a fresh helper process (faultline-host) that walls off everything
+        outside a 64 GiB window, so mappings whose address the kernel chooses land in it; the
+        model mirrors the helper's layout. After every call the result (value or errno) and the
+        maps lines of the window and the heap (range, permissions, offset, path) must agree.
+        A disagreement is shrunk to a minimal sequence and printed in strace syntax.
+        Exit status 1 on any disagreement.
+        """
+    )
+
+    @Option(help: "Sequences to run.")
+    var sequences: Int = 100
+
+    @Option(help: "Seed of the first sequence (sequence i uses seed + i).")
+    var seed: UInt64 = 1
+
+    @Option(help: "Calls per sequence.")
+    var steps: Int = 40
+
+    @Option(help: "Path of the faultline-host helper (default: next to this executable).")
+    var helper: String?
+
+    @Option(help: "Stop after this many disagreements.")
+    var maxFailures: Int = 5
+
+    @Flag(help: "Print every sequence.")
+    var verbose = false
+
+    func validate() throws {
+        if sequences < 1 || steps < 1 { throw ValidationError("--sequences and --steps must be positive") }
+    }
+
+    func run() throws {
+        let path = helper ?? siblingExecutable("faultline-host")
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("helper not found at \(path); build it (swift build) or pass --helper")
+        }
+        let runner = try DiffRunner(helperPath: path)
+        var failures = 0
+        var ran = 0
+        for i in 0..<sequences {
+            let s = seed &+ UInt64(i)
+            let calls = runner.generate(seed: s, steps: steps)
+            ran += 1
+            progressLine("sequence \(i + 1)/\(sequences) (seed \(s)), \(failures) disagreements")
+            if verbose {
+                print("sequence seed \(s):")
+                for c in calls { print("  " + c.command) }
+            }
+            guard let d = try runner.run(calls) else { continue }
+            failures += 1
+            progressLine(nil)
+            let small = try runner.shrink(calls, d)
+            print("disagreement in sequence seed \(s) at call \(d.index + 1); shrunk to \(small.index + 1) calls:")
+            print(small.description)
+            if failures >= maxFailures { break }
+        }
+        progressLine(nil)
+        print("\(ran) sequences, \(failures) disagreements")
+        if failures > 0 { throw ExitCode(1) }
+    }
+}
+
+/// A file next to the running executable.
+func siblingExecutable(_ name: String) -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return (exe as NSString).deletingLastPathComponent + "/" + name
+}
