@@ -75,7 +75,7 @@ struct CallGenerator {
         if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
         if r < 70 { return mremap(mm) }
         if r < 89 { return madvise(mm) }
-        if r < 97 || forks >= 2 {
+        if r < 97 || forks >= 3 {
             let cur = mm.brk(0)
             let deltas: [Int64] = [-3, -1, 0, 1, 2, 5, 17]
             var target = UInt64(Int64(cur) + pick(deltas) * Int64(page))
@@ -117,6 +117,7 @@ struct CallGenerator {
         if chance(12) { flags |= MapFlags.populate.rawValue }
         if chance(10) { flags |= MapFlags.noReserve.rawValue }
         if chance(3) { flags |= MapFlags.stack.rawValue }
+        if chance(2) { flags |= MapFlags.growsDown.rawValue }
         var len = length()
         if fd >= 0 && fd < fileSizes.count && chance(70) { len = min(len, 8 * page) }
         return .mmap(addr: addr, length: len, prot: prot() & 7, flags: flags, fd: fd, offset: offset)

@@ -131,8 +131,20 @@ extension AddressSpace {
         return true
     }
 
+    /// `__anon_vma_prepare()`: reuses a neighbour's anon_vma when the two VMAs could merge but
+    /// for their protection (`find_mergeable_anon_vma`, next first), so that mprotect can merge
+    /// them again later; otherwise a new one. Called with the VMA tree stable (mmap_lock held).
     @usableFromInline @inline(never)
     func prepareAnonVMA(_ vma: VMARef) {
+        if let reuse = findMergeableAnonVMA(vma) {
+            AnonVMA.retain(reuse)
+            if vma.pointee.anonVMABits.compareExchange(expected: 0, desired: reuse, ordering: .acquiringAndReleasing).exchanged {
+                vma.pointee.anonChain.store(1, ordering: .relaxed)
+            } else {
+                AnonVMA.release(reuse)
+            }
+            return
+        }
         let a = AnonVMA()
         AnonVMA.retain(a.bits)
         if vma.pointee.anonVMABits.compareExchange(expected: 0, desired: a.bits, ordering: .acquiringAndReleasing).exchanged {
@@ -141,6 +153,27 @@ extension AddressSpace {
             AnonVMA.release(a.bits)
         }
         withExtendedLifetime(a) {}
+    }
+
+    /// `anon_vma_compatible(a, b)`: adjacent, same file, flags equal but for access rights,
+    /// contiguous offsets.
+    func anonCompatibleNeighbours(_ a: VMARef, _ b: VMARef) -> Bool {
+        a.vmEnd == b.vmStart && a.fileBits == b.fileBits
+            && (a.vmFlags.rawValue ^ b.vmFlags.rawValue) & ~(VMFlags.accessFlags.rawValue | VMFlags.softDirty.rawValue) == 0
+            && b.vmPgoff == a.vmPgoff + ((b.vmStart - a.vmStart) >> Linux.pageShift)
+    }
+
+    /// `find_mergeable_anon_vma()`.
+    func findMergeableAnonVMA(_ vma: VMARef) -> UInt? {
+        if let next = tree.lookup(vma.vmEnd), anonCompatibleNeighbours(vma, next),
+           next.anonVMA != 0, next.anonChainLength == 1 {
+            return next.anonVMA
+        }
+        if vma.vmStart > 0, let prev = tree.lookup(vma.vmStart - 1), anonCompatibleNeighbours(prev, vma),
+           prev.anonVMA != 0, prev.anonChainLength == 1 {
+            return prev.anonVMA
+        }
+        return nil
     }
 
     /// `do_anonymous_page()`.

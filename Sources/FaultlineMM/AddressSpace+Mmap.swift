@@ -53,8 +53,9 @@ extension AddressSpace {
                 if v == nil || a + length <= vmStartGap(v!) { return .success(a) }
             }
         }
-        let gap = flags.contains(.growsDown) ? Linux.stackGuardGap : 0
-        if let a = unmappedAreaTopdown(length: length, lowLimit: Linux.pageSize, highLimit: config.mmapBase, startGap: gap) {
+        // stack_guard_placement() reserves room only for shadow stacks (not modelled), so a
+        // grows-down mapping gets no start gap here.
+        if let a = unmappedAreaTopdown(length: length, lowLimit: Linux.pageSize, highLimit: config.mmapBase) {
             return .success(a)
         }
         // Bottom-up fallback (`TASK_UNMAPPED_BASE` is a third of the space).
@@ -64,17 +65,18 @@ extension AddressSpace {
         return .failure(.ENOMEM)
     }
 
-    /// `__thp_get_unmapped_area()`: search with a PMD of padding, then move up to the PMD
-    /// boundary congruent with the file offset (top-down: the highest one). nil: use the
-    /// normal search.
-    func thpGetUnmappedArea(length: UInt64, offset: UInt64, flags: MapFlags) -> UInt64? {
+    /// `__thp_get_unmapped_area()`: search with a PMD of padding (a hint must fit the padded
+    /// length too), then move up to the PMD boundary congruent with the file offset (top-down:
+    /// the highest one). nil: use the normal search.
+    func thpGetUnmappedArea(hint: UInt64 = 0, length: UInt64, offset: UInt64, flags: MapFlags) -> UInt64? {
         let size = Linux.pmdSize
         let offAlign = (offset + size - 1) & ~(size - 1)
         let offEnd = offset + length
         if offEnd <= offAlign || offEnd - offAlign < size { return nil }
         let padded = length + size
         if padded < length { return nil }
-        guard case .success(let ret) = archGetUnmappedAreaTopdown(hint: 0, length: padded, flags: flags) else { return nil }
+        guard case .success(let ret) = archGetUnmappedAreaTopdown(hint: hint, length: padded, flags: flags) else { return nil }
+        if ret == hint { return hint }
         let offSub = (offset &- ret) & (size - 1)
         if offSub == 0 { return ret + size }
         return ret + offSub
@@ -84,7 +86,14 @@ extension AddressSpace {
     func getUnmappedArea(file: MMFile?, hint: UInt64, length: UInt64, pgoff: UInt64, flags: MapFlags) -> Result<UInt64, Errno> {
         if length > config.taskSize { return .failure(.ENOMEM) }
         var result: Result<UInt64, Errno>
-        if file == nil && !flags.contains(.shared) && hint == 0 && !flags.contains(.fixed)
+        if let file, file.placement == .thpAligned {
+            // The file's own get_unmapped_area (thp_get_unmapped_area).
+            if let a = thpGetUnmappedArea(hint: hint, length: length, offset: pgoff << Linux.pageShift, flags: flags) {
+                result = .success(a)
+            } else {
+                result = archGetUnmappedAreaTopdown(hint: hint, length: length, flags: flags)
+            }
+        } else if file == nil && !flags.contains(.shared) && hint == 0 && !flags.contains(.fixed)
             && config.thpAlignAnonymous && length % Linux.pmdSize == 0,
            let a = thpGetUnmappedArea(length: length, offset: 0, flags: flags) {
             result = .success(a)

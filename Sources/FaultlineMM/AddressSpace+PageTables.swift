@@ -64,14 +64,34 @@ extension AddressSpace {
     // MARK: Range operations (writer side, or read side after a downgrade)
 
     /// Calls `body` with each PTE table (and the sub-range of `[start, end)` it covers) that
-    /// exists; missing upper levels are skipped.
+    /// exists, descending level by level so absent upper levels are skipped whole
+    /// (`walk_page_range`).
     func forEachPTETable(_ start: UInt64, _ end: UInt64, _ body: (PageTablePage, UInt64, UInt64) -> Void) {
-        var a = start
-        while a < end {
-            let next2M = (a & ~(Linux.pmdSize - 1)) &+ Linux.pmdSize
-            let stop = next2M == 0 ? end : min(end, next2M)
-            if let pte = walkPTE(a) { body(PageTablePage(entry: pte), a, stop) }
-            a = stop
+        guard end > start else { return }
+        walkLevel(pgd, level: 4, base: 0, start, end, body)
+    }
+
+    private func walkLevel(_ table: PageTablePage, level: Int, base: UInt64, _ start: UInt64, _ end: UInt64,
+                           _ body: (PageTablePage, UInt64, UInt64) -> Void) {
+        if level == 1 {
+            body(table, start, end)
+            return
+        }
+        let span = ptSpan(level: level)
+        var i = ptIndex(start, level: level)
+        var lo = base &+ UInt64(i) &* span
+        while i < PageTablePage.entries && lo < end {
+            let hi = lo &+ span
+            let e = table.entry(i).pointee.load(ordering: .acquiring)
+            if e & PTE.present != 0 {
+                let child = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+                let s = max(start, lo)
+                let stop = hi == 0 || hi > end ? end : hi
+                walkLevel(child, level: level - 1, base: lo, s, stop, body)
+            }
+            if hi == 0 { break }
+            lo = hi
+            i += 1
         }
     }
 

@@ -23,8 +23,9 @@ public final class MMSystem: @unchecked Sendable {
 
     /// A file of `size` bytes (see `MMFile`).
     public func makeFile(path: String, size: UInt64, contents: [UInt8]? = nil, capacity: UInt64? = nil,
-                         ioLatencyNs: UInt64 = 0) -> MMFile {
-        MMFile(path: path, size: size, contents: contents, capacity: capacity, ioLatencyNs: ioLatencyNs, frames: frames)
+                         ioLatencyNs: UInt64 = 0, placement: FilePlacement = .thpAligned) -> MMFile {
+        MMFile(path: path, size: size, contents: contents, capacity: capacity, ioLatencyNs: ioLatencyNs,
+               frames: frames, placement: placement)
     }
 
     /// Live VMAs and page-table pages, counting those waiting for a grace period.

@@ -2,6 +2,15 @@ import CFaultline
 import FaultlineSync
 import Synchronization
 
+/// How the kernel places mappings of a file (its `f_op->get_unmapped_area`).
+public enum FilePlacement: Sendable {
+    /// `thp_get_unmapped_area`: ext4, xfs, btrfs… — large mappings start congruent to their
+    /// file offset modulo 2 MiB, so page-cache folios can be mapped by PMDs.
+    case thpAligned
+    /// No callback (or shmem with huge pages off): the generic search.
+    case plain
+}
+
 /// An in-memory file: a size, backing contents (the "disk"), and a page cache of frames shared
 /// by every mapping of it (`struct address_space`). Anonymous shared memory is a file too
 /// (`shmem_zero_setup`), shown as `/dev/zero (deleted)`.
@@ -15,6 +24,7 @@ public final class MMFile: @unchecked Sendable {
     /// Anonymous shared memory (`/dev/zero (deleted)`).
     public let isShmem: Bool
     public let ioLatencyNs: UInt64
+    public let placement: FilePlacement
     let frames: FramePool
     let sizeWord: Atomic<UInt64>
     /// Page cache: frame number + 1 per page index, 0 when not cached.
@@ -33,8 +43,9 @@ public final class MMFile: @unchecked Sendable {
     ///   - capacity: the most bytes the file may ever hold (page-cache table size).
     public init(path: String, size: UInt64, contents: [UInt8]? = nil, capacity: UInt64? = nil,
                 ioLatencyNs: UInt64 = 0, frames: FramePool, isShmem: Bool = false,
-                device: (UInt32, UInt32) = (0xfe, 0), inode: UInt64? = nil) {
+                device: (UInt32, UInt32) = (0xfe, 0), inode: UInt64? = nil, placement: FilePlacement? = nil) {
         self.path = path
+        self.placement = placement ?? (isShmem ? .plain : .thpAligned)
         self.isShmem = isShmem
         self.ioLatencyNs = ioLatencyNs
         self.frames = frames
