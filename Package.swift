@@ -30,7 +30,7 @@ let package = Package(
         .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"], swiftSettings: invariants),
-        .target(name: "FaultlineBench", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineBench", dependencies: ["FaultlineMM", "FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .executableTarget(
             name: "faultline",
             dependencies: [

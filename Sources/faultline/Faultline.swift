@@ -12,6 +12,6 @@ struct Faultline: ParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Micro-benchmarks of the building blocks.",
-        subcommands: [BenchLocks.self, BenchTrees.self]
+        subcommands: [BenchLocks.self, BenchTrees.self, BenchFault.self]
     )
 }

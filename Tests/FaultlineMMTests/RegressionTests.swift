@@ -1,0 +1,107 @@
+import FaultlineMM
+import FaultlineSync
+import Testing
+
+/// Disagreements the differential tester found, each one fixed and kept here. The expected
+/// layouts are the host kernel's (6.18).
+@Suite("Difftest regressions", .serialized)
+struct RegressionTests {
+    static let designs = Design.allCases
+
+    /// mprotect starting inside a VMA (Linux starts its walk at the VMA's own start).
+    @Test(arguments: designs)
+    func mprotectFromInsideAVMA(design: Design) {
+        let mm = makeSpace(design)
+        let a = mm.mmap(0x6000_0000_0000, 4 * page, [.write], [.private, .anonymous, .fixed]).must()
+        #expect(mm.mprotect(a + page, 16 * page, []).error == .ENOMEM)
+        #expect(layout(mm) == [line(a, a + page, "-w-p"), line(a + page, a + 4 * page, "---p")])
+    }
+
+    /// After a merge, mprotect goes on from the end of the merged VMA (`vma_iter_end`).
+    @Test(arguments: designs)
+    func mprotectContinuesPastAMergedVMA(design: Design) {
+        let mm = makeSpace(design)
+        let base: UInt64 = 0x6000_0000_0000
+        let a = mm.mmap(base, 8 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.mprotect(a + 4 * page, 4 * page, [.read]).succeeded)
+        // [a+2, a+5) → read: merges with [a+4, a+8) and must not then report a hole.
+        #expect(mm.mprotect(a + 2 * page, 3 * page, [.read]).succeeded)
+        #expect(layout(mm) == [line(a, a + 2 * page, "rw-p"), line(a + 2 * page, a + 8 * page, "r--p")])
+    }
+
+    /// mremap growing in place merges with the next VMA (only brk uses `just_expand`).
+    @Test(arguments: designs)
+    func mremapGrowInPlaceMergesWithNext(design: Design) {
+        let mm = makeSpace(design)
+        let base: UInt64 = 0x6000_0000_0000
+        _ = mm.mmap(base, 23 * page, [.read], [.private, .anonymous, .fixed]).must()
+        _ = mm.mremap(base + 10 * page, page, 3 * page, [.mayMove]).must()
+        #expect(mm.mremap(base, 10 * page, 11 * page, []).must() == base)
+        #expect(layout(mm).first == line(base, base + 23 * page, "r--p"))
+    }
+
+    /// MREMAP_DONTUNMAP leaves the source VMA whole.
+    @Test(arguments: designs)
+    func mremapDontUnmapKeepsTheSourceWhole(design: Design) {
+        let mm = makeSpace(design)
+        let base: UInt64 = 0x6000_0000_0000
+        let f = mm.system.makeFile(path: "/data/f2", size: 3 * page + 1)
+        _ = mm.mmap(base, 8 * page, [.read], [.private, .fixed], file: f, offset: 3 * page).must()
+        let to = mm.mremap(base + 2 * page, page, page, [.mayMove, .dontUnmap], newAddress: base + 7 * page).must()
+        #expect(layout(mm).contains(line(base, base + 8 * page, "r--p", 3 * page, "/data/f2")))
+        #expect(layout(mm).contains(line(to, to + page, "r--p", 5 * page, "/data/f2")))
+    }
+
+    /// brk after fork: the heap's anon_vma came from the parent ("uncowed parents"), so the
+    /// extension is a VMA of its own.
+    @Test(arguments: designs)
+    func brkAfterForkDoesNotMergeIntoAnInheritedHeap(design: Design) {
+        let mm = makeSpace(design)
+        let start = mm.startBrk
+        _ = mm.brk(start + 2 * page)
+        _ = mm.store(start, 1)
+        let child = mm.fork()
+        _ = child.brk(start + 4 * page)
+        let heap = child.mapsLines().filter { $0.path == "[heap]" }.map { ($0.start, $0.end) }
+        #expect(heap.count == 2)
+        #expect(heap.first! == (start, start + 2 * page))
+        // Without the fork the same growth merges.
+        _ = mm.brk(start + 4 * page)
+        #expect(mm.mapsLines().filter { $0.path == "[heap]" }.count == 1)
+    }
+
+    /// Files whose filesystem maps large folios (ext4) are placed congruent to their offset
+    /// modulo 2 MiB, searching with a PMD of padding.
+    @Test(arguments: designs)
+    func filePlacementFollowsTheOffsetModuloPMD(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/big", size: 64 * page + (6 << 20))
+        let a = mm.mmap(0, 6 << 20, rw, [.shared], file: f, offset: 0x25000).must()
+        #expect(a % Linux.pmdSize == 0x25000)
+        // The highest such address that fits below the mmap base.
+        let highest = ((Linux.defaultMmapBase - (6 << 20) - 0x25000) & ~(Linux.pmdSize - 1)) + 0x25000
+        #expect(a == highest)
+    }
+
+    /// anon_vma_prepare reuses a neighbour's anon_vma when only protection differs, so a
+    /// later mprotect can merge them.
+    @Test(arguments: designs)
+    func neighboursDifferingOnlyInProtectionShareAnAnonVMA(design: Design) {
+        let mm = makeSpace(design)
+        let base: UInt64 = 0x6000_0000_0000
+        let f = mm.system.makeFile(path: "/data/f2", size: 3 * page + 1)
+        _ = mm.mmap(base, 4 * page, [.write], [.private, .fixed], file: f, offset: page).must()
+        _ = mm.mprotect(base + page, page, [.read, .write, .exec])
+        #expect(mm.madvise(base, 7 * page, .populateWrite).error == .EFAULT)
+        #expect(mm.mprotect(base, 7 * page, [.read, .exec]).error == .ENOMEM)
+        #expect(layout(mm) == [line(base, base + 4 * page, "r-xp", page, "/data/f2")])
+    }
+
+    /// MAP_GROWSDOWN mappings get no stack guard gap at placement.
+    @Test(arguments: designs)
+    func growsDownIsPlacedWithoutAGuardGap(design: Design) {
+        let mm = makeSpace(design)
+        let a = mm.mmap(0, 4 * page, rw, [.private, .anonymous, .growsDown]).must()
+        #expect(a == Linux.defaultMmapBase - 4 * page)
+    }
+}
