@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "FaultlineSync", targets: ["FaultlineSync"]),
         .library(name: "FaultlineTrees", targets: ["FaultlineTrees"]),
         .library(name: "FaultlineMM", targets: ["FaultlineMM"]),
+        .library(name: "FaultlineDesigns", targets: ["FaultlineDesigns"]),
         .executable(name: "faultline", targets: ["faultline"]),
         .executable(name: "faultline-host", targets: ["faultline-host"]),
     ],
@@ -29,12 +30,14 @@ let package = Package(
         .target(name: "FaultlineSync", dependencies: ["CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineDesigns", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"], swiftSettings: invariants),
         .target(name: "FaultlineBench", dependencies: ["FaultlineMM", "FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .executableTarget(
             name: "faultline",
             dependencies: [
                 "FaultlineBench",
+                "FaultlineDesigns",
                 "FaultlineDiff",
                 "faultline-host",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -43,6 +46,7 @@ let package = Package(
         ),
         .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
         .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees"]),
+        .testTarget(name: "FaultlineDesignsTests", dependencies: ["FaultlineDesigns", "FaultlineMM", "FaultlineSync"]),
         .testTarget(
             name: "FaultlineTreesTests",
             dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline",

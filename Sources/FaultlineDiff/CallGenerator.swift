@@ -1,10 +1,11 @@
 import FaultlineMM
+import FaultlineSync
 
 /// Random calls aimed at the interesting places: VMA boundaries, just inside and outside
 /// them, holes, the window's top (where the kernel puts mappings), with occasional invalid
 /// arguments of every kind.
 struct CallGenerator {
-    var state: UInt64
+    var rng: SplitMix64
     let window: Range<UInt64>
     let heapStart: UInt64
     let fileSizes: [UInt64]
@@ -12,19 +13,13 @@ struct CallGenerator {
     let page = Linux.pageSize
 
     init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [UInt64]) {
-        state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678
+        rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678)
         self.window = window
         heapStart = heap
         fileSizes = files
     }
 
-    mutating func rand() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    mutating func rand() -> UInt64 { rng.next() }
 
     mutating func below(_ n: UInt64) -> UInt64 { rand() % max(n, 1) }
     mutating func chance(_ percent: UInt64) -> Bool { below(100) < percent }

@@ -58,6 +58,10 @@ public final class DiffRunner {
     var layout = HostLayout()
 
     /// - Parameter helperPath: the `faultline-host` executable.
+    /// The design the model runs under, and how it reads maps (results must not depend on either).
+    public var design: Design = .global
+    public var mapsReader: MapsReader = .locked
+
     public init(helperPath: String) throws {
         self.helperPath = helperPath
         var template = Array("/tmp/faultline-difftest-XXXXXX".utf8CString)
@@ -107,7 +111,7 @@ public final class DiffRunner {
         var cfg = AddressSpace.Configuration()
         cfg.startBrk = layout.startBrk
         cfg.mmapBase = cfg.taskSize
-        let mm = AddressSpace(system: system, configuration: cfg)
+        let mm = AddressSpace(system: system, design: design, configuration: cfg)
         for line in layout.lines where line.end <= cfg.taskSize && line.path != "[heap]" {
             let isPlug = layout.plugs.contains { $0.overlaps(line.start..<line.end) }
             let flags: VMFlags = isPlug ? [.mayRead, .mayWrite, .mayExec, .noReserve] : AddressSpace.flags(forPerms: line.perms)
@@ -126,7 +130,7 @@ public final class DiffRunner {
     func modelMaps(_ mm: AddressSpace) -> [MapsLine] {
         let w = layout.window
         let h = layout.heapArea
-        return mm.mapsLines().filter { ($0.start < w.upperBound && $0.end > w.lowerBound) || ($0.start < h.upperBound && $0.end > h.lowerBound) }
+        return mm.mapsLines(reader: mapsReader).filter { ($0.start < w.upperBound && $0.end > w.lowerBound) || ($0.start < h.upperBound && $0.end > h.lowerBound) }
     }
 
     /// Runs `calls` on a fresh helper and a fresh model; nil when they agree throughout.

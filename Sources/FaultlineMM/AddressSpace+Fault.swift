@@ -29,9 +29,50 @@ public struct VMASnapshot {
     }
 }
 
-/// Why a lockless or speculative fault gave up.
-public enum AbortReason: Sendable {
-    case seqChanged, vmaChanged, lockContended, detached, notAnonymous, noVMA, pteChanged
+/// Why a lockless or speculative fault gave up (and went to the locked path).
+public enum AbortReason: Error, Sendable, CaseIterable {
+    /// The mm sequence count (or the VMA's, or `vm_lock_seq == mm_lock_seq`) says a writer
+    /// is or was inside.
+    case seqChanged
+    /// The VMA no longer covers the address, or changed under the snapshot.
+    case vmaChanged
+    /// A trylock failed (the VMA lock), or the fault would have to wait for I/O.
+    case lockContended
+    /// The VMA was removed from the tree.
+    case detached
+    /// The VMA is file-backed and the design handles anonymous memory only.
+    case notAnonymous
+    /// The VMA has no anon_vma yet, and preparing one needs `mmap_lock`.
+    case noAnonVMA
+    /// No VMA at the address (the locked path decides between SIGSEGV and stack growth).
+    case noVMA
+    /// A page-table level is missing and allocating it needs `mmap_lock`.
+    case noPageTable
+    /// Copy on write of a present PTE, which the design does not do speculatively.
+    case pteChanged
+
+    @usableFromInline var stat: MMStat {
+        switch self {
+        case .seqChanged: .abortSeqChanged
+        case .vmaChanged: .abortVMAChanged
+        case .lockContended: .abortLockContended
+        case .detached: .abortDetached
+        case .notAnonymous: .abortNotAnonymous
+        case .noAnonVMA: .abortNoAnonVMA
+        case .noVMA: .abortNoVMA
+        case .noPageTable: .abortNoPageTable
+        case .pteChanged: .abortPTEChanged
+        }
+    }
+}
+
+/// Points in a fault where a test hook (`Configuration.faultHook`) runs.
+public enum FaultStage: Sendable {
+    /// A copy-on-write fault has copied the old page and not yet taken the page-table lock.
+    case cowCopied
+    /// Any fault is about to take the page-table lock to validate and install its PTE (where
+    /// a stress test widens race windows).
+    case beforeInstall
 }
 
 /// How a fault ended in the shared core.
@@ -45,6 +86,24 @@ enum FaultOutcome {
     case abort(AbortReason)
 }
 
+/// How `installPTE` ended. Only `installed` changed the page table: callers account for
+/// the frames they replaced only then.
+@usableFromInline
+enum InstallResult: Equatable {
+    case installed
+    /// The PTE changed since it was read: another fault handled it (the fault is done).
+    case raced
+    /// The design's validation failed: abort.
+    case invalid
+
+    @inlinable var outcome: FaultOutcome {
+        switch self {
+        case .installed, .raced: .done
+        case .invalid: .abort(.seqChanged)
+        }
+    }
+}
+
 /// What a design checks after taking the page-table lock and before installing a PTE: the
 /// one place designs differ inside the fault itself.
 public protocol FaultValidator {
@@ -56,6 +115,8 @@ public protocol FaultValidator {
     var mayWaitForIO: Bool { get }
     /// Whether a fault on a present PTE (copy on write) may run.
     var mayHandleCOW: Bool { get }
+    /// Whether missing page-table levels may be allocated (false: abort instead).
+    var mayAllocateTables: Bool { get }
 }
 
 /// Faults under `mmap_lock` (or a VMA lock) need no validation.
@@ -65,11 +126,19 @@ public struct LockedFault: FaultValidator {
     @inlinable public func validate() -> Bool { true }
     @inlinable public var mayWaitForIO: Bool { true }
     @inlinable public var mayHandleCOW: Bool { true }
+    @inlinable public var mayAllocateTables: Bool { true }
 }
 
 extension AddressSpace {
     @inlinable @inline(__always)
     func count(_ s: MMStat, _ n: UInt64 = 1) { stats.slots.add(s.rawValue, n) }
+
+    /// Counts an abort and its reason.
+    @inlinable @inline(__always)
+    func countAbort(_ r: AbortReason) {
+        stats.slots.add(MMStat.aborts.rawValue, 1)
+        stats.slots.add(r.stat.rawValue, 1)
+    }
 
     /// `access_error()` for x86: writes need VM_WRITE, instruction fetches VM_EXEC, reads any
     /// access right (x86 cannot express write- or exec-only pages).
@@ -99,7 +168,13 @@ extension AddressSpace {
     func faultCore<V: FaultValidator>(_ s: VMASnapshot, _ address: UInt64, _ kind: AccessKind, _ v: V) -> FaultOutcome {
         guard Self.accessAllowed(s.flags, kind) else { return .error(.segvAccErr) }
         let page = address & Linux.pageMask
-        let ptep = allocPTE(page)
+        let ptep: UnsafeMutablePointer<Atomic<UInt64>>
+        if v.mayAllocateTables {
+            ptep = allocPTE(page)
+        } else {
+            guard let p = walkPTE(page) else { return .abort(.noPageTable) }
+            ptep = p
+        }
         let orig = ptep.pointee.load(ordering: .acquiring)
         if orig & PTE.present != 0 {
             if Self.pteAllows(orig, kind) { return .done }
@@ -107,7 +182,7 @@ extension AddressSpace {
                 return wpFault(s, page, ptep, orig, v)
             }
             // Permissions were raised since the PTE was made (mprotect): refresh it.
-            return installPTE(ptep, page, orig: orig, new: refreshed(orig, s.flags), v: v, frame: nil)
+            return installPTE(ptep, page, orig: orig, new: refreshed(orig, s.flags), v: v, frame: nil).outcome
         }
         if let file = s.file {
             return fileFault(s, file, page, ptep, kind, v)
@@ -184,18 +259,18 @@ extension AddressSpace {
         if kind != .write && config.useZeroPage {
             let e = PTE.make(FramePool.zeroFrame, writable: false, exec: exec) | PTE.special
             let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nil)
-            if case .done = r { count(.zeroPageFaults) }
-            return r
+            if r == .installed { count(.zeroPageFaults) }
+            return r.outcome
         }
-        guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+        guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true)
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
-        if case .done = r {
+        if r == .installed {
             count(.anonFaults)
             count(.rssAnon)
         }
-        return r
+        return r.outcome
     }
 
     /// `do_read_fault()` / `do_cow_fault()` / `do_shared_fault()`.
@@ -217,26 +292,26 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         let shared = s.flags.contains(.shared)
         if !shared && kind == .write {
-            guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+            guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { return .error(.oom) }
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
             let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf)
-            if case .done = r {
+            if r == .installed {
                 count(.fileCOWFaults)
                 count(.rssAnon)
             }
-            return r
+            return r.outcome
         }
         frames.get(cf)
         let writable = shared && s.flags.contains(.write)
         let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write)
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)
-        if case .done = r {
+        if r == .installed {
             count(kind == .write ? .sharedWriteFaults : .fileFaults)
             count(file.isShmem ? .rssShmem : .rssFile)
         }
-        return r
+        return r.outcome
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
@@ -246,7 +321,7 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         if s.flags.contains(.shared) {
             // wp_page_shared(): make it writable and dirty.
-            return installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
+            return installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil).outcome
         }
         guard v.mayHandleCOW else { return .abort(.pteChanged) }
         let old = PTE.frame(orig)
@@ -256,17 +331,18 @@ extension AddressSpace {
             if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
                 && p.pointee.mapcount.load(ordering: .relaxed) == 1 && p.pointee.refcount.load(ordering: .relaxed) == 1 {
                 let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
-                if case .done = r { count(.reuseFaults) }
-                return r
+                if r == .installed { count(.reuseFaults) }
+                return r.outcome
             }
         }
-        guard ensureAnonVMA(s, v) else { return .abort(.notAnonymous) }
+        guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
+        if hasFaultHook { config.faultHook!(.cowCopied, page) }
         let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
         let r = installPTE(ptep, page, orig: orig, new: e, v: v, frame: nf)
-        if case .done = r {
+        if r == .installed {
             count(.cowFaults)
             if isZero {
                 count(.rssAnon)
@@ -277,26 +353,27 @@ extension AddressSpace {
                 frames.putDeferred(old)
             }
         }
-        return r
+        return r.outcome
     }
 
     /// `set_pte_at()` under the split PTL after the design's validation and `pte_same()`.
     /// On failure the prepared frame's reference is dropped.
     @inlinable
     func installPTE<V: FaultValidator>(_ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ page: UInt64, orig: UInt64,
-                                       new: UInt64, v: V, frame: FrameNumber?) -> FaultOutcome {
+                                       new: UInt64, v: V, frame: FrameNumber?) -> InstallResult {
+        if hasFaultHook { config.faultHook!(.beforeInstall, page) }
         let table = PageTablePage(entry: ptep)
         table.ptl.pointee.lock()
         guard v.validate(), tableStillLinked(page, ptep) else {
             table.ptl.pointee.unlock()
             if let frame { frames.put(frame) }
-            return .abort(.seqChanged)
+            return .invalid
         }
         guard ptep.pointee.load(ordering: .relaxed) == orig else {
-            // Someone else handled it (or changed it) first.
+            // Someone else handled it (or changed it) first: nothing of ours was installed.
             table.ptl.pointee.unlock()
             if let frame { frames.put(frame) }
-            return .done
+            return .raced
         }
         ptep.pointee.store(new, ordering: .releasing)
         if let frame, PTE.frame(orig) != frame || orig & PTE.present == 0 {
@@ -304,6 +381,6 @@ extension AddressSpace {
         }
         table.ptl.pointee.unlock()
         count(.faults)
-        return .done
+        return .installed
     }
 }

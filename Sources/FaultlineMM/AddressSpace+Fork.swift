@@ -12,7 +12,11 @@ extension AddressSpace {
         child.startBrkValue = startBrkValue
         child.brkValue = brkValue
         var entries: [RangeEntry<VMARef>] = []
-        for v in allVMAs() {
+        let parents = allVMAs()
+        // dup_mmap() write-locks every parent VMA: a per-VMA-lock fault must not copy on write
+        // while fork write-protects the PTEs under it.
+        if design.usesVMALocks { for v in parents { vmaStartWrite(v) } }
+        for v in parents {
             let f = v.vmFlags
             if f.contains(.dontCopy) { continue }
             let n = child.vmaDup(v)

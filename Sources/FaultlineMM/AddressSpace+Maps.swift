@@ -72,16 +72,90 @@ extension AddressSpace {
         return MapsLine(start: v.vmStart, end: v.vmEnd, perms: perms, offset: 0, path: name)
     }
 
-    /// `/proc/pid/maps` as structured lines, read under `mmap_lock` for read.
-    public func mapsLines(in window: Range<UInt64> = 0..<UInt64.max) -> [MapsLine] {
-        mmapLock.lockRead()
-        defer { mmapLock.unlockRead() }
-        return vmas(in: window.lowerBound, window.upperBound).map { mapsLine($0) }
+    /// `/proc/pid/maps` as structured lines of the VMAs meeting `window`, read under
+    /// `mmap_lock` for read (`.locked`) or VMA by VMA (`.lockless`).
+    public func mapsLines(in window: Range<UInt64> = 0..<UInt64.max, reader: MapsReader = .locked) -> [MapsLine] {
+        var out: [MapsLine] = []
+        if reader == .locked {
+            mmapLock.lockRead()
+            out = vmas(in: window.lowerBound, window.upperBound).map { mapsLine($0) }
+            mmapLock.unlockRead()
+        } else {
+            var from = window.lowerBound
+            while from < window.upperBound, var l = nextMapsLine(from), l.start < window.upperBound {
+                if l.start < from && !out.isEmpty {
+                    // The VMA grew below the walk position after the previous line: show it
+                    // from there on. proc(5) guarantees addresses never go backwards and that
+                    // whatever stays mapped throughout the walk is shown.
+                    if l.inode != 0 { l.offset += from - l.start }
+                    l.start = from
+                }
+                out.append(l)
+                from = l.end
+            }
+        }
+        count(.mapsVMAs, UInt64(out.count))
+        return out
     }
 
     /// `/proc/pid/maps`.
-    public func mapsText() -> String {
-        mapsLines().map { $0.description + "\n" }.joined()
+    public func mapsText(reader: MapsReader = .locked) -> String {
+        mapsLines(reader: reader).map { $0.description + "\n" }.joined()
+    }
+
+    /// One step of the lock-free walk: the first VMA ending after `from`, copied while it was
+    /// locked or validated; on any doubt, that one step under `mmap_lock` for read.
+    func nextMapsLine(_ from: UInt64) -> MapsLine? {
+        var line: MapsLine?
+        switch design {
+        case .perVMA, .perVMARetry:
+            if let l = lockNextVMA(from) { return l }
+        case .spfMMSeq, .brokenSPF:
+            rcuRead.readLock()
+            let seq = mmSeq.rawRead()
+            if seq & 1 == 0, let v = tree.find(from: from) { line = mapsLine(v) }
+            rcuRead.readUnlock()
+            if let line, !mmSeq.readRetry(seq) { return line }
+        case .spfVMASeq:
+            rcuRead.readLock()
+            if let v = tree.find(from: from) {
+                let seq = v.pointee.seq.rawRead()
+                if seq & 1 == 0 {
+                    let l = mapsLine(v)
+                    if !v.pointee.seq.readRetry(seq), !v.pointee.detached.load(ordering: .acquiring),
+                       from >= v.vmStart || tree.find(from: from) == v {
+                        line = l
+                    }
+                }
+            }
+            rcuRead.readUnlock()
+            if let line { return line }
+        case .global, .range, .rangeTree:
+            // No lock-free structure to validate against: the lock is dropped between VMAs.
+            mmapLock.lockRead()
+            line = tree.find(from: from).map { mapsLine($0) }
+            mmapLock.unlockRead()
+            return line
+        }
+        count(.mapsFallbacks)
+        mmapLock.lockRead()
+        line = tree.find(from: from).map { mapsLine($0) }
+        mmapLock.unlockRead()
+        return line
+    }
+
+    /// `lock_next_vma()` (Linux 6.16): find the next VMA under RCU and read-lock it; refuse it
+    /// if it was detached, shrank below `from`, or — when it starts after `from` — is no longer
+    /// the first VMA after `from` (a VMA installed in between would otherwise be reported as a
+    /// gap that never existed).
+    func lockNextVMA(_ from: UInt64) -> MapsLine? {
+        rcuRead.readLock()
+        defer { rcuRead.readUnlock() }
+        guard let v = tree.find(from: from), vmaStartRead(v) == nil else { return nil }
+        defer { vmaEndRead(v) }
+        if v.pointee.detached.load(ordering: .acquiring) || from >= v.vmEnd { return nil }
+        if from < v.vmStart && tree.find(from: from) != v { return nil }
+        return mapsLine(v)
     }
 
     /// Memory statistics of one VMA (`smaps_pte_entry` and friends), in bytes.

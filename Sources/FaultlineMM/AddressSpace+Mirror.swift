@@ -7,8 +7,10 @@ extension AddressSpace {
     public func mirror(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile? = nil, pgoff: UInt64? = nil,
                        anonymous: Bool = false) {
         precondition(start < end && Linux.offsetInPage(start) == 0 && Linux.offsetInPage(end) == 0)
-        writeLock()
-        defer { writeUnlock() }
+        withWriter({ start..<end }) { mirrorLocked(start: start, end: end, flags: flags, file: file, pgoff: pgoff, anonymous: anonymous) }
+    }
+
+    func mirrorLocked(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile?, pgoff: UInt64?, anonymous: Bool) {
         precondition(findIntersection(start, end) == nil, "mirrored VMA overlaps")
         let v = vmaAlloc(start: start, end: end, flags: flags, pgoff: pgoff ?? (file == nil ? start >> Linux.pageShift : 0), file: file)
         vmaLink(v)
@@ -30,8 +32,8 @@ extension AddressSpace {
 extension AddressSpace {
     /// Gives the VMA at `address` an anon_vma, as its first anonymous page would.
     public func giveAnonVMA(at address: UInt64) {
-        writeLock()
-        defer { writeUnlock() }
-        if let v = tree.lookup(address) { prepareAnonVMA(v) }
+        withWriter({ address..<(address + Linux.pageSize) }) {
+            if let v = tree.lookup(address) { prepareAnonVMA(v) }
+        }
     }
 }

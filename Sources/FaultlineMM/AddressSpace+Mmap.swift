@@ -110,8 +110,11 @@ extension AddressSpace {
 
     /// `do_mmap()` + `mmap_region()`, writer exclusion held. Returns the address and, for
     /// `MAP_POPULATE`, the range to populate once the lock allows.
+    /// `claim` is shown the range chosen before anything changes; false abandons the call
+    /// (range designs: the range lock for it would have to wait).
     func doMmap(addr inAddr: UInt64, length inLen: UInt64, prot: Prot, flags inFlags: MapFlags,
-                file: MMFile?, offset: UInt64) -> Result<(UInt64, PopulateRequest?), Errno> {
+                file: MMFile?, offset: UInt64,
+                claim: (Range<UInt64>) -> Bool = { _ in true }) -> Result<(UInt64, PopulateRequest?), Errno> {
         if file == nil && !inFlags.contains(.anonymous) { return .failure(.EBADF) }
         if Linux.offsetInPage(offset) != 0 { return .failure(.EINVAL) }
         var pgoff = offset >> Linux.pageShift
@@ -138,6 +141,7 @@ extension AddressSpace {
         case .failure(let e): return .failure(e)
         case .success(let a): addr = a
         }
+        if !claim(addr..<(addr + len)) { return .failure(.EAGAIN) }
         if inFlags.contains(.fixedNoReplace), findIntersection(addr, addr + len) != nil { return .failure(.EEXIST) }
 
         if let file {
@@ -223,17 +227,34 @@ extension AddressSpace {
         return .success(gone)
     }
 
+    /// Where `free_pgtables()` may free tables once `gone` is unmapped: between the
+    /// neighbouring VMAs (`ceiling` 0 is the top), clamped to `tableFreeLimit` (range designs
+    /// hold only part of the space). Computed while the tree cannot change.
+    func unmapBounds(_ gone: [VMARef]) -> (floor: UInt64, ceiling: UInt64) {
+        guard let first = gone.first, let last = gone.last else { return (0, 0) }
+        var floor = tree.prev(before: first.vmStart).map { $0.vmEnd } ?? 0
+        var ceiling = tree.find(from: last.vmEnd).map { $0.vmStart } ?? 0
+        let limit = tableFreeLimit
+        if limit.isEmpty { return (1, 1) }   // nothing held: free nothing
+        floor = max(floor, limit.lowerBound)
+        if limit.upperBound != UInt64.max && (ceiling == 0 || ceiling > limit.upperBound) { ceiling = limit.upperBound }
+        return (floor, ceiling)
+    }
+
     /// The rest of munmap once the VMAs are detached (`vms_complete_munmap_vmas`): zap their
     /// pages, free page tables nothing maps any more, free the VMAs after a grace period.
     /// Callable under the read lock (the `global` design downgrades first).
     func finishUnmap(_ gone: [VMARef], _ start: UInt64, _ end: UInt64) {
-        guard !gone.isEmpty else { return }
+        finishUnmap(gone, unmapBounds(gone))
+    }
+
+    func finishUnmap(_ gone: [VMARef], _ bounds: (floor: UInt64, ceiling: UInt64)) {
+        guard let first = gone.first, let last = gone.last else { return }
         for v in gone { zapRange(v.vmStart, v.vmEnd, vma: v) }
-        let lo = gone.first!.vmStart
-        let hi = gone.last!.vmEnd
-        let floor = tree.prev(before: lo).map { $0.vmEnd } ?? 0
-        let ceiling = tree.find(from: hi).map { $0.vmStart } ?? 0
-        freePageTables(floor: floor, ceiling: ceiling, start: lo, end: hi, level: 4, table: pgd)
+        if bounds.ceiling == 0 || bounds.ceiling > bounds.floor {
+            freePageTables(floor: bounds.floor, ceiling: bounds.ceiling, start: first.vmStart, end: last.vmEnd,
+                           level: 4, table: pgd)
+        }
         vmaFreeDeferred(gone)
     }
 

@@ -30,11 +30,26 @@ extension AddressSpace {
         mmapLock.downgradeWrite()
     }
 
+    /// A writer section over the range `want()` names (nil: the call will fail its checks):
+    /// `mmap_lock` for write, or in range designs the range lock and then the short lock.
+    @inline(__always)
+    func withWriter<R>(_ want: () -> Range<UInt64>?, _ body: () -> R) -> R {
+        if design.usesRangeLock {
+            let h = rangeWriterBegin(want)
+            defer { rangeWriterEnd(h) }
+            return body()
+        }
+        writeLock()
+        defer { writeUnlock() }
+        return body()
+    }
+
     // MARK: System calls
 
     /// `mmap(2)`.
     public func mmap(_ addr: UInt64 = 0, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
                      file: MMFile? = nil, offset: UInt64 = 0) -> Result<UInt64, Errno> {
+        if design.usesRangeLock { return mmapRanged(addr, length, prot, flags, file: file, offset: offset) }
         writeLock()
         let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset)
         writeUnlock()
@@ -55,6 +70,7 @@ extension AddressSpace {
         case .failure(let e): return .failure(e)
         case .success(let x): end = x
         }
+        if design.usesRangeLock { return munmapRanged(addr, end) }
         writeLock()
         switch detachRange(addr, end) {
         case .failure(let e):
@@ -70,17 +86,14 @@ extension AddressSpace {
 
     /// `mprotect(2)`.
     public func mprotect(_ addr: UInt64, _ length: UInt64, _ prot: Prot) -> Result<Void, Errno> {
-        writeLock()
-        defer { writeUnlock() }
-        return doMprotect(addr, length, prot)
+        withWriter({ mprotectRange(addr, length, prot) }) { doMprotect(addr, length, prot) }
     }
 
     /// `mremap(2)`.
     public func mremap(_ addr: UInt64, _ oldLength: UInt64, _ newLength: UInt64, _ flags: MremapFlags = [],
                        newAddress: UInt64 = 0) -> Result<UInt64, Errno> {
-        writeLock()
-        defer { writeUnlock() }
-        return doMremap(addr, oldLength, newLength, flags, newAddress)
+        // Range designs: source, destination and what it replaces — the whole space.
+        withWriter({ wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
     }
 
     /// `madvise(2)`; an advice number the kernel does not know is EINVAL.
@@ -97,10 +110,9 @@ extension AddressSpace {
         }
         let advice = advice!
         if advice.changesFlags {
-            writeLock()
-            defer { writeUnlock() }
-            return doMadviseFlags(addr, end, advice)
+            return withWriter({ addr..<end }) { doMadviseFlags(addr, end, advice) }
         }
+        if design.usesRangeLock { return madviseReadRanged(addr, end, advice) }
         mmapLock.lockRead()
         defer { mmapLock.unlockRead() }
         switch advice {
@@ -112,16 +124,31 @@ extension AddressSpace {
 
     /// `brk(2)`: the new break, or the current one when the request is refused.
     public func brk(_ addr: UInt64) -> UInt64 {
-        writeLock()
-        defer { writeUnlock() }
-        return doBrk(addr)
+        withWriter({ brkRange(addr) }) { doBrk(addr) }
     }
 
     /// `fork(2)`: the child's address space.
     public func fork() -> AddressSpace {
-        writeLock()
-        defer { writeUnlock() }
-        return doFork()
+        withWriter({ wholeSpace }) { doFork() }
+    }
+
+    /// The range mprotect changes (PROT_GROWSDOWN reaches down to the VMA's start).
+    func mprotectRange(_ addr: UInt64, _ length: UInt64, _ prot: Prot) -> Range<UInt64>? {
+        guard let r = pageRange(addr, length) else { return nil }
+        if prot.contains(.growsDown), let v = tree.find(from: addr), v.vmStart < r.upperBound {
+            return min(v.vmStart, r.lowerBound)..<r.upperBound
+        }
+        return r
+    }
+
+    /// The range brk changes: between the old and the new break, page-aligned (nil when only
+    /// the value moves, or the call will be refused).
+    func brkRange(_ addr: UInt64) -> Range<UInt64>? {
+        if addr < startBrkValue { return nil }
+        let n = Linux.pageAlign(addr)
+        let o = Linux.pageAlign(brkValue)
+        if n == o { return nil }
+        return min(n, o)..<max(n, o)
     }
 
     // MARK: Memory access (the MMU)
@@ -150,7 +177,13 @@ extension AddressSpace {
             if let p = walkPTE(address) {
                 let e = p.pointee.load(ordering: .acquiring)
                 if Self.pteAllows(e, kind) {
-                    if kind == .write && e & PTE.dirty == 0 { p.pointee.bitwiseOr(PTE.dirty, ordering: .relaxed) }
+                    // The MMU sets the dirty bit atomically against the PTE it walked: an
+                    // unconditional OR could resurrect a just-zapped entry as non-present junk.
+                    if kind == .write && e & PTE.dirty == 0
+                        && !p.pointee.compareExchange(expected: e, desired: e | PTE.dirty, ordering: .relaxed).exchanged {
+                        rcuRead.readUnlock()
+                        continue
+                    }
                     let r = body(frames.pointer(PTE.frame(e)) + Int(address & (Linux.pageSize - 1)))
                     rcuRead.readUnlock()
                     return .success(r)
@@ -173,11 +206,32 @@ extension AddressSpace {
         withByte(address, .read) { $0.load(as: UInt8.self) }
     }
 
-    /// The design's fault path.
+    /// The design's fault path. Out of frames while frees wait for a grace period, the fault
+    /// waits for them with every lock dropped (as reclaim would) and tries again.
     @inlinable
     public func fault(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        let r = faultOnce(address, kind)
+        if case .failure(.oom) = r, frames.deferredFrames > 0 { return faultAfterReclaim(address, kind) }
+        return r
+    }
+
+    @usableFromInline @inline(never)
+    func faultAfterReclaim(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        while true {
+            system.rcu.barrier()
+            let r = faultOnce(address, kind)
+            guard case .failure(.oom) = r, frames.deferredFrames > 0 else { return r }
+        }
+    }
+
+    @inlinable
+    func faultOnce(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
         switch design {
         case .global: return faultUnderMmapLock(address, kind)
+        case .spfMMSeq, .brokenSPF: return faultSpeculativeMMSeq(address, kind)
+        case .spfVMASeq: return faultSpeculativeVMASeq(address, kind)
+        case .perVMA, .perVMARetry: return faultPerVMA(address, kind)
+        case .range, .rangeTree: return faultRanged(address, kind)
         }
     }
 

@@ -64,6 +64,7 @@ extension AddressSpace {
     /// Gives `target` the anon_vma of `source` if it has none (`dup_anon_vma()`).
     func inheritAnon(_ target: VMARef, from source: VMARef) {
         if target.anonVMA == 0 && source.anonVMA != 0 {
+            vmaStartWrite(target)
             setAnonVMA(target, source.anonVMA, chain: source.anonChainLength)
         }
     }
@@ -100,12 +101,12 @@ extension AddressSpace {
             return p
         }
         if left, let p = prev {
-            if c.anonVMA != 0 && p.anonVMA == 0 { setAnonVMA(p, c.anonVMA, chain: 1) }
+            if c.anonVMA != 0 && p.anonVMA == 0 { vmaStartWrite(p); setAnonVMA(p, c.anonVMA, chain: 1) }
             vmaSetRange(p, start: p.vmStart, end: end, pgoff: p.vmPgoff)
             return p
         }
         if right, let n = next {
-            if c.anonVMA != 0 && n.anonVMA == 0 { setAnonVMA(n, c.anonVMA, chain: 1) }
+            if c.anonVMA != 0 && n.anonVMA == 0 { vmaStartWrite(n); setAnonVMA(n, c.anonVMA, chain: 1) }
             vmaSetRange(n, start: start, end: n.vmEnd, pgoff: c.pgoff)
             return n
         }

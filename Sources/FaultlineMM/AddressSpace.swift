@@ -14,11 +14,20 @@ public final class MMSystem: @unchecked Sendable {
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
     ///   - prefault: back the frame reservation up front (benchmarks).
-    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared) {
+    ///   - poison: fill freed frames, VMAs and page tables with a pattern and check it when
+    ///     they are reused (stress testing: a write after free is counted in
+    ///     `poisonViolations`).
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false) {
         self.rcu = rcu
-        self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu)
-        vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
-        tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu)
+        self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu, poison: poison)
+        vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu, poison: poison)
+        tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
+    }
+
+    /// Writes after free found so far: (frames, VMAs, page tables).
+    public var poisonViolations: (frames: Int, vmas: Int, tables: Int) {
+        (frames.poisonViolations, vmaSlab.poisonViolations.load(ordering: .relaxed),
+         tableSlab.poisonViolations.load(ordering: .relaxed))
     }
 
     /// A file of `size` bytes (see `MMFile`).
@@ -126,12 +135,19 @@ public final class AddressSpace: @unchecked Sendable {
         public var useZeroPage = true
         /// `mm->start_stack`, for the `[stack]` name (nil: no stack modelled).
         public var startStack: UInt64? = nil
+        /// `spf-vmaseq` only: also handle copy-on-write of a present PTE speculatively, as
+        /// Dufour's series did. Unsafe (Lespinasse's COW race); off by default.
+        public var allowSpeculativeCOW = false
+        /// Test hook called at fault stages (`FaultStage`), on the faulting thread.
+        public var faultHook: (@Sendable (FaultStage, UInt64) -> Void)? = nil
         public init() {}
     }
 
     public let system: MMSystem
     public let config: Configuration
     public let design: Design
+    /// `config.faultHook != nil`, read on the fault path without touching the closure.
+    @usableFromInline let hasFaultHook: Bool
     @usableFromInline let tree: VMATree
     @usableFromInline let pgd: PageTablePage
     @usableFromInline let frames: FramePool
@@ -148,10 +164,24 @@ public final class AddressSpace: @unchecked Sendable {
     /// `mmap_lock` and VMA-lock waits, when enabled.
     public let lockStats: PerThreadCounters
     let mapCountWord = Atomic<Int>(0)
-    @exclusivity(unchecked) var startBrkValue: UInt64
-    @exclusivity(unchecked) var brkValue: UInt64
+    // Atomics: lock-free maps readers name `[heap]` from them.
+    let startBrkWord: Atomic<UInt64>
+    let brkWord: Atomic<UInt64>
+    var startBrkValue: UInt64 {
+        get { startBrkWord.load(ordering: .relaxed) }
+        set { startBrkWord.store(newValue, ordering: .relaxed) }
+    }
+    var brkValue: UInt64 {
+        get { brkWord.load(ordering: .relaxed) }
+        set { brkWord.store(newValue, ordering: .relaxed) }
+    }
+    /// Range designs: page tables may be freed only inside the range the writer holds
+    /// (`free_pgtables` floor/ceiling are clamped to it). Set under the short write lock.
+    @exclusivity(unchecked) var tableFreeLimit: Range<UInt64> = 0..<UInt64.max
     /// VMAs write-marked in the current writer section (ended at `endVMAWrites`).
     @exclusivity(unchecked) var markedVMAs: [VMARef] = []
+    /// VMAs freed while marked (per-VMA sequence counts): freed when the section ends.
+    @exclusivity(unchecked) var pendingVMAFrees: [VMARef] = []
     /// Design state that only some designs use (range locks).
     public let designState: DesignState
 
@@ -159,6 +189,7 @@ public final class AddressSpace: @unchecked Sendable {
         precondition(design.allowsTree(configuration.tree), "\(design.rawValue) needs the maple tree")
         self.system = system
         config = configuration
+        hasFaultHook = configuration.faultHook != nil
         self.design = design
         frames = system.frames
         rcuRead = system.rcu.readSide
@@ -169,8 +200,8 @@ public final class AddressSpace: @unchecked Sendable {
         mmSeq = SeqCount()
         mmLockSeq = Atomic(0)
         stats = PerThreadCounters(width: MMStat.allCases.count)
-        startBrkValue = configuration.startBrk
-        brkValue = configuration.startBrk
+        startBrkWord = Atomic(configuration.startBrk)
+        brkWord = Atomic(configuration.startBrk)
         designState = DesignState(design: design)
     }
 
@@ -190,7 +221,7 @@ public final class AddressSpace: @unchecked Sendable {
         let raw = system.vmaSlab.allocate()
         let fileBits = file.map { UInt(bitPattern: Unmanaged.passRetained($0).toOpaque()) } ?? 0
         let v = raw.bindMemory(to: VMA.self, capacity: 1)
-        v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, lockStats: lockStats))
+        v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, lockStats: designState.vmaLockStats))
         return v
     }
 
@@ -210,7 +241,17 @@ public final class AddressSpace: @unchecked Sendable {
     }
 
     /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
-    func vmaFreeDeferred(_ vmas: [VMARef]) {
+    func vmaFreeDeferred(_ vmasIn: [VMARef]) {
+        var vmas = vmasIn
+        if design.usesVMASeq && !markedVMAs.isEmpty {
+            // A VMA marked in this writer section gets its count ended at the section's end:
+            // it may not be freed (a grace period may pass) before then.
+            let marked = vmas.filter { $0.pointee.seq.isWriting }
+            if !marked.isEmpty {
+                pendingVMAFrees += marked
+                vmas.removeAll { $0.pointee.seq.isWriting }
+            }
+        }
         guard !vmas.isEmpty else { return }
         let box = Shared(vmas)
         let slab = system.vmaSlab
@@ -253,6 +294,11 @@ public final class AddressSpace: @unchecked Sendable {
             for v in markedVMAs { v.pointee.seq.writeEnd() }
         }
         markedVMAs.removeAll(keepingCapacity: true)
+        if !pendingVMAFrees.isEmpty {
+            let p = pendingVMAFrees
+            pendingVMAFrees.removeAll()
+            vmaFreeDeferred(p)
+        }
     }
 
     /// Inserts a VMA (`vma_link`).
@@ -321,10 +367,14 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case majorFaults, retries
     /// Accesses satisfied by an existing PTE (no fault).
     case tlbHits
-    /// Speculative or lockless fault attempts that succeeded, aborted, and fell back.
+    /// Speculative or lockless fault attempts that succeeded, aborted, and fell back to the
+    /// locked path (`fallbacks` also counts errors a lockless path hands to the locked one).
     case speculativeSuccesses, aborts, fallbacks
-    /// Aborts by reason.
-    case abortSeqChanged, abortVMAChanged, abortLockContended, abortDetached, abortNotAnonymous, abortNoVMA, abortPTEChanged
+    /// Aborts by reason (`AbortReason`).
+    case abortSeqChanged, abortVMAChanged, abortLockContended, abortDetached, abortNotAnonymous, abortNoAnonVMA,
+         abortNoVMA, abortNoPageTable, abortPTEChanged
     /// Resident pages by type (`MM_ANONPAGES`, `MM_FILEPAGES`, `MM_SHMEMPAGES`), as deltas.
     case rssAnon, rssFile, rssShmem
+    /// `/proc/pid/maps` lines produced, and lines a lock-free walk had to take `mmap_lock` for.
+    case mapsVMAs, mapsFallbacks
 }

@@ -23,6 +23,8 @@ public struct PageMeta: ~Copyable {
         public static let free: UInt32 = 1 << 2
         public static let pageCache: UInt32 = 1 << 3
         public static let zero: UInt32 = 1 << 4
+        /// Free and filled with the poison pattern (pools made with `poison: true`).
+        public static let poisoned: UInt32 = 1 << 5
     }
 
     init() {
@@ -53,6 +55,14 @@ public final class FramePool: @unchecked Sendable {
     static let magazineSize = 15
     static let refill = 8
     let inUse = Atomic<Int>(0)
+    /// Frames freed and waiting for a grace period.
+    @usableFromInline let deferred = Atomic<Int>(0)
+    /// Frames freed and waiting for a grace period (racy).
+    @inlinable public var deferredFrames: Int { deferred.load(ordering: .relaxed) }
+    public let poison: Bool
+    let poisonCount = Atomic<Int>(0)
+    /// Free frames found written to when they were reused.
+    public var poisonViolations: Int { poisonCount.load(ordering: .relaxed) }
 
     public static let zeroFrame: FrameNumber = 0
 
@@ -60,10 +70,13 @@ public final class FramePool: @unchecked Sendable {
     ///   - frames: capacity in 4 KiB frames (plus the zero page).
     ///   - prefault: touch the reservation up front, so that a model fault costs what it
     ///     would on a machine whose memory is already backed (not the host's first-touch fault).
-    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared) {
+    ///   - poison: fill freed frames with a pattern and check it on reuse (`page_poisoning`):
+    ///     a write through a stale mapping shows up in `poisonViolations`.
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false) {
         precondition(frames > 0)
         capacity = frames + 1
         self.rcu = rcu
+        self.poison = poison
         let bytes = capacity * Int(Linux.pageSize)
         let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (prefault ? MAP_POPULATE : 0)
         let m = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, -1, 0)
@@ -119,12 +132,16 @@ public final class FramePool: @unchecked Sendable {
         var n = mag.load(as: Int.self)
         if n == 0 {
             n = refillMagazine(mag)
-            if n == 0 { return nil }
+            if n == 0 {
+                if deferred.load(ordering: .relaxed) > 0 { rcu.expedite() }
+                return nil
+            }
         }
         n -= 1
         let f = (mag + 8 + 4 * n).load(as: FrameNumber.self)
         mag.storeBytes(of: n, as: Int.self)
         let p = page(f)
+        if poison { checkPoison(f) }
         p.pointee.refcount.store(1, ordering: .relaxed)
         p.pointee.mapcount.store(0, ordering: .relaxed)
         p.pointee.flags.store(flags, ordering: .relaxed)
@@ -146,12 +163,32 @@ public final class FramePool: @unchecked Sendable {
         return take
     }
 
+    @inline(never)
+    func checkPoison(_ f: FrameNumber) {
+        guard page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.poisoned != 0 else { return }
+        let w = pointer(f).assumingMemoryBound(to: UInt64.self)
+        for i in 0..<(Int(Linux.pageSize) / 8) where w[i] != 0x6b6b_6b6b_6b6b_6b6b {
+            poisonCount.wrappingAdd(1, ordering: .relaxed)
+            return
+        }
+    }
+
+    /// Marks a frame free (poisoning it when enabled).
+    @inline(__always)
+    func markFree(_ f: FrameNumber) {
+        if poison {
+            pointer(f).initializeMemory(as: UInt8.self, repeating: 0x6b, count: Int(Linux.pageSize))
+            page(f).pointee.flags.store(PageMeta.Flag.free | PageMeta.Flag.poisoned, ordering: .relaxed)
+        } else {
+            page(f).pointee.flags.store(PageMeta.Flag.free, ordering: .relaxed)
+        }
+    }
+
     /// `free_unref_page()`: returns a frame whose last reference is gone.
     @inline(__always)
     public func free(_ f: FrameNumber) {
         precondition(f != Self.zeroFrame, "freeing the zero page")
-        let p = page(f)
-        p.pointee.flags.store(PageMeta.Flag.free, ordering: .relaxed)
+        markFree(f)
         inUse.wrappingSubtract(1, ordering: .relaxed)
         let mag = magazine()
         var n = mag.load(as: Int.self)
@@ -188,10 +225,14 @@ public final class FramePool: @unchecked Sendable {
     public func freeDeferred(_ dead: [FrameNumber]) {
         guard !dead.isEmpty else { return }
         let box = Shared(dead)
+        // Memory waiting for a grace period is memory nobody can use: past an eighth of the
+        // pool, hurry the reclaimer instead of waiting for its tick.
+        if deferred.wrappingAdd(dead.count, ordering: .relaxed).newValue > capacity / 8 { rcu.expedite() }
         rcu.callRCU { [self] in
+            deferred.wrappingSubtract(box.value.count, ordering: .relaxed)
+            for f in box.value { markFree(f) }
             lock.withLock {
                 for f in box.value {
-                    page(f).pointee.flags.store(PageMeta.Flag.free, ordering: .relaxed)
                     freeStack[freeCount] = f
                     freeCount += 1
                 }

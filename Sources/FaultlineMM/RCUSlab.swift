@@ -14,12 +14,30 @@ final class RCUSlab: @unchecked Sendable {
     var free: [UnsafeMutableRawPointer] = []
     var slabs: [UnsafeMutableRawPointer] = []
     let live = Atomic<Int>(0)
+    /// `SLAB_POISON`: freed objects are filled with `poisonByte` and checked when reused, so a
+    /// write after free is found (`poisonViolations`).
+    let poison: Bool
+    let poisonViolations = Atomic<Int>(0)
+    static let poisonByte: UInt8 = 0x6b   // POISON_FREE
 
-    init(objectSize: Int, alignment: Int, perSlab: Int = 64, rcu: RCU) {
+    init(objectSize: Int, alignment: Int, perSlab: Int = 64, rcu: RCU, poison: Bool = false) {
         self.objectSize = (objectSize + alignment - 1) / alignment * alignment
         self.alignment = alignment
         self.perSlab = perSlab
         self.rcu = rcu
+        self.poison = poison
+    }
+
+    /// Fills a freed object with the poison pattern.
+    func poisonObject(_ p: UnsafeMutableRawPointer) {
+        p.initializeMemory(as: UInt8.self, repeating: Self.poisonByte, count: objectSize)
+    }
+
+    /// Whether a free object still holds the pattern (nothing wrote to it after it was freed).
+    func poisonIntact(_ p: UnsafeMutableRawPointer) -> Bool {
+        let words = p.assumingMemoryBound(to: UInt64.self)
+        for i in 0..<(objectSize / 8) where words[i] != 0x6b6b_6b6b_6b6b_6b6b { return false }
+        return true
     }
 
     deinit {
@@ -29,10 +47,16 @@ final class RCUSlab: @unchecked Sendable {
     /// Zero-filled memory for one object.
     func allocate() -> UnsafeMutableRawPointer {
         let p: UnsafeMutableRawPointer = lock.withLock {
-            if let p = free.popLast() { return p }
+            if let p = free.popLast() {
+                if poison && !poisonIntact(p) { poisonViolations.wrappingAdd(1, ordering: .relaxed) }
+                return p
+            }
             let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
             slabs.append(slab)
-            for i in 1..<perSlab { free.append(slab + i * objectSize) }
+            for i in 1..<perSlab {
+                if poison { poisonObject(slab + i * objectSize) }
+                free.append(slab + i * objectSize)
+            }
             return slab
         }
         p.initializeMemory(as: UInt8.self, repeating: 0, count: objectSize)
@@ -42,6 +66,7 @@ final class RCUSlab: @unchecked Sendable {
 
     /// Back at once: nobody else can reach `p`.
     func freeNow(_ p: UnsafeMutableRawPointer) {
+        if poison { poisonObject(p) }
         live.wrappingSubtract(1, ordering: .relaxed)
         lock.withLock { free.append(p) }
     }
@@ -51,6 +76,7 @@ final class RCUSlab: @unchecked Sendable {
         guard !objects.isEmpty else { return }
         let box = Shared(objects)
         rcu.callRCU { [self] in
+            if self.poison { for p in box.value { self.poisonObject(p) } }
             self.live.wrappingSubtract(box.value.count, ordering: .relaxed)
             self.lock.withLock { self.free.append(contentsOf: box.value) }
         }
@@ -58,6 +84,7 @@ final class RCUSlab: @unchecked Sendable {
 
     /// For callers already past a grace period (their own RCU callback).
     func retireNow(_ objects: [UnsafeMutableRawPointer]) {
+        if poison { for p in objects { poisonObject(p) } }
         live.wrappingSubtract(objects.count, ordering: .relaxed)
         lock.withLock { free.append(contentsOf: objects) }
     }

@@ -28,7 +28,9 @@ public struct VMA: ~Copyable {
     public let detached: Atomic<Bool>
     /// Laurent Dufour's `vm_sequence`: odd while a writer changes the VMA.
     public let seq: SeqCount
-    /// Dufour's `vm_ref_count`.
+    /// Dufour's `vm_ref_count`: speculative faults hold a reference for their duration
+    /// (`get_vma`/`put_vma`). Memory is freed after an RCU grace period here, so the count is
+    /// kept for the cache-line traffic it costs and checked (1 at rest) by the stress test.
     public let refcount: Atomic<Int>
 
     init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, lockStats: PerThreadCounters?) {
@@ -41,7 +43,8 @@ public struct VMA: ~Copyable {
         anonChain = Atomic(0)
         anonName = Atomic(0)
         lock = RWSemaphore(stats: lockStats, spinLimit: 256)
-        lockSeq = Atomic(0)
+        // vma_lock_init(): -1, never equal to mm_lock_seq, so a new VMA starts unlocked.
+        lockSeq = Atomic(UInt64.max)
         detached = Atomic(true)
         seq = SeqCount()
         refcount = Atomic(1)

@@ -175,9 +175,12 @@ struct WakeQueue {
     var count = 0
 
     mutating func add(_ w: UnsafeMutablePointer<RWSemWaiter>) {
-        w.pointee.flag.pointee.store(1, ordering: .releasing)
-        slots[count] = futexAddress(w.pointee.flag)
+        // Read the waiter before granting: once the flag is set it may return and reuse the
+        // stack its waiter record lives on.
+        let flag = w.pointee.flag
+        slots[count] = futexAddress(flag)
         count += 1
+        flag.pointee.store(1, ordering: .releasing)
     }
 
     /// `wake_up_q()`.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FaultlineDiff
+import FaultlineMM
 import Foundation
 
 struct Difftest: ParsableCommand {
@@ -34,6 +35,12 @@ struct Difftest: ParsableCommand {
     @Flag(help: "Print every sequence.")
     var verbose = false
 
+    @Option(help: "Design the model runs under.")
+    var design: Design = .global
+
+    @Option(help: "How the model's maps are read: locked or lockless.")
+    var maps: MapsReader = .locked
+
     func validate() throws {
         if sequences < 1 || steps < 1 { throw ValidationError("--sequences and --steps must be positive") }
     }
@@ -44,6 +51,8 @@ struct Difftest: ParsableCommand {
             throw ValidationError("helper not found at \(path); build it (swift build) or pass --helper")
         }
         let runner = try DiffRunner(helperPath: path)
+        runner.design = design
+        runner.mapsReader = maps
         var failures = 0
         var ran = 0
         for i in 0..<sequences {
@@ -64,7 +73,7 @@ struct Difftest: ParsableCommand {
             if failures >= maxFailures { break }
         }
         progressLine(nil)
-        print("\(ran) sequences, \(failures) disagreements")
+        print("\(ran) sequences, \(failures) disagreements (design \(design.rawValue), \(maps.rawValue) maps)")
         if failures > 0 { throw ExitCode(1) }
     }
 }

@@ -67,18 +67,7 @@ func dwell(_ n: Int) {
     while i < n { fl_cpu_relax(); i += 1 }
 }
 
-/// A small deterministic generator (SplitMix64) for per-thread randomness.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+typealias SplitMix = SplitMix64
 
 /// Runs `threads` workers for about `seconds`, each calling `body(threadIndex, &rng)` until
 /// the time is up.

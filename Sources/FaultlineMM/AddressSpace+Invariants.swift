@@ -1,0 +1,142 @@
+import FaultlineSync
+import Synchronization
+
+/// Frame use seen by walking page tables: mapping PTEs per frame.
+public struct FrameMappings {
+    public var count: [FrameNumber: Int32] = [:]
+    public init() {}
+}
+
+extension AddressSpace {
+    /// Calls `body(address, pte)` for every present PTE in `range`, inside an RCU read-side
+    /// section (usable while other threads run; what it sees is racy but never freed memory).
+    public func forEachPresentPTE(in range: Range<UInt64>, _ body: (UInt64, UInt64) -> Void) {
+        rcuRead.readLock()
+        forEachPTETable(range.lowerBound, min(range.upperBound, config.taskSize)) { table, s, e in
+            var a = s
+            while a < e {
+                let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
+                if pte & PTE.present != 0 { body(a, pte) }
+                a &+= Linux.pageSize
+            }
+        }
+        rcuRead.readUnlock()
+    }
+
+    /// Why `pte` at `address` is not allowed by VMA flags `f`, or nil. A writable PTE needs
+    /// VM_WRITE, a user-accessible one some access right, an executable one VM_EXEC.
+    public static func pteViolation(_ pte: UInt64, flags f: VMFlags) -> String? {
+        if pte & PTE.writable != 0 && !f.contains(.write) { return "writable PTE in a VMA without VM_WRITE" }
+        if pte & PTE.user != 0 && f.isDisjoint(with: [.read, .write, .exec]) { return "accessible PTE in a PROT_NONE VMA" }
+        if pte & PTE.noExec == 0 && !f.contains(.exec) { return "executable PTE in a VMA without VM_EXEC" }
+        return nil
+    }
+
+    /// Checks, with no other thread using this address space: the VMA tree (sorted, disjoint,
+    /// aligned, counted), each VMA's locks and counts at rest, every present PTE inside a VMA
+    /// that allows it and mapping a frame that is not free. Adds what it finds to `problems`
+    /// and the PTEs per frame to `mappings`.
+    public func checkQuiescent(_ problems: inout [String], _ mappings: inout FrameMappings) {
+        let tag = "[\(design.rawValue)]"
+        if mmapLock.isLocked { problems.append("\(tag) mmap_lock held at rest") }
+        if mmSeq.isWriting { problems.append("\(tag) mm sequence count odd at rest") }
+        if tree.kind == .maple { tree.maple!._checkInvariants() } else { tree.rb!._checkInvariants() }
+        let all = allVMAs()
+        if all.count != mapCount { problems.append("\(tag) map_count \(mapCount) but \(all.count) VMAs in the tree") }
+        var prevEnd: UInt64 = 0
+        let lockSeq = mmLockSeq.load(ordering: .relaxed)
+        for v in all {
+            let s = v.vmStart, e = v.vmEnd
+            let where_ = "\(tag) VMA \(hex8(s))-\(hex8(e))"
+            if s == 0x6b6b_6b6b_6b6b_6b6b || e == 0x6b6b_6b6b_6b6b_6b6b { problems.append("\(where_): poisoned (freed) VMA in the tree") }
+            if s >= e || Linux.offsetInPage(s) != 0 || Linux.offsetInPage(e) != 0 { problems.append("\(where_): bad bounds") }
+            if s < prevEnd { problems.append("\(where_): overlaps the previous VMA") }
+            prevEnd = e
+            if tree.lookup(s) != v || tree.lookup(e - 1) != v { problems.append("\(where_): tree does not map its range to it") }
+            if v.pointee.detached.load(ordering: .relaxed) { problems.append("\(where_): in the tree but marked detached") }
+            if v.pointee.lock.isLocked { problems.append("\(where_): VMA lock held at rest") }
+            if v.pointee.seq.isWriting { problems.append("\(where_): VMA sequence count odd at rest") }
+            if design.usesVMALocks && v.pointee.lockSeq.load(ordering: .relaxed) == lockSeq {
+                problems.append("\(where_): still write-locked (vm_lock_seq == mm_lock_seq)")
+            }
+            let rc = v.pointee.refcount.load(ordering: .relaxed)
+            if rc != 1 { problems.append("\(where_): reference count \(rc) at rest") }
+        }
+        // Every present PTE: inside a VMA that allows it, mapping a live frame.
+        var reported = 0
+        forEachPresentPTE(in: 0..<config.taskSize) { a, pte in
+            func report(_ s: String) {
+                reported += 1
+                if reported <= 20 { problems.append("\(tag) PTE at \(hex8(a)): " + s) }
+            }
+            guard let v = tree.lookup(a) else { report("present PTE outside every VMA"); return }
+            if let why = Self.pteViolation(pte, flags: v.vmFlags) { report(why) }
+            if pte & PTE.special != 0 { return }
+            let f = PTE.frame(pte)
+            if f == FramePool.zeroFrame || Int(f) >= frames.capacity { report("maps frame \(f)"); return }
+            if frames.isFree(f) { report("maps frame \(f), which is free") }
+            mappings.count[f, default: 0] += 1
+        }
+        if reported > 20 { problems.append("\(tag) … \(reported - 20) more PTE problems") }
+    }
+
+    /// Page-table pages reachable from this address space's PGD (the PGD included).
+    public var reachablePageTables: Int {
+        var n = 1
+        func walk(_ t: PageTablePage, _ level: Int) {
+            guard level > 1 else { return }
+            for i in 0..<PageTablePage.entries {
+                let e = t.entry(i).pointee.load(ordering: .acquiring)
+                if e & PTE.present != 0 {
+                    n += 1
+                    walk(PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!), level - 1)
+                }
+            }
+        }
+        walk(pgd, 4)
+        return n
+    }
+}
+
+extension MMSystem {
+    /// Checks frames against what the page tables of `spaces` (every address space on this
+    /// system) map, once RCU callbacks have run: each frame in use has as many mapping PTEs as
+    /// its mapcount, and one reference per mapping plus one if it is in a page cache; none is
+    /// free and mapped; nothing was written after being freed; page tables are all reachable.
+    public func checkQuiescent(_ spaces: [AddressSpace]) -> [String] {
+        rcu.barrier()
+        var problems: [String] = []
+        var mappings = FrameMappings()
+        for mm in spaces { mm.checkQuiescent(&problems, &mappings) }
+        var inUse = 0
+        var reported = 0
+        for f in 1..<frames.capacity {
+            let fn = FrameNumber(f)
+            let p = frames.page(fn)
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            if flags & PageMeta.Flag.free != 0 { continue }
+            inUse += 1
+            let maps = mappings.count[fn] ?? 0
+            let mc = p.pointee.mapcount.load(ordering: .relaxed)
+            let rc = p.pointee.refcount.load(ordering: .relaxed)
+            let want = maps + (flags & PageMeta.Flag.pageCache != 0 ? 1 : 0)
+            if mc != maps || rc != want {
+                reported += 1
+                if reported <= 20 {
+                    problems.append("frame \(f): \(maps) mapping PTEs but mapcount \(mc), refcount \(rc) (expected \(want))")
+                }
+            }
+        }
+        if reported > 20 { problems.append("… \(reported - 20) more frame problems") }
+        if inUse != frames.framesInUse { problems.append("frames in use: \(frames.framesInUse) counted, \(inUse) found") }
+        let tables = spaces.reduce(0) { $0 + $1.reachablePageTables }
+        if tables != livePageTables { problems.append("page tables: \(livePageTables) live, \(tables) reachable (leaked or freed while linked)") }
+        let liveVMAsFound = spaces.reduce(0) { $0 + $1.mapCount }
+        if liveVMAsFound != liveVMAs { problems.append("VMAs: \(liveVMAs) live, \(liveVMAsFound) in trees") }
+        let p = poisonViolations
+        if p.frames + p.vmas + p.tables > 0 {
+            problems.append("written after free: \(p.frames) frames, \(p.vmas) VMAs, \(p.tables) page tables")
+        }
+        return problems
+    }
+}

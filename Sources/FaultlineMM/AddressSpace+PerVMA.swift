@@ -1,0 +1,86 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+extension AddressSpace {
+    /// `vma_start_read()`: read-trylock the VMA's lock unless a writer holding `mmap_lock`
+    /// has marked it (`vm_lock_seq == mm_lock_seq`), checked before and after the trylock.
+    @inlinable @inline(__always)
+    func vmaStartRead(_ v: VMARef) -> AbortReason? {
+        if v.pointee.lockSeq.load(ordering: .relaxed) == mmLockSeq.load(ordering: .acquiring) { return .seqChanged }
+        guard v.pointee.lock.tryLockRead() else { return .lockContended }
+        if v.pointee.lockSeq.load(ordering: .relaxed) == mmLockSeq.load(ordering: .acquiring) {
+            v.pointee.lock.unlockRead()
+            return .seqChanged
+        }
+        return nil
+    }
+
+    /// `vma_end_read()`.
+    @inlinable @inline(__always)
+    func vmaEndRead(_ v: VMARef) { v.pointee.lock.unlockRead() }
+
+    /// `lock_vma_under_rcu()` (Linux 6.4): find the VMA under RCU and read-lock it; fail if it
+    /// was detached meanwhile or no longer covers the address. An anonymous VMA without an
+    /// anon_vma fails too (preparing one needs `mmap_lock` in 6.4). The caller holds RCU.
+    @inlinable @inline(__always)
+    func lockVMAUnderRCU(_ address: UInt64) -> Result<VMARef, AbortReason> {
+        guard let vma = tree.lookup(address) else { return .failure(.noVMA) }
+        if let r = vmaStartRead(vma) { return .failure(r) }
+        if vma.pointee.detached.load(ordering: .acquiring) {
+            vmaEndRead(vma)
+            return .failure(.detached)
+        }
+        if address < vma.vmStart || address >= vma.vmEnd {
+            vmaEndRead(vma)
+            return .failure(.vmaChanged)
+        }
+        if vma.isAnonymous && vma.anonVMA == 0 {
+            vmaEndRead(vma)
+            return .failure(.noAnonVMA)
+        }
+        return .success(vma)
+    }
+
+    /// The per-VMA-lock fault: on any failure to lock, fall back to `mmap_lock`. A fault that
+    /// must wait for I/O drops the VMA lock, reads, and retries — under `mmap_lock`
+    /// (`per-vma`, as Linux does) or under the VMA lock again (`per-vma-retry`).
+    @inlinable
+    func faultPerVMA(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        while true {
+            rcuRead.readLock()
+            let vma: VMARef
+            switch lockVMAUnderRCU(address) {
+            case .failure(let r):
+                rcuRead.readUnlock()
+                countAbort(r)
+                count(.fallbacks)
+                return faultUnderMmapLock(address, kind)
+            case .success(let v):
+                vma = v
+            }
+            let outcome = faultCore(VMASnapshot(vma), address, kind, LockedFault(mayPrepareAnonVMA: false))
+            vmaEndRead(vma)
+            rcuRead.readUnlock()
+            switch outcome {
+            case .done:
+                count(.speculativeSuccesses)
+                return .success(())
+            case .error(let e):
+                // Under the VMA lock the VMA cannot change: the error is final.
+                return .failure(e)
+            case .needIO(let file, let index):
+                count(.retries)
+                count(.majorFaults)
+                _ = file.readPage(index)
+                if design == .perVMARetry { continue }
+                count(.fallbacks)
+                return faultUnderMmapLock(address, kind)
+            case .abort(let r):
+                countAbort(r)
+                count(.fallbacks)
+                return faultUnderMmapLock(address, kind)
+            }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// A held range of the design's range lock (list or tree).
+@usableFromInline
+enum RangeHandle {
+    case list(ListRangeLock.Handle)
+    case tree(TreeRangeLock.Handle)
+}
+
+/// Lespinasse's fine-grained MM locking: `mmap_lock` shrinks to a short lock that guards the
+/// VMA tree and VMA fields, and a range lock covers what an operation does to its address range
+/// (its PTEs and pages). Lock order: range, then short lock. Faults hold their page's range for
+/// read and the short lock only while they look up and copy the VMA; munmap zaps and frees page
+/// tables with the short lock dropped; page tables are freed only inside the range held.
+extension AddressSpace {
+    // MARK: The range lock
+
+    /// `range_read_lock()` / `range_write_lock()`, counting waits in `designState.rangeWaits`.
+    @inlinable @inline(__always)
+    func rangeLock(_ r: Range<UInt64>, _ mode: RangeLockMode) -> RangeHandle {
+        if let h = rangeTryLock(r, mode) { return h }
+        return rangeLockSlow(r, mode)
+    }
+
+    @usableFromInline @inline(never)
+    func rangeLockSlow(_ r: Range<UInt64>, _ mode: RangeLockMode) -> RangeHandle {
+        let t0 = fl_now_ns()
+        let h: RangeHandle
+        if let l = designState.listLock { h = .list(l.lock(r, mode: mode)) } else { h = .tree(designState.treeLock!.lock(r, mode: mode)) }
+        designState.rangeWaits.slots.add(0, 1)
+        designState.rangeWaits.slots.add(1, fl_now_ns() &- t0)
+        return h
+    }
+
+    @inlinable @inline(__always)
+    func rangeTryLock(_ r: Range<UInt64>, _ mode: RangeLockMode) -> RangeHandle? {
+        if let l = designState.listLock { return l.tryLock(r, mode: mode).map { .list($0) } }
+        return designState.treeLock.unsafelyUnwrapped.tryLock(r, mode: mode).map { .tree($0) }
+    }
+
+    @inlinable @inline(__always)
+    func rangeUnlock(_ h: RangeHandle) {
+        switch h {
+        case .list(let x): designState.listLock.unsafelyUnwrapped.unlock(x)
+        case .tree(let x): designState.treeLock.unsafelyUnwrapped.unlock(x)
+        }
+    }
+
+    /// The whole address space (mremap, fork, and arguments that name no sane range).
+    var wholeSpace: Range<UInt64> { 0..<UInt64.max }
+
+    // MARK: Faults
+
+    /// The range-locked fault: read-lock the page's range, look up and copy the VMA under the
+    /// short lock (read), drop it, and run the fault core. Preparing an anon_vma reads the
+    /// neighbours, so that fault keeps the short lock throughout.
+    @inlinable
+    func faultRanged(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        let page = address & Linux.pageMask
+        var holdShort = false
+        while true {
+            let h = rangeLock(page..<(page &+ Linux.pageSize), .read)
+            mmapLock.lockRead()
+            rcuRead.readLock()
+            guard let vma = tree.lookup(address) else {
+                rcuRead.readUnlock()
+                mmapLock.unlockRead()
+                rangeUnlock(h)
+                return .failure(.segvMapErr)
+            }
+            let s = VMASnapshot(vma)
+            if !holdShort { mmapLock.unlockRead() }
+            let outcome = faultCore(s, address, kind, LockedFault(mayPrepareAnonVMA: holdShort))
+            rcuRead.readUnlock()
+            if holdShort { mmapLock.unlockRead() }
+            rangeUnlock(h)
+            switch outcome {
+            case .done:
+                if !holdShort { count(.speculativeSuccesses) }
+                return .success(())
+            case .error(let e):
+                return .failure(e)
+            case .needIO(let file, let index):
+                count(.retries)
+                count(.majorFaults)
+                _ = file.readPage(index)
+            case .abort(let r):
+                countAbort(r)
+                count(.fallbacks)
+                holdShort = true
+            }
+        }
+    }
+
+    // MARK: Writers
+
+    /// Takes the range lock for write over `want()` (evaluated under the short lock), then the
+    /// short lock for write; if the range needed grew meanwhile, starts again with the union.
+    /// `want() == nil`: the call will fail its argument checks, only the short lock is taken.
+    func rangeWriterBegin(_ want: () -> Range<UInt64>?) -> RangeHandle? {
+        mmapLock.lockRead()
+        var r = want()
+        mmapLock.unlockRead()
+        while true {
+            let h = r.map { rangeLock($0, .write) }
+            writeLock()
+            let now = want()
+            if let n = now, r == nil || n.lowerBound < r!.lowerBound || n.upperBound > r!.upperBound {
+                writeUnlock()
+                if let h { rangeUnlock(h) }
+                r = r.map { min($0.lowerBound, n.lowerBound)..<max($0.upperBound, n.upperBound) } ?? n
+                continue
+            }
+            tableFreeLimit = r ?? 0..<0
+            return h
+        }
+    }
+
+    /// Ends what `rangeWriterBegin` started.
+    func rangeWriterEnd(_ h: RangeHandle?) {
+        tableFreeLimit = 0..<UInt64.max
+        writeUnlock()
+        if let h { rangeUnlock(h) }
+    }
+
+    /// `[addr, addr + pageAlign(len))` when that is a non-empty range inside the address space.
+    func pageRange(_ addr: UInt64, _ len: UInt64) -> Range<UInt64>? {
+        let l = Linux.pageAlign(len)
+        guard l != 0, Linux.offsetInPage(addr) == 0, addr <= config.taskSize, l <= config.taskSize - addr else { return nil }
+        return addr..<(addr + l)
+    }
+
+    /// mmap: the range is known once `get_unmapped_area` has chosen it. The placement runs
+    /// under the short lock and claims its range with a trylock; if that would wait, the short
+    /// lock is dropped, the range taken blocking, and the call run again (which normally picks
+    /// the same place and finds it held).
+    func mmapRanged(_ addr: UInt64, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
+                    file: MMFile?, offset: UInt64) -> Result<UInt64, Errno> {
+        var held: (RangeHandle, Range<UInt64>)? = nil
+        if flags.contains(.fixed) || flags.contains(.fixedNoReplace), let r = pageRange(addr, length) {
+            held = (rangeLock(r, .write), r)
+        }
+        while true {
+            writeLock()
+            var want: Range<UInt64>? = nil
+            let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset) { range in
+                if let (_, hr) = held, hr.lowerBound <= range.lowerBound, range.upperBound <= hr.upperBound {
+                    tableFreeLimit = hr
+                    return true
+                }
+                if let h = rangeTryLock(range, .write) {
+                    if let (old, _) = held { rangeUnlock(old) }
+                    held = (h, range)
+                    tableFreeLimit = range
+                    return true
+                }
+                want = range
+                return false
+            }
+            tableFreeLimit = 0..<UInt64.max
+            writeUnlock()
+            if let w = want {
+                if let (old, _) = held { rangeUnlock(old) }
+                held = (rangeLock(w, .write), w)
+                continue
+            }
+            guard case .success(let (a, populate)) = r else {
+                if let (h, _) = held { rangeUnlock(h) }
+                return r.map { $0.0 }
+            }
+            if let p = populate {
+                // Populate under the range (downgraded to read) and the short lock for read.
+                if let (h, _) = held { rangeUnlock(h) }
+                held = nil
+                let rh = rangeLock(p.start..<(p.start + p.length), .read)
+                mmapLock.lockRead()
+                _ = populateLocked(p.start, p.start + p.length, mode: .mapPopulate)
+                mmapLock.unlockRead()
+                rangeUnlock(rh)
+            }
+            if let (h, _) = held { rangeUnlock(h) }
+            return .success(a)
+        }
+    }
+
+    /// munmap: detach under both locks, then zap and free page tables (inside the range only)
+    /// with the short lock dropped.
+    func munmapRanged(_ addr: UInt64, _ end: UInt64) -> Result<Void, Errno> {
+        let h = rangeWriterBegin { addr..<end }
+        switch detachRange(addr, end) {
+        case .failure(let e):
+            rangeWriterEnd(h)
+            return .failure(e)
+        case .success(let gone):
+            let bounds = unmapBounds(gone)
+            tableFreeLimit = 0..<UInt64.max
+            writeUnlock()
+            finishUnmap(gone, bounds)
+            if let h { rangeUnlock(h) }
+            return .success(())
+        }
+    }
+
+    /// madvise advice that leaves VMAs alone: the range for read and the short lock for read.
+    func madviseReadRanged(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
+        let h = rangeLock(start..<end, .read)
+        mmapLock.lockRead()
+        defer {
+            mmapLock.unlockRead()
+            rangeUnlock(h)
+        }
+        switch advice {
+        case .populateRead: return populateLocked(start, end, mode: .madviseRead)
+        case .populateWrite: return populateLocked(start, end, mode: .madviseWrite)
+        default: return doMadviseRead(start, end, advice)
+        }
+    }
+}
