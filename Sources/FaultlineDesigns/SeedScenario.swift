@@ -11,6 +11,8 @@ import Synchronization
 public enum SeedScenario {
     public struct Options: Sendable {
         public var designs: [Design] = Design.selectable
+        /// The VMA index for the designs that allow it (`global`); the others use the maple tree.
+        public var tree: VMATreeKind = .maple
         /// Seconds per trial (one solo and one contended trial per design per round).
         public var seconds: Double = 1
         public var rounds: Int = 5
@@ -20,6 +22,12 @@ public enum SeedScenario {
         public var churnPages: Int = 256
         public var pin = true
         public init() {}
+
+        func configuration(for d: Design) -> AddressSpace.Configuration {
+            var c = AddressSpace.Configuration()
+            if d.allowsTree(tree) { c.tree = tree }
+            return c
+        }
     }
 
     /// One trial's numbers.
@@ -35,7 +43,7 @@ public enum SeedScenario {
     /// second (the denominator of its own fraction).
     public static func churnAlone(_ design: Design, _ o: Options) -> Double {
         let system = MMSystem(frames: o.churnPages + 4096)
-        let mm = AddressSpace(system: system, design: design)
+        let mm = AddressSpace(system: system, design: design, configuration: o.configuration(for: design))
         let clen = UInt64(o.churnPages) * Linux.pageSize
         let t0 = fl_now_ns()
         let end = t0 + UInt64(o.seconds * 1e9)
@@ -118,7 +126,7 @@ public enum SeedScenario {
     public static func trial(_ design: Design, _ o: Options, beside: Neighbour) -> Trial {
         // Frames unmapped wait a grace period before reuse: room for a few passes in flight.
         let system = MMSystem(frames: 16 * o.regionPages + o.churnPages + 4096, prefault: true)
-        let mm = AddressSpace(system: system, design: design)
+        let mm = AddressSpace(system: system, design: design, configuration: o.configuration(for: design))
         let len = UInt64(o.regionPages) * Linux.pageSize
         guard case .success = mm.mmap(faulterBase, len, [.read, .write], [.private, .anonymous, .fixed]) else {
             fatalError("seed scenario: cannot map the faulter's region")

@@ -6,6 +6,8 @@ import Synchronization
 /// Options of one stress run (`faultline stress`).
 public struct StressOptions: Sendable {
     public var design: Design = .global
+    /// The VMA index (`rbtree` only under `global`).
+    public var tree: VMATreeKind = .maple
     public var seconds: Double = 5
     public var threads: Int = 4
     public var seed: UInt64 = 1
@@ -76,6 +78,7 @@ public final class DesignStress: @unchecked Sendable {
         layout = StressLayout(threads: options.threads)
         system = MMSystem(frames: layout.framesNeeded, poison: true)
         var cfg = AddressSpace.Configuration()
+        cfg.tree = options.tree
         if options.delayOneIn > 0 {
             let every = options.delayOneIn, ns = options.delayNs
             cfg.faultHook = { stage, page in

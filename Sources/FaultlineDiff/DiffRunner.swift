@@ -61,6 +61,7 @@ public final class DiffRunner {
     /// The design the model runs under, and how it reads maps (results must not depend on either).
     public var design: Design = .global
     public var mapsReader: MapsReader = .locked
+    public var tree: VMATreeKind = .maple
 
     public init(helperPath: String) throws {
         self.helperPath = helperPath
@@ -111,6 +112,7 @@ public final class DiffRunner {
         var cfg = AddressSpace.Configuration()
         cfg.startBrk = layout.startBrk
         cfg.mmapBase = cfg.taskSize
+        cfg.tree = tree
         let mm = AddressSpace(system: system, design: design, configuration: cfg)
         for line in layout.lines where line.end <= cfg.taskSize && line.path != "[heap]" {
             let isPlug = layout.plugs.contains { $0.overlaps(line.start..<line.end) }

@@ -41,8 +41,12 @@ struct Difftest: ParsableCommand {
     @Option(help: "How the model's maps are read: locked or lockless.")
     var maps: MapsReader = .locked
 
+    @Option(help: "VMA index: maple, or rbtree (global only).")
+    var tree: VMATreeKind = .maple
+
     func validate() throws {
         if sequences < 1 || steps < 1 { throw ValidationError("--sequences and --steps must be positive") }
+        if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
     }
 
     func run() throws {
@@ -53,6 +57,7 @@ struct Difftest: ParsableCommand {
         let runner = try DiffRunner(helperPath: path)
         runner.design = design
         runner.mapsReader = maps
+        runner.tree = tree
         var failures = 0
         var ran = 0
         for i in 0..<sequences {

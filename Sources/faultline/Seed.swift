@@ -23,6 +23,9 @@ struct Seed: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Designs (default: all).")
     var designs: [Design] = Design.selectable
 
+    @Option(help: "VMA index for global: maple, or rbtree (the other designs always use the maple tree).")
+    var tree: VMATreeKind = .maple
+
     @Option(help: "Seconds per trial.")
     var seconds: Double = 1
 
@@ -42,6 +45,7 @@ struct Seed: ParsableCommand {
     func run() throws {
         var o = SeedScenario.Options()
         o.designs = designs
+        o.tree = tree
         o.seconds = seconds
         o.rounds = rounds
         o.regionPages = pages

@@ -6,6 +6,7 @@ import Foundation
 
 extension Design: ExpressibleByArgument {}
 extension MapsReader: ExpressibleByArgument {}
+extension VMATreeKind: ExpressibleByArgument {}
 
 struct Stress: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -29,6 +30,9 @@ struct Stress: ParsableCommand {
     @Option(help: "Design.")
     var design: Design = .global
 
+    @Option(help: "VMA index: maple, or rbtree (global only).")
+    var tree: VMATreeKind = .maple
+
     @Option(help: "Seconds to run.")
     var seconds: Double = 10
 
@@ -51,11 +55,13 @@ struct Stress: ParsableCommand {
         if seconds <= 0 || threads < 1 || threads > 512 || epoch <= 0 {
             throw ValidationError("--seconds and --epoch must be positive, --threads in 1...512")
         }
+        if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
     }
 
     func run() throws {
         var o = StressOptions()
         o.design = design
+        o.tree = tree
         o.seconds = seconds
         o.threads = threads
         o.seed = seed

@@ -22,6 +22,19 @@ struct DesignStressTests {
         if design != .global && !design.usesRangeLock { #expect(r.counters.locklessSuccesses > 0) }
     }
 
+    @Test
+    func globalOnThePre61RBTree() {
+        var o = StressOptions()
+        o.design = .global
+        o.tree = .rbtree
+        o.seconds = 1
+        o.threads = 3
+        o.epoch = 0.25
+        let r = DesignStress(options: o).run()
+        #expect(r.violations.isEmpty, "\(r.violations.prefix(10))")
+        #expect(r.counters.faults > 0)
+    }
+
     @Test(arguments: [MapsReader.locked, .lockless])
     func stressWithOneMapsReader(reader: MapsReader) {
         var o = StressOptions()
