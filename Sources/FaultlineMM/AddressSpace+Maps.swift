@@ -74,11 +74,18 @@ extension AddressSpace {
 
     /// `/proc/pid/maps` as structured lines of the VMAs meeting `window`, read under
     /// `mmap_lock` for read (`.locked`) or VMA by VMA (`.lockless`).
-    public func mapsLines(in window: Range<UInt64> = 0..<UInt64.max, reader: MapsReader = .locked) -> [MapsLine] {
+    /// `pace(n)` runs after the n-th line is produced — under `mmap_lock` in the locked form,
+    /// between VMAs in the lock-free one — standing in for a reader that is slow to consume
+    /// (the seq_file buffer filling up, a fault on the user buffer, preemption).
+    public func mapsLines(in window: Range<UInt64> = 0..<UInt64.max, reader: MapsReader = .locked,
+                          pace: ((Int) -> Void)? = nil) -> [MapsLine] {
         var out: [MapsLine] = []
         if reader == .locked {
             mmapLock.lockRead()
-            out = vmas(in: window.lowerBound, window.upperBound).map { mapsLine($0) }
+            for v in vmas(in: window.lowerBound, window.upperBound) {
+                out.append(mapsLine(v))
+                pace?(out.count)
+            }
             mmapLock.unlockRead()
         } else {
             var from = window.lowerBound
@@ -91,6 +98,7 @@ extension AddressSpace {
                     l.start = from
                 }
                 out.append(l)
+                pace?(out.count)
                 from = l.end
             }
         }

@@ -28,6 +28,14 @@ public struct DesignCounters: Sendable, Codable, Equatable {
 
     public init() {}
 
+    /// In JSON, `locklessSuccesses` is `speculativeSuccesses`: faults completed without
+    /// `mmap_lock`, speculatively or under a VMA or range lock.
+    enum CodingKeys: String, CodingKey {
+        case faults, locklessSuccesses = "speculativeSuccesses", aborts, abortReasons, fallbacks, retries, majorFaults
+        case mmapLockAcquisitions, mmapLockContended, mmapLockWaitNs, vmaLockAcquisitions, vmaLockContended, vmaLockWaitNs
+        case rangeLockContended, rangeLockWaitNs, mapsVMAs, mapsFallbacks
+    }
+
     /// Speculative/lockless attempts that aborted, per fault handled.
     public var abortRate: Double { faults == 0 ? 0 : Double(aborts) / Double(faults) }
 
@@ -38,6 +46,13 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         \.vmaLockAcquisitions, \.vmaLockContended, \.vmaLockWaitNs,
         \.rangeLockContended, \.rangeLockWaitNs, \.mapsVMAs, \.mapsFallbacks,
     ]
+
+    public static func + (a: DesignCounters, b: DesignCounters) -> DesignCounters {
+        var d = DesignCounters()
+        for f in fields { d[keyPath: f] = a[keyPath: f] &+ b[keyPath: f] }
+        d.abortReasons = a.abortReasons.merging(b.abortReasons) { $0 &+ $1 }
+        return d
+    }
 
     public static func - (a: DesignCounters, b: DesignCounters) -> DesignCounters {
         var d = DesignCounters()

@@ -1,0 +1,64 @@
+import CFaultline
+import FaultlineMM
+import FaultlineWorkloads
+import Foundation
+
+/// What `faultline compare` runs.
+public struct CompareOptions: Sendable {
+    /// Column names: `host` and design names.
+    public var columns: [String] = ["host"] + Design.selectable.map(\.rawValue)
+    public var workloads: [Workload] = Workload.defaults
+    public var threads: [Int] = [1, max(ProcessInfo.processInfo.activeProcessorCount, 1)]
+    public var repetitions = 3
+    public var base = WorkloadOptions()
+    public init() {
+        base.seconds = 0.4
+        base.warmup = 0.1
+    }
+}
+
+extension Comparison {
+    /// Runs every column × workload × thread count, `repetitions` times; within a repetition the
+    /// columns are interleaved (and their order rotates), so slow drift of the machine spreads
+    /// over all of them.
+    public static func run(_ o: CompareOptions, progress: (String) -> Void = { _ in }) -> Comparison {
+        let threads = Array(Set(o.threads)).sorted()
+        let maxT = threads.max() ?? 1
+        let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o.base, workloads: o.workloads, threads: maxT))
+        var cells: [CellResult] = []
+        let total = o.repetitions * o.workloads.count * threads.count * o.columns.count
+        var done = 0
+        for rep in 0..<o.repetitions {
+            for w in o.workloads {
+                for t in threads {
+                    var opts = o.base
+                    opts.workload = w
+                    opts.threads = t
+                    opts.seed = o.base.seed &+ UInt64(rep)
+                    let k = rep % max(o.columns.count, 1)
+                    let order = Array(o.columns[k...] + o.columns[..<k])
+                    for c in order {
+                        done += 1
+                        progress("[\(done)/\(total)] rep \(rep + 1) \(w.rawValue) \(t) thread\(t == 1 ? "" : "s") \(c)")
+                        if c == "host" {
+                            if w.runsOnHost { cells.append(WorkloadRunner.runHost(options: opts, rep: rep)) }
+                        } else if let d = Design(rawValue: c) {
+                            cells.append(WorkloadRunner.runModel(design: d, options: opts, system: system, rep: rep))
+                        }
+                    }
+                }
+            }
+        }
+        return Comparison(machine: .current(), designs: o.columns, workloads: o.workloads.map(\.rawValue), threads: threads,
+                          repetitions: o.repetitions, secondsPerCell: o.base.seconds,
+                          sizeMiB: Double(o.base.size) / 1_048_576, cells: cells)
+    }
+
+    /// Writes `results.json`, `results.csv` and `index.html` into `directory`.
+    public func write(to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try json().write(to: URL(fileURLWithPath: directory + "/results.json"))
+        try csv().write(toFile: directory + "/results.csv", atomically: true, encoding: .utf8)
+        try html().write(toFile: directory + "/index.html", atomically: true, encoding: .utf8)
+    }
+}

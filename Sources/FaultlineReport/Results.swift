@@ -1,0 +1,125 @@
+import FaultlineMM
+import FaultlineWorkloads
+import Foundation
+
+/// Where and when a comparison ran.
+public struct MachineInfo: Sendable, Codable {
+    public var date: String
+    public var cpu: String
+    public var cpus: Int
+    public var kernel: String
+    public var memoryGiB: Double
+
+    /// This machine, now.
+    public static func current() -> MachineInfo {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }
+            .map { String($0.split(separator: ":", maxSplits: 1).last ?? "").trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        var u = utsname()
+        uname(&u)
+        let release = withUnsafeBytes(of: u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let meminfo = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8)) ?? ""
+        let kb = meminfo.split(separator: "\n").first { $0.hasPrefix("MemTotal") }
+            .flatMap { $0.split(separator: " ").dropFirst().first.flatMap { Double($0) } } ?? 0
+        let f = ISO8601DateFormatter()
+        return MachineInfo(date: f.string(from: Date()), cpu: model, cpus: ProcessInfo.processInfo.activeProcessorCount,
+                           kernel: release, memoryGiB: (kb / 1_048_576 * 10).rounded() / 10)
+    }
+}
+
+/// One row of the comparison: a column (design or host) × workload × thread count, over the
+/// repetitions.
+public struct Row: Sendable, Codable {
+    public var design: String
+    public var workload: String
+    public var threads: Int
+    /// Median, minimum and maximum ops/s over repetitions.
+    public var opsPerSecond: Double
+    public var minOpsPerSecond: Double
+    public var maxOpsPerSecond: Double
+    /// Median ops/s ÷ `global`'s median in the same workload and thread count.
+    public var ratioToGlobal: Double?
+    /// Latency over all repetitions (histograms merged).
+    public var latencyNs: LatencySummary
+    public var latencyCurve: [[Double]]
+    /// Counters summed over repetitions (nil for the host).
+    public var counters: DesignCounters?
+    /// Aborts per fault handled.
+    public var abortRate: Double?
+    /// maps-reader: whole reads of maps per second.
+    public var mapsReadsPerSecond: Double?
+    /// Host: page faults the kernel took per operation.
+    public var hostFaultsPerOp: Double?
+}
+
+/// Everything `faultline compare` measured.
+public struct Comparison: Sendable, Codable {
+    public var machine: MachineInfo
+    public var designs: [String]
+    public var workloads: [String]
+    public var threads: [Int]
+    public var repetitions: Int
+    public var secondsPerCell: Double
+    public var sizeMiB: Double
+    /// One object per measured cell.
+    public var cells: [CellResult]
+    /// Cells aggregated over repetitions.
+    public var rows: [Row]
+
+    public init(machine: MachineInfo, designs: [String], workloads: [String], threads: [Int], repetitions: Int,
+                secondsPerCell: Double, sizeMiB: Double, cells: [CellResult]) {
+        self.machine = machine
+        self.designs = designs
+        self.workloads = workloads
+        self.threads = threads
+        self.repetitions = repetitions
+        self.secondsPerCell = secondsPerCell
+        self.sizeMiB = sizeMiB
+        self.cells = cells
+        rows = Self.aggregate(cells, designs: designs, workloads: workloads, threads: threads)
+    }
+
+    static func median(_ xs: [Double]) -> Double {
+        let s = xs.sorted()
+        guard !s.isEmpty else { return 0 }
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    static func aggregate(_ cells: [CellResult], designs: [String], workloads: [String], threads: [Int]) -> [Row] {
+        var rows: [Row] = []
+        for w in workloads {
+            for t in threads {
+                var group: [Row] = []
+                for d in designs {
+                    let cs = cells.filter { $0.design == d && $0.workload == w && $0.threads == t }
+                    guard !cs.isEmpty else { continue }
+                    var h = LatencyHistogram()
+                    for c in cs { h.merge(c.histogram) }
+                    let ops = cs.map(\.opsPerSecond)
+                    var counters: DesignCounters?
+                    if cs.allSatisfy({ $0.counters != nil }) {
+                        var sum = DesignCounters()
+                        for c in cs { sum = sum + c.counters! }
+                        counters = sum
+                    }
+                    let secs = cs.reduce(0) { $0 + $1.seconds }
+                    let reads = cs.compactMap(\.mapsReads)
+                    let hostFaults = cs.compactMap(\.hostFaults)
+                    let totalOps = cs.reduce(0) { $0 + $1.ops }
+                    group.append(Row(design: d, workload: w, threads: t, opsPerSecond: median(ops),
+                                     minOpsPerSecond: ops.min()!, maxOpsPerSecond: ops.max()!, ratioToGlobal: nil,
+                                     latencyNs: h.summary, latencyCurve: h.curve, counters: counters,
+                                     abortRate: counters.map { $0.abortRate },
+                                     mapsReadsPerSecond: reads.isEmpty ? nil : Double(reads.reduce(0, +)) / secs,
+                                     hostFaultsPerOp: hostFaults.isEmpty || totalOps == 0 ? nil
+                                        : Double(hostFaults.reduce(0, +)) / Double(totalOps)))
+                }
+                if let g = group.first(where: { $0.design == Design.global.rawValue }), g.opsPerSecond > 0 {
+                    for i in group.indices { group[i].ratioToGlobal = group[i].opsPerSecond / g.opsPerSecond }
+                }
+                rows += group
+            }
+        }
+        return rows
+    }
+}

@@ -1,0 +1,213 @@
+import CFaultline
+import FaultlineMM
+import FaultlineSync
+import Synchronization
+
+/// One worker's loop for each workload. `op` counts an operation and, for one in
+/// `sampleEvery` while the window is open, times it.
+final class WorkerLoop<T: MemoryTarget> {
+    let target: T
+    let state: RunState
+    let index: Int
+    let threads: Int
+    let o: WorkloadOptions
+    let hist: UnsafeMutablePointer<LatencyHistogram>
+    let mask: UInt64
+    var n: UInt64 = 0
+    var rng: SplitMix64
+    let page = Linux.pageSize
+
+    init(target: T, state: RunState, index: Int, threads: Int, options: WorkloadOptions) {
+        self.target = target
+        self.state = state
+        self.index = index
+        self.threads = threads
+        o = options
+        hist = state.hists + index
+        mask = max(options.sampleEvery, 1) - 1
+        rng = SplitMix64(seed: options.seed &* 0x9E37_79B9 &+ UInt64(index))
+    }
+
+    var stopped: Bool { state.stop.load(ordering: .relaxed) }
+
+    @inline(__always)
+    func op(_ body: () -> Void) {
+        n &+= 1
+        if n & mask == 0 && state.measuring.load(ordering: .relaxed) {
+            let t0 = fl_now_ns()
+            body()
+            hist.pointee.record(fl_now_ns() &- t0)
+        } else {
+            body()
+        }
+        state.ops.slots.add(0)
+    }
+
+    func run() {
+        switch o.workload {
+        case .pageFault1: pageFault { target.mapAnon($0, at: nil) }
+        case .pageFault2: pageFault { target.mapFile(index, $0, shared: false, readOnly: false) }
+        case .pageFault3: pageFault { target.mapFile(index, $0, shared: true, readOnly: false) }
+        case .mmap1: mapUnmap { target.mapAnon($0, at: nil) }
+        case .mmap2: mapUnmap { target.mapFile(index, $0, shared: true, readOnly: false) }
+        case .seedMix:
+            switch index % 3 {
+            case 0: faultAndDrop(o.bytes)
+            case 1: mapNew()
+            default: protectAndRemap()
+            }
+        case .mapsReader:
+            if index % 2 == 0 { faultAndDrop(o.bytes / 4) } else { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } }
+        case .appLaunch:
+            if index % 4 == 3 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launch() }
+        case .mallocChurn: mallocChurn()
+        case .metis: metis()
+        }
+    }
+
+    /// page_fault1/2/3: map `--size`, write one byte per page (an op each), unmap.
+    func pageFault(_ map: (UInt64) -> UInt64?) {
+        let len = o.bytes
+        let pages = o.pages
+        while !stopped {
+            guard let a = map(len) else { return }
+            var p = a
+            for _ in 0..<pages {
+                op { target.write(p) }
+                p &+= page
+            }
+            target.unmap(a, len)
+        }
+    }
+
+    /// mmap1/2: map and unmap, untouched (an op per pair).
+    func mapUnmap(_ len: UInt64? = nil, _ map: (UInt64) -> UInt64?) {
+        let l = len ?? o.bytes
+        while !stopped {
+            op {
+                if let a = map(l) { target.unmap(a, l) }
+            }
+        }
+    }
+
+    /// The faulter: its own region, written page by page, dropped with MADV_DONTNEED, again.
+    func faultAndDrop(_ len: UInt64) {
+        let l = max(Linux.pageAlign(len), 16 * page)
+        guard let a = target.mapAnon(l, at: nil) else { return }
+        let pages = Int(l / page)
+        while !stopped {
+            var p = a
+            for _ in 0..<pages {
+                op { target.write(p) }
+                p &+= page
+            }
+            target.dontneed(a, l)
+        }
+        target.unmap(a, l)
+    }
+
+    /// The mapper: maps new 1 MiB regions, keeping the last 8 (an op per mmap or munmap).
+    func mapNew() {
+        let l: UInt64 = 1 << 20
+        var ring: [UInt64] = []
+        while !stopped {
+            op { if let a = target.mapAnon(l, at: nil) { ring.append(a) } }
+            if ring.count > 8 {
+                let old = ring.removeFirst()
+                op { target.unmap(old, l) }
+            }
+        }
+        for a in ring { target.unmap(a, l) }
+    }
+
+    /// The unmapper: its own 8 MiB block; write-protects and re-enables 1 MiB pieces, and
+    /// every fourth time unmaps one and maps it again in place (an op per call).
+    func protectAndRemap() {
+        let piece: UInt64 = 1 << 20
+        let count = 8
+        guard let base = target.mapAnon(UInt64(count) * piece, at: nil) else { return }
+        var i = 0
+        while !stopped {
+            let a = base + UInt64(i % count) * piece
+            if i % 4 == 3 {
+                op { target.unmap(a, piece) }
+                op { _ = target.mapAnon(piece, at: a) }
+            } else {
+                op { target.protect(a, piece, writable: false) }
+                op { target.protect(a, piece, writable: true) }
+            }
+            i += 1
+        }
+        target.unmap(base, UInt64(count) * piece)
+    }
+
+    /// app-launch: map this thread's library file, fault in every page (reads with I/O on a
+    /// miss), unmap, drop its cache.
+    func launch() {
+        let len = max(o.bytes / 8, 16 * page)
+        let pages = Int(len / page)
+        while !stopped {
+            guard let a = target.mapFile(index, len, shared: false, readOnly: true) else { return }
+            var p = a
+            for _ in 0..<pages {
+                op { target.read(p) }
+                p &+= page
+                if stopped { break }
+            }
+            target.unmap(a, len)
+            target.dropCache(index)
+        }
+    }
+
+    /// malloc-churn: a 4 MiB arena chunk; random page writes, 64 KiB purges, replacement.
+    func mallocChurn() {
+        let chunk: UInt64 = 4 << 20
+        let pages = Int(chunk / page)
+        guard var a = target.mapAnon(chunk, at: nil) else { return }
+        var k = 0
+        while !stopped {
+            let p = a + UInt64(rng.below(pages)) * page
+            op { target.write(p) }
+            k += 1
+            if k % 16 == 0 {
+                let run = a + UInt64(rng.below(pages - 16)) * page
+                op { target.dontneed(run, 16 * page) }
+            }
+            if k % 256 == 0 {
+                target.unmap(a, chunk)
+                guard let b = target.mapAnon(chunk, at: nil) else { return }
+                a = b
+            }
+        }
+        target.unmap(a, chunk)
+    }
+
+    /// metis: a 1–16 MiB buffer, every page written (an op each) then read, unmapped.
+    func metis() {
+        while !stopped {
+            let len = UInt64(1 + rng.below(16)) << 20
+            guard let a = target.mapAnon(len, at: nil) else { return }
+            let pages = Int(len / page)
+            var p = a
+            for _ in 0..<pages {
+                op { target.write(p) }
+                p &+= page
+            }
+            p = a
+            for _ in 0..<pages {
+                target.read(p)
+                p &+= page
+            }
+            target.unmap(a, len)
+        }
+    }
+
+    /// The maps reader (an extra thread): whole reads of maps, counted apart from the
+    /// workers' operations.
+    func mapsReaderLoop() {
+        while !stopped {
+            _ = target.readMaps()
+            state.ops.slots.add(1)
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import FaultlineMM
+
+/// The workloads, named as in will-it-scale where they come from there.
+public enum Workload: String, CaseIterable, Sendable, Codable {
+    case pageFault1 = "page_fault1"
+    case pageFault2 = "page_fault2"
+    case pageFault3 = "page_fault3"
+    case mmap1
+    case mmap2
+    case seedMix = "seed-mix"
+    case mapsReader = "maps-reader"
+    case appLaunch = "app-launch"
+    case mallocChurn = "malloc-churn"
+    case metis
+
+    /// What `faultline compare` runs unless told otherwise.
+    public static let defaults: [Workload] = [.pageFault1, .pageFault2, .pageFault3, .mmap1, .seedMix, .mapsReader]
+
+    public var summary: String {
+        switch self {
+        case .pageFault1: "loop: mmap a private anonymous region (--size per thread), write one byte per page, munmap"
+        case .pageFault2: "page_fault1 on a private mapping of a file of that size (copy-on-write faults)"
+        case .pageFault3: "page_fault1 on a shared mapping of that file"
+        case .mmap1: "loop: mmap + munmap a private anonymous region, untouched"
+        case .mmap2: "loop: mmap + munmap a shared mapping of a file, untouched"
+        case .seedMix: "threads round-robin: one faults its own region and re-faults after MADV_DONTNEED, one maps new memory, one mprotects/unmaps/remaps its own block — never overlapping"
+        case .mapsReader: "workers fault (even) and mmap/munmap (odd) beside an extra thread reading /proc/pid/maps of ~500 VMAs continuously (--slow-reader pauses inside the read)"
+        case .appLaunch: "Android-style launch: 3 of 4 threads map a library file and fault its pages in (simulated I/O on a page-cache miss, cache dropped after each pass), 1 of 4 maps and unmaps memory"
+        case .mallocChurn: "jemalloc-style arenas: write a random page of a 4 MiB chunk, purge 64 KiB with MADV_DONTNEED every 16 writes, replace the chunk every 256"
+        case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
+        }
+    }
+
+    /// What one operation is.
+    public var unit: String {
+        switch self {
+        case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
+        case .mmap1, .mmap2: "mmap+munmap pairs"
+        case .seedMix, .mapsReader, .appLaunch, .mallocChurn: "operations (faults and calls)"
+        }
+    }
+
+    /// Whether the host kernel runs it too (the `host` column).
+    public var runsOnHost: Bool {
+        switch self {
+        case .pageFault1, .pageFault2, .pageFault3, .mmap1, .mmap2, .seedMix: true
+        default: false
+        }
+    }
+
+    /// Per-thread frames the model needs, in units of `--size` (regions in flight, page cache,
+    /// copies), before the allowance for frames waiting for a grace period.
+    var sizeMultiple: Double {
+        switch self {
+        case .pageFault1, .seedMix, .mapsReader: 1
+        case .pageFault2: 2
+        case .pageFault3, .appLaunch: 1
+        case .mmap1, .mmap2: 0.05
+        case .mallocChurn: 0.1
+        case .metis: 0.25
+        }
+    }
+}
+
+/// One cell's settings.
+public struct WorkloadOptions: Sendable {
+    public var workload: Workload = .pageFault1
+    public var threads = 1
+    public var seconds = 1.0
+    public var warmup = 0.2
+    /// Bytes per thread (will-it-scale: 128 MiB).
+    public var size: UInt64 = 128 << 20
+    /// maps-reader: ns the reader pauses every 32 lines inside the read (0: none).
+    public var slowReaderNs: UInt64 = 0
+    /// maps-reader: how the model reads maps (nil: the design's natural form).
+    public var mapsReader: MapsReader? = nil
+    /// The VMA index (`rbtree` only under `global`).
+    public var tree: VMATreeKind = .maple
+    /// app-launch: simulated I/O latency of a page-cache miss.
+    public var ioLatencyNs: UInt64 = 50_000
+    /// One operation in `sampleEvery` (a power of two) is timed for the latency histogram.
+    public var sampleEvery: UInt64 = 8
+    public var pin = true
+    public var seed: UInt64 = 1
+    public init() {}
+
+    /// The size rounded to whole pages, at least 16 pages.
+    public var pages: Int { max(16, Int(Linux.pageAlign(size) / Linux.pageSize)) }
+    public var bytes: UInt64 { UInt64(pages) * Linux.pageSize }
+}
+
+extension Design {
+    /// The maps reader a design would use in practice: lock-free where it has a structure to
+    /// validate against, `mmap_lock` for `global`.
+    public var naturalMapsReader: MapsReader { self == .global ? .locked : .lockless }
+}

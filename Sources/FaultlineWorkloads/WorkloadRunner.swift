@@ -1,0 +1,184 @@
+import CFaultline
+import FaultlineMM
+import FaultlineSync
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One measured cell: a design (or `host`) × a workload × a thread count × a repetition.
+public struct CellResult: Sendable, Codable {
+    public var design: String
+    public var workload: String
+    public var threads: Int
+    public var rep: Int
+    /// Seconds measured (after the warm-up).
+    public var seconds: Double
+    /// Operations in the measured window (`Workload.unit`), all workers together.
+    public var ops: UInt64
+    public var opsPerSecond: Double
+    /// Latency of sampled operations, merged over the workers.
+    public var latencyNs: LatencySummary
+    /// (percentile, ns) points of the latency distribution.
+    public var latencyCurve: [[Double]]
+    /// The design's counters over the measured window (nil on the host).
+    public var counters: DesignCounters?
+    /// maps-reader: full reads of maps the reader thread completed in the window.
+    public var mapsReads: UInt64?
+    /// Host: page faults the kernel took in the window (`ru_minflt` + `ru_majflt`), to set
+    /// against the operations (a shared file write fault may map a whole large folio).
+    public var hostFaults: UInt64?
+    /// The merged histogram (kept in memory to merge repetitions; not serialised).
+    public var histogram = LatencyHistogram()
+
+    enum CodingKeys: String, CodingKey {
+        case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
+    }
+}
+
+/// State shared by the workers of one cell.
+final class RunState: @unchecked Sendable {
+    let measuring = Atomic<Bool>(false)
+    let stop = Atomic<Bool>(false)
+    let started = Atomic<Int>(0)
+    let ops = PerThreadCounters(width: 2)
+    let hists: UnsafeMutablePointer<LatencyHistogram>
+    let count: Int
+
+    init(workers: Int) {
+        count = workers
+        hists = .allocate(capacity: workers)
+        hists.initialize(repeating: LatencyHistogram(), count: workers)
+    }
+
+    deinit {
+        hists.deinitialize(count: count)
+        hists.deallocate()
+    }
+}
+
+/// Runs cells: the model under a design, or the host kernel.
+public enum WorkloadRunner {
+    /// Frames a model run of `o` needs at `threads` threads: the workload's regions and page
+    /// cache, times four for frames that wait for a grace period before reuse.
+    public static func framesNeeded(_ o: WorkloadOptions, workloads: [Workload], threads: Int) -> Int {
+        let m = workloads.map(\.sizeMultiple).max() ?? 1
+        return Int(Double(o.pages) * m * 4) * (threads + 1) + 16_384
+    }
+
+    /// A frame pool for `framesNeeded`, backed up front so that faults measure the model, not
+    /// the host's first touch. Reused by every cell of a run (each cell ends with a barrier).
+    public static func makeSystem(frames: Int) -> MMSystem { MMSystem(frames: frames, prefault: true) }
+
+    /// One cell on the model.
+    public static func runModel(design: Design, options o: WorkloadOptions, system: MMSystem, rep: Int = 0) -> CellResult {
+        // The cell's address space and files are released when this returns, before the
+        // barrier that hands their frames back for the next cell.
+        func cell() -> CellResult {
+            var cfg = AddressSpace.Configuration()
+            if design.allowsTree(o.tree) { cfg.tree = o.tree }
+            let mm = AddressSpace(system: system, design: design, configuration: cfg)
+            let files = (0..<o.threads).map { t in
+                system.makeFile(path: "/workload/t\(t)", size: o.bytes,
+                                ioLatencyNs: o.workload == .appLaunch ? o.ioLatencyNs : 0)
+            }
+            let target = ModelTarget(mm: mm, files: files, reader: o.mapsReader ?? design.naturalMapsReader,
+                                     slowReaderNs: o.slowReaderNs)
+            var r = run(target, o, name: design.rawValue, rep: rep) { mm.designCounters }
+            if r.counters == nil { r.counters = DesignCounters() }
+            return r
+        }
+        let result = cell()
+        system.rcu.barrier()
+        return result
+    }
+
+    /// One cell on the host kernel (will-it-scale workloads and seed-mix).
+    public static func runHost(options o: WorkloadOptions, rep: Int = 0) -> CellResult {
+        precondition(o.workload.runsOnHost, "\(o.workload.rawValue) does not run on the host")
+        var fds: [Int32] = []
+        for _ in 0..<o.threads {
+            var template = Array("/tmp/faultline-workload-XXXXXX".utf8CString)
+            let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+            precondition(fd >= 0, "cannot create a temporary file")
+            template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+            precondition(ftruncate(fd, off_t(o.bytes)) == 0, "cannot size the temporary file")
+            fds.append(fd)
+        }
+        defer { for fd in fds { close(fd) } }
+        var r = run(HostTarget(fds: fds), o, name: "host", rep: rep, faults: { Self.processFaults() }) { nil }
+        if r.hostFaults == nil { r.hostFaults = 0 }
+        return r
+    }
+
+    /// The harness: one pinned thread per worker (plus the reader of maps-reader), warm-up,
+    /// then the measured window; operations counted per thread, latencies sampled per thread
+    /// and merged.
+    static func run<T: MemoryTarget>(_ target: T, _ o: WorkloadOptions, name: String, rep: Int,
+                                     faults: () -> UInt64? = { nil },
+                                     counters: () -> DesignCounters?) -> CellResult {
+        let n = o.threads
+        let withReader = o.workload == .mapsReader
+        let parties = n + (withReader ? 1 : 0)
+        let state = RunState(workers: parties)
+        if withReader { populateManyVMAs(target) }
+        let box = Shared(target)
+        let cpus = Threads.availableCPUs
+        let threads = (0..<parties).map { i in
+            Threads.spawn {
+                if o.pin && i < n && cpus >= n { _ = fl_pin_to_cpu(Int32(i % cpus)) }
+                let w = WorkerLoop(target: box.value, state: state, index: i, threads: n, options: o)
+                state.started.wrappingAdd(1, ordering: .acquiringAndReleasing)
+                while state.started.load(ordering: .acquiring) < parties { fl_cpu_relax() }
+                if i == n { w.mapsReaderLoop() } else { w.run() }
+            }
+        }
+        while state.started.load(ordering: .acquiring) < parties { fl_sleep_ns(100_000) }
+        fl_sleep_ns(UInt64(o.warmup * 1e9))
+        let c0 = counters()
+        let f0 = faults()
+        let ops0 = state.ops.sum(0)
+        let reads0 = state.ops.sum(1)
+        let t0 = fl_now_ns()
+        state.measuring.store(true, ordering: .releasing)
+        fl_sleep_ns(UInt64(o.seconds * 1e9))
+        state.measuring.store(false, ordering: .releasing)
+        let t1 = fl_now_ns()
+        let ops1 = state.ops.sum(0)
+        let reads1 = state.ops.sum(1)
+        let c1 = counters()
+        let f1 = faults()
+        state.stop.store(true, ordering: .releasing)
+        for t in threads { Threads.join(t) }
+        var h = LatencyHistogram()
+        for i in 0..<n { h.merge(state.hists[i]) }
+        let secs = Double(t1 - t0) / 1e9
+        let ops = ops1 &- ops0
+        var r = CellResult(design: name, workload: o.workload.rawValue, threads: n, rep: rep, seconds: secs, ops: ops,
+                           opsPerSecond: Double(ops) / secs, latencyNs: h.summary, latencyCurve: h.curve,
+                           counters: nil, mapsReads: withReader ? reads1 &- reads0 : nil)
+        r.histogram = h
+        if let c0, let c1 { r.counters = c1 - c0 }
+        if let f0, let f1 { r.hostFaults = f1 &- f0 }
+        return r
+    }
+
+    /// Page faults of this process so far.
+    static func processFaults() -> UInt64 {
+        var u = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &u)
+        return UInt64(u.ru_minflt) &+ UInt64(u.ru_majflt)
+    }
+
+    /// maps-reader: about 500 VMAs (a block of pages with alternating protection), so that a
+    /// read of maps takes a while.
+    static func populateManyVMAs<T: MemoryTarget>(_ target: T) {
+        let pages: UInt64 = 500
+        guard let a = target.mapAnon(pages * Linux.pageSize, at: nil) else { return }
+        var p: UInt64 = 0
+        while p < pages {
+            target.protect(a + p * Linux.pageSize, Linux.pageSize, writable: false)
+            p += 2
+        }
+    }
+}

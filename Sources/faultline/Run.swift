@@ -1,0 +1,122 @@
+import ArgumentParser
+import FaultlineBench
+import FaultlineMM
+import FaultlineWorkloads
+import Foundation
+
+extension Workload: ExpressibleByArgument {}
+
+/// Workload options shared by `run` and `compare`.
+struct WorkloadArguments: ParsableArguments {
+    @Option(help: "Bytes per thread, in MiB (will-it-scale: 128).")
+    var size: Double = 128
+
+    @Option(help: "maps-reader: µs the reader pauses every 32 lines inside its read (0: none).")
+    var slowReader: Double = 0
+
+    @Option(help: "How the model reads maps in maps-reader: locked or lockless (default: each design's natural form).")
+    var maps: MapsReader?
+
+    @Option(help: "VMA index for global: maple or rbtree (the other designs always use the maple tree).")
+    var tree: VMATreeKind = .maple
+
+    @Option(help: "app-launch: simulated I/O latency of a page-cache miss, in µs.")
+    var ioLatency: Double = 50
+
+    func apply(_ o: inout WorkloadOptions) {
+        o.size = UInt64(size * 1_048_576)
+        o.slowReaderNs = UInt64(slowReader * 1000)
+        o.mapsReader = maps
+        o.tree = tree
+        o.ioLatencyNs = UInt64(ioLatency * 1000)
+    }
+
+    func validate() throws {
+        if size <= 0 || slowReader < 0 || ioLatency < 0 { throw ValidationError("--size must be positive, --slow-reader and --io-latency not negative") }
+    }
+}
+
+/// `host` or a design.
+enum Column: Equatable {
+    case host
+    case design(Design)
+
+    init?(_ s: String) {
+        if s == "host" { self = .host } else if let d = Design(rawValue: s) { self = .design(d) } else { return nil }
+    }
+
+    var name: String {
+        switch self {
+        case .host: "host"
+        case .design(let d): d.rawValue
+        }
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "One cell: a design (or the host kernel) × a workload × a thread count.",
+        discussion: "Workloads:\n" + Workload.allCases.map { "  \($0.rawValue): \($0.summary)" }.joined(separator: "\n")
+            + "\nDesigns: host (the real kernel; will-it-scale workloads and seed-mix), "
+            + Design.allCases.map(\.rawValue).joined(separator: ", ") + "."
+    )
+
+    @Option(help: "Design, or host.")
+    var design: String = "global"
+
+    @Option(help: "Workload.")
+    var workload: Workload = .pageFault1
+
+    @Option(help: "Threads (workers).")
+    var threads: Int = 1
+
+    @Option(help: "Seconds measured.")
+    var seconds: Double = 2
+
+    @Option(help: "Seconds of warm-up before measuring.")
+    var warmup: Double = 0.3
+
+    @OptionGroup var args: WorkloadArguments
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func validate() throws {
+        guard let c = Column(design) else {
+            throw ValidationError("unknown design \(design); choose host or one of \(Design.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if c == .host && !workload.runsOnHost { throw ValidationError("\(workload.rawValue) does not run on the host") }
+        if case .design(let d) = c, !d.allowsTree(args.tree) { throw ValidationError("\(d.rawValue) needs the maple tree") }
+        if threads < 1 || threads > 512 || seconds <= 0 || warmup < 0 { throw ValidationError("--threads in 1...512, --seconds positive") }
+    }
+
+    func run() throws {
+        var o = WorkloadOptions()
+        o.workload = workload
+        o.threads = threads
+        o.seconds = seconds
+        o.warmup = warmup
+        args.apply(&o)
+        let r: CellResult
+        switch Column(design)! {
+        case .host:
+            r = WorkloadRunner.runHost(options: o)
+        case .design(let d):
+            let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o, workloads: [workload], threads: threads))
+            r = WorkloadRunner.runModel(design: d, options: o, system: system)
+        }
+        if json {
+            print(try encodeJSON(r))
+            return
+        }
+        var rows = [["design", "workload", "threads", "ops/s", "p50 ns", "p99 ns", "p99.9 ns", "max ns"]]
+        rows.append([r.design, r.workload, String(r.threads), fmt(r.opsPerSecond, 0), String(r.latencyNs.p50),
+                     String(r.latencyNs.p99), String(r.latencyNs.p999), String(r.latencyNs.max)])
+        print(formatTable(rows))
+        if let c = r.counters {
+            print("faults \(c.faults), lockless \(c.locklessSuccesses), aborts \(c.aborts), fallbacks \(c.fallbacks), retries \(c.retries)")
+        }
+        if let m = r.mapsReads { print("maps reads: \(m)") }
+    }
+}

@@ -1,0 +1,174 @@
+import FaultlineMM
+import FaultlineReport
+import FaultlineWorkloads
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+
+func smallOptions(_ w: Workload, threads: Int = 2) -> WorkloadOptions {
+    var o = WorkloadOptions()
+    o.workload = w
+    o.threads = threads
+    o.size = 1 << 20
+    o.seconds = 0.1
+    o.warmup = 0.02
+    o.pin = false
+    o.ioLatencyNs = 2_000
+    return o
+}
+
+@Suite("Workloads", .serialized)
+struct WorkloadTests {
+    @Test
+    func histogramPercentilesAreWithinTheirBuckets() {
+        var h = LatencyHistogram()
+        for v in 1...10_000 { h.record(UInt64(v)) }
+        #expect(h.total == 10_000 && h.maxValue == 10_000)
+        for (q, want) in [(0.5, 5_000.0), (0.9, 9_000.0), (0.99, 9_900.0)] {
+            let got = Double(h.percentile(q))
+            #expect(abs(got - want) / want < 0.02, "p\(q): \(got)")
+        }
+        #expect(h.percentile(1) == 10_000)
+        var g = LatencyHistogram()
+        g.record(1_000_000_000)
+        h.merge(g)
+        #expect(h.maxValue == 1_000_000_000 && h.total == 10_001)
+    }
+
+    /// Each workload does what it says on the model: operations counted, faults where it
+    /// faults, none where it only maps, and everything given back at the end.
+    @Test(arguments: Workload.allCases)
+    func workloadsDoWhatTheyClaim(workload: Workload) {
+        let o = smallOptions(workload)
+        let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o, workloads: [workload], threads: 2))
+        for d in [Design.global, .perVMA] {
+            let r = WorkloadRunner.runModel(design: d, options: o, system: system)
+            let c = r.counters!
+            #expect(r.ops > 0 && r.opsPerSecond > 0, "\(workload.rawValue) \(d.rawValue)")
+            #expect(r.latencyNs.samples > 0)
+            switch workload {
+            case .pageFault1, .pageFault2, .pageFault3, .metis:
+                // One write to a fresh page per operation: a fault each (the window cuts at most
+                // one region per thread).
+                let slack = UInt64(o.pages * o.threads)
+                #expect(c.faults + slack >= r.ops && c.faults <= r.ops + slack, "\(c.faults) faults, \(r.ops) ops")
+            case .mmap1, .mmap2:
+                #expect(c.faults == 0)
+            case .mapsReader:
+                #expect((r.mapsReads ?? 0) > 0 && c.mapsVMAs > 0)
+            case .appLaunch:
+                #expect(c.majorFaults > 0 && c.retries > 0)
+            case .seedMix, .mallocChurn:
+                #expect(c.faults > 0)
+            }
+            if d == .perVMA && [.pageFault1, .seedMix, .metis].contains(workload) { #expect(c.locklessSuccesses > 0) }
+        }
+        // Final state: every frame, VMA and page table came back.
+        #expect(system.frames.framesInUse == 0)
+        #expect(system.liveVMAs == 0 && system.livePageTables == 0)
+    }
+
+    @Test(arguments: [Workload.pageFault1, .mmap1, .seedMix])
+    func theHostRunsTheSameLoop(workload: Workload) {
+        let r = WorkloadRunner.runHost(options: smallOptions(workload))
+        #expect(r.design == "host" && r.ops > 0 && r.counters == nil)
+        if workload == .pageFault1 {
+            // Anonymous memory: one kernel fault per page written.
+            let f = Double(r.hostFaults!) / Double(r.ops)
+            #expect(f > 0.8 && f < 1.2, "\(f) kernel faults per write")
+        }
+    }
+}
+
+@Suite("Report", .serialized)
+struct ReportTests {
+    static let comparison: Comparison = {
+        var o = CompareOptions()
+        o.columns = ["host", "global", "per-vma"]
+        o.workloads = [.pageFault1, .mmap1, .mapsReader]
+        o.threads = [1, 2]
+        o.repetitions = 2
+        o.base = smallOptions(.pageFault1)
+        o.base.seconds = 0.05
+        return Comparison.run(o)
+    }()
+
+    @Test
+    func rowsAggregateTheRepetitions() {
+        let c = Self.comparison
+        // host skips maps-reader: 2 reps × (3 × 2 + 3 × 2 + 2 × 2) cells.
+        #expect(c.cells.count == 2 * (6 + 6 + 4))
+        #expect(c.rows.count == 16)
+        let g = c.rows.first { $0.design == "global" && $0.workload == "page_fault1" && $0.threads == 2 }!
+        #expect(g.ratioToGlobal == 1)
+        #expect(g.minOpsPerSecond <= g.opsPerSecond && g.opsPerSecond <= g.maxOpsPerSecond)
+        #expect(c.rows.first { $0.design == "host" && $0.workload == "mmap1" }!.hostFaultsPerOp != nil)
+        #expect(c.textTable().contains("page_fault1, 2 threads"))
+    }
+
+    @Test
+    func jsonHasOneObjectPerCellWithTheDocumentedKeys() throws {
+        let c = Self.comparison
+        let obj = try JSONSerialization.jsonObject(with: try c.json()) as! [String: Any]
+        let machine = obj["machine"] as! [String: Any]
+        #expect(machine["date"] != nil && machine["cpu"] != nil && machine["kernel"] != nil)
+        let cells = obj["cells"] as! [[String: Any]]
+        #expect(cells.count == c.cells.count)
+        for cell in cells {
+            for k in ["design", "workload", "threads", "opsPerSecond", "latencyNs"] { #expect(cell[k] != nil, "\(k)") }
+            let lat = cell["latencyNs"] as! [String: Any]
+            for k in ["p50", "p99", "p999", "max"] { #expect(lat[k] != nil) }
+            if cell["design"] as! String != "host" {
+                let counters = cell["counters"] as! [String: Any]
+                for k in ["faults", "speculativeSuccesses", "aborts", "fallbacks", "retries"] { #expect(counters[k] != nil, "\(k)") }
+            }
+        }
+        // And it reads back.
+        let back = try JSONDecoder().decode(Comparison.self, from: try c.json())
+        #expect(back.rows.count == c.rows.count)
+    }
+
+    @Test
+    func csvHasAHeaderAndALinePerCell() {
+        let lines = Self.comparison.csv().split(separator: "\n")
+        #expect(lines.first.map(String.init) == Comparison.csvHeader)
+        #expect(lines.count == Self.comparison.cells.count + 1)
+        let width = Comparison.csvHeader.split(separator: ",").count
+        for l in lines { #expect(l.split(separator: ",", omittingEmptySubsequences: false).count == width) }
+    }
+
+    /// The report parses as XML, and every chart is an SVG with a title, axis text and one mark
+    /// per data point.
+    @Test
+    func htmlIsWellFormedWithLabelledCharts() {
+        let html = Self.comparison.html()
+        let counter = ElementCounter()
+        let parser = XMLParser(data: Data(html.utf8))
+        parser.delegate = counter
+        #expect(parser.parse(), "\(parser.parserError.map { "\($0)" } ?? "")")
+        // Throughput (3 workloads), scaling (3), latency (3), fault breakdown (page_fault1, maps-reader).
+        #expect(counter.counts["svg"] == 11)
+        #expect(counter.counts["title"]! >= 12)
+        #expect(counter.counts["rect"]! > 20 && counter.counts["polyline"]! > 5)
+        #expect(counter.texts.contains("page faults per second"))
+        #expect(counter.texts.contains("threads") && counter.texts.contains("latency (ns)"))
+        #expect(counter.counts["tr"] == Self.comparison.rows.count + 1)
+    }
+}
+
+final class ElementCounter: NSObject, XMLParserDelegate {
+    var counts: [String: Int] = [:]
+    var texts: Set<String> = []
+    var text = ""
+    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
+        counts[name, default: 0] += 1
+        text = ""
+    }
+    func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
+    func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+        texts.insert(text)
+        text = ""
+    }
+}
