@@ -43,3 +43,18 @@ extension AddressSpace {
         return brk
     }
 }
+
+extension AddressSpace {
+    /// Sets `mm->start_brk` and `mm->brk`, as `load_elf_binary()` does after
+    /// `arch_randomize_brk()`. Only while the heap is empty; false otherwise.
+    public func setBrkStart(_ addr: UInt64) -> Bool {
+        withWriter({ wholeSpace }) {
+            guard brkValue == startBrkValue, Linux.offsetInPage(addr) == 0, addr < config.taskSize else { return false }
+            if let v = tree.find(from: startBrkValue), v.vmStart < Linux.pageAlign(startBrkValue) + Linux.pageSize,
+               v.vmStart == startBrkValue { return false }
+            startBrkValue = addr
+            brkValue = addr
+            return true
+        }
+    }
+}

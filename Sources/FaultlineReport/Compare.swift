@@ -1,5 +1,6 @@
 import CFaultline
 import FaultlineMM
+import FaultlineReplay
 import FaultlineWorkloads
 import Foundation
 
@@ -8,6 +9,9 @@ public struct CompareOptions: Sendable {
     /// Column names: `host` and design names.
     public var columns: [String] = ["host"] + Design.selectable.map(\.rawValue)
     public var workloads: [Workload] = Workload.defaults
+    /// Traces replayed as workloads (`replay:FILE`): each traced thread on its own thread, so
+    /// their thread count is the trace's, not `threads`.
+    public var replays: [ReplayWorkload] = []
     public var threads: [Int] = [1, max(ProcessInfo.processInfo.activeProcessorCount, 1)]
     public var repetitions = 3
     public var base = WorkloadOptions()
@@ -26,7 +30,8 @@ extension Comparison {
         let maxT = threads.max() ?? 1
         let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o.base, workloads: o.workloads, threads: maxT))
         var cells: [CellResult] = []
-        let total = o.repetitions * o.workloads.count * threads.count * o.columns.count
+        let designColumns = o.columns.filter { Design(rawValue: $0) != nil }
+        let total = o.repetitions * (o.workloads.count * threads.count * o.columns.count + o.replays.count * designColumns.count)
         var done = 0
         for rep in 0..<o.repetitions {
             for w in o.workloads {
@@ -48,8 +53,16 @@ extension Comparison {
                     }
                 }
             }
+            for w in o.replays {
+                let k = rep % max(designColumns.count, 1)
+                for c in Array(designColumns[k...] + designColumns[..<k]) {
+                    done += 1
+                    progress("[\(done)/\(total)] rep \(rep + 1) \(w.name) \(w.script.tasks.count) threads \(c)")
+                    cells.append(w.run(design: Design(rawValue: c)!, seconds: o.base.seconds, rep: rep))
+                }
+            }
         }
-        return Comparison(machine: .current(), designs: o.columns, workloads: o.workloads.map(\.rawValue), threads: threads,
+        return Comparison(machine: .current(), designs: o.columns, workloads: o.workloads.map(\.rawValue) + o.replays.map(\.name), threads: threads,
                           repetitions: o.repetitions, secondsPerCell: o.base.seconds,
                           sizeMiB: Double(o.base.size) / 1_048_576, cells: cells)
     }

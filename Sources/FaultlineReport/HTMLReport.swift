@@ -162,7 +162,12 @@ extension Comparison {
     /// The self-contained report: inline SVG charts, the table, how to read it. Well-formed
     /// XML, so tests can parse it.
     public func html() -> String {
-        let maxT = threads.max() ?? 1
+        // Replayed traces run at their own thread counts; headings name the others'.
+        let maxT = rows.filter { !$0.workload.hasPrefix("replay:") }.map(\.threads).max() ?? (threads.max() ?? 1)
+        func titled(_ w: String) -> String {
+            let t = topThreads(w)
+            return t == maxT ? w : "\(w) (\(t) thread\(t == 1 ? "" : "s"))"
+        }
         var b = """
         <!DOCTYPE html>
         <html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>
@@ -185,10 +190,10 @@ extension Comparison {
 
         b += "<h2>Throughput at \(maxT) thread\(maxT == 1 ? "" : "s")</h2><p class=\"note\">Median over repetitions; whiskers span min–max; × is the ratio to global.</p><div class=\"charts\">"
         for w in workloads {
-            let rs = rows.filter { $0.workload == w && $0.threads == maxT }
+            let rs = rows.filter { $0.workload == w && $0.threads == topThreads(w) }
             guard !rs.isEmpty else { continue }
-            let unit = (Workload(rawValue: w)?.unit ?? "ops") + " per second"
-            b += SVG.bars(title: w, unit: unit, rows: rs.map { r in
+            let unit = Comparison.unit(w) + " per second"
+            b += SVG.bars(title: titled(w), unit: unit, rows: rs.map { r in
                 (r.design, r.opsPerSecond, r.minOpsPerSecond, r.maxOpsPerSecond, r.ratioToGlobal.map { String(format: "×%.2f", $0) } ?? "")
             })
         }
@@ -198,12 +203,14 @@ extension Comparison {
             b += "<h2>Scaling with threads</h2><div class=\"charts\">"
             for w in workloads {
                 let names = designs.filter { d in rows.contains { $0.design == d && $0.workload == w } }
-                guard !names.isEmpty else { continue }
+                // A replayed trace runs at one thread count: no scaling line.
+                let ts = Set(rows.filter { $0.workload == w }.map(\.threads)).sorted()
+                guard !names.isEmpty, ts.count > 1 else { continue }
                 let series = names.map { d in
-                    (d, threads.map { t in rows.first { $0.design == d && $0.workload == w && $0.threads == t }?.opsPerSecond })
+                    (d, ts.map { t in rows.first { $0.design == d && $0.workload == w && $0.threads == t }?.opsPerSecond })
                 }
-                b += SVG.lines(title: w, xLabel: "threads", yLabel: (Workload(rawValue: w)?.unit ?? "ops") + " per second",
-                               xTicks: threads.map(String.init), series: series)
+                b += SVG.lines(title: w, xLabel: "threads", yLabel: Comparison.unit(w) + " per second",
+                               xTicks: ts.map(String.init), series: series)
             }
             b += "</div>\n"
         }
@@ -211,14 +218,14 @@ extension Comparison {
         b += "<h2>Latency at \(maxT) thread\(maxT == 1 ? "" : "s")</h2><p class=\"note\">Per operation (one in eight timed), all repetitions merged; x is the percentile on a nines scale, y is log-scaled.</p><div class=\"charts\">"
         let nines: [(String, Double)] = [("p0", 0), ("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("p99.99", 0.9999), ("max", 1)]
         for w in workloads {
-            let rs = rows.filter { $0.workload == w && $0.threads == maxT }
+            let rs = rows.filter { $0.workload == w && $0.threads == topThreads(w) }
             guard !rs.isEmpty else { continue }
             let series: [(name: String, points: [Double?])] = rs.map { r in
                 (r.design, nines.map { n -> Double? in
                     r.latencyCurve.first { abs($0[0] - n.1 * 100) < 1e-9 }.map { $0[1] }
                 })
             }
-            b += SVG.lines(title: w, xLabel: "percentile", yLabel: "latency (ns)", xTicks: nines.map(\.0), series: series, logY: true) { v in
+            b += SVG.lines(title: titled(w), xLabel: "percentile", yLabel: "latency (ns)", xTicks: nines.map(\.0), series: series, logY: true) { v in
                 v >= 1e6 ? "\(Int(v / 1e6)) ms" : (v >= 1e3 ? "\(Int(v / 1e3)) µs" : "\(Int(v)) ns")
             }
         }
@@ -226,10 +233,10 @@ extension Comparison {
 
         b += "<h2>Where the faults went at \(maxT) thread\(maxT == 1 ? "" : "s")</h2><p class=\"note\">Lockless: completed without mmap_lock (speculatively, or under a VMA or range lock). After an abort: a lockless attempt gave up and the fault was redone under mmap_lock. Under mmap_lock: taken there directly. The note gives the abort rate and its main reasons.</p><div class=\"charts\">"
         for w in workloads {
-            let rs = rows.filter { $0.workload == w && $0.threads == maxT && $0.counters != nil }
+            let rs = rows.filter { $0.workload == w && $0.threads == topThreads(w) && $0.counters != nil }
             // Workloads that do not fault (mmap1/2) have nothing to break down.
             guard rs.contains(where: { $0.counters!.faults > 0 }) else { continue }
-            b += SVG.stacked(title: w, rows: rs.map { r in
+            b += SVG.stacked(title: titled(w), rows: rs.map { r in
                 let c = r.counters!
                 if c.faults == 0 { return (r.design, [0, 0, 0], "no faults") }
                 let f = Double(max(c.faults, 1))

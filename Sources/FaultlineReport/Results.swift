@@ -71,12 +71,24 @@ public struct Comparison: Sendable, Codable {
         self.machine = machine
         self.designs = designs
         self.workloads = workloads
-        self.threads = threads
+        // Replayed traces run at their own thread counts.
+        self.threads = Array(Set(threads + cells.map(\.threads))).sorted()
         self.repetitions = repetitions
         self.secondsPerCell = secondsPerCell
         self.sizeMiB = sizeMiB
         self.cells = cells
-        rows = Self.aggregate(cells, designs: designs, workloads: workloads, threads: threads)
+        rows = Self.aggregate(cells, designs: designs, workloads: workloads, threads: self.threads)
+    }
+
+    /// The most threads `workload` ran at (a replayed trace runs at its own count).
+    func topThreads(_ workload: String) -> Int {
+        rows.filter { $0.workload == workload }.map(\.threads).max() ?? (threads.max() ?? 1)
+    }
+
+    /// What one operation of `workload` is.
+    static func unit(_ workload: String) -> String {
+        if workload.hasPrefix("replay:") { return "calls" }
+        return Workload(rawValue: workload)?.unit ?? "ops"
     }
 
     static func median(_ xs: [Double]) -> Double {

@@ -31,7 +31,7 @@ extension Comparison {
             for t in threads {
                 let rs = rows.filter { $0.workload == w && $0.threads == t }
                 guard !rs.isEmpty else { continue }
-                let unit = Workload(rawValue: w)?.unit ?? "ops"
+                let unit = Comparison.unit(w)
                 out += "\n\(w), \(t) thread\(t == 1 ? "" : "s") (\(unit)/s, median of \(repetitions))\n"
                 var cells = [["design", "ops/s", "min–max", "× global", "p50", "p99", "p99.9", "abort rate", "note"]]
                 for r in rs {

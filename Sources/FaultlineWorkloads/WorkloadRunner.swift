@@ -30,9 +30,30 @@ public struct CellResult: Sendable, Codable {
     public var hostFaults: UInt64?
     /// The merged histogram (kept in memory to merge repetitions; not serialised).
     public var histogram = LatencyHistogram()
+    /// Timed trace replay: calls the model refused (threads replay without order between them).
+    public var replayErrors: UInt64? = nil
+    /// Timed trace replay: measured passes over the trace.
+    public var replayPasses: Int? = nil
+
+    public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
+                opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
+                mapsReads: UInt64?) {
+        self.design = design
+        self.workload = workload
+        self.threads = threads
+        self.rep = rep
+        self.seconds = seconds
+        self.ops = ops
+        self.opsPerSecond = opsPerSecond
+        self.latencyNs = latencyNs
+        self.latencyCurve = latencyCurve
+        self.counters = counters
+        self.mapsReads = mapsReads
+    }
 
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
+        case replayErrors, replayPasses
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FaultlineMM
+import FaultlineReplay
 import FaultlineReport
 import FaultlineWorkloads
 import Foundation
@@ -20,8 +21,8 @@ struct Compare: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Columns: host and designs (default: host and every design).")
     var designs: [String] = ["host"] + Design.selectable.map(\.rawValue)
 
-    @Option(parsing: .upToNextOption, help: "Workloads (default: \(Workload.defaults.map(\.rawValue).joined(separator: " "))).")
-    var workloads: [Workload] = Workload.defaults
+    @Option(parsing: .upToNextOption, help: "Workloads (default: \(Workload.defaults.map(\.rawValue).joined(separator: " "))); replay:FILE replays an strace log, each traced thread on its own thread.")
+    var workloads: [String] = Workload.defaults.map(\.rawValue)
 
     @Option(help: "Thread counts, comma-separated (default: 1 and the CPUs available).")
     var threads: String?
@@ -44,6 +45,9 @@ struct Compare: ParsableCommand {
     var json = false
 
     func validate() throws {
+        for w in workloads where !w.hasPrefix("replay:") && Workload(rawValue: w) == nil {
+            throw ValidationError("unknown workload \(w); choose replay:FILE or one of \(Workload.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
         for d in designs where d != "host" && Design(rawValue: d) == nil {
             throw ValidationError("unknown design \(d); choose host or one of \(Design.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -61,7 +65,8 @@ struct Compare: ParsableCommand {
     func run() throws {
         var o = CompareOptions()
         o.columns = designs
-        o.workloads = workloads
+        o.workloads = workloads.compactMap(Workload.init(rawValue:))
+        o.replays = try workloads.filter { $0.hasPrefix("replay:") }.map { try loadReplay(String($0.dropFirst(7))) }
         args.apply(&o.base)
         if quick {
             o.repetitions = 1

@@ -65,8 +65,8 @@ struct Run: ParsableCommand {
     @Option(help: "Design, or host.")
     var design: String = "global"
 
-    @Option(help: "Workload.")
-    var workload: Workload = .pageFault1
+    @Option(help: "Workload, or replay:FILE (an strace log; --threads is the trace's own).")
+    var workload: String = Workload.pageFault1.rawValue
 
     @Option(help: "Threads (workers).")
     var threads: Int = 1
@@ -86,25 +86,27 @@ struct Run: ParsableCommand {
         guard let c = Column(design) else {
             throw ValidationError("unknown design \(design); choose host or one of \(Design.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if c == .host && !workload.runsOnHost { throw ValidationError("\(workload.rawValue) does not run on the host") }
+        if workload.hasPrefix("replay:") {
+            if c == .host { throw ValidationError("a replayed trace runs on the model only") }
+        } else {
+            guard let w = Workload(rawValue: workload) else {
+                throw ValidationError("unknown workload \(workload); choose replay:FILE or one of \(Workload.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            if c == .host && !w.runsOnHost { throw ValidationError("\(workload) does not run on the host") }
+        }
         if case .design(let d) = c, !d.allowsTree(args.tree) { throw ValidationError("\(d.rawValue) needs the maple tree") }
         if threads < 1 || threads > 512 || seconds <= 0 || warmup < 0 { throw ValidationError("--threads in 1...512, --seconds positive") }
     }
 
     func run() throws {
         var o = WorkloadOptions()
-        o.workload = workload
-        o.threads = threads
-        o.seconds = seconds
-        o.warmup = warmup
-        args.apply(&o)
         let r: CellResult
-        switch Column(design)! {
-        case .host:
-            r = WorkloadRunner.runHost(options: o)
-        case .design(let d):
-            let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o, workloads: [workload], threads: threads))
-            r = WorkloadRunner.runModel(design: d, options: o, system: system)
+        if workload.hasPrefix("replay:") {
+            guard case .design(let d) = Column(design)! else { return }
+            r = try loadReplay(String(workload.dropFirst(7))).run(design: d, seconds: seconds)
+        } else {
+            o.workload = Workload(rawValue: workload)!
+            r = runWorkload(&o)
         }
         if json {
             print(try encodeJSON(r))
@@ -118,5 +120,23 @@ struct Run: ParsableCommand {
             print("faults \(c.faults), lockless \(c.locklessSuccesses), aborts \(c.aborts), fallbacks \(c.fallbacks), retries \(c.retries)")
         }
         if let m = r.mapsReads { print("maps reads: \(m)") }
+        if let p = r.replayPasses { print("passes over the trace: \(p), calls the model refused: \(r.replayErrors ?? 0)") }
+    }
+
+    func runWorkload(_ o: inout WorkloadOptions) -> CellResult {
+        let workload = o.workload
+        o.threads = threads
+        o.seconds = seconds
+        o.warmup = warmup
+        args.apply(&o)
+        let r: CellResult
+        switch Column(design)! {
+        case .host:
+            r = WorkloadRunner.runHost(options: o)
+        case .design(let d):
+            let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o, workloads: [workload], threads: threads))
+            r = WorkloadRunner.runModel(design: d, options: o, system: system)
+        }
+        return r
     }
 }

@@ -1,4 +1,5 @@
 import FaultlineMM
+import FaultlineReplay
 import FaultlineReport
 import FaultlineWorkloads
 import Foundation
@@ -170,5 +171,40 @@ final class ElementCounter: NSObject, XMLParserDelegate {
     func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
         texts.insert(text)
         text = ""
+    }
+}
+
+@Suite("Report with a replayed trace")
+struct ReplayReportTests {
+    @Test
+    func aTraceIsAWorkloadAtItsOwnThreadCount() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../FaultlineReplayTests/Traces/calls-errors.strace").standardized.path
+        let w = try ReplayWorkload(path: path, text: try String(contentsOfFile: path, encoding: .utf8), name: "replay:calls")
+        #expect(w.summary.mismatches.isEmpty)
+        var o = CompareOptions()
+        o.columns = ["host", "global", "per-vma"]
+        o.workloads = [.pageFault1]
+        o.replays = [w]
+        o.threads = [1, 2]
+        o.repetitions = 2
+        o.base = smallOptions(.pageFault1)
+        o.base.seconds = 0.05
+        let c = Comparison.run(o)
+        // page_fault1: 3 columns × 2 thread counts; the trace: 2 designs (not host) at its 4 threads.
+        #expect(c.cells.count == 2 * (6 + 2))
+        let rows = c.rows.filter { $0.workload == "replay:calls" }
+        #expect(rows.map(\.design) == ["global", "per-vma"])
+        #expect(rows.allSatisfy { $0.threads == 4 && $0.opsPerSecond > 0 })
+        #expect(c.textTable().contains("replay:calls, 4 threads (calls/s"))
+        let counter = ElementCounter()
+        let parser = XMLParser(data: Data(c.html().utf8))
+        parser.delegate = counter
+        #expect(parser.parse())
+        #expect(counter.texts.contains("calls per second"))
+        #expect(counter.texts.contains("replay:calls (4 threads)"))
+        // page_fault1: throughput, scaling, latency, faults; the trace: throughput, latency, and
+        // faults (its MAP_POPULATE and MADV_POPULATE_WRITE fault pages in).
+        #expect(counter.counts["svg"] == 7)
     }
 }

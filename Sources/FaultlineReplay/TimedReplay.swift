@@ -1,0 +1,159 @@
+import CFaultline
+import FaultlineMM
+import FaultlineSync
+import FaultlineWorkloads
+import Synchronization
+
+/// One model operation of the timed replay, its arguments as the checked replay resolved them
+/// (kernel-chosen addresses made fixed, inferred mappings included).
+public enum ScriptOp: @unchecked Sendable {
+    case mmap(UInt64, UInt64, UInt32, UInt32, MMFile?, UInt64)
+    case munmap(UInt64, UInt64)
+    case mprotect(UInt64, UInt64, UInt32)
+    case madvise(UInt64, UInt64, Int32)
+    case mremap(UInt64, UInt64, UInt64, UInt32, UInt64)
+    case brk(UInt64)
+
+    /// Runs on `mm`; false when the model returned an error.
+    @inline(__always)
+    func run(on mm: AddressSpace) -> Bool {
+        switch self {
+        case let .mmap(a, l, p, f, file, o):
+            if case .success = mm.mmap(a, l, Prot(rawValue: p), MapFlags(rawValue: f), file: file, offset: o) { return true }
+        case let .munmap(a, l):
+            if case .success = mm.munmap(a, l) { return true }
+        case let .mprotect(a, l, p):
+            if case .success = mm.mprotect(a, l, Prot(rawValue: p)) { return true }
+        case let .madvise(a, l, adv):
+            if case .success = mm.madvise(a, l, adv) { return true }
+        case let .mremap(a, o, n, f, na):
+            if case .success = mm.mremap(a, o, n, MremapFlags(rawValue: f), newAddress: na) { return true }
+        case .brk(let a):
+            _ = mm.brk(a)
+            return true
+        }
+        return false
+    }
+}
+
+/// The chosen process's calls, one list per traced thread, for timed replays.
+public struct ReplayScript: @unchecked Sendable {
+    public var pid: Int
+    public var tasks: [[ScriptOp]]
+    public var brkStart: UInt64?
+    public var operations: Int { tasks.reduce(0) { $0 + $1.count } }
+}
+
+extension TraceReplayer {
+    /// The script of the chosen process (after `run()`).
+    public var script: ReplayScript? {
+        guard let p = chosenProcess, let pid = chosenPid else { return nil }
+        return ReplayScript(pid: pid, tasks: p.taskOrder.map { p.script[$0]! }, brkStart: p.brkStart)
+    }
+
+    /// Replays `script` under `design` for about `seconds`: each pass builds a fresh address
+    /// space and runs every traced thread on its own OS thread, in its recorded order (no order
+    /// between threads, as on the real machine). One operation is one call.
+    public func timed(_ script: ReplayScript, design: Design, seconds: Double, warmupPasses: Int = 1,
+                      workload: String, rep: Int = 0) -> CellResult {
+        let n = script.tasks.count
+        var hist = LatencyHistogram()
+        var ops: UInt64 = 0
+        var errors: UInt64 = 0
+        var busyNs: UInt64 = 0
+        var counters = DesignCounters()
+        var passes = 0
+        let deadline = fl_now_ns() + UInt64(seconds * 1e9)
+        repeat {
+            var cfg = AddressSpace.Configuration()
+            if design.allowsTree(options.tree) { cfg.tree = options.tree }
+            let mm = AddressSpace(system: system, design: design, configuration: cfg)
+            if let b = script.brkStart { _ = mm.setBrkStart(b) }
+            let results = UnsafeMutablePointer<(start: UInt64, end: UInt64, errors: UInt64, hist: LatencyHistogram)>.allocate(capacity: n)
+            results.initialize(repeating: (0, 0, 0, LatencyHistogram()), count: n)
+            let box = UnsafeSendable(results)
+            let threads = (0..<n).map { i in
+                Threads.spawn {
+                    let list = script.tasks[i]
+                    var h = LatencyHistogram()
+                    var errs: UInt64 = 0
+                    let t0 = fl_now_ns()
+                    var last = t0
+                    for op in list {
+                        if !op.run(on: mm) { errs &+= 1 }
+                        let now = fl_now_ns()
+                        h.record(now &- last)
+                        last = now
+                    }
+                    box.value[i] = (t0, last, errs, h)
+                }
+            }
+            for t in threads { Threads.join(t) }
+            let c = mm.designCounters
+            if passes >= warmupPasses {
+                let start = (0..<n).map { results[$0].start }.min() ?? 0
+                let end = (0..<n).map { results[$0].end }.max() ?? 0
+                busyNs &+= end &- start
+                ops &+= UInt64(script.operations)
+                for i in 0..<n {
+                    errors &+= results[i].errors
+                    hist.merge(results[i].hist)
+                }
+                counters = counters + c
+            }
+            results.deinitialize(count: n)
+            results.deallocate()
+            passes += 1
+        } while fl_now_ns() < deadline || passes <= warmupPasses
+        system.rcu.barrier()
+        let secs = Double(max(busyNs, 1)) / 1e9
+        var r = CellResult(design: design.rawValue, workload: workload, threads: n, rep: rep, seconds: secs, ops: ops,
+                           opsPerSecond: Double(ops) / secs, latencyNs: hist.summary, latencyCurve: hist.curve,
+                           counters: counters, mapsReads: nil)
+        r.histogram = hist
+        r.replayErrors = errors
+        r.replayPasses = passes - warmupPasses
+        return r
+    }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ v: T) { value = v }
+}
+
+/// A trace prepared as a workload (`replay:FILE` in `faultline compare` and `faultline run`):
+/// parsed, replayed once with checking, its chosen process's calls kept as a script.
+public struct ReplayWorkload: @unchecked Sendable {
+    public let name: String
+    public let replayer: TraceReplayer
+    public let script: ReplayScript
+    public let summary: ReplaySummary
+
+    public struct LoadError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// `name` is how results label it (`replay:FILE`).
+    public init(path: String, text: String, name: String? = nil, pid: Int? = nil, lenient: Bool = false) throws {
+        let parsed: ParsedTrace
+        do { parsed = try StraceParser.parse(text, lenient: lenient) } catch let e as TraceSyntaxError {
+            throw LoadError(description: "\(path): \(e)")
+        }
+        var o = ReplayOptions()
+        o.pid = pid
+        let r = TraceReplayer(trace: parsed, options: o)
+        summary = r.run()
+        guard let s = r.script, s.operations > 0 else {
+            throw LoadError(description: "\(path): the traced process made no memory calls to replay")
+        }
+        replayer = r
+        script = s
+        self.name = name ?? "replay:" + path
+    }
+
+    /// One timed cell under `design`.
+    public func run(design: Design, seconds: Double, rep: Int = 0) -> CellResult {
+        replayer.timed(script, design: design, seconds: seconds, workload: name, rep: rep)
+    }
+}

@@ -1,0 +1,392 @@
+import FaultlineMM
+import FaultlineSync
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a replay runs.
+public struct ReplayOptions: Sendable {
+    public var design: Design = .global
+    public var tree: VMATreeKind = .maple
+    /// The process whose maps `--maps` prints (default: the first one traced).
+    public var pid: Int? = nil
+    /// Frames (4 KiB) shared by every replayed process: MAP_POPULATE and MADV_POPULATE_* fault.
+    public var frames = 65_536
+    public init() {}
+}
+
+/// A call whose model result differs from the recorded one.
+public struct ReplayMismatch: Sendable, CustomStringConvertible {
+    public var line: Int
+    public var text: String
+    public var recorded: String
+    public var model: String
+
+    public var description: String { "line \(line): \(text)\n    recorded \(recorded), model \(model)" }
+}
+
+/// What a replay did.
+public struct ReplaySummary: Sendable {
+    public var replayed = 0
+    public var mismatches: [ReplayMismatch] = []
+    /// Calls not replayed, by reason (`other: wait4`, `unfinished`, …).
+    public var skippedByReason: [String: Int] = [:]
+    /// Mappings the kernel made inside execve (or before an attach) that a recorded call needed.
+    public var inferred = 0
+    public var inferredBytes: UInt64 = 0
+    public var processes = 0
+    public var threads = 0
+    /// The final maps of the chosen process (at its exit, or at the end of the trace).
+    public var maps: [MapsLine] = []
+    public var mapsPid: Int? = nil
+    /// Lines skipped under `--lenient`.
+    public var malformed = 0
+
+    public var skipped: Int { skippedByReason.values.reduce(0, +) }
+
+    public var summaryLine: String { "\(replayed) calls replayed, \(mismatches.count) mismatches, \(skipped) skipped" }
+}
+
+/// One process of the trace: an address space shared by its threads.
+final class ReplayProcess {
+    let mm: AddressSpace
+    var heapKnown = false
+    var tasks = 0
+    /// The operations each task ran on this address space, in order (for the timed mode).
+    var script: [Int: [ScriptOp]] = [:]
+    var taskOrder: [Int] = []
+    var brkStart: UInt64? = nil
+    init(mm: AddressSpace) { self.mm = mm }
+}
+
+/// Replays a parsed trace against the model, process by process, in trace order, and compares
+/// every result with the recorded one.
+public final class TraceReplayer {
+    public let options: ReplayOptions
+    let trace: ParsedTrace
+    let system: MMSystem
+    var tasks: [Int: ReplayProcess] = [:]
+    /// Children of clone/fork calls, in trace order: the child pid's relation to its parent.
+    var clones: [Int: [(parent: Int, sharesVM: Bool)]] = [:]
+    var files: [String: MMFile] = [:]
+    var fileExtents: [String: UInt64] = [:]
+    var summary = ReplaySummary()
+    let chosenPid: Int?
+    /// munmaps run ahead of their completion line (see `runInFlightUnmaps`), by event index.
+    var doneEarly: [Int: Result<Void, Errno>] = [:]
+    /// The chosen process as it ended (or as the trace left it).
+    var chosenProcess: ReplayProcess? = nil
+
+    public init(trace: ParsedTrace, options: ReplayOptions = ReplayOptions()) {
+        self.trace = trace
+        self.options = options
+        system = MMSystem(frames: options.frames)
+        chosenPid = options.pid ?? trace.firstPid
+        summary.mapsPid = chosenPid
+        summary.malformed = trace.malformed.count
+        prepass()
+    }
+
+    /// Clone children and file extents, known before the replay reaches them: a child's first
+    /// line can come before its parent's clone returns.
+    func prepass() {
+        for case .call(let c) in trace.events {
+            guard let m = try? MemoryCall(c) else { continue }
+            switch m {
+            case .clone(let vm):
+                if c.result.succeeded, let child = c.result.value, child > 0 {
+                    clones[Int(child), default: []].append((c.pid, vm))
+                }
+            case let .mmap(_, len, _, flags, _, path?, off) where flags & MapFlags.anonymous.rawValue == 0:
+                fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len)
+            default: break
+            }
+        }
+    }
+
+    func newProcess() -> ReplayProcess {
+        var cfg = AddressSpace.Configuration()
+        cfg.tree = options.tree
+        summary.processes += 1
+        return ReplayProcess(mm: AddressSpace(system: system, design: options.design, configuration: cfg))
+    }
+
+    /// The task's process, creating it from its clone parent (or fresh) on its first event.
+    func process(of pid: Int) -> ReplayProcess {
+        if let p = tasks[pid] { return p }
+        var p: ReplayProcess
+        if var q = clones[pid], !q.isEmpty, let parent = tasks[q[0].parent] {
+            let rel = q.removeFirst()
+            clones[pid] = q
+            if rel.sharesVM {
+                p = parent
+            } else {
+                p = ReplayProcess(mm: parent.mm.fork())
+                p.heapKnown = parent.heapKnown
+                summary.processes += 1
+            }
+        } else {
+            p = newProcess()
+        }
+        p.tasks += 1
+        summary.threads += 1
+        tasks[pid] = p
+        return p
+    }
+
+    func endTask(_ pid: Int) {
+        guard let p = tasks.removeValue(forKey: pid) else { return }
+        p.tasks -= 1
+        if pid == chosenPid {
+            summary.maps = p.mm.mapsLines()
+            chosenProcess = p
+        }
+    }
+
+    /// Records what the model ran, for the timed mode.
+    func note(_ pid: Int, _ p: ReplayProcess, _ op: ScriptOp) {
+        if p.script[pid] == nil { p.taskOrder.append(pid) }
+        p.script[pid, default: []].append(op)
+    }
+
+    func file(_ path: String) -> MMFile {
+        if let f = files[path] { return f }
+        var st = stat()
+        let extent = fileExtents[path] ?? Linux.pageSize
+        let isShm = path.hasPrefix("/memfd:") || path.hasPrefix("/dev/shm/") || path.hasPrefix("/SYSV")
+        let f: MMFile
+        if stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG {
+            let dev = UInt64(st.st_dev)
+            let major = UInt32(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
+            let minor = UInt32((dev & 0xff) | ((dev >> 12) & ~0xff))
+            f = MMFile(path: path, size: UInt64(st.st_size), capacity: max(UInt64(st.st_size), extent),
+                       frames: system.frames, device: (major, minor), inode: UInt64(st.st_ino))
+        } else {
+            f = MMFile(path: path, size: extent, frames: system.frames, isShmem: isShm, device: isShm ? (0, 1) : (0, 0))
+        }
+        files[path] = f
+        return f
+    }
+
+    func skip(_ reason: String) { summary.skippedByReason[reason, default: 0] += 1 }
+
+    /// Runs the whole trace.
+    public func run() -> ReplaySummary {
+        for (i, e) in trace.events.enumerated() {
+            switch e {
+            case .call(let c): replay(c, at: i)
+            case .exited(let pid, _, _), .killed(let pid, _, _): endTask(pid)
+            case .signal: break
+            case .unfinished(let pid, _, let name):
+                if name != "exit" && name != "exit_group" && name != "execve" { skip("unfinished") }
+                _ = pid
+            }
+        }
+        if let pid = chosenPid, let p = tasks[pid] {
+            summary.maps = p.mm.mapsLines()
+            chosenProcess = p
+        }
+        return summary
+    }
+
+    func mismatch(_ c: TraceCall, _ model: String) {
+        summary.mismatches.append(ReplayMismatch(line: c.line, text: c.text, recorded: c.result.description, model: model))
+    }
+
+    static func text(_ r: Result<UInt64, Errno>) -> String {
+        switch r {
+        case .success(let v): TraceResult(value: v).description
+        case .failure(let e): "-1 \(e)"
+        }
+    }
+
+    static func text(_ r: Result<Void, Errno>) -> String {
+        switch r {
+        case .success: "0"
+        case .failure(let e): "-1 \(e)"
+        }
+    }
+
+    /// Whether the model's result is the recorded one.
+    static func agrees(_ r: Result<UInt64, Errno>, _ rec: TraceResult) -> Bool {
+        switch r {
+        case .success(let v): rec.errno == nil && rec.value == v
+        case .failure(let e): rec.errno == e.description
+        }
+    }
+
+    static func agrees(_ r: Result<Void, Errno>, _ rec: TraceResult) -> Bool {
+        agrees(r.map { 0 }, rec)
+    }
+
+    /// Errors that depend on how a file was opened or where it lives — state strace's memory
+    /// and process classes do not show.
+    static let fileStateErrnos: Set<String> = ["EACCES", "EPERM", "ENODEV", "ETXTBSY", "EBADF", "EOVERFLOW", "EAGAIN"]
+
+    /// A thread's munmap that was in flight when another thread's mmap got the same range
+    /// back: strace prints it finishing later, but the kernel had already freed the range.
+    /// Runs such munmaps now; returns whether any ran.
+    func runInFlightUnmaps(at index: Int, _ c: TraceCall, _ p: ReplayProcess, _ range: Range<UInt64>) -> Bool {
+        var ran = false
+        let events = trace.events
+        var j = index + 1
+        while j < events.count && j < index + 20_000 {
+            defer { j += 1 }
+            guard case .call(let d) = events[j], d.pid != c.pid, d.startLine < c.line, d.name == "munmap",
+                  doneEarly[j] == nil, tasks[d.pid] === p,
+                  case .munmap(let a, let l)? = try? MemoryCall(d), a < range.upperBound, a &+ l > range.lowerBound else { continue }
+            doneEarly[j] = p.mm.munmap(a, l)
+            note(d.pid, p, .munmap(a, l))
+            ran = true
+        }
+        return ran
+    }
+
+    func replay(_ c: TraceCall, at index: Int) {
+        let call: MemoryCall
+        do { call = try MemoryCall(c) } catch {
+            skip("undecodable")
+            return
+        }
+        if case .other(let name) = call { skip("other: " + name); return }
+        if c.result.value == nil, case .exit = call {} else if c.result.value == nil, case .execve = call {} else if c.result.value == nil {
+            skip("no result")
+            return
+        }
+        let p = process(of: c.pid)
+        let mm = p.mm
+        let rec = c.result
+        switch call {
+        case let .mmap(addr, len, prot, flags, fd, path, off):
+            var f = MapFlags(rawValue: flags)
+            let anonymous = f.contains(.anonymous)
+            let file: MMFile? = anonymous || fd < 0 ? nil : self.file(path ?? "fd \(fd) of pid \(c.pid)")
+            if let e = rec.errno, file != nil, Self.fileStateErrnos.contains(e) { skip("file state (\(e))"); return }
+            summary.replayed += 1
+            if rec.succeeded, let want = rec.value {
+                // The kernel chose (or accepted) this address: place the mapping there.
+                var a = addr
+                if !f.contains(.fixed) { f.insert(.fixedNoReplace); a = want }
+                var r = mm.mmap(a, len, Prot(rawValue: prot), f, file: file, offset: off)
+                if case .failure(.EEXIST) = r, !MapFlags(rawValue: flags).contains(.fixedNoReplace),
+                   runInFlightUnmaps(at: index, c, p, want..<(want &+ Linux.pageAlign(len))) {
+                    r = mm.mmap(a, len, Prot(rawValue: prot), f, file: file, offset: off)
+                }
+                note(c.pid, p, .mmap(a, len, prot, f.rawValue, file, off))
+                if !Self.agrees(r, rec) {
+                    mismatch(c, Self.text(r))
+                    // Follow the real layout from here on.
+                    if case .success(let got) = r { _ = mm.munmap(got, len) }
+                    var g = f
+                    g.remove(.fixedNoReplace)
+                    g.insert(.fixed)
+                    _ = mm.mmap(want, len, Prot(rawValue: prot), g, file: file, offset: off)
+                }
+            } else {
+                let r = mm.mmap(addr, len, Prot(rawValue: prot), f, file: file, offset: off)
+                note(c.pid, p, .mmap(addr, len, prot, f.rawValue, file, off))
+                if !Self.agrees(r, rec) {
+                    mismatch(c, Self.text(r))
+                    if case .success(let got) = r { _ = mm.munmap(got, len) }
+                }
+            }
+        case let .munmap(addr, len):
+            summary.replayed += 1
+            let r: Result<Void, Errno>
+            if let early = doneEarly.removeValue(forKey: index) {
+                r = early
+            } else {
+                r = mm.munmap(addr, len)
+                note(c.pid, p, .munmap(addr, len))
+            }
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+        case let .mprotect(addr, len, prot):
+            if let e = rec.errno, Self.fileStateErrnos.contains(e) { skip("file state (\(e))"); return }
+            summary.replayed += 1
+            if rec.succeeded { inferHoles(c.pid, p, addr, len) }
+            let r = mm.mprotect(addr, len, Prot(rawValue: prot))
+            note(c.pid, p, .mprotect(addr, len, prot))
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+        case let .madvise(addr, len, advice):
+            if let e = rec.errno, e == "EPERM" || e == "EAGAIN" { skip("file state (\(e))"); return }
+            summary.replayed += 1
+            if rec.succeeded { inferHoles(c.pid, p, addr, len) }
+            let r = mm.madvise(addr, len, advice)
+            note(c.pid, p, .madvise(addr, len, advice))
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+        case let .mremap(addr, oldLen, newLen, flags, newAddr):
+            summary.replayed += 1
+            var f = MremapFlags(rawValue: flags)
+            var target = newAddr
+            if rec.succeeded, let want = rec.value {
+                inferHoles(c.pid, p, addr, max(oldLen, Linux.pageSize))
+                // The kernel moved it: move it to the same place.
+                if f.contains(.mayMove) && !f.contains(.fixed) && want != addr {
+                    f.insert(.fixed)
+                    target = want
+                }
+            }
+            let r = mm.mremap(addr, oldLen, newLen, f, newAddress: target)
+            note(c.pid, p, .mremap(addr, oldLen, newLen, f.rawValue, target))
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+        case .brk(let addr):
+            summary.replayed += 1
+            if addr == 0, !p.heapKnown, let v = rec.value {
+                // load_elf_binary() placed the heap here (randomised).
+                p.heapKnown = mm.setBrkStart(v)
+                if p.heapKnown { p.brkStart = v }
+            }
+            p.heapKnown = true
+            let r = mm.brk(addr)
+            note(c.pid, p, .brk(addr))
+            if rec.value != r { mismatch(c, TraceResult(value: r).description) }
+        case .clone:
+            summary.replayed += 1
+            if rec.succeeded, let child = rec.value, child > 0 { _ = process(of: Int(child)) }
+        case .execve:
+            guard rec.succeeded else { skip("failed execve"); return }
+            summary.replayed += 1
+            // A fresh address space; the old one stays with any task still sharing it.
+            if let old = tasks[c.pid] { old.tasks -= 1 }
+            let n = newProcess()
+            n.tasks = 1
+            tasks[c.pid] = n
+        case .exit(let group):
+            summary.replayed += 1
+            if group {
+                let victims = tasks.filter { $0.value === p }.map(\.key)
+                for v in victims { endTask(v) }
+            } else {
+                endTask(c.pid)
+            }
+        case .other:
+            break
+        }
+    }
+
+    /// Maps over the holes of [addr, addr+len) that a recorded success proves the kernel had
+    /// mapped: made inside execve, or before the trace began. Private, read-write, each its own
+    /// file so that it merges with nothing.
+    func inferHoles(_ pid: Int, _ p: ReplayProcess, _ addr: UInt64, _ len: UInt64) {
+        guard Linux.offsetInPage(addr) == 0, len > 0 else { return }
+        let end = Linux.pageAlign(addr &+ len)
+        guard end > addr else { return }
+        var cursor = addr
+        var holes: [Range<UInt64>] = []
+        for line in p.mm.mapsLines(in: addr..<end) {
+            if line.start > cursor { holes.append(cursor..<min(line.start, end)) }
+            cursor = max(cursor, line.end)
+        }
+        if cursor < end { holes.append(cursor..<end) }
+        for h in holes {
+            let f = MMFile(path: "[inferred]", size: h.upperBound - h.lowerBound, frames: system.frames, device: (0, 0), inode: 0)
+            let flags: MapFlags = [.private, .fixedNoReplace]
+            let prot: Prot = [.read, .write]
+            if case .success = p.mm.mmap(h.lowerBound, h.upperBound - h.lowerBound, prot, flags, file: f, offset: 0) {
+                summary.inferred += 1
+                summary.inferredBytes += h.upperBound - h.lowerBound
+                note(pid, p, .mmap(h.lowerBound, h.upperBound - h.lowerBound, prot.rawValue, flags.rawValue, f, 0))
+            }
+        }
+    }
+}
