@@ -43,8 +43,9 @@ public enum Call: Sendable, Equatable {
             let flags = MapFlags(rawValue: f)
             var file: MMFile? = nil
             if !flags.contains(.anonymous) {
-                guard fd >= 0 && fd < files.count else { return -Int64(Errno.EBADF.rawValue) }
-                file = files[fd]
+                // A descriptor that is not open: the model sees no file (EBADF, after its
+                // argument checks).
+                if fd >= 0 && fd < files.count { file = files[fd] }
             }
             return enc(mm.mmap(a, l, Prot(rawValue: p), flags, file: file, offset: o))
         case let .munmap(a, l): return enc(mm.munmap(a, l))

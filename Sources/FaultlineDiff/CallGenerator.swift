@@ -102,6 +102,8 @@ struct CallGenerator {
                 let pages = (fileSizes[fd] + page - 1) / page
                 offset = below(pages + 1) * page
                 if chance(4) { offset += 17 }
+            } else if chance(30) {
+                offset = 17   // sys_mmap checks the offset before the descriptor
             }
         }
         var addr: UInt64 = 0
@@ -111,6 +113,9 @@ struct CallGenerator {
         else if a < 50 { addr = address(mm) }
         if chance(12) { flags |= MapFlags.populate.rawValue }
         if chance(10) { flags |= MapFlags.noReserve.rawValue }
+        // Huge pages: the pool is empty on the host and in the model (MAP_NORESERVE ones, which
+        // the host would map, are not modelled).
+        else if chance(3) { flags |= MapFlags.hugeTLB.rawValue | pick([0, 21 << 26, 30 << 26, 16 << 26] as [UInt32]) }
         if chance(3) { flags |= MapFlags.stack.rawValue }
         if chance(2) { flags |= MapFlags.growsDown.rawValue }
         var len = length()

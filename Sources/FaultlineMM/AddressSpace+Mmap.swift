@@ -115,8 +115,20 @@ extension AddressSpace {
     func doMmap(addr inAddr: UInt64, length inLen: UInt64, prot: Prot, flags inFlags: MapFlags,
                 file: MMFile?, offset: UInt64,
                 claim: (Range<UInt64>) -> Bool = { _ in true }) -> Result<(UInt64, PopulateRequest?), Errno> {
-        if file == nil && !inFlags.contains(.anonymous) { return .failure(.EBADF) }
+        // sys_mmap() checks the offset before ksys_mmap_pgoff() looks at the descriptor.
         if Linux.offsetInPage(offset) != 0 { return .failure(.EINVAL) }
+        if file == nil && !inFlags.contains(.anonymous) { return .failure(.EBADF) }
+        var hugeTLB = false
+        var hugePageSize: UInt64 = 0
+        if inFlags.contains(.hugeTLB) {
+            // ksys_mmap_pgoff(): only hugetlbfs files (none here) or anonymous memory of a
+            // huge page size the machine has (2 MiB, 1 GiB on x86-64).
+            if file != nil || !inFlags.contains(.anonymous) { return .failure(.EINVAL) }
+            let sizeLog = (inFlags.rawValue >> 26) & 0x3f
+            if sizeLog != 0 && sizeLog != 21 && sizeLog != 30 { return .failure(.EINVAL) }
+            hugeTLB = true
+            hugePageSize = sizeLog == 30 ? 1 << 30 : 2 << 20
+        }
         var pgoff = offset >> Linux.pageShift
         if inLen == 0 { return .failure(.EINVAL) }
         var flags = inFlags
@@ -127,8 +139,11 @@ extension AddressSpace {
             addr &= Linux.pageMask
             if addr != 0 && addr < config.mmapMinAddr { addr = Linux.pageAlign(config.mmapMinAddr) }
         }
-        let len = Linux.pageAlign(inLen)
+        // Huge pages: the length rounds up to whole huge pages, and a fixed address must be
+        // aligned to one (hugetlb_get_unmapped_area()).
+        let len = hugeTLB ? (inLen &+ hugePageSize - 1) & ~(hugePageSize - 1) : Linux.pageAlign(inLen)
         if len == 0 { return .failure(.ENOMEM) }
+        if hugeTLB && flags.contains(.fixed) && addr & (hugePageSize - 1) != 0 { return .failure(.EINVAL) }
         if pgoff &+ (len >> Linux.pageShift) < pgoff { return .failure(.EOVERFLOW) }
         if mapCount > config.maxMapCount { return .failure(.ENOMEM) }
 
@@ -144,7 +159,8 @@ extension AddressSpace {
         if !claim(addr..<(addr + len)) { return .failure(.EAGAIN) }
         if inFlags.contains(.fixedNoReplace), findIntersection(addr, addr + len) != nil { return .failure(.EEXIST) }
 
-        if let file {
+        // Anonymous huge pages are a hugetlbfs file to do_mmap(): they take the file branch.
+        if file != nil || hugeTLB {
             switch flags.type {
             case MapFlags.shared.rawValue, MapFlags.sharedValidate.rawValue:
                 if flags.type == MapFlags.shared.rawValue { flags = flags.intersection(MapFlags.legacyMask) }
@@ -153,7 +169,6 @@ extension AddressSpace {
                 fallthrough
             case MapFlags.private.rawValue:
                 if vmFlags.contains(.growsDown) { return .failure(.EINVAL) }
-                _ = file
             default:
                 return .failure(.EINVAL)
             }
@@ -170,6 +185,15 @@ extension AddressSpace {
             }
         }
         if flags.contains(.noReserve) && config.honourNoReserve { vmFlags.insert(.noReserve) }
+        if hugeTLB {
+            // hugetlbfs_file_mmap(): the offset must be a whole number of huge pages; then
+            // hugetlb_reserve_pages(): the huge page pool is empty
+            // (nr_hugepages 0, the host's default), so a reserving mapping fails, after every
+            // other check and with the old mappings left in place. MAP_NORESERVE mappings of
+            // huge pages are not modelled: they fail the same way.
+            if (pgoff << Linux.pageShift) & (hugePageSize - 1) != 0 { return .failure(.EINVAL) }
+            return .failure(.ENOMEM)
+        }
 
         switch mmapRegion(file: file, addr: addr, len: len, flags: vmFlags, pgoff: pgoff) {
         case .failure(let e): return .failure(e)

@@ -141,10 +141,17 @@ enum FlagSymbols {
             if text == "AT_FDCWD" { return (-100, nil) }
             return nil
         }
-        let rest = text.dropFirst(digits.count)
+        var rest = text.dropFirst(digits.count)
         if rest.isEmpty { return (n, nil) }
+        // `4</memfd:x>(deleted)`: the kernel's " (deleted)" suffix, outside the brackets.
+        var deleted = false
+        if rest.hasSuffix("(deleted)") {
+            deleted = true
+            rest = rest.dropLast(9)
+            while rest.last == " " { rest = rest.dropLast() }
+        }
         guard rest.first == "<", rest.last == ">" else { return nil }
-        return (n, unescapePath(String(rest.dropFirst().dropLast())))
+        return (n, unescapePath(String(rest.dropFirst().dropLast())) + (deleted ? " (deleted)" : ""))
     }
 
     /// A C string as strace prints it (`"a\"b\n"`, possibly followed by `...`), decoded.

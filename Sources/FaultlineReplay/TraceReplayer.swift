@@ -155,12 +155,15 @@ public final class TraceReplayer {
         let extent = fileExtents[path] ?? Linux.pageSize
         let isShm = path.hasPrefix("/memfd:") || path.hasPrefix("/dev/shm/") || path.hasPrefix("/SYSV")
         let f: MMFile
-        if stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG {
+        if stat(path, &st) == 0 {
             let dev = UInt64(st.st_dev)
             let major = UInt32(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
             let minor = UInt32((dev & 0xff) | ((dev >> 12) & ~0xff))
-            f = MMFile(path: path, size: UInt64(st.st_size), capacity: max(UInt64(st.st_size), extent),
-                       frames: system.frames, device: (major, minor), inode: UInt64(st.st_ino))
+            // A regular file has its size here; a device (/dev/zero) reads as zeros throughout.
+            let size = (st.st_mode & S_IFMT) == S_IFREG ? UInt64(st.st_size) : extent
+            f = MMFile(path: path, size: size, capacity: max(size, extent), frames: system.frames,
+                       isShmem: isShm, device: (major, minor), inode: UInt64(st.st_ino),
+                       placement: (st.st_mode & S_IFMT) == S_IFREG && !isShm ? .thpAligned : .plain)
         } else {
             f = MMFile(path: path, size: extent, frames: system.frames, isShmem: isShm, device: isShm ? (0, 1) : (0, 0))
         }
@@ -260,7 +263,12 @@ public final class TraceReplayer {
         case let .mmap(addr, len, prot, flags, fd, path, off):
             var f = MapFlags(rawValue: flags)
             let anonymous = f.contains(.anonymous)
-            let file: MMFile? = anonymous || fd < 0 ? nil : self.file(path ?? "fd \(fd) of pid \(c.pid)")
+            var file: MMFile? = anonymous || fd < 0 ? nil : self.file(path ?? "fd \(fd) of pid \(c.pid)")
+            // mmap_zero(): a shared mapping of /dev/zero is anonymous shared memory.
+            if path == "/dev/zero", f.type == MapFlags.shared.rawValue, off == 0 {
+                file = nil
+                f.insert(.anonymous)
+            }
             if let e = rec.errno, file != nil, Self.fileStateErrnos.contains(e) { skip("file state (\(e))"); return }
             summary.replayed += 1
             if rec.succeeded, let want = rec.value {

@@ -8,6 +8,26 @@ import Testing
 struct RegressionTests {
     static let designs = Design.allCases
 
+    /// sys_mmap() checks the offset before ksys_mmap_pgoff() looks up the descriptor, and
+    /// huge pages fail as on a host with an empty pool (nr_hugepages 0).
+    @Test(arguments: designs)
+    func mmapArgumentOrderAndHugePages(design: Design) {
+        let mm = makeSpace(design)
+        let huge = MapFlags.hugeTLB
+        #expect(mm.mmap(0, page, [.read], [.private], offset: 17).error == .EINVAL)
+        #expect(mm.mmap(0, page, [.read], [.private]).error == .EBADF)
+        let f = mm.system.makeFile(path: "/f", size: 4 * page)
+        #expect(mm.mmap(0, page, [.read], [.private, huge], file: f).error == .EINVAL, "not hugetlbfs")
+        #expect(mm.mmap(0, 2 << 20, rw, [.private, .anonymous, huge]).error == .ENOMEM)
+        #expect(mm.mmap(0, 2 << 20, rw, [.sharedValidate, .anonymous, huge]).error == .ENOMEM, "a file to do_mmap")
+        #expect(mm.mmap(0, 1 << 16, [.read], [.private, .anonymous, huge, MapFlags(rawValue: 16 << 26)]).error == .EINVAL, "no 64 KiB pages")
+        #expect(mm.mmap(0, 1 << 30, [.read], [.private, .anonymous, huge, MapFlags(rawValue: 30 << 26)]).error == .ENOMEM)
+        #expect(mm.mmap(0x6000_0000_1000, page, [.read], [.private, .anonymous, huge, .fixed]).error == .EINVAL, "unaligned")
+        #expect(mm.mmap(0, 2 << 20, rw, [.shared, .anonymous, huge], offset: page).error == .EINVAL, "offset")
+        #expect(mm.mmap(0, 0, rw, [.private, .anonymous, huge]).error == .EINVAL)
+        #expect(mm.mapCount == 0)
+    }
+
     /// mprotect starting inside a VMA (Linux starts its walk at the VMA's own start).
     @Test(arguments: designs)
     func mprotectFromInsideAVMA(design: Design) {

@@ -21,7 +21,7 @@ func replay(_ text: String, design: Design = .global, pid: Int? = nil) throws ->
 struct RecordedTraceTests {
     @Test("Each recorded trace replays with no mismatch", arguments: [
         "python-numpy-threads.strace", "python-multiprocessing.strace", "gcc-vfork-exec.strace", "perl-mremap.strace",
-        "git-log.strace", "calls-errors.strace", "sh-stderr-pids.strace", "cat-maps.strace",
+        "git-log.strace", "calls-errors.strace", "sh-stderr-pids.strace", "cat-maps.strace", "odd-mappings.strace",
     ])
     func noMismatch(_ name: String) throws {
         let (s, _) = try replay(try loadTrace(name))
@@ -78,6 +78,25 @@ struct RecordedTraceTests {
         let missing = kernel.filter { !execveMade.contains($0.path) && !modelText.contains($0.description) }
         #expect(missing.count == 1 && missing[0].end - missing[0].start == 139_264, "\(missing)")
         #expect(s.inferred == 2, "exe RELRO and ld.so RELRO")
+    }
+
+    @Test("--maps of odd mappings: /dev/zero, memfd, shm, hints, MAP_32BIT as the kernel printed them")
+    func oddMappings() throws {
+        let (s, _) = try replay(try loadTrace("odd-mappings.strace"))
+        let kernel = try loadTrace("odd-mappings.kernel-maps").split(separator: "\n").compactMap { MapsLine(parsing: $0) }
+        // Inodes of memfd and shm files, and the shm file's later unlink, are not in the trace;
+        // mlock (skipped) split the private /dev/zero mapping.
+        func key(_ l: MapsLine) -> String {
+            "\(l.start)-\(l.end) \(l.perms) \(l.path.replacingOccurrences(of: " (deleted)", with: ""))"
+        }
+        let kernelKeys = Set(kernel.map(key))
+        let model = s.maps.filter { $0.path != "[inferred]" && $0.path != "/dev/zero" || $0.perms.hasSuffix("s") }
+        #expect(model.count >= 15)
+        for line in model { #expect(kernelKeys.contains(key(line)), "model has \(line)") }
+        #expect(s.maps.contains { $0.path == "/dev/zero (deleted)" && $0.perms == "rw-s" }, "shmem_zero_setup")
+        #expect(s.maps.contains { $0.path == "/memfd:faultline (deleted)" })
+        #expect(s.maps.contains { $0.start < 0x1_0000_0000 && $0.path.isEmpty }, "MAP_32BIT below 4 GiB")
+        #expect(s.skippedByReason["other: mlock"] == 1)
     }
 
     @Test("A doctored trace: each changed result is reported with its line")
