@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,4 +116,10 @@ void fl_yield(void) { sched_yield(); }
 void fl_sleep_ns(uint64_t ns) {
     struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull), .tv_nsec = (long)(ns % 1000000000ull)};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+uint64_t fl_commit_limit_pages(void) {
+    struct sysinfo si;
+    if (sysinfo(&si) != 0) return UINT64_MAX;
+    return ((uint64_t)si.totalram + (uint64_t)si.totalswap) * (uint64_t)si.mem_unit / 4096;
 }

@@ -85,6 +85,13 @@ struct CallGenerator {
     }
 
     mutating func mmap(_ mm: AddressSpace) -> Call {
+        if chance(1) {
+            // More memory than RAM + swap, charged: heuristic overcommit refuses it (private
+            // writable, or anonymous shared without MAP_NORESERVE).
+            let len = (Linux.hostCommitLimitPages + 1 + below(64)) * page
+            let type = chance(50) ? MapFlags.private.rawValue : MapFlags.shared.rawValue
+            return .mmap(addr: 0, length: len, prot: 3, flags: type | MapFlags.anonymous.rawValue, fd: -1, offset: 0)
+        }
         var flags: UInt32
         let t = below(100)
         if t < 55 { flags = MapFlags.private.rawValue }

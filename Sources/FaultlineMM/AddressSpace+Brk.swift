@@ -31,6 +31,7 @@ extension AddressSpace {
         // do_brk_flags(): extend the brk VMA if it ends here, else add one.
         let flags: VMFlags = VMFlags.dataDefault.union(.account)
         if mapCount > config.maxMapCount { return origBrk }
+        if !vmEnoughMemory((newBrk - oldBrk) >> Linux.pageShift) { return origBrk }
         let c = MergeCandidate(flags: flags, file: 0, anonName: 0, anonVMA: 0, uncowed: false, pgoff: oldBrk >> Linux.pageShift)
         var expanded = false
         if let prev = tree.lookup(oldBrk - 1), prev.vmEnd == oldBrk, prev.vmStart >= startBrkValue {

@@ -195,6 +195,20 @@ extension AddressSpace {
             return .failure(.ENOMEM)
         }
 
+        // __mmap_prepare(): private writable memory is charged, less what it replaces;
+        // shmem_zero_setup() charges anonymous shared memory unless MAP_NORESERVE.
+        if accountable(vmFlags) || (file == nil && vmFlags.contains(.shared) && !vmFlags.contains(.noReserve)) {
+            var charged = len >> Linux.pageShift
+            if accountable(vmFlags) {
+                tree.forEach(addr, addr + len) { v in
+                    if v.vmFlags.contains(.account) {
+                        charged -= (min(v.vmEnd, addr + len) - max(v.vmStart, addr)) >> Linux.pageShift
+                    }
+                    return true
+                }
+            }
+            if !vmEnoughMemory(charged) { return .failure(.ENOMEM) }
+        }
         switch mmapRegion(file: file, addr: addr, len: len, flags: vmFlags, pgoff: pgoff) {
         case .failure(let e): return .failure(e)
         case .success:

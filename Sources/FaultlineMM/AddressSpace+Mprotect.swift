@@ -44,7 +44,10 @@ extension AddressSpace {
             let old = vma.vmFlags
             if newFlags != old {
                 if newFlags.contains(.write) {
-                    if old.isDisjoint(with: [.account, .write, .hugeTLB, .shared, .noReserve]) { newFlags.insert(.account) }
+                    if old.isDisjoint(with: [.account, .write, .hugeTLB, .shared, .noReserve]) {
+                        if !vmEnoughMemory((tmp - nstart) >> Linux.pageShift) { return .failure(.ENOMEM) }
+                        newFlags.insert(.account)
+                    }
                 } else if old.contains(.account) && vma.isAnonymous && vma.anonVMA == 0 {
                     newFlags.remove(.account)
                 }

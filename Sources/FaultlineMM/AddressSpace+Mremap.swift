@@ -69,6 +69,7 @@ extension AddressSpace {
             let vma = r.vma!
             // Grow in place when [addr, addr + old_len) ends the VMA and the space after is free.
             if vma.vmEnd - r.addr == r.oldLen && expandable(vma, r.delta) {
+                if !charge(r) { return .failure(.ENOMEM) }
                 let c = MergeCandidate(flags: vma.vmFlags, file: vma.fileBits, anonName: vma.anonNameID,
                                        anonVMA: vma.anonVMA, uncowed: vma.hadUncowedParents,
                                        pgoff: vma.vmPgoff + pages(vma))
@@ -153,6 +154,15 @@ extension AddressSpace {
         }
     }
 
+    /// `vrm_charge()`: an accounted VMA charges the growth, or with MREMAP_DONTUNMAP the
+    /// whole new length.
+    func charge(_ r: Remap) -> Bool {
+        guard let v = r.vma, v.vmFlags.contains(.account) else { return true }
+        let pages = r.flags.contains(.dontUnmap) ? r.newLen >> Linux.pageShift
+            : (r.newLen > r.oldLen ? (r.newLen - r.oldLen) >> Linux.pageShift : 0)
+        return vmEnoughMemory(pages)
+    }
+
     /// `vma_expandable()`.
     func expandable(_ v: VMARef, _ delta: UInt64) -> Bool {
         let end = v.vmEnd &+ delta
@@ -182,6 +192,7 @@ extension AddressSpace {
     /// tables, then unmaps the source — or, with MREMAP_DONTUNMAP, leaves it in place, empty.
     func moveVMA(_ r: inout Remap) -> Result<UInt64, Errno> {
         if mapCount + 2 > config.maxMapCount { return .failure(.ENOMEM) }
+        if !charge(r) { return .failure(.ENOMEM) }
         var vma = r.vma!
         vmaStartWrite(vma)
         // copy_vma(): an anonymous VMA never faulted takes the pgoff of its new place.

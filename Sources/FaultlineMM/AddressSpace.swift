@@ -131,6 +131,10 @@ public final class AddressSpace: @unchecked Sendable {
         public var thpAlignAnonymous = true
         /// `vm.overcommit_memory != 2`: `MAP_NORESERVE` is honoured.
         public var honourNoReserve = true
+        /// `vm.overcommit_memory = 0`: a call that would commit more pages than this (RAM +
+        /// swap; the host's by default) fails with ENOMEM (`__vm_enough_memory`). nil:
+        /// `overcommit_memory = 1`, never refused.
+        public var commitLimitPages: UInt64? = Linux.hostCommitLimitPages
         /// Read faults on private anonymous memory map the shared zero page.
         public var useZeroPage = true
         /// `mm->start_stack`, for the `[stack]` name (nil: no stack modelled).
@@ -207,6 +211,14 @@ public final class AddressSpace: @unchecked Sendable {
 
     deinit {
         teardown()
+    }
+
+    /// `security_vm_enough_memory_mm()` under heuristic overcommit: only one call's own
+    /// charge is compared with RAM + swap.
+    @inline(__always)
+    func vmEnoughMemory(_ pages: UInt64) -> Bool {
+        guard let limit = config.commitLimitPages else { return true }
+        return pages <= limit
     }
 
     /// VMAs in the tree (`mm->map_count`).

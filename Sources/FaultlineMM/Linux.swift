@@ -1,5 +1,11 @@
+import CFaultline
+
 /// Constants of Linux x86-64 (4-level paging), as the kernel defines them.
 public enum Linux {
+    /// `totalram_pages() + total_swap_pages` of this machine: the most one call may commit
+    /// under the default heuristic overcommit (`vm.overcommit_memory = 0`).
+    public static let hostCommitLimitPages: UInt64 = fl_commit_limit_pages()
+
     public static let pageShift: UInt64 = 12
     public static let pageSize: UInt64 = 1 << pageShift
     public static let pageMask: UInt64 = ~(pageSize - 1)
@@ -89,9 +95,11 @@ public struct MapFlags: OptionSet, Hashable, Sendable {
     /// `MAP_32BIT`.
     public static let bit32 = MapFlags(rawValue: 0x40)
 
-    /// The flags `MAP_SHARED_VALIDATE` accepts (`LEGACY_MAP_MASK` | `MAP_SYNC` | …).
+    /// The flags `MAP_SHARED_VALIDATE` accepts (`LEGACY_MAP_MASK` | `MAP_SYNC` | …), with
+    /// MAP_ABOVE4G (0x80) and the MAP_HUGE_2MB | MAP_HUGE_1GB size bits.
     static let legacyMask: MapFlags = [.shared, .private, .fixed, .anonymous, .denyWrite, .executable, .uninitialized,
-                                        .growsDown, .locked, .noReserve, .populate, .nonBlock, .stack, .hugeTLB, .bit32]
+                                        .growsDown, .locked, .noReserve, .populate, .nonBlock, .stack, .hugeTLB, .bit32,
+                                        MapFlags(rawValue: 0x80), MapFlags(rawValue: (21 << 26) | (30 << 26))]
     public var type: UInt32 { rawValue & 0x0f }
 }
 

@@ -27,8 +27,11 @@ public final class MMFile: @unchecked Sendable {
     public let placement: FilePlacement
     let frames: FramePool
     let sizeWord: Atomic<UInt64>
-    /// Page cache: frame number + 1 per page index, 0 when not cached.
-    @usableFromInline let cache: UnsafeMutablePointer<Atomic<UInt32>>
+    /// Page cache (the kernel's xarray, two levels here): chunk tables of `chunkPages` slots,
+    /// allocated on first use, each slot the frame number + 1 of a page index, 0 when not
+    /// cached. Sparse, so that a 64 TiB MAP_NORESERVE shared mapping costs a top table only.
+    @usableFromInline let chunks: UnsafeMutablePointer<Atomic<UInt>>
+    @usableFromInline let chunkCount: Int
     public let capacityPages: Int
     /// File contents beyond the page cache; nil reads as zeros.
     let backing: UnsafeMutableRawPointer?
@@ -54,8 +57,9 @@ public final class MMFile: @unchecked Sendable {
         sizeWord = Atomic(size)
         let cap = Linux.pageAlign(max(capacity ?? size, size)) / Linux.pageSize
         capacityPages = Int(cap)
-        cache = .allocate(capacity: max(capacityPages, 1))
-        for i in 0..<max(capacityPages, 1) { (cache + i).initialize(to: Atomic(0)) }
+        chunkCount = max((capacityPages + Self.chunkPages - 1) >> Self.chunkShift, 1)
+        chunks = .allocate(capacity: chunkCount)
+        for i in 0..<chunkCount { (chunks + i).initialize(to: Atomic(0)) }
         if let contents, !contents.isEmpty {
             let total = Int(cap) * Int(Linux.pageSize)
             let b = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 4096)
@@ -73,12 +77,41 @@ public final class MMFile: @unchecked Sendable {
     }
 
     deinit {
-        for i in 0..<capacityPages {
-            let v = cache[i].load(ordering: .relaxed)
-            if v != 0 { frames.put(FrameNumber(v - 1)) }
+        for c in 0..<chunkCount {
+            guard let t = chunk(c) else { continue }
+            for i in 0..<slotsInChunk(c) {
+                let v = t[i].load(ordering: .relaxed)
+                if v != 0 { frames.put(FrameNumber(v - 1)) }
+            }
+            t.deallocate()
         }
-        cache.deallocate()
+        chunks.deallocate()
         backing?.deallocate()
+    }
+
+    @usableFromInline static let chunkShift = 15
+    @usableFromInline static let chunkPages = 1 << chunkShift
+
+    /// Chunk `c`'s table, or nil if nothing in it was ever cached.
+    @inlinable @inline(__always)
+    func chunk(_ c: Int) -> UnsafeMutablePointer<Atomic<UInt32>>? {
+        UnsafeMutablePointer(bitPattern: chunks[c].load(ordering: .acquiring))
+    }
+
+    func slotsInChunk(_ c: Int) -> Int { min(Self.chunkPages, capacityPages - (c << Self.chunkShift)) }
+
+    /// The slot of page `index`, allocating its chunk (`xas_create`).
+    func slotCreating(_ index: UInt64) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        let c = Int(index >> UInt64(Self.chunkShift))
+        let i = Int(index & UInt64(Self.chunkPages - 1))
+        if let t = chunk(c) { return t + i }
+        let n = slotsInChunk(c)
+        let t = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: n)
+        for k in 0..<n { (t + k).initialize(to: Atomic(0)) }
+        let r = chunks[c].compareExchange(expected: 0, desired: UInt(bitPattern: t), ordering: .acquiringAndReleasing)
+        if r.exchanged { return t + i }
+        t.deallocate()
+        return UnsafeMutablePointer<Atomic<UInt32>>(bitPattern: r.original)! + i
     }
 
     public var size: UInt64 { sizeWord.load(ordering: .relaxed) }
@@ -92,8 +125,8 @@ public final class MMFile: @unchecked Sendable {
     /// `filemap_get_folio()`: the cached frame of page `index`, or nil.
     @inlinable @inline(__always)
     public func cachedPage(_ index: UInt64) -> FrameNumber? {
-        guard index < UInt64(capacityPages) else { return nil }
-        let v = cache[Int(index)].load(ordering: .acquiring)
+        guard index < UInt64(capacityPages), let t = chunk(Int(index >> UInt64(Self.chunkShift))) else { return nil }
+        let v = t[Int(index & UInt64(Self.chunkPages - 1))].load(ordering: .acquiring)
         return v == 0 ? nil : FrameNumber(v - 1)
     }
 
@@ -108,7 +141,7 @@ public final class MMFile: @unchecked Sendable {
         if let backing {
             frames.pointer(f).copyMemory(from: backing + Int(index) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
         }
-        let r = cache[Int(index)].compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
+        let r = slotCreating(index).pointee.compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
         if !r.exchanged {
             frames.put(f)
             return FrameNumber(r.original - 1)
@@ -126,9 +159,12 @@ public final class MMFile: @unchecked Sendable {
         precondition(Linux.pageAlign(newSize) / Linux.pageSize <= UInt64(capacityPages), "beyond capacity")
         sizeWord.store(newSize, ordering: .relaxed)
         let keep = Int(Linux.pageAlign(newSize) / Linux.pageSize)
-        for i in keep..<capacityPages {
-            let v = cache[i].exchange(0, ordering: .acquiringAndReleasing)
-            if v != 0 { frames.put(FrameNumber(v - 1)) }
+        for c in (keep >> Self.chunkShift)..<chunkCount {
+            guard let t = chunk(c) else { continue }
+            for i in max(keep - (c << Self.chunkShift), 0)..<slotsInChunk(c) {
+                let v = t[i].exchange(0, ordering: .acquiringAndReleasing)
+                if v != 0 { frames.put(FrameNumber(v - 1)) }
+            }
         }
     }
 

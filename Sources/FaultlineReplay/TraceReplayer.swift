@@ -152,7 +152,9 @@ public final class TraceReplayer {
     func file(_ path: String) -> MMFile {
         if let f = files[path] { return f }
         var st = stat()
-        let extent = fileExtents[path] ?? Linux.pageSize
+        // The page-cache table is sized by the file: a trace that maps far into a file (or a
+        // malformed one) gets at most `maxFileBytes` of it; faults beyond read as past EOF.
+        let extent = min(fileExtents[path] ?? Linux.pageSize, Self.maxFileBytes)
         let isShm = path.hasPrefix("/memfd:") || path.hasPrefix("/dev/shm/") || path.hasPrefix("/SYSV")
         let f: MMFile
         if stat(path, &st) == 0 {
@@ -160,7 +162,7 @@ public final class TraceReplayer {
             let major = UInt32(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
             let minor = UInt32((dev & 0xff) | ((dev >> 12) & ~0xff))
             // A regular file has its size here; a device (/dev/zero) reads as zeros throughout.
-            let size = (st.st_mode & S_IFMT) == S_IFREG ? UInt64(st.st_size) : extent
+            let size = (st.st_mode & S_IFMT) == S_IFREG ? min(UInt64(st.st_size), Self.maxFileBytes) : extent
             f = MMFile(path: path, size: size, capacity: max(size, extent), frames: system.frames,
                        isShmem: isShm, device: (major, minor), inode: UInt64(st.st_ino),
                        placement: (st.st_mode & S_IFMT) == S_IFREG && !isShm ? .thpAligned : .plain)
@@ -170,6 +172,8 @@ public final class TraceReplayer {
         files[path] = f
         return f
     }
+
+    static let maxFileBytes: UInt64 = 4 << 30
 
     func skip(_ reason: String) { summary.skippedByReason[reason, default: 0] += 1 }
 
@@ -387,6 +391,9 @@ public final class TraceReplayer {
         }
         if cursor < end { holes.append(cursor..<end) }
         for h in holes {
+            // Each its own file (page-cache table sized to it); a hole too large for that is
+            // not what execve maps — left alone, so the model's own result stands.
+            guard h.upperBound - h.lowerBound <= Self.maxFileBytes else { continue }
             let f = MMFile(path: "[inferred]", size: h.upperBound - h.lowerBound, frames: system.frames, device: (0, 0), inode: 0)
             let flags: MapFlags = [.private, .fixedNoReplace]
             let prot: Prot = [.read, .write]

@@ -28,6 +28,33 @@ struct RegressionTests {
         #expect(mm.mapCount == 0)
     }
 
+    /// Heuristic overcommit: one call may not charge more than RAM + swap (the host's, as the
+    /// differential tester checks); MAP_NORESERVE and read-only private memory are not charged,
+    /// and a 64 TiB MAP_NORESERVE shared mapping works (the page cache is sparse).
+    @Test(arguments: designs)
+    func overcommitHeuristic(design: Design) {
+        let mm = makeSpace(design)
+        let over = (Linux.hostCommitLimitPages + 1) * page
+        #expect(mm.mmap(0, over, rw, [.private, .anonymous]).error == .ENOMEM)
+        #expect(mm.mmap(0, over, rw, [.shared, .anonymous]).error == .ENOMEM)
+        #expect(mm.mmap(0, over, [.read], [.shared, .anonymous]).error == .ENOMEM, "shmem is charged whatever the protection")
+        let ro = mm.mmap(0, over, [.read], [.private, .anonymous]).must()
+        #expect(mm.mprotect(ro, over, rw).error == .ENOMEM, "becoming writable charges it")
+        #expect(mm.munmap(ro, over).succeeded)
+        let nr = mm.mmap(0, over, rw, [.private, .anonymous, .noReserve]).must()
+        #expect(mm.munmap(nr, over).succeeded)
+        let big: UInt64 = 64 << 40
+        let sh = mm.mmap(0, big, rw, [.shared, .anonymous, .noReserve]).must()
+        #expect(mm.store(sh + big - page, 7).succeeded)
+        #expect(mm.load(sh + big - page) == .success(7))
+        #expect(mm.munmap(sh, big).succeeded)
+        let small = mm.mmap(0, 4 * page, rw, [.private, .anonymous]).must()
+        #expect(mm.mremap(small, 4 * page, over + 4 * page, [.mayMove]).error == .ENOMEM, "growth of accounted memory is charged")
+        #expect(mm.mremap(small, 4 * page, over, [.mayMove]).succeeded, "only the growth is charged")
+        let start = mm.currentBrk
+        #expect(mm.brk(start + over) == start, "brk refused")
+    }
+
     /// mprotect starting inside a VMA (Linux starts its walk at the VMA's own start).
     @Test(arguments: designs)
     func mprotectFromInsideAVMA(design: Design) {

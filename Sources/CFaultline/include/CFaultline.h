@@ -81,6 +81,9 @@ void fl_yield(void);
 /// Sleeps for ns nanoseconds.
 void fl_sleep_ns(uint64_t ns);
 
+/// totalram_pages() + total_swap_pages, in 4 KiB pages (sysinfo(2)); UINT64_MAX if unknown.
+uint64_t fl_commit_limit_pages(void);
+
 #ifdef __cplusplus
 }
 #endif
