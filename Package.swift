@@ -37,6 +37,11 @@ let package = Package(
         .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"], swiftSettings: invariants),
         .target(name: "FaultlineWorkloads", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineReplay", dependencies: ["FaultlineWorkloads", "FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        // Fuzz targets: the checks are a library (the test suite runs the corpora through them);
+        // the executables are libFuzzer entries when built by Fuzz/run, corpus runners otherwise.
+        .target(name: "FaultlineFuzz", dependencies: ["FaultlineReplay", "FaultlineMM"], swiftSettings: invariants),
+        .executableTarget(name: "fuzz-strace", dependencies: ["FaultlineFuzz"]),
+        .executableTarget(name: "fuzz-syscalls", dependencies: ["FaultlineFuzz"]),
         .target(name: "FaultlineReport", dependencies: ["FaultlineReplay", "FaultlineWorkloads", "FaultlineMM", "CFaultline"], swiftSettings: invariants),
         .target(name: "FaultlineBench", dependencies: ["FaultlineMM", "FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
         .executableTarget(
@@ -56,6 +61,7 @@ let package = Package(
         .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
         .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees"]),
         .testTarget(name: "FaultlineDesignsTests", dependencies: ["FaultlineDesigns", "FaultlineMM", "FaultlineSync"]),
+        .testTarget(name: "FaultlineFuzzTests", dependencies: ["FaultlineFuzz"]),
         .testTarget(name: "FaultlineReplayTests", dependencies: ["FaultlineReplay", "FaultlineMM"], exclude: ["Traces"]),
         .testTarget(name: "FaultlineWorkloadsTests", dependencies: ["FaultlineWorkloads", "FaultlineReport", "FaultlineReplay", "FaultlineMM"]),
         .testTarget(

@@ -210,6 +210,8 @@ extension AddressSpace {
     /// waits for them with every lock dropped (as reclaim would) and tries again.
     @inlinable
     public func fault(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        // A user address above TASK_SIZE has no VMA (and no page range a lock could cover).
+        guard address < config.taskSize else { return .failure(.segvMapErr) }
         let r = faultOnce(address, kind)
         if case .failure(.oom) = r, frames.deferredFrames > 0 { return faultAfterReclaim(address, kind) }
         return r

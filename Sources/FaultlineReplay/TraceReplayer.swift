@@ -405,3 +405,16 @@ public final class TraceReplayer {
         }
     }
 }
+
+extension TraceReplayer {
+    /// Every address space still alive (processes not yet exited, and the chosen one), checked
+    /// at rest with the frames they map (`MMSystem.checkQuiescent`): empty when consistent.
+    public func checkInvariants() -> [String] {
+        var seen: Set<ObjectIdentifier> = []
+        var spaces: [AddressSpace] = []
+        for p in Array(tasks.values) + (chosenProcess.map { [$0] } ?? []) where seen.insert(ObjectIdentifier(p)).inserted {
+            spaces.append(p.mm)
+        }
+        return system.checkQuiescent(spaces)
+    }
+}

@@ -1,0 +1,137 @@
+import FaultlineMM
+
+/// Bytes decoded into a sequence of memory calls (and page touches, and forks) on the model,
+/// under a design the first byte picks. After every call the address space must be
+/// consistent (`checkQuiescent`: tree, VMAs, locks and counts at rest, every PTE allowed by
+/// its VMA and mapping a live frame); a byte stored must read back; at the end every frame's
+/// reference and map counts must match the page tables of every space. Violations trap.
+public enum SyscallFuzz {
+    /// The window most addresses fall in, so that calls meet each other's mappings.
+    static let base: UInt64 = 0x7000_0000_0000
+    static let page = Linux.pageSize
+    static let populateLimit: UInt64 = 16 << 20
+
+    struct Bytes {
+        var b: UnsafeBufferPointer<UInt8>
+        var i = 0
+        var isEmpty: Bool { i >= b.count }
+        mutating func u8() -> UInt8 {
+            defer { i += 1 }
+            return i < b.count ? b[i] : 0
+        }
+        mutating func u64() -> UInt64 {
+            var v: UInt64 = 0
+            for _ in 0..<8 { v = v << 8 | UInt64(u8()) }
+            return v
+        }
+        mutating func addr() -> UInt64 {
+            let k = u8()
+            switch k & 0xf {
+            case 0: return 0
+            case 1: return u64()
+            case 2: return base + UInt64(u8()) * page + UInt64(u8() & 0x7)   // unaligned
+            default: return base + UInt64(k >> 4 | (u8() & 0x3) << 4) * page
+            }
+        }
+        mutating func len() -> UInt64 {
+            let k = u8()
+            switch k & 0xf {
+            case 0: return 0
+            case 1: return u64()
+            case 2: return UInt64(u8()) * page + UInt64(u8())
+            case 3: return (2 << 20) * UInt64(1 + (k >> 4))    // huge-page sized
+            default: return UInt64(1 + (k >> 4)) * page
+            }
+        }
+        mutating func prot() -> Prot {
+            let k = u8()
+            var p = Prot(rawValue: UInt32(k & 7))
+            if k & 0x40 != 0 { p.insert(.growsDown) }
+            if k & 0x80 != 0 && k & 0x20 != 0 { p = Prot(rawValue: p.rawValue | 0x10) }   // unknown bit
+            return p
+        }
+        mutating func mapFlags() -> MapFlags {
+            let k = u8(), m = u8()
+            var f: MapFlags = [[.private], [.shared], [.sharedValidate], []][Int(k & 3)]
+            if k & 0x04 != 0 { f.insert(.anonymous) }
+            if k & 0x08 != 0 { f.insert(.fixed) }
+            if k & 0x10 != 0 { f.insert(.fixedNoReplace) }
+            if k & 0x20 != 0 { f.insert(.populate) }
+            if k & 0x40 != 0 { f.insert(.noReserve) }
+            if k & 0x80 != 0 { f.insert(.growsDown) }
+            if m & 0x01 != 0 { f.insert(.stack) }
+            if m & 0x02 != 0 { f.insert(.locked) }
+            if m & 0x04 != 0 { f.insert(.hugeTLB); f.formUnion(MapFlags(rawValue: UInt32(m >> 3 & 0x1f) << 26)) }
+            if m & 0xe0 == 0xe0 { f.insert(MapFlags(rawValue: 1 << 22)) }   // an unknown flag
+            return f
+        }
+    }
+
+    public static func run(_ input: UnsafeBufferPointer<UInt8>) {
+        var r = Bytes(b: input)
+        let design = Design.allCases.filter { $0 != .brokenSPF }[Int(r.u8()) % 7]
+        let system = MMSystem(frames: 512)
+        var cfg = AddressSpace.Configuration()
+        cfg.commitLimitPages = 1 << 20   // 4 GiB: the same on every machine
+        var spaces = [AddressSpace(system: system, design: design, configuration: cfg)]
+        let files = [system.makeFile(path: "/f0", size: 5 * page + 100), system.makeFile(path: "/f1", size: 64 * page)]
+        var steps = 0
+        while !r.isEmpty && steps < 96 {
+            steps += 1
+            let op = r.u8()
+            let mm = spaces[Int(op >> 5) % spaces.count]
+            switch op & 0x1f {
+            case 0, 1, 2:
+                let a = r.addr(), l = r.len(), p = r.prot()
+                var f = r.mapFlags()
+                // Populating is a fault per page, as in the kernel: keep an input's work bounded.
+                if l > Self.populateLimit { f.subtract([.populate, .locked]) }
+                let which = r.u8()
+                let file: MMFile? = f.contains(.anonymous) || which & 3 == 3 ? nil : files[Int(which & 1)]
+                let off = which & 4 != 0 ? UInt64(r.u8() & 0x1f) * page + (which & 8 != 0 ? 17 : 0) : 0
+                if case .success(let got) = mm.mmap(a, l, p, f, file: file, offset: off) {
+                    precondition(Linux.offsetInPage(got) == 0, "mmap returned \(got)")
+                    precondition(!f.contains(.fixed) || got == a, "MAP_FIXED placed elsewhere")
+                }
+            case 3, 4:
+                _ = mm.munmap(r.addr(), r.len())
+            case 5, 6:
+                _ = mm.mprotect(r.addr(), r.len(), r.prot())
+            case 7:
+                let a = r.addr(), o = r.len(), n = r.len(), f = MremapFlags(rawValue: UInt32(r.u8() & 0xf))
+                _ = mm.mremap(a, o, n, f, newAddress: r.addr())
+            case 8, 9:
+                let a = r.addr(), l = r.len()
+                let k = r.u8()
+                let adv = k < 200 ? Int32(k % 26) : Int32(bitPattern: UInt32(k) << 24)
+                let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
+                _ = mm.madvise(a, populates.contains(adv) ? min(l, Self.populateLimit) : l, adv)
+            case 10:
+                let k = r.u8()
+                _ = mm.brk(k & 1 == 0 ? mm.currentBrk &+ UInt64(k >> 1) * page : mm.startBrk &+ UInt64(k) * 100)
+            case 11:
+                if spaces.count < 3 { spaces.append(mm.fork()) }
+            case 12...21:
+                let a = r.addr()
+                let v = r.u8()
+                if op & 1 == 0 {
+                    if case .success = mm.store(a, v) {
+                        precondition(mm.load(a) == .success(v), "a stored byte did not read back")
+                    }
+                } else {
+                    _ = mm.load(a)
+                }
+            case 22:
+                if spaces.count > 1 { spaces.remove(at: Int(r.u8()) % spaces.count) }
+            default:
+                _ = mm.fault(r.addr(), [.read, .write, .exec][Int(r.u8()) % 3])
+            }
+            var problems: [String] = []
+            var mappings = FrameMappings()
+            mm.checkQuiescent(&problems, &mappings)
+            precondition(problems.isEmpty, problems.joined(separator: "\n"))
+        }
+        let problems = system.checkQuiescent(spaces)
+        precondition(problems.isEmpty, problems.joined(separator: "\n"))
+    }
+}
