@@ -16,6 +16,12 @@ public enum MemoryCall: Equatable, Sendable {
     /// Counted and skipped.
     case other(String)
 
+    /// exit and exit_group: they return nothing (`= ?`).
+    var endsTask: Bool {
+        if case .exit = self { return true }
+        return false
+    }
+
     /// Decodes `call`; a call the replay acts on whose arguments it cannot read throws.
     public init(_ call: TraceCall) throws {
         let a = call.args

@@ -184,9 +184,9 @@ public final class TraceReplayer {
             case .call(let c): replay(c, at: i)
             case .exited(let pid, _, _), .killed(let pid, _, _): endTask(pid)
             case .signal: break
-            case .unfinished(let pid, _, let name):
+            case .unfinished(_, _, let name):
+                // A trace cut short, or a thread killed mid-call; exit and execve never return.
                 if name != "exit" && name != "exit_group" && name != "execve" { skip("unfinished") }
-                _ = pid
             }
         }
         if let pid = chosenPid, let p = tasks[pid] {
@@ -256,7 +256,8 @@ public final class TraceReplayer {
             return
         }
         if case .other(let name) = call { skip("other: " + name); return }
-        if c.result.value == nil, case .exit = call {} else if c.result.value == nil, case .execve = call {} else if c.result.value == nil {
+        // `= ?`: normal for exit (it does not return); any other call's effect is unknown.
+        if c.result.value == nil && !call.endsTask {
             skip("no result")
             return
         }
