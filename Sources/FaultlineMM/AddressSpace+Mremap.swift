@@ -64,7 +64,7 @@ extension AddressSpace {
         case .same:
             return .success(r.addr)
         case .shrink:
-            return munmapRange(r.addr + r.newLen, r.addr + r.oldLen).map { r.addr }
+            return munmapChecked(r.addr + r.newLen, r.oldLen - r.newLen).map { r.addr }
         case .expand:
             let vma = r.vma!
             // Grow in place when [addr, addr + old_len) ends the VMA and the space after is free.
@@ -94,7 +94,7 @@ extension AddressSpace {
             r.vma = v
         }
         if r.kind == .shrink {
-            if case .failure(let e) = munmapRange(r.addr + r.newLen, r.addr + r.oldLen) { return .failure(e) }
+            if case .failure(let e) = munmapChecked(r.addr + r.newLen, r.oldLen - r.newLen) { return .failure(e) }
             guard let v = tree.lookup(r.addr) else { return .failure(.EFAULT) }
             r.vma = v
             r.oldLen = r.newLen

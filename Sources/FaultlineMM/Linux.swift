@@ -23,7 +23,8 @@ public enum Linux {
     /// its 128 MiB minimum.
     public static let defaultMmapBase: UInt64 = taskSize - (128 << 20)
 
-    @inlinable public static func pageAlign(_ x: UInt64) -> UInt64 { (x &+ pageSize - 1) & pageMask }
+    /// `PAGE_ALIGN()`: wraps to 0 past the top, as the C macro does (callers check).
+    @inlinable public static func pageAlign(_ x: UInt64) -> UInt64 { (x &+ (pageSize - 1)) & pageMask }
     @inlinable public static func pageAlignDown(_ x: UInt64) -> UInt64 { x & pageMask }
     @inlinable public static func offsetInPage(_ x: UInt64) -> UInt64 { x & (pageSize - 1) }
 }

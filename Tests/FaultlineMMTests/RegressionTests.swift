@@ -55,6 +55,23 @@ struct RegressionTests {
         #expect(mm.brk(start + over) == start, "brk refused")
     }
 
+    /// Lengths that PAGE_ALIGN wraps to 0 (found by fuzz-strace: `-4096` crashed mprotect);
+    /// results are the host's.
+    @Test(arguments: designs)
+    func lengthsThatWrapWhenAligned(design: Design) {
+        let mm = makeSpace(design)
+        let p = mm.mmap(0, 2 * page, rw, [.private, .anonymous]).must()
+        let w = UInt64(bitPattern: -4096)
+        #expect(mm.mprotect(p, w, [.read]).error == .ENOMEM)
+        #expect(mm.madvise(p, w, .dontNeed).error == .EINVAL)
+        #expect(mm.munmap(p, w).error == .EINVAL)
+        #expect(mm.mremap(p, page, w, [.mayMove]).error == .EINVAL)
+        #expect(mm.mremap(p, w, page, [.mayMove]).error == .EINVAL)
+        #expect(mm.mmap(0, w, [.read], [.private, .anonymous]).error == .ENOMEM)
+        #expect(mm.mmap(0, w + 1, [.read], [.private, .anonymous]).error == .ENOMEM)
+        #expect(layout(mm) == [line(p, p + 2 * page, "rw-p")])
+    }
+
     /// mprotect starting inside a VMA (Linux starts its walk at the VMA's own start).
     @Test(arguments: designs)
     func mprotectFromInsideAVMA(design: Design) {
