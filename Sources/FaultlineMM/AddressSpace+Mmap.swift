@@ -199,7 +199,8 @@ extension AddressSpace {
         // shmem_zero_setup() charges anonymous shared memory unless MAP_NORESERVE.
         if accountable(vmFlags) || (file == nil && vmFlags.contains(.shared) && !vmFlags.contains(.noReserve)) {
             var charged = len >> Linux.pageShift
-            if accountable(vmFlags) {
+            // Only a fixed mapping can replace accounted memory (a chosen range is free).
+            if accountable(vmFlags) && flags.contains(.fixed) {
                 tree.forEach(addr, addr + len) { v in
                     if v.vmFlags.contains(.account) {
                         charged -= (min(v.vmEnd, addr + len) - max(v.vmStart, addr)) >> Linux.pageShift
