@@ -15,11 +15,17 @@ public enum LockBenchmarks {
             seqcountBesideWriter(),
             rcuReadLock(),
             range({ ListRangeLock() }, "list-range-lock", overlapping: false, mode: .write),
+            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: false, mode: .write),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: false, mode: .write),
             range({ ListRangeLock() }, "list-range-lock", overlapping: true, mode: .write),
+            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: true, mode: .write),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: true, mode: .write),
             range({ ListRangeLock() }, "list-range-lock", overlapping: true, mode: .read),
+            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: true, mode: .read),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: true, mode: .read),
+            sweep({ ListRangeLock() }, "list-range-lock"),
+            sweep({ ListRangeLock(parking: false) }, "list-range-lock-kdi"),
+            sweep({ TreeRangeLock() }, "tree-range-lock"),
         ]
     }
 
@@ -159,6 +165,31 @@ public enum LockBenchmarks {
     }
 }
 
+
+extension LockBenchmarks {
+    /// What a fault does under the range design: each worker read-locks the next 4 KiB page
+    /// of its own 1 GiB region (a different range every time), so nodes are never re-locked.
+    static func sweep<L: RangeLock>(_ make: @escaping @Sendable () -> L, _ name: String) -> MicroScenario {
+        MicroScenario(primitive: name, scenario: "disjoint-sweep-read") { _ in
+            let lock = make()
+            return { w, stop in
+                let base = UInt64(w) << 30
+                var page: UInt64 = 0
+                var ops: UInt64 = 0
+                while !stop.isSet {
+                    for _ in 0..<stopCheckInterval {
+                        let start = base + (page & 0x3FFFF) << 12
+                        let h = lock.lock(start..<(start + 4096), mode: .read)
+                        lock.unlock(h)
+                        page &+= 1
+                    }
+                    ops &+= stopCheckInterval
+                }
+                return WorkerTally(ops: ops)
+            }
+        }
+    }
+}
 
 final class SpinBox: @unchecked Sendable { let lock = SpinLock() }
 final class RWSemBox: @unchecked Sendable { let sem = RWSemaphore() }

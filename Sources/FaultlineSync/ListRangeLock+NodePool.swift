@@ -2,7 +2,7 @@ import CFaultline
 import Synchronization
 
 extension ListRangeLock {
-    /// Per-thread magazines of 64-byte list nodes, shared by every `ListRangeLock` (nodes are
+    /// Per-thread magazines of 128-byte list nodes, shared by every `ListRangeLock` (nodes are
     /// all alike). Unlinked nodes are retired to the unlinking thread's magazine; every 64 of
     /// them go to RCU as one batch (one `call_rcu` per 64 nodes, using the first node's head),
     /// and after the grace period the batch joins a global list of ready batches that any
@@ -18,6 +18,19 @@ extension ListRangeLock {
             var free: UnsafeMutableRawPointer?
             var retired: UnsafeMutableRawPointer?
             var retiredCount: Int
+            /// The node this thread parked (`ListRangeLock.park`), its state word when parked
+            /// (generation | free), and what it locks, so a revive reads nothing shared.
+            var parked: UnsafeMutableRawPointer?
+            var parkedWord: UInt64
+            var parkedLock: UInt
+            var parkedStart: UInt64
+            var parkedEnd: UInt64
+            var parkedReader: Bool
+            /// What this thread unlocked last (parking starts when it unlocks that again).
+            var lastLock: UInt
+            var lastStart: UInt64
+            var lastEnd: UInt64
+            var lastReader: Bool
         }
 
         let magazines: UnsafeMutableRawPointer
@@ -36,7 +49,9 @@ extension ListRangeLock {
             self.stride = stride
             for i in 0..<Int(FL_MAX_THREADS) {
                 (base + i * stride).bindMemory(to: Magazine.self, capacity: 1)
-                    .initialize(to: Magazine(free: nil, retired: nil, retiredCount: 0))
+                    .initialize(to: Magazine(free: nil, retired: nil, retiredCount: 0, parked: nil, parkedWord: 0,
+                                          parkedLock: 0, parkedStart: 0, parkedEnd: 0, parkedReader: false,
+                                          lastLock: 0, lastStart: 0, lastEnd: 0, lastReader: false))
             }
         }
 
@@ -71,12 +86,14 @@ extension ListRangeLock {
             var list = readyLock.withLock { ready.popLast() }
             if list == nil {
                 // A fresh chunk; pooled memory is kept for reuse, never returned.
-                let chunk = UnsafeMutableRawPointer.allocate(byteCount: LNode.size * Self.batch, alignment: 64)
+                let chunk = UnsafeMutableRawPointer.allocate(byteCount: LNode.size * Self.batch, alignment: 128)
                 var head: UnsafeMutableRawPointer? = nil
                 for i in 0..<Self.batch {
                     let n = chunk + i * LNode.size
                     n.bindMemory(to: Atomic<UInt>.self, capacity: 1).initialize(to: Atomic(0))
-                    (n + 8).bindMemory(to: Atomic<UInt32>.self, capacity: 1).initialize(to: Atomic(0))
+                    // Pooled nodes are held (`NodeState`); generation 0: no slot names it yet.
+                    (n + 64).bindMemory(to: Atomic<UInt64>.self, capacity: 1).initialize(to: Atomic(NodeState.held))
+                    (n + 72).bindMemory(to: Atomic<UInt32>.self, capacity: 1).initialize(to: Atomic(0))
                     (n + 32).bindMemory(to: RCUHead.self, capacity: 1)
                         .initialize(to: RCUHead(context: nil, function: NodePool.batchReady))
                     Self.setPoolNext(n, head)

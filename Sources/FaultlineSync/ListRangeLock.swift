@@ -2,34 +2,52 @@ import CFaultline
 import Synchronization
 
 /// The list-based range lock of Kogan, Dice and Issa ("Scalable Range Locks for Scalable
-/// Address Spaces and Beyond", EuroSys 2020), reader/writer variant.
+/// Address Spaces and Beyond", EuroSys 2020), reader/writer variant, with node parking.
 ///
 /// Held ranges form a lock-free singly linked list sorted by start. Acquire walks the list and
 /// links its node in with one CAS at the first node it precedes; it waits on any conflicting
-/// node it meets. Release is one fetch-add that sets the mark bit in the node's own `next`
-/// (logical deletion); later walkers unlink marked nodes and free them after an RCU grace
-/// period. Readers may overlap readers, so two validations close the races of concurrent
-/// insertion: a new writer walks from the head to itself and backs off (re-inserts) if an
-/// overlapping node precedes it; a new reader waits for any overlapping writer after it.
+/// node it meets. Two validations close the races of concurrent insertion (readers may
+/// overlap readers): a new writer walks from the head to itself and backs off (re-inserts) if
+/// an overlapping node precedes it; a new reader waits for any overlapping writer after it.
+/// Deletion is as in Harris's list: a mark bit in the node's own `next`; walkers unlink marked
+/// nodes and free them after an RCU grace period.
 ///
-/// Waiting spins, then sleeps on a futex over the low half of the awaited node's `next`.
+/// Release is one fetch-add that sets the mark (as in the paper), unless the node is parked.
+///
+/// Parking (Faultline's addition, verified in `Verification/list_range_lock.pml`): when a
+/// thread unlocks the range it also unlocked last time (same lock, range and mode), release
+/// parks the node instead — one CAS on a state word on the node's second cache line — and the
+/// thread remembers it; locking that range in that mode again revives it with one CAS and
+/// re-runs the validation. A thread that keeps re-locking its own range thus writes nothing
+/// another thread reads, and walkers only read lines that do not change. A parked node
+/// conflicts with nothing: a request that meets one it conflicts with kills it first (CAS
+/// parked → held in a new generation, then marks it deleted), and that CAS decides against a
+/// concurrent revive. A thread keeps one parked node; parking another kills the old one. A
+/// thread that never re-locks the same range (a fault sweep) never parks and pays what the
+/// paper's lock pays.
+///
+/// Waiting spins, then sleeps on a futex over the low half of the awaited node's state word.
 public final class ListRangeLock: RangeLock, @unchecked Sendable {
     public struct Handle: @unchecked Sendable {
         @usableFromInline let node: LNode
     }
 
-    /// A list node in its own 64-byte block, laid out by hand so that the futex can address
-    /// the low half of `next`: [0] `next` (tagged; bit 0 = released), [8] `sleepers`,
-    /// [12] reader flag, [16] start, [24] end; [32] RCU head and [56] pool link (`NodePool`).
+    /// A list node in its own 128-byte block, laid out by hand. Line 0 is what walkers read
+    /// and, while the node lives, never changes but for a neighbour's insertion: [0] `next`
+    /// (tagged; bit 0 = deleted), [12] reader flag, [16] start, [24] end; [32] RCU head and
+    /// [56] pool link (`NodePool`, touched only once the node is unreachable). Line 1, read
+    /// only by conflicting requests: [64] the state word (`NodeState`; the futex addresses its
+    /// low half), [72] the count of waiters that may sleep on the futex.
     @usableFromInline
     struct LNode: Equatable, @unchecked Sendable {
         let raw: UnsafeMutableRawPointer
 
-        static let size = 64
+        static let size = 128
 
         var next: UnsafeMutablePointer<Atomic<UInt>> { raw.assumingMemoryBound(to: Atomic<UInt>.self) }
-        var nextLowWord: UnsafeMutablePointer<UInt32> { raw.assumingMemoryBound(to: UInt32.self) }
-        var sleepers: UnsafeMutablePointer<Atomic<UInt32>> { (raw + 8).assumingMemoryBound(to: Atomic<UInt32>.self) }
+        var state: UnsafeMutablePointer<Atomic<UInt64>> { (raw + 64).assumingMemoryBound(to: Atomic<UInt64>.self) }
+        var stateLowWord: UnsafeMutablePointer<UInt32> { (raw + 64).assumingMemoryBound(to: UInt32.self) }
+        var sleepers: UnsafeMutablePointer<Atomic<UInt32>> { (raw + 72).assumingMemoryBound(to: Atomic<UInt32>.self) }
         var isReader: Bool { (raw + 12).load(as: UInt8.self) != 0 }
         var start: UInt64 { (raw + 16).load(as: UInt64.self) }
         var end: UInt64 { (raw + 24).load(as: UInt64.self) }
@@ -42,28 +60,63 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
             raw = r
         }
 
-        /// Takes a node from the pool and fills it in. Offsets 0..<32 are what walkers read;
-        /// the RCU head and pool link after them are private to the pool.
+        /// Takes a node from the pool and fills it in. Line 0 only: a pooled node is held
+        /// (`NodeState`) with no sleepers, so the line walkers never read stays cold.
         @inline(__always)
         static func make(_ range: Range<UInt64>, reader: Bool) -> LNode {
             let raw = NodePool.shared.allocate()
-            raw.assumingMemoryBound(to: Atomic<UInt>.self).pointee.store(0, ordering: .relaxed)
-            (raw + 8).assumingMemoryBound(to: Atomic<UInt32>.self).pointee.store(0, ordering: .relaxed)
+            let n = LNode(raw: raw)
+            n.next.pointee.store(0, ordering: .relaxed)
             (raw + 12).storeBytes(of: reader ? 1 : 0, as: UInt8.self)
             (raw + 16).storeBytes(of: range.lowerBound, as: UInt64.self)
             (raw + 24).storeBytes(of: range.upperBound, as: UInt64.self)
-            return LNode(raw: raw)
+            return n
         }
 
-        /// Back to the pool at once: only for a node nobody else can reach.
-        func recycleUnpublished() { NodePool.shared.free(raw) }
+        /// Back to the pool at once: only for a node nobody else can reach. Held, in a new
+        /// generation, so a parking slot that still names it cannot revive it.
+        func recycleUnpublished() {
+            state.pointee.wrappingAdd(NodeState.generationUnit, ordering: .relaxed)
+            let s = state.pointee.load(ordering: .relaxed)
+            state.pointee.store(s | NodeState.held, ordering: .relaxed)
+            NodePool.shared.free(raw)
+        }
+    }
+
+    /// The state word: bit 0 held (else parked), bits 1… a generation. Every node that is
+    /// not parked is held — in the list, deleted or pooled — so a request that meets it
+    /// unmarked waits, and a fresh node needs no write here. The generation changes on every
+    /// park, on every kill (parked → held, then marked) and when a deleter must change the
+    /// futex word under a sleeper: a revive's CAS, which expects the word the owner parked,
+    /// fails after any of them. A marked node is deleted whatever its state says.
+    enum NodeState {
+        static let free: UInt64 = 0
+        static let held: UInt64 = 1
+        static let generationUnit: UInt64 = 2
+        @inline(__always) static func isHeld(_ s: UInt64) -> Bool { s & held != 0 }
+        @inline(__always) static func generation(_ s: UInt64) -> UInt64 { s & ~held }
     }
 
     let head: UnsafeMutablePointer<Atomic<UInt>>
     let readSide: RCUReadSide
+    /// Test hook: requests pass parked nodes they conflict with instead of killing them, so
+    /// a parked node can be revived under a conflicting holder. Only for proving that the
+    /// stress tests catch broken parking.
+    let _brokenParking: Bool
+    /// Whether unlock parks nodes (false: every unlock deletes, as in the paper).
+    public let parking: Bool
 
     /// Walkers run under `RCU.shared`, whose grace periods recycle the pooled nodes.
-    public init() {
+    /// `parking: false` gives the algorithm as published: unlock deletes the node.
+    public convenience init(parking: Bool = true) { self.init(parking: parking, brokenParking: false) }
+
+    /// A lock whose requests do not kill the parked nodes they conflict with. Broken on
+    /// purpose, for the tests that must catch it.
+    public static func _brokenForTesting() -> ListRangeLock { ListRangeLock(parking: true, brokenParking: true) }
+
+    init(parking: Bool, brokenParking: Bool) {
+        self.parking = parking
+        _brokenParking = brokenParking
         readSide = NodePool.shared.rcu.readSide
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
         head = raw.bindMemory(to: Atomic<UInt>.self, capacity: 1)
@@ -73,19 +126,23 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
     deinit {
         var cur = LNode(word: head.pointee.load(ordering: .acquiring))
         while let n = cur {
-            precondition(n.next.pointee.load(ordering: .relaxed) & 1 == 1, "ListRangeLock destroyed while held")
+            let s = n.state.pointee.load(ordering: .acquiring)
+            precondition(Self.isDeleted(n) || !NodeState.isHeld(s), "ListRangeLock destroyed while held")
             cur = LNode(word: n.next.pointee.load(ordering: .relaxed))
-            n.recycleUnpublished()
+            n.recycleUnpublished()   // a parking slot that still names it cannot revive it
         }
         UnsafeMutableRawPointer(head).deallocate()
     }
 
+    /// The identity parking slots record (the head's address lives as long as the lock).
+    @inline(__always) var identity: UInt { UInt(bitPattern: head) }
+
     // MARK: Nodes
 
     @inline(__always)
-    static func isReleased(_ n: LNode) -> Bool { n.next.pointee.load(ordering: .acquiring) & 1 != 0 }
+    static func isDeleted(_ n: LNode) -> Bool { n.next.pointee.load(ordering: .acquiring) & 1 != 0 }
 
-    /// Tries to unlink released `cur` from `prev` (helping). Returns the word after `prev` when
+    /// Tries to unlink deleted `cur` from `prev` (helping). Returns the word after `prev` when
     /// it succeeded, and on failure the word `prev` holds now (insert restarts from it).
     @inline(__always)
     func unlinkMarked(prev: UnsafeMutablePointer<Atomic<UInt>>, cur: LNode) -> (word: UInt, unlinked: Bool) {
@@ -98,45 +155,107 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
         return (r.original, false)
     }
 
-    /// The validations only walk forward: past a released node whether or not it could be
+    /// The validations only walk forward: past a deleted node whether or not it could be
     /// unlinked (its `next` is frozen once marked, and RCU keeps it readable). Retrying the
-    /// unlink instead would spin forever when `prev` itself has been released meanwhile.
+    /// unlink instead would spin forever when `prev` itself has been deleted meanwhile.
     @inline(__always)
-    func skipReleased(prev: UnsafeMutablePointer<Atomic<UInt>>, cur: LNode) -> UInt {
+    func skipDeleted(prev: UnsafeMutablePointer<Atomic<UInt>>, cur: LNode) -> UInt {
         let r = unlinkMarked(prev: prev, cur: cur)
         return r.unlinked ? r.word : cur.next.pointee.load(ordering: .acquiring) & ~1
     }
 
+    /// The word after a node `settle` let us pass: it is deleted (or, in the broken variant
+    /// only, live and parked, and then `prev` moves onto it).
+    @inline(__always)
+    func pastSettled(prev: inout UnsafeMutablePointer<Atomic<UInt>>, cur: LNode) -> UInt {
+        if Self.isDeleted(cur) { return skipDeleted(prev: prev, cur: cur) }
+        prev = cur.next
+        return prev.pointee.load(ordering: .acquiring) & ~1
+    }
+
+    /// Sets the deleted mark of a node that is not ours to delete (idempotent).
+    @inline(__always)
+    static func markDeleted(_ n: LNode) {
+        n.next.pointee.bitwiseOr(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// After marking: a waiter may sleep on the futex over the state word expecting it
+    /// unchanged; change it (a new generation, still held) and wake. Dekker with
+    /// `waitReleased`: mark, then read the count; it counts, then reads the mark.
+    @inline(__always)
+    static func wakeAfterMark(_ n: LNode) {
+        if n.sleepers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
+            n.state.pointee.wrappingAdd(NodeState.generationUnit, ordering: .sequentiallyConsistent)
+            _ = fl_futex_wake(n.stateLowWord, Int32.max)
+        }
+    }
+
+    /// What a request does about an unmarked node it conflicts with: true when the node is
+    /// now deleted — a parked one is killed here (parked → held in a new generation, which a
+    /// revive's CAS cannot match, then marked) — false while it is held. Inside RCU.
+    @inline(__always)
+    func settle(_ n: LNode) -> Bool {
+        var s = n.state.pointee.load(ordering: .acquiring)
+        while true {
+            if NodeState.isHeld(s) { return Self.isDeleted(n) }
+            if _brokenParking { return true }
+            let r = n.state.pointee.compareExchange(expected: s, desired: NodeState.generation(s) &+ NodeState.generationUnit | NodeState.held,
+                                                    ordering: .acquiringAndReleasing)
+            if r.exchanged { break }
+            s = r.original
+        }
+        Self.markDeleted(n)
+        Self.wakeAfterMark(n)
+        return true
+    }
+
     // MARK: Waiting and releasing
 
-    /// Waits until `n` is released (its `next` is marked). Caller is inside an RCU section.
+    /// Waits until `n` is deleted or parked. Caller is inside an RCU section.
     @inline(__always)
     func waitReleased(_ n: LNode) {
         var spins = 0
         while true {
-            let w = n.next.pointee.load(ordering: .acquiring)
-            if w & 1 != 0 { return }
+            if Self.isDeleted(n) || !NodeState.isHeld(n.state.pointee.load(ordering: .acquiring)) { return }
             spins += 1
             if spins < 512 {
                 fl_cpu_relax()
                 continue
             }
-            n.sleepers.pointee.store(1, ordering: .sequentiallyConsistent)
-            let w2 = n.next.pointee.load(ordering: .sequentiallyConsistent)
-            if w2 & 1 != 0 { return }
-            _ = fl_futex_wait(n.nextLowWord, UInt32(truncatingIfNeeded: w2), -1)
+            // Dekker with the releaser: count ourselves, then re-check; it changes the state
+            // word (the futex's) before it reads the count. If the node is parked and revived
+            // before we sleep, the word is back to what we read: we sleep until its next
+            // release, which sees our count and wakes us.
+            n.sleepers.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+            let s = n.state.pointee.load(ordering: .sequentiallyConsistent)
+            if n.next.pointee.load(ordering: .sequentiallyConsistent) & 1 == 0 && NodeState.isHeld(s) {
+                _ = fl_futex_wait(n.stateLowWord, UInt32(truncatingIfNeeded: s), -1)
+            }
+            n.sleepers.pointee.wrappingSubtract(1, ordering: .relaxed)
         }
     }
 
-    /// Marks `n` released: one fetch-add on its own `next`, then a wake if anybody sleeps.
+    /// The owner deletes its node: the paper's one fetch-add on its own `next` (nobody else
+    /// marks a held node). Caller is inside an RCU section (the node may be recycled once
+    /// that ends).
     @inline(__always)
     func release(_ n: LNode) {
-        readSide.readLock()
         n.next.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
+        Self.wakeAfterMark(n)
+    }
+
+    /// The owner parks its node: held → free in a new generation; wakes any sleeper.
+    /// Returns the parked word, which only a revive by the owner may turn back to held.
+    @inline(__always)
+    static func parkHeld(_ n: LNode) -> UInt64 {
+        let s = n.state.pointee.load(ordering: .relaxed)
+        let parked = NodeState.generation(s) &+ NodeState.generationUnit
+        // Only the owner leaves held, so a store is the transition.
+        n.state.pointee.store(parked, ordering: .sequentiallyConsistent)
         if n.sleepers.pointee.load(ordering: .sequentiallyConsistent) != 0 {
-            _ = fl_futex_wake(n.nextLowWord, Int32.max)
+            _ = fl_futex_wake(n.stateLowWord, Int32.max)
         }
-        readSide.readUnlock()
+        return parked
     }
 
     // MARK: Acquire
@@ -160,9 +279,9 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
             var prev = head
             var curWord = prev.pointee.load(ordering: .acquiring)
             while true {
-                if curWord & 1 != 0 { continue restart }   // prev's node was released under us
+                if curWord & 1 != 0 { continue restart }   // prev's node was deleted under us
                 let cur = LNode(word: curWord)
-                if let c = cur, Self.isReleased(c) {
+                if let c = cur, Self.isDeleted(c) {
                     // If we would go right after it, replace it: one CAS unlinks and inserts.
                     let after = c.next.pointee.load(ordering: .acquiring) & ~1
                     if (LNode(word: after).map { Self.compare($0, lock) } ?? 1) == 1 {
@@ -171,7 +290,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                                                              ordering: .acquiringAndReleasing)
                         if r.exchanged {
                             NodePool.shared.retire(c.raw)
-                            return lock.isReader ? readerValidate(lock, tryOnly: tryOnly) : writerValidate(lock)
+                            return validate(lock, tryOnly: tryOnly)
                         }
                         curWord = r.original
                         continue
@@ -184,6 +303,14 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     prev = cur!.next
                     curWord = prev.pointee.load(ordering: .acquiring)
                 } else if order == 0 {
+                    // A conflict: a parked node is killed and marked (then unlinked on
+                    // the next turn); a held one is waited for.
+                    if settle(cur!) {
+                        if Self.isDeleted(cur!) { continue }
+                        prev = cur!.next   // broken variant only: walks past a live parked node
+                        curWord = prev.pointee.load(ordering: .acquiring)
+                        continue
+                    }
                     if tryOnly { return .busy }
                     waitReleased(cur!)
                     curWord = prev.pointee.load(ordering: .acquiring)
@@ -191,28 +318,34 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     lock.next.pointee.store(curWord, ordering: .relaxed)
                     let r = prev.pointee.compareExchange(expected: curWord, desired: lock.word,
                                                          ordering: .acquiringAndReleasing)
-                    if r.exchanged {
-                        return lock.isReader ? readerValidate(lock, tryOnly: tryOnly) : writerValidate(lock)
-                    }
+                    if r.exchanged { return validate(lock, tryOnly: tryOnly) }
                     curWord = r.original
                 }
             }
         }
     }
 
-    /// `w_validate()`: an overlapping node before us (a reader that started earlier) → back off.
+    @inline(__always)
+    func validate(_ lock: LNode, tryOnly: Bool) -> InsertResult {
+        lock.isReader ? readerValidate(lock, tryOnly: tryOnly) : writerValidate(lock)
+    }
+
+    /// `w_validate()`: an overlapping node before us (a reader that started earlier) that is
+    /// held → back off; a parked one is killed (else it could be revived behind our back).
     func writerValidate(_ lock: LNode) -> InsertResult {
         var prev = head
         var curWord = prev.pointee.load(ordering: .acquiring) & ~1
         while let cur = LNode(word: curWord) {
             if cur == lock { return .held }
-            if Self.isReleased(cur) {
-                curWord = skipReleased(prev: prev, cur: cur)
+            if Self.isDeleted(cur) {
+                curWord = skipDeleted(prev: prev, cur: cur)
                 continue
             }
             if cur.end <= lock.start {
                 prev = cur.next
                 curWord = prev.pointee.load(ordering: .acquiring) & ~1
+            } else if settle(cur) {
+                curWord = pastSettled(prev: &prev, cur: cur)
             } else {
                 release(lock)
                 return .retry
@@ -221,19 +354,22 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
         return .held
     }
 
-    /// `r_validate()`: wait for any overlapping writer linked after us.
+    /// `r_validate()`: wait for any overlapping held writer linked after us (a parked one is
+    /// killed).
     func readerValidate(_ lock: LNode, tryOnly: Bool) -> InsertResult {
         var prev = lock.next
         var curWord = prev.pointee.load(ordering: .acquiring) & ~1
         while let cur = LNode(word: curWord) {
             if cur.start >= lock.end { return .held }   // sorted by start: nothing further overlaps
-            if Self.isReleased(cur) {
-                curWord = skipReleased(prev: prev, cur: cur)
+            if Self.isDeleted(cur) {
+                curWord = skipDeleted(prev: prev, cur: cur)
                 continue
             }
             if cur.isReader {
                 prev = cur.next
                 curWord = prev.pointee.load(ordering: .acquiring) & ~1
+            } else if settle(cur) {
+                curWord = pastSettled(prev: &prev, cur: cur)
             } else {
                 if tryOnly {
                     release(lock)
@@ -250,23 +386,23 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
 
     public func lock(_ range: Range<UInt64>, mode: RangeLockMode) -> Handle {
         precondition(!range.isEmpty, "empty range")
+        readSide.readLock()
+        defer { readSide.readUnlock() }
+        if parking, let n = revive(range, reader: mode == .read, tryOnly: false) { return Handle(node: n) }
         while true {
             let n = LNode.make(range, reader: mode == .read)
-            readSide.readLock()
-            let r = insert(n, tryOnly: false)
-            readSide.readUnlock()
-            if r == .held { return Handle(node: n) }
-            // .retry: the backed-off node is marked and will be unlinked and freed by walkers.
+            if insert(n, tryOnly: false) == .held { return Handle(node: n) }
+            // .retry: the backed-off node is marked; walkers unlink and free it.
         }
     }
 
     public func tryLock(_ range: Range<UInt64>, mode: RangeLockMode) -> Handle? {
         precondition(!range.isEmpty, "empty range")
-        let n = LNode.make(range, reader: mode == .read)
         readSide.readLock()
-        let r = insert(n, tryOnly: true)
-        readSide.readUnlock()
-        switch r {
+        defer { readSide.readUnlock() }
+        if parking, let n = revive(range, reader: mode == .read, tryOnly: true) { return Handle(node: n) }
+        let n = LNode.make(range, reader: mode == .read)
+        switch insert(n, tryOnly: true) {
         case .held:
             return Handle(node: n)
         case .busy where n.next.pointee.load(ordering: .relaxed) & 1 == 0:
@@ -278,5 +414,11 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
         }
     }
 
-    public func unlock(_ handle: Handle) { release(handle.node) }
+    /// Parks the node if this thread unlocked the same range last time (see `park`), else
+    /// deletes it: one fetch-add.
+    public func unlock(_ handle: Handle) {
+        readSide.readLock()
+        if parking { park(handle.node) } else { release(handle.node) }
+        readSide.readUnlock()
+    }
 }

@@ -36,6 +36,40 @@ func rangeExclusionStress<L: RangeLock>(_ lock: L, units: Int = 64, seconds: Dou
     return checker
 }
 
+/// Workers that mostly re-lock one favourite range in one mode (so the list lock's unlock
+/// parks the node and the next lock revives it), sometimes another thread's favourite or a
+/// wide read, with occasional tryLock: every favourite overlaps its neighbours' in both
+/// modes, so revives race with requests that must kill parked nodes.
+func parkingExclusionStress<L: RangeLock>(_ lock: L, seconds: Double) -> ExclusionChecker {
+    let units = 16
+    let checker = ExclusionChecker(units: units)
+    // Thread t's favourite: [3t, 3t + 5) — writers on even threads, readers on odd ones.
+    @Sendable func favourite(_ t: Int) -> (Range<Int>, Bool) { (3 * t..<min(units, 3 * t + 5), t % 2 == 0) }
+    stress(threads: 4, seconds: seconds) { t, rng in
+        let pick = rng.next() % 16
+        let (r, write): (Range<Int>, Bool)
+        switch pick {
+        case 0..<11: (r, write) = favourite(t)
+        case 11..<14: (r, write) = favourite(Int(rng.next() % 4))
+        case 14: (r, write) = (0..<units, false)
+        default: (r, write) = (0..<units, true)
+        }
+        let range = UInt64(r.lowerBound)..<UInt64(r.upperBound)
+        let h: L.Handle
+        if rng.next() % 8 == 0 {
+            guard let got = lock.tryLock(range, mode: write ? .write : .read) else { return }
+            h = got
+        } else {
+            h = lock.lock(range, mode: write ? .write : .read)
+        }
+        checker.enter(r, write: write)
+        dwell(20)
+        checker.exit(r, write: write)
+        lock.unlock(h)
+    }
+    return checker
+}
+
 func tryLockRules<L: RangeLock>(_ l: L) {
     let w = l.lock(0..<10, mode: .write)
     #expect(l.tryLock(5..<15, mode: .write) == nil)
@@ -111,6 +145,45 @@ struct RangeLockTests {
         #expect(c.violationCount == 0)
     }
 
+    @Test func listParkingExclusion() {
+        let c = parkingExclusionStress(ListRangeLock(), seconds: 1)
+        #expect(c.entryCount > 500)
+        #expect(c.violationCount == 0)
+    }
+
+    @Test func treeParkingExclusion() {
+        let c = parkingExclusionStress(TreeRangeLock(), seconds: 0.5)
+        #expect(c.entryCount > 500)
+        #expect(c.violationCount == 0)
+    }
+
+    /// The same thread re-locking its range parks and revives its node; another thread's
+    /// conflicting request kills it; tryLock sees a parked node as free.
+    @Test func listParkedNodeIsFreeForOthers() {
+        let l = ListRangeLock()
+        let box = Shared(l)
+        for mode in [RangeLockMode.write, .read] {
+            // The second unlock of the same range in a row parks; the third lock revives.
+            for _ in 0..<3 { l.unlock(l.lock(0..<10, mode: mode)) }
+            // Another thread takes an overlapping write range while ours is parked.
+            let other = DoneBox()
+            let th = Threads.spawn {
+                guard let w = box.value.tryLock(5..<15, mode: .write) else { return }
+                other.count.store(1, ordering: .releasing)
+                box.value.unlock(w)
+            }
+            Threads.join(th)
+            #expect(other.count.load(ordering: .acquiring) == 1)
+            // Ours was killed: the next lock inserts afresh and still excludes others.
+            let h3 = l.lock(0..<10, mode: .write)
+            #expect(l.tryLock(9..<20, mode: .read) == nil)
+            l.unlock(h3)
+        }
+        let all = l.tryLock(0..<UInt64.max, mode: .write)
+        #expect(all != nil)
+        if let all { l.unlock(all) }
+    }
+
     @Test func listDisjointRangesProceedInParallel() { #expect(disjointProceeds(ListRangeLock())) }
     @Test func treeDisjointRangesProceedInParallel() { #expect(disjointProceeds(TreeRangeLock())) }
 
@@ -142,6 +215,12 @@ struct RangeLockTests {
 struct BrokenControlRangeLock {
     @Test func exclusionStressCatchesAModeBlindLock() {
         let c = rangeExclusionStress(ModeBlindRangeLock(), seconds: 1.5, writePercent: 100)
+        #expect(c.violationCount > 0)
+    }
+
+    /// Requests that pass parked nodes instead of killing them let a revive overlap a holder.
+    @Test func parkingStressCatchesPassedParkedNodes() {
+        let c = parkingExclusionStress(ListRangeLock._brokenForTesting(), seconds: 3)
         #expect(c.violationCount > 0)
     }
 }
