@@ -16,7 +16,7 @@ import Synchronization
 ///
 /// Parking (Faultline's addition, verified in `Verification/list_range_lock.pml`): when a
 /// thread unlocks the range it also unlocked last time (same lock, range and mode), release
-/// parks the node instead — one CAS on a state word on the node's second cache line — and the
+/// parks the node instead — one store to a state word on the node's second cache line — and the
 /// thread remembers it; locking that range in that mode again revives it with one CAS and
 /// re-runs the validation. A thread that keeps re-locking its own range thus writes nothing
 /// another thread reads, and walkers only read lines that do not change. A parked node
