@@ -22,15 +22,18 @@ extension ListRangeLock {
             /// (generation | free), and what it locks, so a revive reads nothing shared.
             var parked: UnsafeMutableRawPointer?
             var parkedWord: UInt64
-            var parkedLock: UInt
-            var parkedStart: UInt64
-            var parkedEnd: UInt64
-            var parkedReader: Bool
+            var parkedKey: RangeKey
             /// What this thread unlocked last (parking starts when it unlocks that again).
-            var lastLock: UInt
-            var lastStart: UInt64
-            var lastEnd: UInt64
-            var lastReader: Bool
+            var lastKey: RangeKey
+        }
+
+        /// A request as parking compares it: which lock, which range, which mode.
+        struct RangeKey: Equatable {
+            var lock: UInt
+            var start: UInt64
+            var end: UInt64
+            var reader: Bool
+            static let none = RangeKey(lock: 0, start: 0, end: 0, reader: false)
         }
 
         let magazines: UnsafeMutableRawPointer
@@ -50,8 +53,7 @@ extension ListRangeLock {
             for i in 0..<Int(FL_MAX_THREADS) {
                 (base + i * stride).bindMemory(to: Magazine.self, capacity: 1)
                     .initialize(to: Magazine(free: nil, retired: nil, retiredCount: 0, parked: nil, parkedWord: 0,
-                                          parkedLock: 0, parkedStart: 0, parkedEnd: 0, parkedReader: false,
-                                          lastLock: 0, lastStart: 0, lastEnd: 0, lastReader: false))
+                                          parkedKey: .none, lastKey: .none))
             }
         }
 

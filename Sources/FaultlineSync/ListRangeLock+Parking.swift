@@ -2,14 +2,14 @@ import Synchronization
 
 extension ListRangeLock {
     /// Re-takes the node this thread parked, if it is for this lock, range and mode and nobody
-    /// killed it: one CAS (the parked word → held) on its state word, then the validation a fresh insert
-    /// runs. Nil sends the caller down the insert path. Inside RCU.
+    /// killed it: one CAS (the parked word → held) on its state word, then the validation a
+    /// fresh insert runs. Nil sends the caller down the insert path. Inside RCU.
     @inline(__always)
     func revive(_ range: Range<UInt64>, reader: Bool, tryOnly: Bool) -> LNode? {
         let m = NodePool.shared.magazine()
-        guard let raw = m.pointee.parked, m.pointee.parkedLock == identity,
-              m.pointee.parkedStart == range.lowerBound, m.pointee.parkedEnd == range.upperBound,
-              m.pointee.parkedReader == reader else { return nil }
+        guard let raw = m.pointee.parked,
+              m.pointee.parkedKey == NodePool.RangeKey(lock: identity, start: range.lowerBound,
+                                                       end: range.upperBound, reader: reader) else { return nil }
         m.pointee.parked = nil
         let n = LNode(raw: raw)
         let word = m.pointee.parkedWord
@@ -27,33 +27,17 @@ extension ListRangeLock {
     @inline(__always)
     func park(_ n: LNode) {
         let m = NodePool.shared.magazine()
-        let start = n.start, end = n.end, reader = n.isReader
-        let again = m.pointee.lastLock == identity && m.pointee.lastStart == start
-            && m.pointee.lastEnd == end && m.pointee.lastReader == reader
-        m.pointee.lastLock = identity
-        m.pointee.lastStart = start
-        m.pointee.lastEnd = end
-        m.pointee.lastReader = reader
+        let key = NodePool.RangeKey(lock: identity, start: n.start, end: n.end, reader: n.isReader)
+        let again = m.pointee.lastKey == key
+        m.pointee.lastKey = key
         guard again else {
             release(n)
             return
         }
-        if let old = m.pointee.parked {
-            // Still ours only if still parked in the generation we parked it in; killed as a
-            // conflicting request would.
-            let o = LNode(raw: old)
-            let word = m.pointee.parkedWord
-            if o.state.pointee.compareExchange(expected: word, desired: word &+ NodeState.generationUnit | NodeState.held,
-                                               ordering: .acquiringAndReleasing).exchanged {
-                Self.markDeleted(o)
-                Self.wakeAfterMark(o)
-            }
-        }
+        // Still ours only if still parked in the generation we parked it in.
+        if let old = m.pointee.parked { _ = Self.kill(LNode(raw: old), parkedWord: m.pointee.parkedWord) }
         m.pointee.parked = n.raw
         m.pointee.parkedWord = Self.parkHeld(n)
-        m.pointee.parkedLock = identity
-        m.pointee.parkedStart = start
-        m.pointee.parkedEnd = end
-        m.pointee.parkedReader = reader
+        m.pointee.parkedKey = key
     }
 }

@@ -199,13 +199,21 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
         while true {
             if NodeState.isHeld(s) { return Self.isDeleted(n) }
             if _brokenParking { return true }
-            let r = n.state.pointee.compareExchange(expected: s, desired: NodeState.generation(s) &+ NodeState.generationUnit | NodeState.held,
-                                                    ordering: .acquiringAndReleasing)
-            if r.exchanged { break }
-            s = r.original
+            if Self.kill(n, parkedWord: s) { return true }
+            s = n.state.pointee.load(ordering: .acquiring)
         }
-        Self.markDeleted(n)
-        Self.wakeAfterMark(n)
+    }
+
+    /// Kills a node parked as `parkedWord`: parked → held in a new generation (a revive's CAS
+    /// now fails), then marked deleted. False if the word changed (revived, or killed
+    /// already). Inside RCU.
+    @inline(__always)
+    static func kill(_ n: LNode, parkedWord: UInt64) -> Bool {
+        guard n.state.pointee.compareExchange(expected: parkedWord,
+                                              desired: parkedWord &+ NodeState.generationUnit | NodeState.held,
+                                              ordering: .acquiringAndReleasing).exchanged else { return false }
+        markDeleted(n)
+        wakeAfterMark(n)
         return true
     }
 
