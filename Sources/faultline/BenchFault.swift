@@ -8,10 +8,10 @@ struct BenchFault: ParsableCommand {
         commandName: "fault",
         abstract: "ns per anonymous write fault in the model, beside zeroing a cold frame and the host kernel's fault.",
         discussion: """
-        Each repetition maps a fresh region in the model and writes one byte per page through
-        access() (every access is a fault: an anonymous page, zeroed); then zeroes the same
-        number of cold 4 KiB pages of an already-backed area (the floor: a fault cannot be
-        cheaper than clearing its frame); then does the same writes on a real mapping of the
+        Each repetition maps a fresh region in the model and writes one byte per page through \
+        access() (every access is a fault: an anonymous page, zeroed); then zeroes the same \
+        number of cold 4 KiB pages of an already-backed area (the floor: a fault cannot be \
+        cheaper than clearing its frame); then does the same writes on a real mapping of the \
         host kernel. Reported: medians and the model/floor ratio.
         """
     )

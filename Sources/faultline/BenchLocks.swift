@@ -8,12 +8,12 @@ struct BenchLocks: ParsableCommand {
         commandName: "locks",
         abstract: "ns/op of each synchronisation primitive at 1 and N threads.",
         discussion: """
-        Scenarios: atomic add (per-thread and shared), spinlock, rwsem read-only / 90-10 / 50-50,
-        seqcount reads beside a writer, RCU read lock, range locks — the list lock with node
-        parking, the paper's list lock (list-range-lock-kdi) and the tree lock — each worker
-        re-locking its own range or one shared range, and sweeping ever new 4 KiB pages as
-        faults do (disjoint-sweep-read). Every repetition runs every cell once (interleaved); the table shows
-        the median and the min–max over repetitions. ns/op is per worker: wall time × workers ÷
+        Scenarios: atomic add (per-thread and shared), spinlock, rwsem read-only / 90-10 / 50-50, \
+        seqcount reads beside a writer, RCU read lock, range locks — the list lock with node \
+        parking, the paper's list lock (list-range-lock-kdi) and the tree lock — each worker \
+        re-locking its own range or one shared range, and sweeping ever new 4 KiB pages as \
+        faults do (disjoint-sweep-read). Every repetition runs every cell once (interleaved); the table shows \
+        the median and the min–max over repetitions. ns/op is per worker: wall time × workers ÷ \
         operations, so a flat line across thread counts is perfect scaling.
         """
     )

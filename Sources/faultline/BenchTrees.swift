@@ -8,10 +8,10 @@ struct BenchTrees: ParsableCommand {
         commandName: "trees",
         abstract: "Maple tree vs the pre-6.1 gap rbtree vs a sorted array.",
         discussion: """
-        Operations: random-hit lookup, store/erase churn, lowest and highest gap search from a
-        random window, full iteration (ns per entry), and lookups by 2 threads beside a third
-        that churns (the maple tree's readers use RCU only; the others take an rwsem for read).
-        Sizes 10, 1,000 and 65,530 ranges (Linux's max_map_count). Repetitions interleave
+        Operations: random-hit lookup, store/erase churn, lowest and highest gap search from a \
+        random window, full iteration (ns per entry), and lookups by 2 threads beside a third \
+        that churns (the maple tree's readers use RCU only; the others take an rwsem for read). \
+        Sizes 10, 1,000 and 65,530 ranges (Linux's max_map_count). Repetitions interleave \
         every cell; the median and min–max are shown, and the ratios maple / rbtree.
         """
     )

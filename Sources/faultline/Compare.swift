@@ -11,9 +11,9 @@ struct Compare: ParsableCommand {
         abstract: "Every design (and the host kernel) × the workloads, side by side: a table, results.json/.csv and an HTML report.",
         discussion: """
         Defaults: every design and host × \(Workload.defaults.map(\.rawValue).joined(separator: ", ")) at 1 and \
-        nproc threads, 3 repetitions of 0.4 s per cell (about 3 minutes on 2 cores); --quick is one
-        repetition of 0.15 s at 32 MiB per thread (under a minute). Columns are interleaved inside
-        each repetition. Writes DIR/results.json (one object per cell), DIR/results.csv and
+        nproc threads, 3 repetitions of 0.4 s per cell (about 3 minutes on 2 cores); --quick is one \
+        repetition of 0.15 s at 32 MiB per thread (under a minute). Columns are interleaved inside \
+        each repetition. Writes DIR/results.json (one object per cell), DIR/results.csv and \
         DIR/index.html (self-contained, inline SVG charts).
         """
     )

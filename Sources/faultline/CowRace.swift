@@ -8,12 +8,12 @@ struct CowRaceCommand: ParsableCommand {
         commandName: "cowrace",
         abstract: "Lespinasse's copy-on-write race, deterministically, under every design: which ones lose a write.",
         discussion: """
-        P and its child share a page copy-on-write. A COW fault in P copies the page and is held;
-        the child unmaps the page; another thread of P writes it in place; P forks again, which
-        write-protects the page — its PTE is now exactly what the held fault read. Released, the
-        held fault installs its copy unless the design stops it, and the second thread's write is
-        lost. spf-vmaseq is run twice: as configured (no speculative COW of a present PTE) and
-        with speculative COW allowed, as Dufour's series did. Exit status 1 if a design that
+        P and its child share a page copy-on-write. A COW fault in P copies the page and is held; \
+        the child unmaps the page; another thread of P writes it in place; P forks again, which \
+        write-protects the page — its PTE is now exactly what the held fault read. Released, the \
+        held fault installs its copy unless the design stops it, and the second thread's write is \
+        lost. spf-vmaseq is run twice: as configured (no speculative COW of a present PTE) and \
+        with speculative COW allowed, as Dufour's series did. Exit status 1 if a design that \
         should be safe loses the write, or an unsafe one does not.
         """
     )

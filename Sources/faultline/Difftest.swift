@@ -8,11 +8,11 @@ struct Difftest: ParsableCommand {
         commandName: "difftest",
         abstract: "Run random mmap/munmap/mprotect/mremap/madvise/brk/fork sequences on the host kernel and on the model, and compare.",
         discussion: """
-        Each sequence runs in a fresh helper process (faultline-host) that walls off everything
-        outside a 64 GiB window, so mappings whose address the kernel chooses land in it; the
-        model mirrors the helper's layout. After every call the result (value or errno) and the
-        maps lines of the window and the heap (range, permissions, offset, path) must agree.
-        A disagreement is shrunk to a minimal sequence and printed in strace syntax.
+        Each sequence runs in a fresh helper process (faultline-host) that walls off everything \
+        outside a 64 GiB window, so mappings whose address the kernel chooses land in it; the \
+        model mirrors the helper's layout. After every call the result (value or errno) and the \
+        maps lines of the window and the heap (range, permissions, offset, path) must agree. \
+        A disagreement is shrunk to a minimal sequence and printed in strace syntax. \
         Exit status 1 on any disagreement.
         """
     )

@@ -8,14 +8,14 @@ struct Seed: ParsableCommand {
         commandName: "seed",
         abstract: "The seed scenario on two threads: a faulter in its own region beside a thread mapping and unmapping elsewhere.",
         discussion: """
-        The faulter writes one byte per page of its region and MADV_DONTNEEDs it, again and again;
-        the churner maps and unmaps memory that never meets the region. Each round runs every
-        design alone (solo) and beside the churner (contended), designs interleaved. Reported per
-        design: the faulter's contended throughput as a fraction of solo (median and range over
-        rounds), the same fraction beside a thread that only computes (what sharing this machine
-        costs by itself: the ceiling for any design), the abort rate of its lockless faults
-        (aborts per fault handled), and the churner's mmap+munmap pairs per second beside the
-        faulter and as a fraction of the churner alone (a design can protect the faulter by
+        The faulter writes one byte per page of its region and MADV_DONTNEEDs it, again and again; \
+        the churner maps and unmaps memory that never meets the region. Each round runs every \
+        design alone (solo) and beside the churner (contended), designs interleaved. Reported per \
+        design: the faulter's contended throughput as a fraction of solo (median and range over \
+        rounds), the same fraction beside a thread that only computes (what sharing this machine \
+        costs by itself: the ceiling for any design), the abort rate of its lockless faults \
+        (aborts per fault handled), and the churner's mmap+munmap pairs per second beside the \
+        faulter and as a fraction of the churner alone (a design can protect the faulter by \
         starving the churner: read both fractions). Threads are pinned to CPUs 0 and 1 when there are two.
         """
     )

@@ -13,16 +13,16 @@ struct Stress: ParsableCommand {
         commandName: "stress",
         abstract: "Race mmap/munmap/mprotect/mremap/madvise, faults and maps reads under one design and check its invariants.",
         discussion: """
-        Every thread owns slots that only it maps, unmaps, protects and moves, writes a
-        signature into their pages and checks, after each of its own calls returns, what must
-        then be true whatever the other threads do: no PTE left after munmap or mremap, no
-        writable PTE after mprotect(PROT_READ), its words intact, maps showing exactly its
-        mapped slots. Every thread also faults into the others' slots and churns a shared area.
-        Every epoch all threads park and the global invariants are checked: each present PTE
-        inside a VMA that allows it, frame reference and map counts equal to the PTEs mapping
-        them, nothing free and mapped, nothing written after it was freed (freed frames, VMAs
-        and page tables are poisoned). Exit status 1 with a report on any violation.
-        Designs: \(Design.allCases.map(\.rawValue).joined(separator: ", ")) (broken-spf is the
+        Every thread owns slots that only it maps, unmaps, protects and moves, writes a \
+        signature into their pages and checks, after each of its own calls returns, what must \
+        then be true whatever the other threads do: no PTE left after munmap or mremap, no \
+        writable PTE after mprotect(PROT_READ), its words intact, maps showing exactly its \
+        mapped slots. Every thread also faults into the others' slots and churns a shared area. \
+        Every epoch all threads park and the global invariants are checked: each present PTE \
+        inside a VMA that allows it, frame reference and map counts equal to the PTEs mapping \
+        them, nothing free and mapped, nothing written after it was freed (freed frames, VMAs \
+        and page tables are poisoned). Exit status 1 with a report on any violation. \
+        Designs: \(Design.allCases.map(\.rawValue).joined(separator: ", ")) (broken-spf is the \
         control that must fail).
         """
     )
