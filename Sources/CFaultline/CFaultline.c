@@ -70,6 +70,20 @@ int fl_pin_to_cpu(int cpu) {
     return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
 }
 
+// The affinity the process started with, taken before main() runs (before any pinning).
+static cpu_set_t process_cpus;
+static int process_cpus_known;
+
+__attribute__((constructor)) static void fl_record_process_cpus(void) {
+    CPU_ZERO(&process_cpus);
+    process_cpus_known = sched_getaffinity(0, sizeof(process_cpus), &process_cpus) == 0;
+}
+
+int fl_unpin_to_process_cpus(void) {
+    if (!process_cpus_known) return ENOSYS;
+    return pthread_setaffinity_np(pthread_self(), sizeof(process_cpus), &process_cpus);
+}
+
 int fl_current_cpu(void) { return sched_getcpu(); }
 
 int fl_available_cpus(void) {

@@ -155,6 +155,10 @@ extension RCU {
             var t = pthread_t()
             let rc = pthread_create(&t, nil, { arg in
                 let rcu = Unmanaged<RCU>.fromOpaque(arg!).takeUnretainedValue()
+                // Started by whichever thread queued first, often a benchmark worker pinned to
+                // one CPU: inheriting that pin put the reclaimer on the worker's CPU and its
+                // grace periods waited for the worker to be preempted.
+                _ = fl_unpin_to_process_cpus()
                 rcu.reclaimerLoop()
                 return nil
             }, context)

@@ -155,6 +155,26 @@ struct RCUTests {
         #expect(freed.value.pointee.load(ordering: .relaxed) == 100)
         #expect(rcu.gracePeriods >= 1)
     }
+
+    /// The reclaimer starts on the thread that queues first, often a worker pinned to one
+    /// CPU; it must not keep that pin (it then competed with the worker for its CPU: the list
+    /// lock's sweep ran 4× slower once a pinned worker had started it).
+    @Test func reclaimerRunsOnEveryCPUWhoeverStartsIt() {
+        let cpus = Threads.availableCPUs
+        let rcu = RCU(batchSize: 1)
+        let seen = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        seen.value.initialize(to: Atomic(0))
+        defer { seen.value.deallocate() }
+        Threads.run(1, pin: true) { _ in
+            rcu.callRCU { seen.value.pointee.store(Int(fl_available_cpus()), ordering: .releasing) }
+            rcu.expedite()
+        }
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while seen.value.pointee.load(ordering: .acquiring) == 0 && monotonicNanoseconds() < deadline {
+            fl_sleep_ns(1_000_000)
+        }
+        #expect(seen.value.pointee.load(ordering: .acquiring) == cpus, "the reclaimer may run on \(seen.value.pointee.load(ordering: .acquiring)) of \(cpus) CPUs")
+    }
 }
 
 @Suite("Broken controls: RCU")

@@ -58,6 +58,10 @@ int fl_thread_index_high_water(void);
 
 /// Pins the calling thread to one CPU (`pthread_setaffinity_np`); 0 or an errno.
 int fl_pin_to_cpu(int cpu);
+/// Lets the calling thread run on every CPU the process started with (its affinity before
+/// any thread pinned itself): for helper threads, which inherit their creator's pinning.
+/// 0 or an errno.
+int fl_unpin_to_process_cpus(void);
 /// `sched_getcpu()`; -1 on error.
 int fl_current_cpu(void);
 /// Number of CPUs this process may run on (`sched_getaffinity`).
