@@ -14,17 +14,17 @@ public enum LockBenchmarks {
             rwsem("50/50", writePercent: 50),
             seqcountBesideWriter(),
             rcuReadLock(),
-            range({ ListRangeLock() }, "list-range-lock", overlapping: false, mode: .write),
-            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: false, mode: .write),
+            range({ ListRangeLock(statistics: true) }, "list-range-lock", overlapping: false, mode: .write),
+            range({ ListRangeLock(parking: false, statistics: true) }, "list-range-lock-kdi", overlapping: false, mode: .write),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: false, mode: .write),
-            range({ ListRangeLock() }, "list-range-lock", overlapping: true, mode: .write),
-            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: true, mode: .write),
+            range({ ListRangeLock(statistics: true) }, "list-range-lock", overlapping: true, mode: .write),
+            range({ ListRangeLock(parking: false, statistics: true) }, "list-range-lock-kdi", overlapping: true, mode: .write),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: true, mode: .write),
-            range({ ListRangeLock() }, "list-range-lock", overlapping: true, mode: .read),
-            range({ ListRangeLock(parking: false) }, "list-range-lock-kdi", overlapping: true, mode: .read),
+            range({ ListRangeLock(statistics: true) }, "list-range-lock", overlapping: true, mode: .read),
+            range({ ListRangeLock(parking: false, statistics: true) }, "list-range-lock-kdi", overlapping: true, mode: .read),
             range({ TreeRangeLock() }, "tree-range-lock", overlapping: true, mode: .read),
-            sweep({ ListRangeLock() }, "list-range-lock"),
-            sweep({ ListRangeLock(parking: false) }, "list-range-lock-kdi"),
+            sweep({ ListRangeLock(statistics: true) }, "list-range-lock"),
+            sweep({ ListRangeLock(parking: false, statistics: true) }, "list-range-lock-kdi"),
             sweep({ TreeRangeLock() }, "tree-range-lock"),
         ]
     }
@@ -159,7 +159,7 @@ public enum LockBenchmarks {
                     }
                     ops &+= stopCheckInterval
                 }
-                return WorkerTally(ops: ops)
+                return WorkerTally(ops: ops, extra: listLockStatistics(lock))
             }
         }
     }
@@ -185,10 +185,16 @@ extension LockBenchmarks {
                     }
                     ops &+= stopCheckInterval
                 }
-                return WorkerTally(ops: ops)
+                return WorkerTally(ops: ops, extra: listLockStatistics(lock))
             }
         }
     }
+}
+
+/// The calling worker's slow-path counts, when the lock is a list lock keeping them.
+func listLockStatistics<L: RangeLock>(_ lock: L) -> [String: UInt64] {
+    guard let s = (lock as? ListRangeLock)?.statistics else { return [:] }
+    return Dictionary(uniqueKeysWithValues: ListRangeLock.Statistic.allCases.map { ($0.name, s.mine($0.rawValue)) })
 }
 
 final class SpinBox: @unchecked Sendable { let lock = SpinLock() }

@@ -105,17 +105,37 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
     let _brokenParking: Bool
     /// Whether unlock parks nodes (false: every unlock deletes, as in the paper).
     public let parking: Bool
+    /// Per-thread counts of the slow paths (`Statistic`), when asked for; nil costs one
+    /// untaken branch on those paths only.
+    public let statistics: PerThreadCounters?
+    let statSlots: CounterSlots?
+
+    /// What `statistics` counts: CASes lost to a concurrent change of the link (insert,
+    /// replace or unlink), walks restarted from the head (the link's owner was deleted under
+    /// the walker, or a writer's validation backed off), and waits for a conflicting holder.
+    public enum Statistic: Int, CaseIterable, Sendable {
+        case casFailures, restarts, waits
+        public var name: String { ["casFailures", "restarts", "waits"][rawValue] }
+    }
+
+    @inline(__always)
+    func count(_ s: Statistic) { statSlots?.add(s.rawValue) }
 
     /// Walkers run under `RCU.shared`, whose grace periods recycle the pooled nodes.
     /// `parking: false` gives the algorithm as published: unlock deletes the node.
-    public convenience init(parking: Bool = true) { self.init(parking: parking, brokenParking: false) }
+    /// `statistics` counts the slow paths per thread (`Statistic`).
+    public convenience init(parking: Bool = true, statistics: Bool = false) {
+        self.init(parking: parking, brokenParking: false, statistics: statistics)
+    }
 
     /// A lock whose requests do not kill the parked nodes they conflict with. Broken on
     /// purpose, for the tests that must catch it.
-    public static func _brokenForTesting() -> ListRangeLock { ListRangeLock(parking: true, brokenParking: true) }
+    public static func _brokenForTesting() -> ListRangeLock { ListRangeLock(parking: true, brokenParking: true, statistics: false) }
 
-    init(parking: Bool, brokenParking: Bool) {
+    init(parking: Bool, brokenParking: Bool, statistics: Bool) {
         self.parking = parking
+        self.statistics = statistics ? PerThreadCounters(width: Statistic.allCases.count) : nil
+        statSlots = self.statistics?.slots
         _brokenParking = brokenParking
         readSide = NodePool.shared.rcu.readSide
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
@@ -152,6 +172,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
             NodePool.shared.retire(cur.raw)
             return (next, true)
         }
+        count(.casFailures)
         return (r.original, false)
     }
 
@@ -287,7 +308,10 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
             var prev = head
             var curWord = prev.pointee.load(ordering: .acquiring)
             while true {
-                if curWord & 1 != 0 { continue restart }   // prev's node was deleted under us
+                if curWord & 1 != 0 {   // prev's node was deleted under us
+                    count(.restarts)
+                    continue restart
+                }
                 let cur = LNode(word: curWord)
                 if let c = cur, Self.isDeleted(c) {
                     // If we would go right after it, replace it: one CAS unlinks and inserts.
@@ -300,6 +324,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                             NodePool.shared.retire(c.raw)
                             return validate(lock, tryOnly: tryOnly)
                         }
+                        count(.casFailures)
                         curWord = r.original
                         continue
                     }
@@ -320,6 +345,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                         continue
                     }
                     if tryOnly { return .busy }
+                    count(.waits)
                     waitReleased(cur!)
                     curWord = prev.pointee.load(ordering: .acquiring)
                 } else {
@@ -327,6 +353,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     let r = prev.pointee.compareExchange(expected: curWord, desired: lock.word,
                                                          ordering: .acquiringAndReleasing)
                     if r.exchanged { return validate(lock, tryOnly: tryOnly) }
+                    count(.casFailures)
                     curWord = r.original
                 }
             }
@@ -356,6 +383,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                 curWord = pastSettled(prev: &prev, cur: cur)
             } else {
                 release(lock)
+                count(.restarts)
                 return .retry
             }
         }
@@ -383,6 +411,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     release(lock)
                     return .busy
                 }
+                count(.waits)
                 waitReleased(cur)
                 curWord = prev.pointee.load(ordering: .acquiring) & ~1
             }

@@ -34,6 +34,12 @@ public final class PerThreadCounters: @unchecked Sendable {
         return total
     }
 
+    /// Counter `k` of the calling thread alone.
+    public func mine(_ k: Int) -> UInt64 {
+        precondition(k >= 0 && k < width)
+        return (slots.base + currentThreadIndex() * slots.stride + k).pointee.load(ordering: .relaxed)
+    }
+
     /// All counters summed, in counter order.
     public func sums() -> [UInt64] { (0..<width).map { sum($0) } }
 

@@ -14,7 +14,9 @@ struct BenchLocks: ParsableCommand {
         re-locking its own range or one shared range, and sweeping ever new 4 KiB pages as \
         faults do (disjoint-sweep-read). Every repetition runs every cell once (interleaved); the table shows \
         the median and the min–max over repetitions. ns/op is per worker: wall time × workers ÷ \
-        operations, so a flat line across thread counts is perfect scaling.
+        operations, so a flat line across thread counts is perfect scaling. The list locks also \
+        report their slow paths per operation: CASes lost to a concurrent change, walks \
+        restarted from the head, waits for a conflicting holder.
         """
     )
 

@@ -190,6 +190,31 @@ struct RangeLockTests {
     @Test func listNoLostWakeups() { #expect(sleepingWaitersAllWake(ListRangeLock())) }
     @Test func treeNoLostWakeups() { #expect(sleepingWaitersAllWake(TreeRangeLock())) }
 
+    /// The statistics count a wait where a request met a held conflicting node, and nothing
+    /// on uncontended re-locks.
+    @Test func listStatisticsCountWaits() {
+        let l = ListRangeLock(statistics: true)
+        for _ in 0..<100 { l.unlock(l.lock(0..<10, mode: .write)) }
+        #expect(l.statistics!.sums() == [0, 0, 0])
+        let held = l.lock(0..<10, mode: .write)
+        let box = Shared(l)
+        let waits = DoneBox()
+        let th = Threads.spawn {
+            let h = box.value.lock(5..<15, mode: .write)
+            waits.count.store(Int(box.value.statistics!.mine(ListRangeLock.Statistic.waits.rawValue)), ordering: .releasing)
+            box.value.unlock(h)
+        }
+        // The wait is counted before the waiter spins or sleeps: release once it is.
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        while l.statistics!.sum(ListRangeLock.Statistic.waits.rawValue) == 0 && monotonicNanoseconds() < deadline {
+            fl_sleep_ns(1_000_000)
+        }
+        l.unlock(held)
+        Threads.join(th)
+        #expect(waits.count.load(ordering: .acquiring) >= 1)
+        #expect(l.statistics!.sum(ListRangeLock.Statistic.waits.rawValue) >= 1)
+    }
+
     @Test func treeReaderQueuesBehindEarlierOverlappingWriter() {
         // FIFO fairness (Bueso): R1 holds; W waits on R1; a later reader R2 overlapping W must
         // wait for W even though it is compatible with R1.
