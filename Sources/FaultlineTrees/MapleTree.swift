@@ -293,7 +293,10 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
 
 /// Node memory for one tree: 256-byte nodes carved from 64-node slabs, kept on an intrusive
 /// free list (word 1 links free nodes). A write's replaced nodes go to RCU in pooled retire
-/// records (one callback per write) and come back to `returned` after the grace period.
+/// records (one callback per write); after the grace period the callback hands back the
+/// records, not the nodes: it runs on the reclaimer's CPU, and linking the nodes there moved
+/// every node's line away from the writer (store + erase ran 2.2× slower). The writer links
+/// them into its free list itself when it runs out.
 final class MapleNodeAllocator: @unchecked Sendable {
     static let slabNodes = 64
     static let recordNodes = 24
@@ -302,7 +305,8 @@ final class MapleNodeAllocator: @unchecked Sendable {
     var freeHead: UInt = 0
     var freeCount = 0
     let returnedLock = SpinLock()
-    var returnedHead: UInt = 0
+    /// Retire records whose grace period is over, chained by `next` (their nodes unlinked).
+    var returnedRecords: UnsafeMutablePointer<RetireRecord>?
     var returnedCount = 0
     var recordPool: UnsafeMutablePointer<RetireRecord>?
     var records: [UnsafeMutablePointer<RetireRecord>] = []
@@ -327,12 +331,7 @@ final class MapleNodeAllocator: @unchecked Sendable {
 
     func allocate() -> MapleNode {
         if freeHead == 0 {
-            returnedLock.withLock {
-                freeHead = returnedHead
-                freeCount = returnedCount
-                returnedHead = 0
-                returnedCount = 0
-            }
+            takeReturned()
             if freeHead == 0 { grow() }
         }
         let n = MapleNode(address: freeHead)!
@@ -348,6 +347,33 @@ final class MapleNodeAllocator: @unchecked Sendable {
         slabs.append(slab)
         total += Self.slabNodes
         for i in 0..<Self.slabNodes { release(MapleNode(words: words + 32 * i)) }
+    }
+
+    /// Links the nodes of every returned record into the free list (on this, the writer's,
+    /// CPU) and gives the records back to the pool.
+    @inline(never)
+    func takeReturned() {
+        let records = returnedLock.withLock { () -> UnsafeMutablePointer<RetireRecord>? in
+            let r = returnedRecords
+            returnedRecords = nil
+            returnedCount = 0
+            return r
+        }
+        guard let first = records else { return }
+        var last = first
+        var r: UnsafeMutablePointer<RetireRecord>? = first
+        while let rec = r {
+            let n = rec.pointee.count
+            withUnsafeBytes(of: rec.pointee.nodes) { buf in
+                for j in 0..<n { release(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
+            }
+            last = rec
+            r = rec.pointee.next
+        }
+        returnedLock.withLock {
+            last.pointee.next = recordPool
+            recordPool = first
+        }
     }
 
     /// A node no reader can reach.
@@ -393,24 +419,24 @@ final class MapleNodeAllocator: @unchecked Sendable {
     static let batchDone: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
         let first = raw.assumingMemoryBound(to: RetireRecord.self)
         let a = Unmanaged<MapleNodeAllocator>.fromOpaque(first.pointee.head.context!).takeUnretainedValue()
+        var last = first
+        var count = 0
         var r: UnsafeMutablePointer<RetireRecord>? = first
-        a.returnedLock.lock()
         while let rec = r {
-            let next = rec.pointee.next
             let n = rec.pointee.count
-            withUnsafeBytes(of: rec.pointee.nodes) { buf in
-                for j in 0..<n {
-                    let node = MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!
-                    if a.poison { a.poisonNode(node) }
-                    node.words[1].store(a.returnedHead, ordering: .relaxed)
-                    a.returnedHead = node.address
-                    a.returnedCount += 1
+            if a.poison {
+                withUnsafeBytes(of: rec.pointee.nodes) { buf in
+                    for j in 0..<n { a.poisonNode(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
                 }
             }
-            rec.pointee.next = a.recordPool
-            a.recordPool = rec
-            r = next
+            count += n
+            last = rec
+            r = rec.pointee.next
         }
+        a.returnedLock.lock()
+        last.pointee.next = a.returnedRecords
+        a.returnedRecords = first
+        a.returnedCount += count
         a.returnedLock.unlock()
         a.inFlight.wrappingSubtract(1, ordering: .releasing)
     }
@@ -440,6 +466,6 @@ final class MapleNodeAllocator: @unchecked Sendable {
         slabs.removeAll()
         records.removeAll()
         freeHead = 0
-        returnedHead = 0
+        returnedRecords = nil
     }
 }
