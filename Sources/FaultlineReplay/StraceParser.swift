@@ -12,6 +12,13 @@ public struct TraceResult: Equatable, Sendable, CustomStringConvertible {
 
     public var succeeded: Bool { value != nil && errno == nil }
 
+    /// The child a successful clone/fork returned: a pid is 1…`PID_MAX_LIMIT` (2^22); any
+    /// other value (a damaged trace) names no task.
+    public var childPid: Int? {
+        guard succeeded, let v = value, v > 0, v <= 1 << 22 else { return nil }
+        return Int(v)
+    }
+
     public var description: String {
         if let errno { return "-1 \(errno)" }
         guard let value else { return "?" }
@@ -166,7 +173,7 @@ public enum StraceParser {
         guard trace.events.contains(where: { $0.pid == defaultPid }) else { return }
         var children: Set<Int> = []
         for case .call(let c) in trace.events where ["clone", "clone3", "fork", "vfork"].contains(c.name) {
-            if c.result.succeeded, let v = c.result.value { children.insert(Int(v)) }
+            if let child = c.result.childPid { children.insert(child) }
         }
         guard let root = trace.events.first(where: { $0.pid != defaultPid && !children.contains($0.pid) })?.pid
                 ?? trace.events.first(where: { $0.pid != defaultPid })?.pid else { return }
@@ -181,7 +188,7 @@ public enum StraceParser {
             live.insert(e.pid)
             switch e {
             case .call(let c) where ["clone", "clone3", "fork", "vfork"].contains(c.name):
-                if c.result.succeeded, let v = c.result.value, v > 0 { live.insert(Int(v)) }
+                if let child = c.result.childPid { live.insert(child) }
             case .exited(let p, _, _), .killed(let p, _, _): live.remove(p)
             default: break
             }

@@ -94,8 +94,8 @@ public final class TraceReplayer {
             guard let m = try? MemoryCall(c) else { continue }
             switch m {
             case .clone(let vm):
-                if c.result.succeeded, let child = c.result.value, child > 0 {
-                    clones[Int(child), default: []].append((c.pid, vm))
+                if let child = c.result.childPid {
+                    clones[child, default: []].append((c.pid, vm))
                 }
             case let .mmap(_, len, _, flags, _, path?, off) where flags & MapFlags.anonymous.rawValue == 0:
                 fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len)
@@ -159,8 +159,8 @@ public final class TraceReplayer {
         let f: MMFile
         if stat(path, &st) == 0 {
             let dev = UInt64(st.st_dev)
-            let major = UInt32(((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
-            let minor = UInt32((dev & 0xff) | ((dev >> 12) & ~0xff))
+            let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
+            let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
             // A regular file has its size here; a device (/dev/zero) reads as zeros throughout.
             let size = (st.st_mode & S_IFMT) == S_IFREG ? min(UInt64(st.st_size), Self.maxFileBytes) : extent
             f = MMFile(path: path, size: size, capacity: max(size, extent), frames: system.frames,
@@ -355,7 +355,7 @@ public final class TraceReplayer {
             if rec.value != r { mismatch(c, TraceResult(value: r).description) }
         case .clone:
             summary.replayed += 1
-            if rec.succeeded, let child = rec.value, child > 0 { _ = process(of: Int(child)) }
+            if let child = rec.childPid { _ = process(of: child) }
         case .execve:
             guard rec.succeeded else { skip("failed execve"); return }
             summary.replayed += 1

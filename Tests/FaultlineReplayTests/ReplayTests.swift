@@ -234,6 +234,40 @@ struct ParserTests {
     }
 }
 
+/// Inputs libFuzzer once crashed on (`Fuzz/run`), replayed as `StraceFuzz` does: a parse or an
+/// error naming a line, then a replay that leaves every address space consistent.
+@Suite("Fuzzer regressions")
+struct FuzzRegressionTests {
+    @Test(arguments: ["unprefixed-clone-address.strace"])
+    func replaysWithoutACrash(file: String) throws {
+        let data = try Data(contentsOf: traceDirectory.appendingPathComponent("fuzz").appendingPathComponent(file))
+        let text = String(decoding: data, as: UTF8.self)
+        let trace = try StraceParser.parse(text, lenient: true)
+        var o = ReplayOptions()
+        o.frames = 1024
+        let r = TraceReplayer(trace: trace, options: o)
+        _ = r.run()
+        #expect(r.checkInvariants().isEmpty)
+    }
+
+    /// A clone "returning" a value no pid can have (the fuzzer's find: it trapped converting
+    /// it to Int) names no child, prefixed or not.
+    @Test func cloneResultsThatAreNoPid() throws {
+        let text = """
+        10 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000
+        clone(child_stack=NULL, flags=SIGCHLD) = 0x8000000000000000
+        10 clone(child_stack=NULL, flags=SIGCHLD) = 0x7fca7693d000
+        10 clone(child_stack=NULL, flags=SIGCHLD) = 11
+        """
+        let trace = try StraceParser.parse(text)
+        #expect(trace.calls.map(\.pid) == [10, 10, 10, 10])
+        #expect(trace.calls.map(\.result.childPid) == [nil, nil, nil, 11])
+        let r = TraceReplayer(trace: trace, options: ReplayOptions())
+        let s = r.run()
+        #expect(s.mismatches.isEmpty && r.checkInvariants().isEmpty)
+    }
+}
+
 @Suite("Replay semantics")
 struct ReplaySemanticsTests {
     @Test("The first brk(NULL) sets the heap; fork copies; the exec'd child starts empty")
