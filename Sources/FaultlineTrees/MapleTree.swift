@@ -295,8 +295,8 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
 /// free list (word 1 links free nodes). A write's replaced nodes go to RCU in pooled retire
 /// records (one callback per write); after the grace period the callback hands back the
 /// records, not the nodes: it runs on the reclaimer's CPU, and linking the nodes there moved
-/// every node's line away from the writer (store + erase ran 2.2× slower). The writer links
-/// them into its free list itself when it runs out.
+/// every node's line away from the writer (store + erase ran up to 2.2× slower). The writer
+/// links them into its free list itself when it runs out.
 final class MapleNodeAllocator: @unchecked Sendable {
     static let slabNodes = 64
     static let recordNodes = 24
@@ -320,6 +320,26 @@ final class MapleNodeAllocator: @unchecked Sendable {
         var count: Int
         var nodes: (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt,
                     UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
+    }
+
+    /// Calls `body` with each node of the chain of records starting at `first`; returns the
+    /// chain's last record and its node count.
+    @discardableResult
+    static func forEachNode(in first: UnsafeMutablePointer<RetireRecord>,
+                            _ body: (MapleNode) -> Void) -> (last: UnsafeMutablePointer<RetireRecord>, count: Int) {
+        var last = first
+        var count = 0
+        var r: UnsafeMutablePointer<RetireRecord>? = first
+        while let rec = r {
+            let n = rec.pointee.count
+            withUnsafeBytes(of: rec.pointee.nodes) { buf in
+                for j in 0..<n { body(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
+            }
+            count += n
+            last = rec
+            r = rec.pointee.next
+        }
+        return (last, count)
     }
 
     init(poison: Bool) { self.poison = poison }
@@ -360,16 +380,7 @@ final class MapleNodeAllocator: @unchecked Sendable {
             return r
         }
         guard let first = records else { return }
-        var last = first
-        var r: UnsafeMutablePointer<RetireRecord>? = first
-        while let rec = r {
-            let n = rec.pointee.count
-            withUnsafeBytes(of: rec.pointee.nodes) { buf in
-                for j in 0..<n { release(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
-            }
-            last = rec
-            r = rec.pointee.next
-        }
+        let last = Self.forEachNode(in: first) { release($0) }.last
         returnedLock.withLock {
             last.pointee.next = recordPool
             recordPool = first
@@ -419,20 +430,8 @@ final class MapleNodeAllocator: @unchecked Sendable {
     static let batchDone: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
         let first = raw.assumingMemoryBound(to: RetireRecord.self)
         let a = Unmanaged<MapleNodeAllocator>.fromOpaque(first.pointee.head.context!).takeUnretainedValue()
-        var last = first
-        var count = 0
-        var r: UnsafeMutablePointer<RetireRecord>? = first
-        while let rec = r {
-            let n = rec.pointee.count
-            if a.poison {
-                withUnsafeBytes(of: rec.pointee.nodes) { buf in
-                    for j in 0..<n { a.poisonNode(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
-                }
-            }
-            count += n
-            last = rec
-            r = rec.pointee.next
-        }
+        // Only the poisoning variant (tests) touches the nodes here.
+        let (last, count) = forEachNode(in: first) { if a.poison { a.poisonNode($0) } }
         a.returnedLock.lock()
         last.pointee.next = a.returnedRecords
         a.returnedRecords = first
