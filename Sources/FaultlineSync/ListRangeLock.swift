@@ -115,7 +115,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
     /// the walker, or a writer's validation backed off), and waits for a conflicting holder.
     public enum Statistic: Int, CaseIterable, Sendable {
         case casFailures, restarts, waits
-        public var name: String { ["casFailures", "restarts", "waits"][rawValue] }
+        public var name: String { "\(self)" }
     }
 
     @inline(__always)

@@ -158,7 +158,7 @@ struct RCUTests {
 
     /// The reclaimer starts on the thread that queues first, often a worker pinned to one
     /// CPU; it must not keep that pin (it then competed with the worker for its CPU: the list
-    /// lock's sweep ran 4× slower once a pinned worker had started it).
+    /// lock's sweep ran 3.6× slower once a pinned worker had started it).
     @Test func reclaimerRunsOnEveryCPUWhoeverStartsIt() {
         let cpus = Threads.availableCPUs
         let rcu = RCU(batchSize: 1)
