@@ -1,21 +1,27 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layers, arrows one way:
-// CFaultline (C shim) → FaultlineSync (primitives) → FaultlineTrees (range trees)
-// → FaultlineMM (address space) → FaultlineDesigns → FaultlineWorkloads / FaultlineReplay
-// → FaultlineReport → faultline (CLI).
-// `FAULTLINE_INVARIANTS` compiles the `_checkInvariants()` calls in (debug builds).
-let invariants: [SwiftSetting] = [.define("FAULTLINE_INVARIANTS", .when(configuration: .debug))]
+// Linux only: the primitives need futex(2) and membarrier(2), the differential tester runs
+// its calls on the host kernel, and the model is x86-64 Linux's address space.
+#if !os(Linux)
+#error("Faultline builds on Linux only (futex, membarrier, the host kernel as the oracle)")
+#endif
 
+// Layers, arrows one way (each module depends only on modules above it):
+// CFaultline (C shim) → FaultlineSync (primitives) → FaultlineTrees (range trees)
+// → FaultlineMM (address space and its designs)
+// → FaultlineHarnesses (stress, COW race, seed) | FaultlineDiff (differential tester)
+//   | FaultlineWorkloads (workloads, harness) | FaultlineBench (micro-benchmarks)
+// → FaultlineReplay (strace replay; uses the workload harness's cell results)
+// → FaultlineFuzz (fuzz checks) | FaultlineReport (compare, tables, HTML)
+// → faultline (CLI), fuzz-strace / fuzz-syscalls (libFuzzer entries).
 let package = Package(
     name: "Faultline",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "FaultlineSync", targets: ["FaultlineSync"]),
         .library(name: "FaultlineTrees", targets: ["FaultlineTrees"]),
         .library(name: "FaultlineMM", targets: ["FaultlineMM"]),
-        .library(name: "FaultlineDesigns", targets: ["FaultlineDesigns"]),
+        .library(name: "FaultlineHarnesses", targets: ["FaultlineHarnesses"]),
         .library(name: "FaultlineWorkloads", targets: ["FaultlineWorkloads"]),
         .library(name: "FaultlineReplay", targets: ["FaultlineReplay"]),
         .library(name: "FaultlineReport", targets: ["FaultlineReport"]),
@@ -30,25 +36,25 @@ let package = Package(
         .target(name: "CFaultline"),
         // The differential tester's helper: runs the calls on the host kernel.
         .executableTarget(name: "faultline-host"),
-        .target(name: "FaultlineSync", dependencies: ["CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineDesigns", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"], swiftSettings: invariants),
-        .target(name: "FaultlineWorkloads", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineReplay", dependencies: ["FaultlineWorkloads", "FaultlineMM", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineSync", dependencies: ["CFaultline"]),
+        .target(name: "FaultlineTrees", dependencies: ["FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineHarnesses", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"]),
+        .target(name: "FaultlineWorkloads", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineReplay", dependencies: ["FaultlineWorkloads", "FaultlineMM", "FaultlineSync", "CFaultline"]),
         // Fuzz targets: the checks are a library (the test suite runs the corpora through them);
         // the executables are libFuzzer entries when built by Fuzz/run, corpus runners otherwise.
-        .target(name: "FaultlineFuzz", dependencies: ["FaultlineReplay", "FaultlineMM"], swiftSettings: invariants),
+        .target(name: "FaultlineFuzz", dependencies: ["FaultlineReplay", "FaultlineMM"]),
         .executableTarget(name: "fuzz-strace", dependencies: ["FaultlineFuzz"]),
         .executableTarget(name: "fuzz-syscalls", dependencies: ["FaultlineFuzz"]),
-        .target(name: "FaultlineReport", dependencies: ["FaultlineReplay", "FaultlineWorkloads", "FaultlineMM", "CFaultline"], swiftSettings: invariants),
-        .target(name: "FaultlineBench", dependencies: ["FaultlineMM", "FaultlineTrees", "FaultlineSync", "CFaultline"], swiftSettings: invariants),
+        .target(name: "FaultlineReport", dependencies: ["FaultlineReplay", "FaultlineWorkloads", "FaultlineMM", "CFaultline"]),
+        .target(name: "FaultlineBench", dependencies: ["FaultlineMM", "FaultlineTrees", "FaultlineSync", "CFaultline"]),
         .executableTarget(
             name: "faultline",
             dependencies: [
                 "FaultlineBench",
-                "FaultlineDesigns",
+                "FaultlineHarnesses",
                 "FaultlineDiff",
                 "FaultlineWorkloads",
                 "FaultlineReport",
@@ -60,7 +66,7 @@ let package = Package(
         ),
         .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
         .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees"]),
-        .testTarget(name: "FaultlineDesignsTests", dependencies: ["FaultlineDesigns", "FaultlineMM", "FaultlineSync"]),
+        .testTarget(name: "FaultlineHarnessesTests", dependencies: ["FaultlineHarnesses", "FaultlineMM", "FaultlineSync"]),
         .testTarget(name: "FaultlineFuzzTests", dependencies: ["FaultlineFuzz"]),
         .testTarget(name: "FaultlineReplayTests", dependencies: ["FaultlineReplay", "FaultlineMM"], exclude: ["Traces"]),
         .testTarget(name: "FaultlineWorkloadsTests", dependencies: ["FaultlineWorkloads", "FaultlineReport", "FaultlineReplay", "FaultlineMM"]),

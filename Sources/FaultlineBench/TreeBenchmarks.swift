@@ -45,7 +45,7 @@ public enum TreeBenchmarks {
         return out
     }
 
-    static func cells<T: RangeTree>(_ name: String, _ size: Int, _ make: @escaping @Sendable () -> T) -> [MicroScenario]
+    static func cells<T: RangeTree & SendableMetatype>(_ name: String, _ size: Int, _ make: @escaping @Sendable () -> T) -> [MicroScenario]
     where T.Value == BenchValue {
         let entries = layout(size)
         let shared = Shared(entries)

@@ -40,7 +40,8 @@ extension AddressSpace {
         let tag = "[\(design.rawValue)]"
         if mmapLock.isLocked { problems.append("\(tag) mmap_lock held at rest") }
         if mmSeq.isWriting { problems.append("\(tag) mm sequence count odd at rest") }
-        if tree.kind == .maple { tree.maple!._checkInvariants() } else { tree.rb!._checkInvariants() }
+        let nodes = tree.kind == .maple ? tree.maple!._checkInvariants() : tree.rb!._checkInvariants()
+        system.treeNodesChecked.wrappingAdd(nodes, ordering: .relaxed)
         let all = allVMAs()
         if all.count != mapCount { problems.append("\(tag) map_count \(mapCount) but \(all.count) VMAs in the tree") }
         var prevEnd: UInt64 = 0
@@ -104,7 +105,7 @@ extension MMSystem {
     /// its mapcount, and one reference per mapping plus one if it is in a page cache; none is
     /// free and mapped; nothing was written after being freed; page tables are all reachable.
     public func checkQuiescent(_ spaces: [AddressSpace]) -> [String] {
-        rcu.barrier()
+        rcu.drain()
         var problems: [String] = []
         var mappings = FrameMappings()
         for mm in spaces { mm.checkQuiescent(&problems, &mappings) }

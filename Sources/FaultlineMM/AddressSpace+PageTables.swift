@@ -179,6 +179,7 @@ extension AddressSpace {
         let canWrite = flags.contains(.write)
         let exec = flags.contains(.exec)
         let accessible = !flags.isDisjoint(with: [.read, .write, .exec])
+        var reduced = false
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
             var a = s
@@ -191,12 +192,27 @@ extension AddressSpace {
                     if exec { new &= ~PTE.noExec } else { new |= PTE.noExec }
                     // PROT_NONE: keep the frame but make the entry inaccessible (`pte_protnone`).
                     if !accessible { new &= ~PTE.user } else { new |= PTE.user }
-                    if new != old { slot.pointee.store(new, ordering: .releasing) }
+                    if new != old {
+                        slot.pointee.store(new, ordering: .releasing)
+                        if old & ~new & (PTE.writable | PTE.user) != 0 || new & ~old & PTE.noExec != 0 { reduced = true }
+                    }
                 }
                 a &+= Linux.pageSize
             }
             table.ptl.pointee.unlock()
         }
+        if reduced { flushTLBRange() }
+    }
+
+    /// `flush_tlb_range()` after permissions were taken away: returns once no access that may
+    /// have read the old PTEs is still in flight, so no store lands through a PTE that is no
+    /// longer writable once the call returns (Linux's guarantee, bought with IPIs there). The
+    /// model's accesses run inside RCU read sections (`withByte`), so a grace period is the
+    /// shootdown's acknowledgement; like a broadcast IPI it waits for every thread in the
+    /// domain, not only this mm's. Called with no PTE lock held (readers spin on those).
+    func flushTLBRange() {
+        count(.tlbFlushes)
+        system.rcu.synchronize()
     }
 
     /// `copy_page_range()` for fork: copies present PTEs of `[start, end)` into `child`,
@@ -204,6 +220,7 @@ extension AddressSpace {
     /// held per table; the child is not yet visible to anyone.
     func copyPageRange(to child: AddressSpace, _ start: UInt64, _ end: UInt64, shared: Bool) {
         var anon = 0, file = 0
+        var protected = false
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
             var a = s
@@ -214,6 +231,7 @@ extension AddressSpace {
                     if !shared && old & PTE.writable != 0 {
                         old &= ~PTE.writable
                         slot.pointee.store(old, ordering: .releasing)
+                        protected = true
                     }
                     if old & PTE.special == 0 {
                         let f = PTE.frame(old)
@@ -230,27 +248,80 @@ extension AddressSpace {
         }
         if anon != 0 { child.stats.slots.add(MMStat.rssAnon.rawValue, UInt64(anon)) }
         if file != 0 { child.stats.slots.add(MMStat.rssFile.rawValue, UInt64(file)) }
+        // A parent store in flight through a PTE just write-protected would land in the frame
+        // the child now shares (Lespinasse's fork race, one level down): flush first.
+        if protected { flushTLBRange() }
     }
 
-    /// Moves the PTEs of `[old, old + len)` to `[new, new + len)` (`move_page_tables`).
+    /// Moves the PTEs of `[old, old + len)` to `[new, new + len)` (`move_page_tables`). Only
+    /// tables that exist are visited, each under its PTE lock once; where both sides are
+    /// PMD-aligned over a whole 2 MiB and the destination has no table, the PTE table itself
+    /// moves (`move_pgt_entry`: one PMD entry, no PTE touched). A lockless fault that walked
+    /// to a moved table finds it unlinked when it re-checks under the lock
+    /// (`tableStillLinked`), as after a free.
     func movePageTables(from old: UInt64, to new: UInt64, length: UInt64) {
-        var off: UInt64 = 0
-        while off < length {
-            if let src = walkPTE(old + off) {
-                let t = PageTablePage(entry: src)
-                t.ptl.pointee.lock()
-                let e = src.pointee.exchange(0, ordering: .acquiringAndReleasing)
-                t.ptl.pointee.unlock()
-                if e & PTE.present != 0 {
-                    let dst = allocPTE(new + off)
-                    let dt = PageTablePage(entry: dst)
-                    dt.ptl.pointee.lock()
-                    dst.pointee.store(e, ordering: .releasing)
-                    dt.ptl.pointee.unlock()
-                }
+        var work = PageTableMoveWork()
+        let pmdSpan = ptSpan(level: 2)
+        var moved: [(address: UInt64, pte: UInt64)] = []
+        forEachPTETable(old, old &+ length) { table, s, e in
+            let d = new &+ (s &- old)
+            if e &- s == pmdSpan && s & (pmdSpan &- 1) == 0 && d & (pmdSpan &- 1) == 0 && moveTable(table, from: s, to: d) {
+                work.tablesMoved += 1
+                return
             }
-            off += Linux.pageSize
+            moved.removeAll(keepingCapacity: true)
+            table.ptl.pointee.lock()
+            var a = s
+            while a < e {
+                work.entriesVisited += 1
+                let x = table.entry(ptIndex(a, level: 1)).pointee.exchange(0, ordering: .acquiringAndReleasing)
+                if x & PTE.present != 0 { moved.append((d &+ (a &- s), x)) }
+                a &+= Linux.pageSize
+            }
+            table.ptl.pointee.unlock()
+            // Install grouped by destination table (a source table can straddle two).
+            var i = 0
+            while i < moved.count {
+                let dt = PageTablePage(entry: allocPTE(moved[i].address))
+                let dtBase = moved[i].address & ~(pmdSpan &- 1)
+                dt.ptl.pointee.lock()
+                while i < moved.count && moved[i].address & ~(pmdSpan &- 1) == dtBase {
+                    dt.entry(ptIndex(moved[i].address, level: 1)).pointee.store(moved[i].pte, ordering: .releasing)
+                    work.entriesMoved += 1
+                    i += 1
+                }
+                dt.ptl.pointee.unlock()
+            }
         }
+        _pageTableMoveWork = work
+    }
+
+    /// `move_normal_pmd()`: relinks the PTE table `table` (mapping `[from, from + 2 MiB)`) at
+    /// `to`, under its lock so no fault is mid-update in it. False when the destination
+    /// already has a table (the caller moves entries instead, as Linux does).
+    private func moveTable(_ table: PageTablePage, from: UInt64, to: UInt64) -> Bool {
+        var src = pgd
+        for level in stride(from: 4, to: 2, by: -1) {
+            let e = src.entry(ptIndex(from, level: level)).pointee.load(ordering: .acquiring)
+            src = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+        }
+        var dst = pgd
+        for level in stride(from: 4, to: 2, by: -1) {
+            let slot = dst.entry(ptIndex(to, level: level))
+            var e = slot.pointee.load(ordering: .acquiring)
+            if e & PTE.present == 0 { e = installTable(slot) }
+            dst = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+        }
+        let srcSlot = src.entry(ptIndex(from, level: 2))
+        let dstSlot = dst.entry(ptIndex(to, level: 2))
+        table.ptl.pointee.lock()
+        defer { table.ptl.pointee.unlock() }
+        let entry = srcSlot.pointee.load(ordering: .acquiring)
+        guard dstSlot.pointee.compareExchange(expected: 0, desired: entry, ordering: .acquiringAndReleasing).exchanged else {
+            return false
+        }
+        srcSlot.pointee.store(0, ordering: .releasing)
+        return true
     }
 
     /// Present PTEs in `[start, end)` (for tests and invariants).

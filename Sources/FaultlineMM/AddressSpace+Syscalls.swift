@@ -46,9 +46,15 @@ extension AddressSpace {
 
     // MARK: System calls
 
+    /// What the return to user space does for the model: the caller holds none of our locks
+    /// now, so a thread that flooded `call_rcu` pays for its backlog here (`RCU.throttle`).
+    @inline(__always)
+    func returnToUser() { system.rcu.throttle() }
+
     /// `mmap(2)`.
     public func mmap(_ addr: UInt64 = 0, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
                      file: MMFile? = nil, offset: UInt64 = 0) -> Result<UInt64, Errno> {
+        defer { returnToUser() }
         if design.usesRangeLock { return mmapRanged(addr, length, prot, flags, file: file, offset: offset) }
         writeLock()
         let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset)
@@ -65,6 +71,7 @@ extension AddressSpace {
 
     /// `munmap(2)`: detach under the write lock, downgrade, zap under the read lock.
     public func munmap(_ addr: UInt64, _ length: UInt64) -> Result<Void, Errno> {
+        defer { returnToUser() }
         let end: UInt64
         switch munmapArgs(addr, length) {
         case .failure(let e): return .failure(e)
@@ -86,14 +93,16 @@ extension AddressSpace {
 
     /// `mprotect(2)`.
     public func mprotect(_ addr: UInt64, _ length: UInt64, _ prot: Prot) -> Result<Void, Errno> {
-        withWriter({ mprotectRange(addr, length, prot) }) { doMprotect(addr, length, prot) }
+        defer { returnToUser() }
+        return withWriter({ mprotectRange(addr, length, prot) }) { doMprotect(addr, length, prot) }
     }
 
     /// `mremap(2)`.
     public func mremap(_ addr: UInt64, _ oldLength: UInt64, _ newLength: UInt64, _ flags: MremapFlags = [],
                        newAddress: UInt64 = 0) -> Result<UInt64, Errno> {
+        defer { returnToUser() }
         // Range designs: source, destination and what it replaces — the whole space.
-        withWriter({ wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
+        return withWriter({ wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
     }
 
     /// `madvise(2)`; an advice number the kernel does not know is EINVAL.
@@ -102,6 +111,7 @@ extension AddressSpace {
     }
 
     public func madvise(_ addr: UInt64, _ length: UInt64, _ advice: Advice?) -> Result<Void, Errno> {
+        defer { returnToUser() }
         let end: UInt64
         switch madviseArgs(addr, length, advice) {
         case .failure(let e): return .failure(e)
@@ -124,12 +134,14 @@ extension AddressSpace {
 
     /// `brk(2)`: the new break, or the current one when the request is refused.
     public func brk(_ addr: UInt64) -> UInt64 {
-        withWriter({ brkRange(addr) }) { doBrk(addr) }
+        defer { returnToUser() }
+        return withWriter({ brkRange(addr) }) { doBrk(addr) }
     }
 
     /// `fork(2)`: the child's address space.
     public func fork() -> AddressSpace {
-        withWriter({ wholeSpace }) { doFork() }
+        defer { returnToUser() }
+        return withWriter({ wholeSpace }) { doFork() }
     }
 
     /// The range mprotect changes (PROT_GROWSDOWN reaches down to the VMA's start).

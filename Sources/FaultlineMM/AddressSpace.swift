@@ -10,6 +10,9 @@ public final class MMSystem: @unchecked Sendable {
     public let rcu: RCU
     let vmaSlab: RCUSlab
     let tableSlab: RCUSlab
+    /// VMA-tree nodes walked by the quiescent checks' tree invariants, all address spaces
+    /// together: proof that a (release-built) stress or fuzz run checked its trees.
+    public let treeNodesChecked = Atomic<Int>(0)
 
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
@@ -182,6 +185,8 @@ public final class AddressSpace: @unchecked Sendable {
     /// Range designs: page tables may be freed only inside the range the writer holds
     /// (`free_pgtables` floor/ceiling are clamped to it). Set under the short write lock.
     @exclusivity(unchecked) var tableFreeLimit: Range<UInt64> = 0..<UInt64.max
+    /// What the last `movePageTables` (mremap) did; written under the writer's lock.
+    @_spi(Testing) public internal(set) var _pageTableMoveWork = PageTableMoveWork()
     /// VMAs write-marked in the current writer section (ended at `endVMAWrites`).
     @exclusivity(unchecked) var markedVMAs: [VMARef] = []
     /// VMAs freed while marked (per-VMA sequence counts): freed when the section ends.
@@ -389,4 +394,16 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case rssAnon, rssFile, rssShmem
     /// `/proc/pid/maps` lines produced, and lines a lock-free walk had to take `mmap_lock` for.
     case mapsVMAs, mapsFallbacks
+    /// TLB shootdowns: flushes after permissions were taken from present PTEs (mprotect,
+    /// fork's write-protect), each a wait for the accesses in flight.
+    case tlbFlushes
+}
+
+/// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and
+/// whole PTE tables relinked (`move_pgt_entry`).
+@_spi(Testing) public struct PageTableMoveWork: Equatable, Sendable {
+    public var entriesVisited = 0
+    public var entriesMoved = 0
+    public var tablesMoved = 0
+    public init() {}
 }

@@ -25,6 +25,8 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     public var rangeLockWaitNs: UInt64 = 0
     public var mapsVMAs: UInt64 = 0
     public var mapsFallbacks: UInt64 = 0
+    /// TLB shootdowns (`flush_tlb_range` after permissions were taken away).
+    public var tlbFlushes: UInt64 = 0
 
     public init() {}
 
@@ -33,7 +35,7 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case faults, locklessSuccesses = "speculativeSuccesses", aborts, abortReasons, fallbacks, retries, majorFaults
         case mmapLockAcquisitions, mmapLockContended, mmapLockWaitNs, vmaLockAcquisitions, vmaLockContended, vmaLockWaitNs
-        case rangeLockContended, rangeLockWaitNs, mapsVMAs, mapsFallbacks
+        case rangeLockContended, rangeLockWaitNs, mapsVMAs, mapsFallbacks, tlbFlushes
     }
 
     /// Speculative/lockless attempts that aborted, per fault handled.
@@ -44,7 +46,7 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         \.faults, \.locklessSuccesses, \.aborts, \.fallbacks, \.retries, \.majorFaults,
         \.mmapLockAcquisitions, \.mmapLockContended, \.mmapLockWaitNs,
         \.vmaLockAcquisitions, \.vmaLockContended, \.vmaLockWaitNs,
-        \.rangeLockContended, \.rangeLockWaitNs, \.mapsVMAs, \.mapsFallbacks,
+        \.rangeLockContended, \.rangeLockWaitNs, \.mapsVMAs, \.mapsFallbacks, \.tlbFlushes,
     ]
 
     public static func + (a: DesignCounters, b: DesignCounters) -> DesignCounters {
@@ -93,6 +95,7 @@ extension AddressSpace {
         c.majorFaults = v(.majorFaults)
         c.mapsVMAs = v(.mapsVMAs)
         c.mapsFallbacks = v(.mapsFallbacks)
+        c.tlbFlushes = v(.tlbFlushes)
         let l = lockStats.sums()
         c.mmapLockAcquisitions = l[RWSemStat.readAcquired.rawValue] &+ l[RWSemStat.writeAcquired.rawValue]
         c.mmapLockContended = l[RWSemStat.readContended.rawValue] &+ l[RWSemStat.writeContended.rawValue]

@@ -135,11 +135,27 @@ extension ListRangeLock {
             }
         }
 
-        /// RCU callback: the grace period is over, the batch (linked from its first node) is free.
+        /// Waiters asleep outside their RCU section (`waitReleased`), all locks together: a
+        /// batch is scanned for them only when there are any.
+        static let sleepingWaiters = Atomic<Int>(0)
+
+        /// RCU callback: the grace period is over, the batch (linked from its first node) is
+        /// free — unless a waiter that found one of its nodes before the grace period still
+        /// sleeps on it outside RCU: then it waits another grace period.
         static let batchReady: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
             let h = raw.assumingMemoryBound(to: RCUHead.self)
             let pool = Unmanaged<NodePool>.fromOpaque(h.pointee.context!).takeUnretainedValue()
             let first = raw - 32
+            if NodePool.sleepingWaiters.load(ordering: .acquiring) != 0 {
+                var n: UnsafeMutableRawPointer? = first
+                while let x = n {
+                    if LNode(raw: x).sleepers.pointee.load(ordering: .acquiring) != 0 {
+                        pool.rcu.callRCU(h)
+                        return
+                    }
+                    n = NodePool.poolNext(x)
+                }
+            }
             pool.readyLock.withLock { pool.ready.append(first) }
             pool.inFlight.wrappingSubtract(1, ordering: .relaxed)
         }

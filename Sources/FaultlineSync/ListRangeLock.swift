@@ -26,7 +26,8 @@ import Synchronization
 /// thread that never re-locks the same range (a fault sweep) never parks and pays what the
 /// paper's lock pays.
 ///
-/// Waiting spins, then sleeps on a futex over the low half of the awaited node's state word.
+/// Waiting spins, then sleeps on a futex over the low half of the awaited node's state word,
+/// outside the RCU read section (callers must not hold one of `RCU.shared` themselves).
 public final class ListRangeLock: RangeLock, @unchecked Sendable {
     public struct Handle: @unchecked Sendable {
         @usableFromInline let node: LNode
@@ -130,7 +131,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
 
     /// A lock whose requests do not kill the parked nodes they conflict with. Broken on
     /// purpose, for the tests that must catch it.
-    public static func _brokenForTesting() -> ListRangeLock { ListRangeLock(parking: true, brokenParking: true, statistics: false) }
+    @_spi(Testing) public static func _brokenForTesting() -> ListRangeLock { ListRangeLock(parking: true, brokenParking: true, statistics: false) }
 
     init(parking: Bool, brokenParking: Bool, statistics: Bool) {
         self.parking = parking
@@ -240,12 +241,17 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
 
     // MARK: Waiting and releasing
 
-    /// Waits until `n` is deleted or parked. Caller is inside an RCU section.
+    /// Waits until `n` is deleted or parked. Caller is inside an RCU section. Spinning stays
+    /// inside it; sleeping leaves it, since a grace period (and so all reuse of nodes, frames,
+    /// VMAs and page tables) must not wait for a range-lock wait. While asleep the node is
+    /// pinned by its sleeper count (`NodePool.batchReady` defers a batch with a sleeper to
+    /// another grace period). Returns true when it slept: the section was left, so the
+    /// caller's position in the list may be gone and it walks again.
     @inline(__always)
-    func waitReleased(_ n: LNode) {
+    func waitReleased(_ n: LNode) -> Bool {
         var spins = 0
         while true {
-            if Self.isDeleted(n) || !NodeState.isHeld(n.state.pointee.load(ordering: .acquiring)) { return }
+            if Self.isDeleted(n) || !NodeState.isHeld(n.state.pointee.load(ordering: .acquiring)) { return false }
             spins += 1
             if spins < 512 {
                 fl_cpu_relax()
@@ -255,12 +261,18 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
             // word (the futex's) before it reads the count. If the node is parked and revived
             // before we sleep, the word is back to what we read: we sleep until its next
             // release, which sees our count and wakes us.
+            NodePool.sleepingWaiters.wrappingAdd(1, ordering: .sequentiallyConsistent)
             n.sleepers.pointee.wrappingAdd(1, ordering: .sequentiallyConsistent)
             let s = n.state.pointee.load(ordering: .sequentiallyConsistent)
-            if n.next.pointee.load(ordering: .sequentiallyConsistent) & 1 == 0 && NodeState.isHeld(s) {
+            let sleep = n.next.pointee.load(ordering: .sequentiallyConsistent) & 1 == 0 && NodeState.isHeld(s)
+            if sleep {
+                readSide.readUnlock()
                 _ = fl_futex_wait(n.stateLowWord, UInt32(truncatingIfNeeded: s), -1)
+                readSide.readLock()
             }
             n.sleepers.pointee.wrappingSubtract(1, ordering: .relaxed)
+            NodePool.sleepingWaiters.wrappingSubtract(1, ordering: .releasing)
+            if sleep { return true }
         }
     }
 
@@ -346,7 +358,7 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     }
                     if tryOnly { return .busy }
                     count(.waits)
-                    waitReleased(cur!)
+                    if waitReleased(cur!) { continue restart }
                     curWord = prev.pointee.load(ordering: .acquiring)
                 } else {
                     lock.next.pointee.store(curWord, ordering: .relaxed)
@@ -412,7 +424,10 @@ public final class ListRangeLock: RangeLock, @unchecked Sendable {
                     return .busy
                 }
                 count(.waits)
-                waitReleased(cur)
+                if waitReleased(cur) {
+                    // Slept outside the section: walk again from our own node, which we hold.
+                    prev = lock.next
+                }
                 curWord = prev.pointee.load(ordering: .acquiring) & ~1
             }
         }

@@ -66,9 +66,20 @@ extension RCU {
         }
         let n = s.pointee.pending.wrappingAdd(1, ordering: .relaxed).newValue
         startReclaimerIfNeeded()
-        if n == batchSize { reclaimer.kick() }
-        if n >= backPressure && s.pointee.nesting.load(ordering: .relaxed) == 0 {
-            // The reclaimer cannot keep up: this thread pays for a grace period itself.
+        // Never wait here, as the kernel's call_rcu never does: the caller may hold a lock
+        // (a range, a PTE lock) that a reader inside its section is waiting for, and the grace
+        // period would wait for that reader. A flood only hurries the reclaimer; the queueing
+        // thread pays at `throttle()`, where it holds nothing.
+        if n == batchSize || (n >= backPressure && n % batchSize == 0) { reclaimer.kick() }
+    }
+
+    /// Back pressure for `callRCU` floods, at a point where the caller holds no lock a reader
+    /// may wait for (the model's return to user space, where Linux runs `cond_resched` and
+    /// its callback kthreads catch up): if this thread has queued `backPressure` callbacks not
+    /// yet run, it waits for a grace period and runs them (`rcu_barrier`).
+    public func throttle() {
+        let s = slot(currentThreadIndex())
+        if s.pointee.pending.load(ordering: .relaxed) >= backPressure && s.pointee.nesting.load(ordering: .relaxed) == 0 {
             barrier()
         }
     }
@@ -104,9 +115,20 @@ extension RCU {
         reclaimer.kick()
     }
 
-    /// `rcu_barrier()`: returns once every callback queued before the call has run.
+    /// `rcu_barrier()`: returns once every callback queued before the call has run — not
+    /// those queued meanwhile, so it returns under any other thread's steady `callRCU` traffic.
+    /// A callback queued before it is either still on a list (this pass takes it) or in the
+    /// batch of a pass that holds `reclaimLock` until it has run (this pass waits for that).
     public func barrier() {
         precondition(!isReadLockHeld, "rcu barrier inside an RCU read-side section deadlocks")
+        processPending()
+    }
+
+    /// Runs callbacks until none is queued, including those the callbacks queue: for
+    /// teardown and quiescent checks, when no other thread is queueing (under steady traffic
+    /// it need not return; `barrier()` does).
+    public func drain() {
+        precondition(!isReadLockHeld, "rcu drain inside an RCU read-side section deadlocks")
         while processPending() {}
     }
 
@@ -115,6 +137,11 @@ extension RCU {
         var n = 0
         for t in 0..<threadIndexHighWater() { n += slot(t).pointee.pending.load(ordering: .relaxed) }
         return n
+    }
+
+    /// Callbacks the calling thread queued that have not been taken yet.
+    public var pendingCallbacksOfThisThread: Int {
+        slot(currentThreadIndex()).pointee.pending.load(ordering: .relaxed)
     }
 
     /// Takes every queued callback, waits one grace period, runs them. Returns whether any ran.

@@ -31,7 +31,8 @@ public final class RCU: @unchecked Sendable {
     let reclaimLock = Mutex<Void>(())
     /// Callbacks queued per slot before the reclaimer is kicked.
     let batchSize: Int
-    /// Queued callbacks per slot past which the queueing thread reclaims synchronously.
+    /// Queued callbacks per slot past which the reclaimer is kicked at once and `throttle()`
+    /// makes the queueing thread reclaim synchronously.
     let backPressure: Int
     /// Test hook: when set, `synchronize()` does not wait for readers. Only for proving that the
     /// RCU tests catch a broken grace period.
@@ -45,7 +46,7 @@ public final class RCU: @unchecked Sendable {
 
     /// A domain whose grace periods do not wait for readers. Broken on purpose: it exists so
     /// that tests can prove they catch a reader that outlives a grace period.
-    public static func _brokenForTesting() -> RCU {
+    @_spi(Testing) public static func _brokenForTesting() -> RCU {
         RCU(batchSize: 512, backPressure: 65_536, brokenNoWait: true)
     }
 
@@ -69,7 +70,7 @@ public final class RCU: @unchecked Sendable {
 
     deinit {
         reclaimer.stopAndJoin()
-        barrier()
+        drain()
         UnsafeMutableRawPointer(gp).deallocate()
         slotBase.deallocate()
     }

@@ -335,11 +335,11 @@ public final class GapRBTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
 
     // MARK: Checking
 
-    /// Red-black invariants, order, list/tree agreement and gap summaries (compiled only with
-    /// `FAULTLINE_INVARIANTS`).
-    public func _checkInvariants() {
-        #if FAULTLINE_INVARIANTS
-        tree._checkInvariants { n in
+    /// Red-black invariants, order, list/tree agreement and gap summaries (in every build);
+    /// returns the nodes checked.
+    @discardableResult
+    public func _checkInvariants() -> Int {
+        _ = tree._checkInvariants { n in
             var m = n.pointee.payload.gapBefore
             if let l = n.pointee.left { m = max(m, l.pointee.payload.maxGap) }
             if let r = n.pointee.right { m = max(m, r.pointee.payload.maxGap) }
@@ -361,6 +361,6 @@ public final class GapRBTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
             k += 1
         }
         precondition(l == nil && k == count, "gap rbtree: list longer than tree")
-        #endif
+        return k
     }
 }

@@ -3,20 +3,22 @@ extension MapleCore {
     /// increasing inside each node's bounds; uniform height; fill bounds (non-root leaves ≥ 6
     /// slots, internal nodes ≥ 4 children, a non-leaf root ≥ 2); gap summaries exact; parent
     /// links; no dead node reachable; no two adjacent NULL ranges anywhere; the value count.
-    /// Writer side (call with writers excluded). The body is compiled only with
-    /// `FAULTLINE_INVARIANTS` (debug builds); elsewhere it does nothing.
-    func _checkInvariants() {
-        #if FAULTLINE_INVARIANTS
+    /// Writer side (call with writers excluded). Compiled into every build, release too, so
+    /// the release-built stress and fuzzers check the tree; returns the nodes checked.
+    @discardableResult
+    func _checkInvariants() -> Int {
         guard let root = MapleNode(address: rootSlot.pointee.load(ordering: .acquiring)) else {
             precondition(height == 0 && count == 0, "maple: empty root but height \(height), count \(count)")
-            return
+            return 0
         }
+        var nodes = 0
         precondition(root.parentWord() & ~MapleNode.metaMask == 0, "maple: root has a parent")
         var values = 0
         var prevNull = false
         var expectNext: UInt64 = 0
         func walk(_ n: MapleNode, lo: UInt64, hi: UInt64, depth: Int, isRoot: Bool) -> UInt64 {
             let w = n.parentWord()
+            nodes += 1
             precondition(!n.isDead(), "maple: dead node reachable")
             precondition(w & MapleNode.freshBit == 0, "maple: fresh bit left on a published node")
             let end = MapleNode.end(w)
@@ -59,6 +61,6 @@ extension MapleCore {
         }
         _ = walk(root, lo: 0, hi: UInt64.max, depth: 1, isRoot: true)
         precondition(values == count, "maple: count \(count) but \(values) values")
-    #endif
+        return nodes
     }
 }

@@ -58,7 +58,8 @@ public final class MapleTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
 
     public func lowestGap(size: UInt64, in window: ClosedRange<UInt64>) -> UInt64? { core.lowestGap(size: size, in: window) }
     public func highestGap(size: UInt64, in window: ClosedRange<UInt64>) -> UInt64? { core.highestGap(size: size, in: window) }
-    public func _checkInvariants() { core._checkInvariants() }
+    /// Every structural invariant, trapping on a violation (see `MapleCore`); the nodes checked.
+    @discardableResult public func _checkInvariants() -> Int { core._checkInvariants() }
 
     // MARK: Readers (forwarders to `reader`)
 

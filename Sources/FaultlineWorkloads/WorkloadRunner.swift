@@ -135,7 +135,7 @@ public enum WorkloadRunner {
     /// The harness: one pinned thread per worker (plus the reader of maps-reader), warm-up,
     /// then the measured window; operations counted per thread, latencies sampled per thread
     /// and merged.
-    static func run<T: MemoryTarget>(_ target: T, _ o: WorkloadOptions, name: String, rep: Int,
+    static func run<T: MemoryTarget & SendableMetatype>(_ target: T, _ o: WorkloadOptions, name: String, rep: Int,
                                      faults: () -> UInt64? = { nil },
                                      counters: () -> DesignCounters?) -> CellResult {
         let n = o.threads

@@ -1,6 +1,6 @@
 import ArgumentParser
 import FaultlineBench
-import FaultlineDesigns
+import FaultlineHarnesses
 import FaultlineMM
 
 struct CowRaceCommand: ParsableCommand {

@@ -1,6 +1,6 @@
 import ArgumentParser
 import FaultlineBench
-import FaultlineDesigns
+import FaultlineHarnesses
 import FaultlineMM
 import Foundation
 
@@ -72,10 +72,12 @@ struct Stress: ParsableCommand {
             struct Out: Codable {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
+                var treeNodesChecked: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
-                                     violations: report.violations, firstViolationAfter: report.firstViolationAfter)))
+                                     violations: report.violations, firstViolationAfter: report.firstViolationAfter,
+                                     treeNodesChecked: report.treeNodesChecked)))
         } else {
             print(render(report))
         }
@@ -83,7 +85,8 @@ struct Stress: ParsableCommand {
     }
 
     func render(_ r: StressReport) -> String {
-        var out = "stress \(r.design.rawValue): \(r.threads) threads, \(r.epochs) quiescent checks\n"
+        var out = "stress \(r.design.rawValue): \(r.threads) threads, \(r.epochs) quiescent checks "
+            + "(\(r.treeNodesChecked) VMA-tree nodes checked)\n"
         let ops = r.operations.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         out += "operations: \(ops)\n"
         let c = r.counters

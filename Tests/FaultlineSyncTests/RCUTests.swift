@@ -1,5 +1,5 @@
 import CFaultline
-import FaultlineSync
+@_spi(Testing) import FaultlineSync
 import Synchronization
 import Testing
 
@@ -46,6 +46,23 @@ final class PoisonPool: @unchecked Sendable {
     }
 
     deinit { for p in all { p.deallocate() } }
+}
+
+/// A callback that queues its successor until told to stop (or a deadline): steady traffic.
+final class CallbackChain: @unchecked Sendable {
+    let rcu: RCU
+    let stop: UnsafeMutablePointer<Atomic<Int>>
+    let deadline: UInt64
+    init(rcu: RCU, stop: UnsafeMutablePointer<Atomic<Int>>, deadline: UInt64) {
+        self.rcu = rcu
+        self.stop = stop
+        self.deadline = deadline
+    }
+    func step() {
+        (stop + 1).pointee.wrappingAdd(1, ordering: .relaxed)
+        guard stop.pointee.load(ordering: .acquiring) == 0 && monotonicNanoseconds() < deadline else { return }
+        rcu.callRCU { self.step() }
+    }
 }
 
 final class RCUBox: @unchecked Sendable {
@@ -154,6 +171,90 @@ struct RCUTests {
         rcu.barrier()
         #expect(freed.value.pointee.load(ordering: .relaxed) == 100)
         #expect(rcu.gracePeriods >= 1)
+    }
+
+    /// `rcu_barrier()` waits for the callbacks queued before it, not for an empty queue: under
+    /// steady `call_rcu` traffic — here a callback that queues its successor, forever — it
+    /// must return (it used to loop until a pass found nothing, which that never allows).
+    @Test func barrierReturnsUnderSteadyCallbackTraffic() {
+        let rcu = RCU(batchSize: 1_000_000)
+        // [0] stop the chain, [1] links run, [2] the marker ran, [3] barrier returned,
+        // [4] the marker had run when it returned.
+        let w = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 5))
+        for i in 0..<5 { (w.value + i).initialize(to: Atomic(0)) }
+        defer { w.value.deallocate() }
+        let chain = CallbackChain(rcu: rcu, stop: w.value, deadline: monotonicNanoseconds() + 10_000_000_000)
+        chain.step()
+        rcu.callRCU { w.value[2].store(1, ordering: .releasing) }
+        let waiter = Threads.spawn {
+            rcu.barrier()
+            w.value[4].store(w.value[2].load(ordering: .acquiring), ordering: .relaxed)
+            w.value[3].store(1, ordering: .releasing)
+        }
+        let giveUp = monotonicNanoseconds() + 5_000_000_000
+        while w.value[3].load(ordering: .acquiring) == 0 && monotonicNanoseconds() < giveUp { fl_sleep_ns(1_000_000) }
+        let returnedUnderTraffic = w.value[3].load(ordering: .acquiring) == 1
+        w.value[0].store(1, ordering: .releasing)
+        Threads.join(waiter)
+        #expect(returnedUnderTraffic, "barrier() did not return within 5 s under steady call_rcu traffic")
+        #expect(w.value[4].load(ordering: .relaxed) == 1, "barrier() returned before a callback queued before it ran")
+        #expect(w.value[1].load(ordering: .relaxed) >= 1)
+        rcu.barrier()
+        rcu.barrier()
+    }
+
+    /// `call_rcu()` never waits for a grace period: its caller may hold a lock that a reader
+    /// inside its section is waiting for (a range lock held across munmap's frees, a PTE
+    /// lock). Past the back-pressure mark it used to run a barrier right there: a deadlock.
+    @Test func callRCUNeverWaitsForAReader() {
+        let rcu = RCU(batchSize: 4, backPressure: 8)
+        // [0] reader inside, [1] "lock" released by the caller, [2] caller done.
+        let w = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 3))
+        for i in 0..<3 { (w.value + i).initialize(to: Atomic(0)) }
+        defer { w.value.deallocate() }
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        let reader = Threads.spawn {
+            rcu.readLock()
+            w.value[0].store(1, ordering: .releasing)
+            // Waits, inside its section, for what the caller holds.
+            while w.value[1].load(ordering: .acquiring) == 0 && monotonicNanoseconds() < deadline { fl_sleep_ns(100_000) }
+            rcu.readUnlock()
+        }
+        while w.value[0].load(ordering: .acquiring) == 0 { fl_sleep_ns(100_000) }
+        let caller = Threads.spawn {
+            for _ in 0..<64 { rcu.callRCU { } }
+            w.value[2].store(1, ordering: .releasing)
+            w.value[1].store(1, ordering: .releasing)
+        }
+        let giveUp = monotonicNanoseconds() + 5_000_000_000
+        while w.value[2].load(ordering: .acquiring) == 0 && monotonicNanoseconds() < giveUp { fl_sleep_ns(1_000_000) }
+        let callerFinished = w.value[2].load(ordering: .acquiring) == 1
+        w.value[1].store(1, ordering: .releasing)
+        Threads.join(caller)
+        Threads.join(reader)
+        #expect(callerFinished, "callRCU waited for a reader that was waiting for its caller")
+        rcu.barrier()
+    }
+
+    /// The back pressure `callRCU` no longer applies is paid at `throttle()`, where the caller
+    /// holds nothing (the address space calls it on the way out of every writer call).
+    @Test func throttlePaysTheBacklog() {
+        let rcu = RCU(batchSize: 1_000_000, backPressure: 8)
+        let w = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 2))
+        for i in 0..<2 { (w.value + i).initialize(to: Atomic(0)) }
+        defer { w.value.deallocate() }
+        let t = Threads.spawn {
+            for _ in 0..<4 { rcu.callRCU { } }
+            rcu.throttle()
+            w.value[0].store(rcu.pendingCallbacksOfThisThread, ordering: .releasing)
+            for _ in 0..<64 { rcu.callRCU { } }
+            rcu.throttle()
+            w.value[1].store(rcu.pendingCallbacksOfThisThread, ordering: .releasing)
+        }
+        Threads.join(t)
+        #expect(w.value[0].load(ordering: .acquiring) == 4, "throttle() waited below the mark")
+        #expect(w.value[1].load(ordering: .acquiring) == 0, "throttle() left the backlog queued")
+        rcu.drain()
     }
 
     /// The reclaimer starts on the thread that queues first, often a worker pinned to one

@@ -1,5 +1,5 @@
 import CFaultline
-import FaultlineSync
+@_spi(Testing) import FaultlineSync
 import Synchronization
 import Testing
 
@@ -182,6 +182,40 @@ struct RangeLockTests {
         let all = l.tryLock(0..<UInt64.max, mode: .write)
         #expect(all != nil)
         if let all { l.unlock(all) }
+    }
+
+    /// A request that must wait for a conflicting holder does not wait inside its RCU read
+    /// section (the list walk's): every grace period, and so all reuse of nodes, frames,
+    /// VMAs and page tables, would wait for the longest range-lock wait. A writer and a
+    /// reader request are checked.
+    @Test(arguments: [RangeLockMode.write, RangeLockMode.read])
+    func listWaitersDoNotHoldUpGracePeriods(_ waiterMode: RangeLockMode) {
+        let lock = ListRangeLock()
+        let held = lock.lock(0..<4096, mode: .write)
+        // [0] waiter started, [1] waiter got the range, [2] a grace period completed.
+        let w = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 3))
+        for i in 0..<3 { (w.value + i).initialize(to: Atomic(0)) }
+        defer { w.value.deallocate() }
+        let waiter = Threads.spawn {
+            w.value[0].store(1, ordering: .releasing)
+            let h = lock.lock(0..<4096, mode: waiterMode)
+            w.value[1].store(1, ordering: .releasing)
+            lock.unlock(h)
+        }
+        while w.value[0].load(ordering: .acquiring) == 0 { fl_sleep_ns(100_000) }
+        fl_sleep_ns(50_000_000)   // past its spinning: asleep on the futex
+        let gp = Threads.spawn {
+            RCU.shared.synchronize()
+            w.value[2].store(1, ordering: .releasing)
+        }
+        let giveUp = monotonicNanoseconds() + 3_000_000_000
+        while w.value[2].load(ordering: .acquiring) == 0 && monotonicNanoseconds() < giveUp { fl_sleep_ns(1_000_000) }
+        let gpWhileWaiting = w.value[2].load(ordering: .acquiring) == 1 && w.value[1].load(ordering: .acquiring) == 0
+        lock.unlock(held)
+        Threads.join(waiter)
+        Threads.join(gp)
+        #expect(gpWhileWaiting, "a grace period waited for a range-lock waiter")
+        #expect(w.value[1].load(ordering: .acquiring) == 1)
     }
 
     @Test func listDisjointRangesProceedInParallel() { #expect(disjointProceeds(ListRangeLock())) }

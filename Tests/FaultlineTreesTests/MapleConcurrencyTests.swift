@@ -1,5 +1,5 @@
 import CFaultline
-import FaultlineSync
+@_spi(Testing) import FaultlineSync
 import FaultlineTrees
 import Synchronization
 import Testing

@@ -39,6 +39,8 @@ public struct StressReport: Sendable {
     public var violations: [String] = []
     /// Seconds from the start to the first violation.
     public var firstViolationAfter: Double?
+    /// VMA-tree nodes the quiescent checks walked (the tree invariants run in release builds).
+    public var treeNodesChecked = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -138,6 +140,7 @@ public final class DesignStress: @unchecked Sendable {
         }
         for t in threads { Threads.join(t) }
         report.counters = mm.designCounters - c0
+        report.treeNodesChecked = system.treeNodesChecked.load(ordering: .relaxed)
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }

@@ -1,4 +1,4 @@
-import FaultlineDesigns
+import FaultlineHarnesses
 import FaultlineMM
 import Testing
 
