@@ -91,7 +91,7 @@ public enum CowRace {
 
     /// Whether the design (as configured) is expected to lose the write.
     public static func isUnsafe(_ design: Design, allowSpeculativeCOW: Bool) -> Bool {
-        design == .brokenSPF || (design == .spfVMASeq && allowSpeculativeCOW)
+        design.losesCOWRace(allowSpeculativeCOW: allowSpeculativeCOW)
     }
 }
 

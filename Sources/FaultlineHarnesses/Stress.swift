@@ -75,6 +75,13 @@ public final class DesignStress: @unchecked Sendable {
     /// Each thread's hot slot (`StressWorker.hot`).
     let hotSlots: UnsafeMutablePointer<Atomic<Int>>
 
+    /// Per thread: this fault was delayed between vma_start_read's check and its trylock.
+    let delayedAtCheck: UnsafeMutablePointer<UInt8> = {
+        let p = UnsafeMutablePointer<UInt8>.allocate(capacity: Int(FL_MAX_THREADS))
+        p.initialize(repeating: 0, count: Int(FL_MAX_THREADS))
+        return p
+    }()
+
     public init(options: StressOptions) {
         self.options = options
         layout = StressLayout(threads: options.threads)
@@ -83,10 +90,32 @@ public final class DesignStress: @unchecked Sendable {
         cfg.tree = options.tree
         if options.delayOneIn > 0 {
             let every = options.delayOneIn, ns = options.delayNs
+            let flags = Shared(delayedAtCheck)
             cfg.faultHook = { stage, page in
                 // A cheap per-page hash picks the faults to delay (no shared state).
-                if stage == .beforeInstall, (page >> 12 &* 0x9E37_79B9_7F4A_7C15 ^ fl_rdtsc()) % every == 0 {
-                    fl_sleep_ns(ns)
+                let pick = page >> 12 &* 0x9E37_79B9_7F4A_7C15 ^ fl_rdtsc()
+                switch stage {
+                case .beforeInstall:
+                    // A fault delayed in vma_start_read's window is delayed here too, past
+                    // the writer that marked meanwhile (see `.vmaMarked`).
+                    let t = currentThreadIndex()
+                    if flags.value[t] != 0 {
+                        flags.value[t] = 0
+                        fl_sleep_ns(2 * ns)
+                    } else if pick % every == 0 {
+                        fl_sleep_ns(ns)
+                    }
+                case .vmaLockChecked:
+                    if pick % 8 == 0 {
+                        flags.value[currentThreadIndex()] = 1
+                        fl_sleep_ns(ns)
+                    }
+                case .vmaMarked:
+                    // A writer pauses between marking a VMA and changing it: a fault that
+                    // slipped in unmarked reads the old VMA, then installs after the change.
+                    if pick % 8 == 0 { fl_sleep_ns(2 * ns) }
+                case .cowCopied:
+                    break
                 }
             }
         }
@@ -101,7 +130,10 @@ public final class DesignStress: @unchecked Sendable {
         for i in 0..<options.threads { (hotSlots + i).initialize(to: Atomic(0)) }
     }
 
-    deinit { hotSlots.deallocate() }
+    deinit {
+        hotSlots.deallocate()
+        delayedAtCheck.deallocate()
+    }
 
     /// Records a violation (thread-safe).
     func violation(_ s: String) {

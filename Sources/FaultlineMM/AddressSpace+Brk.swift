@@ -49,7 +49,7 @@ extension AddressSpace {
     /// Sets `mm->start_brk` and `mm->brk`, as `load_elf_binary()` does after
     /// `arch_randomize_brk()`. Only while the heap is empty; false otherwise.
     public func setBrkStart(_ addr: UInt64) -> Bool {
-        withWriter({ wholeSpace }) {
+        withWriter(.brk, { wholeSpace }) {
             guard brkValue == startBrkValue, Linux.offsetInPage(addr) == 0, addr < config.taskSize else { return false }
             if let v = tree.find(from: startBrkValue), v.vmStart < Linux.pageAlign(startBrkValue) + Linux.pageSize,
                v.vmStart == startBrkValue { return false }

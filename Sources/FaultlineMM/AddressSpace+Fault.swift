@@ -73,6 +73,12 @@ public enum FaultStage: Sendable {
     /// Any fault is about to take the page-table lock to validate and install its PTE (where
     /// a stress test widens race windows).
     case beforeInstall
+    /// A per-VMA-lock fault found its VMA unmarked and is about to trylock it (the window
+    /// `vma_start_read`'s re-check closes).
+    case vmaLockChecked
+    /// Writer side: a VMA has just been marked (`vma_start_write`, per-VMA locks) and is
+    /// about to be changed. The page is the VMA's start.
+    case vmaMarked
 }
 
 /// How a fault ended in the shared core.

@@ -13,9 +13,7 @@ extension AddressSpace {
         child.brkValue = brkValue
         var entries: [RangeEntry<VMARef>] = []
         let parents = allVMAs()
-        // dup_mmap() write-locks every parent VMA: a per-VMA-lock fault must not copy on write
-        // while fork write-protects the PTEs under it.
-        if design.usesVMALocks { for v in parents { vmaStartWrite(v) } }
+        designType.forkBegin(self, parents)
         for v in parents {
             let f = v.vmFlags
             if f.contains(.dontCopy) { continue }

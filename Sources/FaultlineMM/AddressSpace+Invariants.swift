@@ -57,7 +57,9 @@ extension AddressSpace {
             if v.pointee.detached.load(ordering: .relaxed) { problems.append("\(where_): in the tree but marked detached") }
             if v.pointee.lock.isLocked { problems.append("\(where_): VMA lock held at rest") }
             if v.pointee.seq.isWriting { problems.append("\(where_): VMA sequence count odd at rest") }
-            if design.usesVMALocks && v.pointee.lockSeq.load(ordering: .relaxed) == lockSeq {
+            // Only per-VMA locks mark (`mm_lock_seq` never moves otherwise, and a VMA starts
+            // unmarked), so this holds for every design.
+            if v.pointee.lockSeq.load(ordering: .relaxed) == lockSeq {
                 problems.append("\(where_): still write-locked (vm_lock_seq == mm_lock_seq)")
             }
             let rc = v.pointee.refcount.load(ordering: .relaxed)

@@ -112,43 +112,51 @@ extension AddressSpace {
     }
 
     /// One step of the lock-free walk: the first VMA ending after `from`, copied while it was
-    /// locked or validated; on any doubt, that one step under `mmap_lock` for read.
-    func nextMapsLine(_ from: UInt64) -> MapsLine? {
+    /// locked or validated as the design does (`MMDesign.nextMapsLine`); on any doubt, that
+    /// one step under `mmap_lock` for read.
+    func nextMapsLine(_ from: UInt64) -> MapsLine? { designType.nextMapsLine(self, from) }
+
+    /// For designs with no lock-free structure to validate against: `mmap_lock` (the short
+    /// lock) for this one VMA, dropped between VMAs.
+    func mapsLineUnderMmapLock(_ from: UInt64) -> MapsLine? {
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        return tree.find(from: from).map { mapsLine($0) }
+    }
+
+    /// A lock-free step that failed: the same under `mmap_lock`, counted.
+    func mapsLineFallback(_ from: UInt64) -> MapsLine? {
+        count(.mapsFallbacks)
+        return mapsLineUnderMmapLock(from)
+    }
+
+    /// The VMA copied under RCU and validated by the mm sequence count (nil: retry locked).
+    func mapsLineUnderMMSeq(_ from: UInt64) -> MapsLine? {
         var line: MapsLine?
-        switch design {
-        case .perVMA, .perVMARetry:
-            if let l = lockNextVMA(from) { return l }
-        case .spfMMSeq, .brokenSPF:
-            rcuRead.readLock()
-            let seq = mmSeq.rawRead()
-            if seq & 1 == 0, let v = tree.find(from: from) { line = mapsLine(v) }
-            rcuRead.readUnlock()
-            if let line, !mmSeq.readRetry(seq) { return line }
-        case .spfVMASeq:
-            rcuRead.readLock()
-            if let v = tree.find(from: from) {
-                let seq = v.pointee.seq.rawRead()
-                if seq & 1 == 0 {
-                    let l = mapsLine(v)
-                    if !v.pointee.seq.readRetry(seq), !v.pointee.detached.load(ordering: .acquiring),
-                       from >= v.vmStart || tree.find(from: from) == v {
-                        line = l
-                    }
+        rcuRead.readLock()
+        let seq = mmSeq.rawRead()
+        if seq & 1 == 0, let v = tree.find(from: from) { line = mapsLine(v) }
+        rcuRead.readUnlock()
+        if let line, !mmSeq.readRetry(seq) { return line }
+        return nil
+    }
+
+    /// The VMA copied under RCU and validated by its own sequence count, still attached and
+    /// still the first after `from` (nil: retry locked).
+    func mapsLineUnderVMASeq(_ from: UInt64) -> MapsLine? {
+        var line: MapsLine?
+        rcuRead.readLock()
+        if let v = tree.find(from: from) {
+            let seq = v.pointee.seq.rawRead()
+            if seq & 1 == 0 {
+                let l = mapsLine(v)
+                if !v.pointee.seq.readRetry(seq), !v.pointee.detached.load(ordering: .acquiring),
+                   from >= v.vmStart || tree.find(from: from) == v {
+                    line = l
                 }
             }
-            rcuRead.readUnlock()
-            if let line { return line }
-        case .global, .range, .rangeTree:
-            // No lock-free structure to validate against: the lock is dropped between VMAs.
-            mmapLock.lockRead()
-            line = tree.find(from: from).map { mapsLine($0) }
-            mmapLock.unlockRead()
-            return line
         }
-        count(.mapsFallbacks)
-        mmapLock.lockRead()
-        line = tree.find(from: from).map { mapsLine($0) }
-        mmapLock.unlockRead()
+        rcuRead.readUnlock()
         return line
     }
 

@@ -7,7 +7,7 @@ extension AddressSpace {
     public func mirror(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile? = nil, pgoff: UInt64? = nil,
                        anonymous: Bool = false) {
         precondition(start < end && Linux.offsetInPage(start) == 0 && Linux.offsetInPage(end) == 0)
-        withWriter({ start..<end }) { mirrorLocked(start: start, end: end, flags: flags, file: file, pgoff: pgoff, anonymous: anonymous) }
+        withWriter(.mirror, { start..<end }) { mirrorLocked(start: start, end: end, flags: flags, file: file, pgoff: pgoff, anonymous: anonymous) }
     }
 
     func mirrorLocked(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile?, pgoff: UInt64?, anonymous: Bool) {
@@ -32,7 +32,7 @@ extension AddressSpace {
 extension AddressSpace {
     /// Gives the VMA at `address` an anon_vma, as its first anonymous page would.
     public func giveAnonVMA(at address: UInt64) {
-        withWriter({ address..<(address + Linux.pageSize) }) {
+        withWriter(.mirror, { address..<(address + Linux.pageSize) }) {
             if let v = tree.lookup(address) { prepareAnonVMA(v) }
         }
     }

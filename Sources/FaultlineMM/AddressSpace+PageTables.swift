@@ -206,13 +206,14 @@ extension AddressSpace {
 
     /// `flush_tlb_range()` after permissions were taken away: returns once no access that may
     /// have read the old PTEs is still in flight, so no store lands through a PTE that is no
-    /// longer writable once the call returns (Linux's guarantee, bought with IPIs there). The
-    /// model's accesses run inside RCU read sections (`withByte`), so a grace period is the
-    /// shootdown's acknowledgement; like a broadcast IPI it waits for every thread in the
-    /// domain, not only this mm's. Called with no PTE lock held (readers spin on those).
+    /// longer writable once the call returns (Linux's guarantee, bought with IPIs there). Each
+    /// access through a PTE runs inside a read section of `tlbRCU` (`withByte`), so a grace
+    /// period of that domain is the shootdown's acknowledgement. It waits for accesses only,
+    /// never for a fault in progress (an IPI is taken mid-fault), but, like a broadcast IPI,
+    /// for every thread's, not only this mm's.
     func flushTLBRange() {
         count(.tlbFlushes)
-        system.rcu.synchronize()
+        system.tlbRCU.synchronize()
     }
 
     /// `copy_page_range()` for fork: copies present PTEs of `[start, end)` into `child`,

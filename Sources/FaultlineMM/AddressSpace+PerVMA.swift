@@ -4,12 +4,14 @@ import Synchronization
 
 extension AddressSpace {
     /// `vma_start_read()`: read-trylock the VMA's lock unless a writer holding `mmap_lock`
-    /// has marked it (`vm_lock_seq == mm_lock_seq`), checked before and after the trylock.
+    /// has marked it (`vm_lock_seq == mm_lock_seq`), checked before and after the trylock
+    /// (`recheck: false` is a broken control: a writer that marks in between is missed).
     @inlinable @inline(__always)
-    func vmaStartRead(_ v: VMARef) -> AbortReason? {
+    func vmaStartRead(_ v: VMARef, recheck: Bool = true) -> AbortReason? {
         if v.pointee.lockSeq.load(ordering: .relaxed) == mmLockSeq.load(ordering: .acquiring) { return .seqChanged }
+        if hasFaultHook { config.faultHook!(.vmaLockChecked, v.vmStart) }
         guard v.pointee.lock.tryLockRead() else { return .lockContended }
-        if v.pointee.lockSeq.load(ordering: .relaxed) == mmLockSeq.load(ordering: .acquiring) {
+        if recheck && v.pointee.lockSeq.load(ordering: .relaxed) == mmLockSeq.load(ordering: .acquiring) {
             v.pointee.lock.unlockRead()
             return .seqChanged
         }
@@ -24,9 +26,9 @@ extension AddressSpace {
     /// was detached meanwhile or no longer covers the address. An anonymous VMA without an
     /// anon_vma fails too (preparing one needs `mmap_lock` in 6.4). The caller holds RCU.
     @inlinable @inline(__always)
-    func lockVMAUnderRCU(_ address: UInt64) -> Result<VMARef, AbortReason> {
+    func lockVMAUnderRCU(_ address: UInt64, recheck: Bool = true) -> Result<VMARef, AbortReason> {
         guard let vma = tree.lookup(address) else { return .failure(.noVMA) }
-        if let r = vmaStartRead(vma) { return .failure(r) }
+        if let r = vmaStartRead(vma, recheck: recheck) { return .failure(r) }
         if vma.pointee.detached.load(ordering: .acquiring) {
             vmaEndRead(vma)
             return .failure(.detached)
@@ -46,11 +48,12 @@ extension AddressSpace {
     /// must wait for I/O drops the VMA lock, reads, and retries — under `mmap_lock`
     /// (`per-vma`, as Linux does) or under the VMA lock again (`per-vma-retry`).
     @inlinable
-    func faultPerVMA(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+    func faultPerVMA(_ address: UInt64, _ kind: AccessKind, retryUnderVMALock: Bool,
+                     recheckAfterTrylock: Bool = true) -> Result<Void, FaultError> {
         while true {
             rcuRead.readLock()
             let vma: VMARef
-            switch lockVMAUnderRCU(address) {
+            switch lockVMAUnderRCU(address, recheck: recheckAfterTrylock) {
             case .failure(let r):
                 rcuRead.readUnlock()
                 countAbort(r)
@@ -73,7 +76,7 @@ extension AddressSpace {
                 count(.retries)
                 count(.majorFaults)
                 _ = file.readPage(index)
-                if design == .perVMARetry { continue }
+                if retryUnderVMALock { continue }
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)
             case .abort(let r):

@@ -3,8 +3,7 @@ import FaultlineSync
 import Synchronization
 
 /// A held range of the design's range lock (list or tree).
-@usableFromInline
-enum RangeHandle {
+public enum RangeHandle {
     case list(ListRangeLock.Handle)
     case tree(TreeRangeLock.Handle)
 }
@@ -187,7 +186,9 @@ extension AddressSpace {
 
     /// munmap: detach under both locks, then zap and free page tables (inside the range only)
     /// with the short lock dropped.
-    func munmapRanged(_ addr: UInt64, _ end: UInt64) -> Result<Void, Errno> {
+    /// `zapBeyond` > 0 is a broken control: it zaps that much on either side of the range it
+    /// holds (PTEs of neighbours whose faults it does not exclude).
+    func munmapRanged(_ addr: UInt64, _ end: UInt64, zapBeyond: UInt64 = 0) -> Result<Void, Errno> {
         let h = rangeWriterBegin { addr..<end }
         switch detachRange(addr, end) {
         case .failure(let e):
@@ -198,6 +199,12 @@ extension AddressSpace {
             tableFreeLimit = 0..<UInt64.max
             writeUnlock()
             finishUnmap(gone, bounds)
+            if zapBeyond > 0 {
+                rcuRead.readLock()
+                zapRange(addr >= zapBeyond ? addr - zapBeyond : 0, addr, vma: nil)
+                zapRange(end, min(end &+ zapBeyond, config.taskSize), vma: nil)
+                rcuRead.readUnlock()
+            }
             if let h { rangeUnlock(h) }
             return .success(())
         }

@@ -63,8 +63,9 @@ extension AddressSpace {
     /// find and copy the VMA under RCU, re-check the count so the copy is consistent, then run
     /// the shared fault core with validation under the PTL. Anonymous VMAs with an anon_vma and
     /// existing page tables only; anything else, or any change, aborts to `mmap_lock`.
+    /// `validated: false` is the broken control (`broken-spf`): no validation at all.
     @inlinable
-    func faultSpeculativeMMSeq(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+    func faultSpeculativeMMSeq(_ address: UInt64, _ kind: AccessKind, validated: Bool) -> Result<Void, FaultError> {
         let outcome: FaultOutcome
         rcuRead.readLock()
         attempt: do {
@@ -74,7 +75,7 @@ extension AddressSpace {
             let s = VMASnapshot(vma)
             if mmSeq.readRetry(seq) { outcome = .abort(.seqChanged); break attempt }
             if s.fileBits != 0 { outcome = .abort(.notAnonymous); break attempt }
-            if design == .brokenSPF {
+            if !validated {
                 outcome = faultCore(s, address, kind, UnvalidatedSpeculation())
             } else {
                 outcome = faultCore(s, address, kind, MMSeqValidator(mm: self, start: seq))

@@ -7,18 +7,18 @@ import Synchronization
 extension AddressSpace {
     // MARK: Writer sections
 
-    /// `mmap_write_lock()`.
+    /// `mmap_write_lock()`, and whatever else the design's writer section starts.
     @inline(__always)
     func writeLock() {
         mmapLock.lockWrite()
-        if design.usesMMSeq { mmSeq.writeBegin() }
+        designType.writerBegin(self)
     }
 
     /// `mmap_write_unlock()`: also ends per-VMA write marks (`vma_end_write_all`).
     @inline(__always)
     func writeUnlock() {
         endVMAWrites()
-        if design.usesMMSeq { mmSeq.writeEnd() }
+        designType.writerEnd(self)
         mmapLock.unlockWrite()
     }
 
@@ -26,21 +26,20 @@ extension AddressSpace {
     @inline(__always)
     func writeDowngrade() {
         endVMAWrites()
-        if design.usesMMSeq { mmSeq.writeEnd() }
+        designType.writerEnd(self)
         mmapLock.downgradeWrite()
     }
 
-    /// A writer section over the range `want()` names (nil: the call will fail its checks):
-    /// `mmap_lock` for write, or in range designs the range lock and then the short lock.
+    /// A writer section of `call` over the range `want()` names (nil: the call will fail its
+    /// checks), as the design excludes writers (`MMDesign.beginWriter`).
     @inline(__always)
-    func withWriter<R>(_ want: () -> Range<UInt64>?, _ body: () -> R) -> R {
-        if design.usesRangeLock {
-            let h = rangeWriterBegin(want)
-            defer { rangeWriterEnd(h) }
-            return body()
+    func withWriter<R>(_ call: WriterCall, _ want: () -> Range<UInt64>?, _ body: () -> R) -> R {
+        let h = designType.beginWriter(self, want)
+        writerCall = call
+        defer {
+            writerCall = nil
+            designType.endWriter(self, h)
         }
-        writeLock()
-        defer { writeUnlock() }
         return body()
     }
 
@@ -55,7 +54,12 @@ extension AddressSpace {
     public func mmap(_ addr: UInt64 = 0, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
                      file: MMFile? = nil, offset: UInt64 = 0) -> Result<UInt64, Errno> {
         defer { returnToUser() }
-        if design.usesRangeLock { return mmapRanged(addr, length, prot, flags, file: file, offset: offset) }
+        return designType.mmap(self, addr, length, prot, flags, file: file, offset: offset)
+    }
+
+    /// mmap under `mmap_lock` (for write; MAP_POPULATE after it, for read).
+    func mmapUnderMmapLock(_ addr: UInt64, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
+                           file: MMFile?, offset: UInt64) -> Result<UInt64, Errno> {
         writeLock()
         let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset)
         writeUnlock()
@@ -77,7 +81,11 @@ extension AddressSpace {
         case .failure(let e): return .failure(e)
         case .success(let x): end = x
         }
-        if design.usesRangeLock { return munmapRanged(addr, end) }
+        return designType.munmap(self, addr, end)
+    }
+
+    /// munmap under `mmap_lock`: detach under it for write, downgrade, zap under it for read.
+    func munmapUnderMmapLock(_ addr: UInt64, _ end: UInt64) -> Result<Void, Errno> {
         writeLock()
         switch detachRange(addr, end) {
         case .failure(let e):
@@ -94,7 +102,7 @@ extension AddressSpace {
     /// `mprotect(2)`.
     public func mprotect(_ addr: UInt64, _ length: UInt64, _ prot: Prot) -> Result<Void, Errno> {
         defer { returnToUser() }
-        return withWriter({ mprotectRange(addr, length, prot) }) { doMprotect(addr, length, prot) }
+        return withWriter(.mprotect, { mprotectRange(addr, length, prot) }) { doMprotect(addr, length, prot) }
     }
 
     /// `mremap(2)`.
@@ -102,7 +110,7 @@ extension AddressSpace {
                        newAddress: UInt64 = 0) -> Result<UInt64, Errno> {
         defer { returnToUser() }
         // Range designs: source, destination and what it replaces — the whole space.
-        return withWriter({ wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
+        return withWriter(.mremap, { wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
     }
 
     /// `madvise(2)`; an advice number the kernel does not know is EINVAL.
@@ -120,28 +128,32 @@ extension AddressSpace {
         }
         let advice = advice!
         if advice.changesFlags {
-            return withWriter({ addr..<end }) { doMadviseFlags(addr, end, advice) }
+            return withWriter(.madvise, { addr..<end }) { doMadviseFlags(addr, end, advice) }
         }
-        if design.usesRangeLock { return madviseReadRanged(addr, end, advice) }
+        return designType.madviseRead(self, addr, end, advice)
+    }
+
+    /// madvise advice that leaves VMAs alone, under `mmap_lock` for read.
+    func madviseReadUnderMmapLock(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
         mmapLock.lockRead()
         defer { mmapLock.unlockRead() }
         switch advice {
-        case .populateRead: return populateLocked(addr, end, mode: .madviseRead)
-        case .populateWrite: return populateLocked(addr, end, mode: .madviseWrite)
-        default: return doMadviseRead(addr, end, advice)
+        case .populateRead: return populateLocked(start, end, mode: .madviseRead)
+        case .populateWrite: return populateLocked(start, end, mode: .madviseWrite)
+        default: return doMadviseRead(start, end, advice)
         }
     }
 
     /// `brk(2)`: the new break, or the current one when the request is refused.
     public func brk(_ addr: UInt64) -> UInt64 {
         defer { returnToUser() }
-        return withWriter({ brkRange(addr) }) { doBrk(addr) }
+        return withWriter(.brk, { brkRange(addr) }) { doBrk(addr) }
     }
 
     /// `fork(2)`: the child's address space.
     public func fork() -> AddressSpace {
         defer { returnToUser() }
-        return withWriter({ wholeSpace }) { doFork() }
+        return withWriter(.fork, { wholeSpace }) { doFork() }
     }
 
     /// The range mprotect changes (PROT_GROWSDOWN reaches down to the VMA's start).
@@ -180,26 +192,34 @@ extension AddressSpace {
     }
 
     /// Runs `body` on the byte at `address` once the page tables allow `kind`, inside an RCU
-    /// read-side section (the frame cannot be reused until it ends).
+    /// read-side section (the frame cannot be reused until it ends) and a TLB read section
+    /// (a shootdown waits for it: `flushTLBRange`). `body` must not call back into the
+    /// address space.
     @inlinable
     public func withByte<R>(_ address: UInt64, _ kind: AccessKind, _ body: (UnsafeMutableRawPointer) -> R) -> Result<R, FaultError> {
         if address >= config.taskSize { return .failure(.segvMapErr) }
         while true {
             rcuRead.readLock()
             if let p = walkPTE(address) {
+                // The TLB section covers the PTE read to the byte's use, not the walk: the
+                // shorter it is, the less a shootdown waits for a preempted accessor.
+                tlbRead.readLock()
                 let e = p.pointee.load(ordering: .acquiring)
                 if Self.pteAllows(e, kind) {
                     // The MMU sets the dirty bit atomically against the PTE it walked: an
                     // unconditional OR could resurrect a just-zapped entry as non-present junk.
                     if kind == .write && e & PTE.dirty == 0
                         && !p.pointee.compareExchange(expected: e, desired: e | PTE.dirty, ordering: .relaxed).exchanged {
+                        tlbRead.readUnlock()
                         rcuRead.readUnlock()
                         continue
                     }
                     let r = body(frames.pointer(PTE.frame(e)) + Int(address & (Linux.pageSize - 1)))
+                    tlbRead.readUnlock()
                     rcuRead.readUnlock()
                     return .success(r)
                 }
+                tlbRead.readUnlock()
             }
             rcuRead.readUnlock()
             if case .failure(let f) = fault(address, kind) { return .failure(f) }
@@ -238,15 +258,10 @@ extension AddressSpace {
         }
     }
 
+    /// The design's fault hook, through the registry's switch (specialised per design).
     @inlinable
     func faultOnce(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
-        switch design {
-        case .global: return faultUnderMmapLock(address, kind)
-        case .spfMMSeq, .brokenSPF: return faultSpeculativeMMSeq(address, kind)
-        case .spfVMASeq: return faultSpeculativeVMASeq(address, kind)
-        case .perVMA, .perVMARetry: return faultPerVMA(address, kind)
-        case .range, .rangeTree: return faultRanged(address, kind)
-        }
+        design.visit(FaultVisitor(address: address, kind: kind), self)
     }
 
     /// The classic fault: `mmap_lock` for read around the whole fault; a page-cache miss with
@@ -335,5 +350,24 @@ extension AddressSpace {
             }
         }
         return .success(())
+    }
+}
+
+/// `MMDesign.fault` for `Design.visit` (the address space comes as the borrowed argument: a
+/// stored reference would be retained when loaded).
+@usableFromInline
+struct FaultVisitor: DesignVisitor {
+    @usableFromInline let address: UInt64
+    @usableFromInline let kind: AccessKind
+
+    @inlinable @inline(__always)
+    init(address: UInt64, kind: AccessKind) {
+        self.address = address
+        self.kind = kind
+    }
+
+    @inlinable @inline(__always)
+    func visit<D: MMDesign>(_ design: D.Type, _ mm: AddressSpace?) -> Result<Void, FaultError> {
+        D.fault(mm.unsafelyUnwrapped, address, kind)
     }
 }

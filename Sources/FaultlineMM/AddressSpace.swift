@@ -8,6 +8,10 @@ import Synchronization
 public final class MMSystem: @unchecked Sendable {
     public let frames: FramePool
     public let rcu: RCU
+    /// The MMU's accesses in flight (`withByte`: a PTE read and the byte touched through it),
+    /// as a read side of their own: a TLB shootdown waits for these only, not for faults,
+    /// much as an IPI is taken mid-fault on Linux.
+    public let tlbRCU = RCU()
     let vmaSlab: RCUSlab
     let tableSlab: RCUSlab
     /// VMA-tree nodes walked by the quiescent checks' tree invariants, all address spaces
@@ -153,12 +157,16 @@ public final class AddressSpace: @unchecked Sendable {
     public let system: MMSystem
     public let config: Configuration
     public let design: Design
+    /// The design's type, whose hooks the writer side calls once per system call.
+    public let designType: any MMDesign.Type
     /// `config.faultHook != nil`, read on the fault path without touching the closure.
     @usableFromInline let hasFaultHook: Bool
     @usableFromInline let tree: VMATree
     @usableFromInline let pgd: PageTablePage
     @usableFromInline let frames: FramePool
     @usableFromInline let rcuRead: RCUReadSide
+    /// `system.tlbRCU`'s read side: held across each access through a PTE.
+    @usableFromInline let tlbRead: RCUReadSide
 
     /// `mmap_lock`.
     public let mmapLock: RWSemaphore
@@ -187,6 +195,9 @@ public final class AddressSpace: @unchecked Sendable {
     @exclusivity(unchecked) var tableFreeLimit: Range<UInt64> = 0..<UInt64.max
     /// What the last `movePageTables` (mremap) did; written under the writer's lock.
     @_spi(Testing) public internal(set) var _pageTableMoveWork = PageTableMoveWork()
+    /// The call whose writer section is open (set under the writer's exclusion; nil for
+    /// mmap and munmap, whose designs lock them their own way).
+    @exclusivity(unchecked) public internal(set) var writerCall: WriterCall? = nil
     /// VMAs write-marked in the current writer section (ended at `endVMAWrites`).
     @exclusivity(unchecked) var markedVMAs: [VMARef] = []
     /// VMAs freed while marked (per-VMA sequence counts): freed when the section ends.
@@ -200,8 +211,10 @@ public final class AddressSpace: @unchecked Sendable {
         config = configuration
         hasFaultHook = configuration.faultHook != nil
         self.design = design
+        designType = design.type
         frames = system.frames
         rcuRead = system.rcu.readSide
+        tlbRead = system.tlbRCU.readSide
         tree = VMATree(kind: configuration.tree, rcu: system.rcu)
         pgd = PageTablePage.initialize(system.tableSlab.allocate())
         lockStats = PerThreadCounters(width: RWSemStat.width)
@@ -211,7 +224,7 @@ public final class AddressSpace: @unchecked Sendable {
         stats = PerThreadCounters(width: MMStat.allCases.count)
         startBrkWord = Atomic(configuration.startBrk)
         brkWord = Atomic(configuration.startBrk)
-        designState = DesignState(design: design)
+        designState = designType.makeState()
     }
 
     deinit {
@@ -260,13 +273,14 @@ public final class AddressSpace: @unchecked Sendable {
     /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
     func vmaFreeDeferred(_ vmasIn: [VMARef]) {
         var vmas = vmasIn
-        if design.usesVMASeq && !markedVMAs.isEmpty {
-            // A VMA marked in this writer section gets its count ended at the section's end:
-            // it may not be freed (a grace period may pass) before then.
-            let marked = vmas.filter { $0.pointee.seq.isWriting }
+        if !markedVMAs.isEmpty {
+            // A VMA marked in this writer section may have to stay until the section's end
+            // (a per-VMA count ends there): no grace period may free it before then.
+            let d = designType
+            let marked = vmas.filter { d.freeWaitsForSectionEnd($0) }
             if !marked.isEmpty {
                 pendingVMAFrees += marked
-                vmas.removeAll { $0.pointee.seq.isWriting }
+                vmas.removeAll { d.freeWaitsForSectionEnd($0) }
             }
         }
         guard !vmas.isEmpty else { return }
@@ -283,33 +297,43 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
-    /// `vma_start_write()`: marks a VMA as being changed by the writer of this section. With
-    /// per-VMA locks, waits for faults holding it for read and makes new ones fail
-    /// (`vm_lock_seq = mm_lock_seq`); with per-VMA sequence counts, makes the count odd.
+    /// `vma_start_write()`: marks a VMA as being changed by the writer of this section, as the
+    /// design does (`MMDesign.vmaStartWrite`).
     @inline(__always)
-    func vmaStartWrite(_ v: VMARef) {
-        if design.usesVMALocks {
-            let seq = mmLockSeq.load(ordering: .relaxed)
-            if v.pointee.lockSeq.load(ordering: .relaxed) == seq { return }
-            v.pointee.lock.lockWrite()
-            v.pointee.lockSeq.store(seq, ordering: .relaxed)
-            v.pointee.lock.unlockWrite()
-            markedVMAs.append(v)
-        } else if design.usesVMASeq {
-            if v.pointee.seq.isWriting { return }
-            v.pointee.seq.writeBegin()
-            markedVMAs.append(v)
-        }
+    func vmaStartWrite(_ v: VMARef) { designType.vmaStartWrite(self, v) }
+
+    /// Per-VMA locks' mark: wait for faults holding `v` for read and make new ones fail
+    /// (`vm_lock_seq = mm_lock_seq`).
+    func vmaLockMark(_ v: VMARef) {
+        let seq = mmLockSeq.load(ordering: .relaxed)
+        if v.pointee.lockSeq.load(ordering: .relaxed) == seq { return }
+        v.pointee.lock.lockWrite()
+        v.pointee.lockSeq.store(seq, ordering: .relaxed)
+        v.pointee.lock.unlockWrite()
+        markedVMAs.append(v)
+        if hasFaultHook { config.faultHook!(.vmaMarked, v.vmStart) }
     }
 
-    /// End of a writer section for the per-VMA mechanisms: `mmap_write_unlock()` bumps
-    /// `mm_lock_seq` (store-release), unlocking every marked VMA at once; per-VMA counts end.
+    /// `vma_end_write_all()`: `mmap_write_unlock()` bumps `mm_lock_seq` (store-release),
+    /// unlocking every marked VMA at once.
+    func vmaLockUnmarkAll() { mmLockSeq.wrappingAdd(1, ordering: .releasing) }
+
+    /// Per-VMA sequence counts' mark (`vm_write_begin`): the count is odd until the section
+    /// ends.
+    func vmaSeqWriteBegin(_ v: VMARef) {
+        if v.pointee.seq.isWriting { return }
+        v.pointee.seq.writeBegin()
+        markedVMAs.append(v)
+    }
+
+    /// `vm_write_end()` for every VMA marked in the section.
+    func vmaSeqWriteEndAll() {
+        for v in markedVMAs { v.pointee.seq.writeEnd() }
+    }
+
+    /// End of a writer section: the design unmarks the VMAs marked in it.
     func endVMAWrites() {
-        if design.usesVMALocks {
-            mmLockSeq.wrappingAdd(1, ordering: .releasing)
-        } else if design.usesVMASeq {
-            for v in markedVMAs { v.pointee.seq.writeEnd() }
-        }
+        designType.endVMAWrites(self)
         markedVMAs.removeAll(keepingCapacity: true)
         if !pendingVMAFrees.isEmpty {
             let p = pendingVMAFrees

@@ -1,9 +1,8 @@
 import FaultlineSync
 
-/// An mmap-locking design: which locks surround the shared mechanism, and how a fault finds,
-/// pins and validates its VMA. Chosen per address space at run time; the fault path switches
-/// on it once per fault (a predictable branch, no dynamic dispatch) into code specialised for
-/// the design.
+/// The registry of mmap-locking designs: the names users pick (`--design`) and, for each, the
+/// type that implements it (`MMDesign`, one file each under `Designs/`). Adding a design is a
+/// file there, a case here and its arm in `visit`.
 public enum Design: String, CaseIterable, Sendable {
     /// Stock Linux before 6.4: one rw-semaphore (`mmap_lock`) per address space.
     case global
@@ -21,61 +20,82 @@ public enum Design: String, CaseIterable, Sendable {
     case range
     /// The same with the interval-tree range lock (Kara/Bueso) as the baseline.
     case rangeTree = "range-tree"
-    /// Test-only: `spf-mmseq` with the validation removed. The stress test must catch it.
+    /// Test-only broken controls (`faultline stress --design broken-…` must fail; never in
+    /// `compare`): `spf-mmseq` with the validation removed; per-VMA locks without the
+    /// re-check after the trylock; per-VMA locks whose mprotect marks nothing; `spf-vmaseq`
+    /// without the bump on mprotect; `range` whose munmap zaps outside the range it holds.
     case brokenSPF = "broken-spf"
+    case brokenPerVMARecheck = "broken-per-vma-recheck"
+    case brokenUnmarkedMprotect = "broken-unmarked-mprotect"
+    case brokenSPFVMASeqMprotect = "broken-spf-vmaseq-mprotect"
+    case brokenRangeZap = "broken-range-zap"
 
-    /// The designs a user picks from (`broken-spf` is for proving the stress test).
-    public static var selectable: [Design] { allCases.filter { $0 != .brokenSPF } }
-
-    /// One line for `--help` and reports.
-    public var summary: String {
+    /// Calls `visitor` with the design's type (and `mm`, passed as an argument so that it is
+    /// borrowed, never retained): one switch, each arm specialised for its design — how the
+    /// fault path reaches a design without an existential call.
+    @inlinable @inline(__always)
+    public func visit<V: DesignVisitor>(_ visitor: V, _ mm: AddressSpace?) -> V.Output {
         switch self {
-        case .global:
-            "mmap_lock rwsem: faults/madvise read, mmap/munmap/mprotect/mremap/brk write; munmap downgrades before zapping; I/O faults drop the lock and retry"
-        case .spfMMSeq:
-            "speculative faults under RCU, validated under the PTE lock against an mm-wide sequence count bumped by every mmap writer; any change aborts to mmap_lock"
-        case .spfVMASeq:
-            "speculative faults validated against the faulting VMA's own sequence count (and holding a VMA reference); COW faults on present PTEs go to mmap_lock"
-        case .perVMA:
-            "lock_vma_under_rcu: read-trylock the VMA's lock, fail if vm_lock_seq == mm_lock_seq or detached; fall back to mmap_lock; I/O retries under mmap_lock"
-        case .perVMARetry:
-            "per-VMA locks; a fault that waited for I/O retries under the VMA lock"
-        case .range:
-            "short lock for the VMA tree + list range lock for the operation's range; faults read-lock their page"
-        case .rangeTree:
-            "short lock for the VMA tree + interval-tree range lock (FIFO); faults read-lock their page"
-        case .brokenSPF:
-            "TEST ONLY: spf-mmseq without validation"
+        case .global: visitor.visit(GlobalDesign.self, mm)
+        case .spfMMSeq: visitor.visit(SPFMMSeqDesign.self, mm)
+        case .spfVMASeq: visitor.visit(SPFVMASeqDesign.self, mm)
+        case .perVMA: visitor.visit(PerVMADesign.self, mm)
+        case .perVMARetry: visitor.visit(PerVMARetryDesign.self, mm)
+        case .range: visitor.visit(RangeDesign.self, mm)
+        case .rangeTree: visitor.visit(RangeTreeDesign.self, mm)
+        case .brokenSPF: visitor.visit(BrokenSPFDesign.self, mm)
+        case .brokenPerVMARecheck: visitor.visit(BrokenPerVMARecheckDesign.self, mm)
+        case .brokenUnmarkedMprotect: visitor.visit(BrokenUnmarkedMprotectDesign.self, mm)
+        case .brokenSPFVMASeqMprotect: visitor.visit(BrokenSPFVMASeqMprotectDesign.self, mm)
+        case .brokenRangeZap: visitor.visit(BrokenRangeZapDesign.self, mm)
         }
     }
 
-    /// Writers mark VMAs with `vm_lock_seq` (per-VMA locks).
-    @inlinable public var usesVMALocks: Bool { self == .perVMA || self == .perVMARetry }
-    /// Writers bump each changed VMA's sequence count (Dufour's SPF).
-    @inlinable public var usesVMASeq: Bool { self == .spfVMASeq }
-    /// Writers bump the mm-wide sequence count (Lespinasse's SPF).
-    @inlinable public var usesMMSeq: Bool { self == .spfMMSeq || self == .brokenSPF }
-    /// Writers take a range lock around a short tree lock.
-    @inlinable public var usesRangeLock: Bool { self == .range || self == .rangeTree }
+    /// The design's type, for the hooks that run once per call (writer side, maps, reports).
+    public var type: any MMDesign.Type { visit(MetatypeVisitor(), nil) }
 
-    /// Faults find their VMA without `mmap_lock` (under RCU).
-    @inlinable public var faultsLocklessly: Bool { self != .global && !usesRangeLock }
+    /// The designs a user picks from (broken controls are for proving the stress test).
+    public static var selectable: [Design] { allCases.filter { !$0.type.isBrokenControl } }
+
+    /// Broken on purpose: only `faultline stress` (and tests) may run it.
+    public var isBrokenControl: Bool { type.isBrokenControl }
+
+    /// One line for `--help` and reports.
+    public var summary: String { type.summary }
+
+    /// What the lock-free `/proc/pid/maps` walk does under this design.
+    public var locklessMapsSummary: String { type.locklessMapsSummary }
 
     /// Whether the design can run on `tree` (lockless readers need the RCU-safe maple tree).
     public func allowsTree(_ tree: VMATreeKind) -> Bool {
-        tree == .maple || self == .global
+        tree == .maple || !type.readsTreeLocklessly
     }
 
-    /// What the lock-free `/proc/pid/maps` walk does under this design.
-    public var locklessMapsSummary: String {
-        switch self {
-        case .global: "no lock-free structure: takes mmap_lock for read per VMA instead of for the whole walk"
-        case .spfMMSeq, .brokenSPF: "copies each VMA under RCU, validated by the mm sequence count; mmap_lock for that VMA on a change"
-        case .spfVMASeq: "copies each VMA under RCU, validated by its sequence count; mmap_lock for that VMA on a change"
-        case .perVMA, .perVMARetry: "read-locks each VMA under RCU (lock_next_vma); mmap_lock for that VMA when the lock fails"
-        case .range, .rangeTree: "takes the short tree lock per VMA instead of for the whole walk"
-        }
+    /// Whether Lespinasse's COW race loses the child's write under this design.
+    public func losesCOWRace(allowSpeculativeCOW: Bool) -> Bool {
+        type.losesCOWRace(allowSpeculativeCOW: allowSpeculativeCOW)
     }
+}
+
+/// Something done with a design's type (on an address space, or nil), specialised per design
+/// (see `Design.visit`).
+public protocol DesignVisitor {
+    associatedtype Output
+    func visit<D: MMDesign>(_ design: D.Type, _ mm: AddressSpace?) -> Output
+}
+
+/// The metatype itself, for cold paths.
+public struct MetatypeVisitor: DesignVisitor {
+    public init() {}
+    public func visit<D: MMDesign>(_ design: D.Type, _ mm: AddressSpace?) -> any MMDesign.Type { design }
+}
+
+/// The calls that open a writer section through `withWriter` (what a design may treat
+/// differently; the broken controls use it to leave out one call's marks).
+public enum WriterCall: Sendable {
+    case mprotect, mremap, madvise, brk, fork
+    /// The replay's inferred mappings and other set-up.
+    case mirror
 }
 
 /// How `/proc/pid/maps` is read.
@@ -88,9 +108,9 @@ public enum MapsReader: String, CaseIterable, Sendable {
     case lockless
 }
 
-/// Per-address-space state that only some designs use.
+/// Per-address-space state that only some designs use, made by the design
+/// (`MMDesign.makeState`).
 public final class DesignState: @unchecked Sendable {
-    public let design: Design
     @usableFromInline let listLock: ListRangeLock?
     @usableFromInline let treeLock: TreeRangeLock?
     /// Waits for VMA locks (per-VMA designs), per thread, in `RWSemStat` columns.
@@ -98,10 +118,11 @@ public final class DesignState: @unchecked Sendable {
     /// Range-lock waits: [acquisitions that waited, ns waited].
     public let rangeWaits: PerThreadCounters
 
-    init(design: Design) {
-        self.design = design
-        listLock = design == .range ? ListRangeLock() : nil
-        treeLock = design == .rangeTree ? TreeRangeLock() : nil
+    /// State with at most one range lock (none for designs that take `mmap_lock`).
+    public init(listLock: ListRangeLock? = nil, treeLock: TreeRangeLock? = nil) {
+        precondition(listLock == nil || treeLock == nil, "one range lock per design")
+        self.listLock = listLock
+        self.treeLock = treeLock
         vmaLockStats = PerThreadCounters(width: RWSemStat.width)
         rangeWaits = PerThreadCounters(width: 2)
     }

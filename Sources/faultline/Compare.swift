@@ -48,8 +48,11 @@ struct Compare: ParsableCommand {
         for w in workloads where !w.hasPrefix("replay:") && Workload(rawValue: w) == nil {
             throw ValidationError("unknown workload \(w); choose replay:FILE or one of \(Workload.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        for d in designs where d != "host" && Design(rawValue: d) == nil {
-            throw ValidationError("unknown design \(d); choose host or one of \(Design.allCases.map(\.rawValue).joined(separator: ", "))")
+        for d in designs where d != "host" {
+            guard let design = Design(rawValue: d) else {
+                throw ValidationError("unknown design \(d); choose host or one of \(Design.selectable.map(\.rawValue).joined(separator: ", "))")
+            }
+            if design.isBrokenControl { throw ValidationError("\(d) is a broken control, for faultline stress only") }
         }
         if let t = threads, parseThreads(t) == nil { throw ValidationError("--threads takes comma-separated counts, e.g. 1,2") }
         if let r = reps, r < 1 { throw ValidationError("--reps must be positive") }

@@ -21,7 +21,7 @@ struct CowRaceCommand: ParsableCommand {
     func run() throws {
         var rows: [[String]] = [["design", "fork ran while the fault was held", "lost write", "expected", "invariants"]]
         var wrong = 0
-        var cases = Design.allCases.map { ($0, false) }
+        var cases = (Design.selectable + [.brokenSPF]).map { ($0, false) }
         cases.insert((.spfVMASeq, true), at: cases.firstIndex { $0.0 == .spfVMASeq }! + 1)
         for (d, cow) in cases {
             let r = CowRace.run(design: d, allowSpeculativeCOW: cow)

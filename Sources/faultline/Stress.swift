@@ -22,8 +22,8 @@ struct Stress: ParsableCommand {
         inside a VMA that allows it, frame reference and map counts equal to the PTEs mapping \
         them, nothing free and mapped, nothing written after it was freed (freed frames, VMAs \
         and page tables are poisoned). Exit status 1 with a report on any violation. \
-        Designs: \(Design.allCases.map(\.rawValue).joined(separator: ", ")) (broken-spf is the \
-        control that must fail).
+        Designs: \(Design.selectable.map(\.rawValue).joined(separator: ", ")). Broken controls, \
+        which must fail: \(Design.allCases.filter(\.isBrokenControl).map(\.rawValue).joined(separator: ", ")).
         """
     )
 

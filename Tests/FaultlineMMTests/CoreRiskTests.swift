@@ -22,7 +22,7 @@ struct CoreRiskTests {
     /// mremap of a large sparse mapping visits only the page tables that exist: it used to
     /// step through every 4 KiB page of the range, taking the PTE lock twice per page (a
     /// 1 TiB move was 2^28 steps, minutes).
-    @Test(arguments: Design.allCases)
+    @Test(arguments: Design.selectable)
     func mremapOfASparseMappingVisitsOnlyItsTables(design: Design) {
         let mm = makeSpace(design)
         let size: UInt64 = 1 << 40
@@ -43,7 +43,7 @@ struct CoreRiskTests {
 
     /// Where source and destination are 2 MiB-aligned over whole tables, the PTE table moves
     /// (`move_pgt_entry`): no PTE is touched, contents and page-table accounting survive.
-    @Test(arguments: Design.allCases)
+    @Test(arguments: Design.selectable)
     func alignedMremapMovesWholeTables(design: Design) {
         let mm = makeSpace(design)
         let huge: UInt64 = 2 << 20
@@ -68,7 +68,7 @@ struct CoreRiskTests {
     /// When mprotect(PROT_READ) returns, no store may still land through the old writable
     /// PTE (Linux flushes the TLB before returning). A thread stores continuously with slow
     /// stores; once mprotect has returned, none of them may write.
-    @Test(arguments: Design.allCases)
+    @Test(arguments: Design.selectable)
     func noStoreLandsAfterMprotectReturns(design: Design) {
         let mm = makeSpace(design)
         // [0] mprotect returned, [1] stores that wrote after it returned, [2] stores done.
@@ -99,7 +99,7 @@ struct CoreRiskTests {
     /// After fork returns, the child's copy of a private page never changes: a parent store in
     /// flight through the PTE fork write-protected must land before fork returns (or go
     /// through a COW fault into a page of the parent's own).
-    @Test(arguments: Design.allCases)
+    @Test(arguments: Design.selectable)
     func childNeverSeesTheParentsWritesAfterFork(design: Design) {
         let mm = makeSpace(design)
         let stop = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))

@@ -8,7 +8,7 @@ import Testing
 /// agrees with the others; both maps readers agree at rest.
 @Suite("Designs", .serialized)
 struct DesignTests {
-    static let designs = Design.allCases
+    static let designs = Design.selectable
 
     @Test(arguments: designs)
     func locklessMapsAgreesWithLockedAtRest(design: Design) {
@@ -26,7 +26,7 @@ struct DesignTests {
         // A window cuts the same lines.
         let w = (a + page)..<(a + 4 * page)
         #expect(mm.mapsLines(in: w, reader: .lockless) == mm.mapsLines(in: w, reader: .locked))
-        #expect(mm.designCounters.mapsFallbacks == 0 || design.faultsLocklessly)
+        #expect(mm.designCounters.mapsFallbacks == 0 || ![.global, .range, .rangeTree].contains(design))
     }
 
     @Test(arguments: designs)
@@ -54,6 +54,8 @@ struct DesignTests {
             // The first fault needs the short lock throughout (it prepares the anon_vma).
             #expect(c.locklessSuccesses == 63)
             #expect(c.abortReasons["no-anon-vma"] == 1)
+        default:
+            Issue.record("no expectation for \(design.rawValue)")
         }
     }
 
@@ -72,6 +74,8 @@ struct DesignTests {
             #expect(c.locklessSuccesses >= 7)
         case .global:
             #expect(c.locklessSuccesses == 0)
+        default:
+            Issue.record("no expectation for \(design.rawValue)")
         }
     }
 

@@ -6,7 +6,7 @@ import Testing
 /// layouts are the host kernel's (6.18).
 @Suite("Difftest regressions", .serialized)
 struct RegressionTests {
-    static let designs = Design.allCases
+    static let designs = Design.selectable
 
     /// sys_mmap() checks the offset before ksys_mmap_pgoff() looks up the descriptor, and
     /// huge pages fail as on a host with an empty pool (nr_hugepages 0).

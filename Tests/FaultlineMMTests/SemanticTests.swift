@@ -6,7 +6,7 @@ import Testing
 /// kernel (6.18) with the same calls.
 @Suite("Semantics", .serialized)
 struct SemanticTests {
-    static let designs = Design.allCases
+    static let designs = Design.selectable
 
     // MARK: Placement and merging
 

@@ -29,7 +29,7 @@ struct RecordedTraceTests {
         #expect(s.replayed > 10)
     }
 
-    @Test("Every design replays the error-heavy trace alike", arguments: Design.allCases.filter { $0 != .brokenSPF })
+    @Test("Every design replays the error-heavy trace alike", arguments: Design.selectable)
     func everyDesign(_ d: Design) throws {
         let (s, _) = try replay(try loadTrace("calls-errors.strace"), design: d)
         #expect(s.mismatches.isEmpty)
@@ -341,7 +341,7 @@ struct ReplaySemanticsTests {
 
 @Suite("Timed replay")
 struct TimedReplayTests {
-    @Test("Each traced thread replays on its own thread under every design", arguments: Design.allCases.filter { $0 != .brokenSPF })
+    @Test("Each traced thread replays on its own thread under every design", arguments: Design.selectable)
     func timed(_ d: Design) throws {
         let (_, r) = try replay(try loadTrace("calls-errors.strace"))
         let script = try #require(r.script)
