@@ -273,15 +273,15 @@ public final class AddressSpace: @unchecked Sendable {
     /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
     func vmaFreeDeferred(_ vmasIn: [VMARef]) {
         var vmas = vmasIn
-        if !markedVMAs.isEmpty {
-            // A VMA marked in this writer section may have to stay until the section's end
-            // (a per-VMA count ends there): no grace period may free it before then.
-            let d = designType
-            let marked = vmas.filter { d.freeWaitsForSectionEnd($0) }
-            if !marked.isEmpty {
-                pendingVMAFrees += marked
-                vmas.removeAll { d.freeWaitsForSectionEnd($0) }
-            }
+        // A VMA marked in this writer section may have to stay until the section's end (a
+        // per-VMA count ends there): no grace period may free it before then. Asked of each
+        // VMA, not of `markedVMAs`: range designs free VMAs with the short lock dropped, while
+        // another writer's section owns that list.
+        let d = designType
+        let marked = vmas.filter { d.freeWaitsForSectionEnd($0) }
+        if !marked.isEmpty {
+            pendingVMAFrees += marked
+            vmas.removeAll { d.freeWaitsForSectionEnd($0) }
         }
         guard !vmas.isEmpty else { return }
         let box = Shared(vmas)

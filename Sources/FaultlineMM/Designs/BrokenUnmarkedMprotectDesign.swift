@@ -1,9 +1,8 @@
 /// Test-only: per-VMA locks where mprotect changes VMAs without marking them
 /// (`vma_start_write` left out of one writer), so faults keep running under their VMA read
 /// locks while the protection changes. The stress test must catch it.
-public enum BrokenUnmarkedMprotectDesign: MMDesign {
+public enum BrokenUnmarkedMprotectDesign: PerVMALockedDesign {
     public static let summary = "TEST ONLY: per-vma whose mprotect does not mark the VMAs it changes"
-    public static let locklessMapsSummary = PerVMADesign.locklessMapsSummary
     public static var isBrokenControl: Bool { true }
 
     @inlinable
@@ -13,9 +12,6 @@ public enum BrokenUnmarkedMprotectDesign: MMDesign {
 
     public static func vmaStartWrite(_ mm: AddressSpace, _ v: VMARef) {
         if mm.writerCall == .mprotect { return }
-        PerVMADesign.vmaStartWrite(mm, v)
+        mm.vmaLockMark(v)
     }
-    public static func endVMAWrites(_ mm: AddressSpace) { PerVMADesign.endVMAWrites(mm) }
-    public static func forkBegin(_ mm: AddressSpace, _ parents: [VMARef]) { PerVMADesign.forkBegin(mm, parents) }
-    public static func nextMapsLine(_ mm: AddressSpace, _ from: UInt64) -> MapsLine? { PerVMADesign.nextMapsLine(mm, from) }
 }

@@ -2,29 +2,7 @@ import FaultlineSync
 
 /// Lespinasse's fine-grained locking with the interval-tree range lock (Kara/Bueso, FIFO
 /// among overlapping requests) as the baseline.
-public enum RangeTreeDesign: MMDesign {
+public enum RangeTreeDesign: RangeLockedDesign {
     public static let summary = "short lock for the VMA tree + interval-tree range lock (FIFO); faults read-lock their page"
-    public static let locklessMapsSummary = RangeDesign.locklessMapsSummary
     public static func makeState() -> DesignState { DesignState(treeLock: TreeRangeLock()) }
-
-    @inlinable
-    public static func fault(_ mm: AddressSpace, _ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
-        mm.faultRanged(address, kind)
-    }
-
-    public static func beginWriter(_ mm: AddressSpace, _ want: () -> Range<UInt64>?) -> RangeHandle? {
-        RangeDesign.beginWriter(mm, want)
-    }
-    public static func endWriter(_ mm: AddressSpace, _ held: RangeHandle?) { RangeDesign.endWriter(mm, held) }
-    public static func mmap(_ mm: AddressSpace, _ addr: UInt64, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
-                            file: MMFile?, offset: UInt64) -> Result<UInt64, Errno> {
-        RangeDesign.mmap(mm, addr, length, prot, flags, file: file, offset: offset)
-    }
-    public static func munmap(_ mm: AddressSpace, _ addr: UInt64, _ end: UInt64) -> Result<Void, Errno> {
-        RangeDesign.munmap(mm, addr, end)
-    }
-    public static func madviseRead(_ mm: AddressSpace, _ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
-        RangeDesign.madviseRead(mm, start, end, advice)
-    }
-    public static func nextMapsLine(_ mm: AddressSpace, _ from: UInt64) -> MapsLine? { RangeDesign.nextMapsLine(mm, from) }
 }
