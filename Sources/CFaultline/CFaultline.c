@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -137,3 +138,13 @@ uint64_t fl_commit_limit_pages(void) {
     if (sysinfo(&si) != 0) return UINT64_MAX;
     return ((uint64_t)si.totalram + (uint64_t)si.totalswap) * (uint64_t)si.mem_unit / 4096;
 }
+
+int64_t fl_syscall6(int64_t number, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5) {
+    long r = syscall(number, a0, a1, a2, a3, a4, a5);
+    // The memory calls return addresses below TASK_SIZE or 0: -1 is only ever a failure.
+    return r == -1 ? -(int64_t)errno : (int64_t)r;
+}
+
+const char *fl_errno_name(int e) { return strerrorname_np(e); }
+
+const char *fl_errno_text(int e) { return strerror(e); }

@@ -9,14 +9,16 @@ struct CallGenerator {
     let window: Range<UInt64>
     let heapStart: UInt64
     let fileSizes: [UInt64]
+    let filePaths: [String]
     var forks = 0
     let page = Linux.pageSize
 
-    init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [UInt64]) {
+    init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [(path: String, size: UInt64)]) {
         rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678)
         self.window = window
         heapStart = heap
-        fileSizes = files
+        fileSizes = files.map(\.size)
+        filePaths = files.map(\.path)
     }
 
     mutating func rand() -> UInt64 { rng.next() }
@@ -58,12 +60,12 @@ struct CallGenerator {
         return l
     }
 
-    mutating func prot() -> UInt32 {
-        if chance(3) { return pick([0x10, 0x0100_0001, 0x0300_0000]) }
-        return pick([0, 1, 3, 5, 7, 2, 4, 3, 1, 3])
+    mutating func prot() -> Prot {
+        if chance(3) { return Prot(rawValue: pick([0x10, 0x0100_0001, 0x0300_0000])) }
+        return Prot(rawValue: pick([0, 1, 3, 5, 7, 2, 4, 3, 1, 3]))
     }
 
-    mutating func next(_ mm: AddressSpace) -> Call {
+    mutating func next(_ mm: AddressSpace) -> MemoryCall {
         let r = below(100)
         if r < 30 { return mmap(mm) }
         if r < 43 { return .munmap(addr: address(mm), length: length()) }
@@ -84,13 +86,13 @@ struct CallGenerator {
         return .fork
     }
 
-    mutating func mmap(_ mm: AddressSpace) -> Call {
+    mutating func mmap(_ mm: AddressSpace) -> MemoryCall {
         if chance(1) {
             // More memory than RAM + swap, charged: heuristic overcommit refuses it (private
             // writable, or anonymous shared without MAP_NORESERVE).
             let len = (Linux.hostCommitLimitPages + 1 + below(64)) * page
-            let type = chance(50) ? MapFlags.private.rawValue : MapFlags.shared.rawValue
-            return .mmap(addr: 0, length: len, prot: 3, flags: type | MapFlags.anonymous.rawValue, fd: -1, offset: 0)
+            let type: MapFlags = chance(50) ? .private : .shared
+            return .mmap(addr: 0, length: len, prot: [.read, .write], flags: [type, .anonymous], fd: .none, offset: 0)
         }
         var flags: UInt32
         let t = below(100)
@@ -127,10 +129,13 @@ struct CallGenerator {
         if chance(2) { flags |= MapFlags.growsDown.rawValue }
         var len = length()
         if fd >= 0 && fd < fileSizes.count && chance(70) { len = min(len, 8 * page) }
-        return .mmap(addr: addr, length: len, prot: prot() & 7, flags: flags, fd: fd, offset: offset)
+        // Descriptors as the helper holds them: file i is 3 + i; 3 + 5 is not open.
+        let descriptor = fd < 0 ? FileDescriptor.none : FileDescriptor(Int32(3 + fd), path: fd < filePaths.count ? filePaths[fd] : nil)
+        return .mmap(addr: addr, length: len, prot: Prot(rawValue: prot().rawValue & 7), flags: MapFlags(rawValue: flags),
+                     fd: descriptor, offset: offset)
     }
 
-    mutating func mremap(_ mm: AddressSpace) -> Call {
+    mutating func mremap(_ mm: AddressSpace) -> MemoryCall {
         let vmas = mm.mapsLines(in: window)
         var addr = address(mm)
         var oldLen = length()
@@ -143,10 +148,10 @@ struct CallGenerator {
         let flags = pick([0, 1, 1, 1, 3, 3, 5, 5, 7, 2, 4, 8] as [UInt32])
         if flags & 4 != 0 && chance(70) { newLen = oldLen }
         let newAddr = flags & 6 != 0 ? address(mm) : 0
-        return .mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: flags, newAddr: newAddr)
+        return .mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: MremapFlags(rawValue: flags), newAddr: newAddr)
     }
 
-    mutating func madvise(_ mm: AddressSpace) -> Call {
+    mutating func madvise(_ mm: AddressSpace) -> MemoryCall {
         let advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99])
         return .madvise(addr: address(mm), length: length(), advice: advice)
     }

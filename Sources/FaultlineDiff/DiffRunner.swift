@@ -23,21 +23,25 @@ struct HostLayout: Equatable {
 /// Where a sequence went different ways on the host and on the model.
 public struct Divergence: CustomStringConvertible {
     public var index: Int
-    public var calls: [Call]
-    public var hostResults: [Int64]
-    public var modelResult: Int64
+    public var calls: [MemoryCall]
+    public var hostResults: [SyscallResult]
+    public var modelResult: SyscallResult
     public var hostMaps: [MapsLine]
     public var modelMaps: [MapsLine]
-    var files: [String]
+
+    /// A fork's line says where the sequence goes on.
+    func strace(_ c: MemoryCall, _ r: SyscallResult) -> String {
+        c.isFork ? c.strace(result: r) + " (the sequence continues in the child)" : c.strace(result: r)
+    }
 
     public var description: String {
         var s = "  sequence (strace syntax, host results):\n"
         for (i, c) in calls.prefix(index + 1).enumerated() {
             let mark = i == index ? "→ " : "  "
-            s += "    \(mark)" + c.strace(result: hostResults[i], files: files) + "\n"
+            s += "    \(mark)" + strace(c, hostResults[i]) + "\n"
         }
         let c = calls[index]
-        s += "  model returned: " + c.strace(result: modelResult, files: files) + "\n"
+        s += "  model returned: " + strace(c, modelResult) + "\n"
         let h = Set(hostMaps.map(\.comparable))
         let m = Set(modelMaps.map(\.comparable))
         if h != m {
@@ -80,8 +84,6 @@ public final class DiffRunner {
         rmdir(directory)
     }
 
-    var filePaths: [String] { fileSpecs.map(\.0) }
-
     func readLayout(_ h: HostHelper) throws -> HostLayout {
         var l = HostLayout()
         while let line = h.readLine(), line != "end" {
@@ -106,8 +108,8 @@ public final class DiffRunner {
         return try readLayout(h)
     }
 
-    /// A model mirroring the host layout.
-    func makeModel() -> (AddressSpace, [MMFile]) {
+    /// A model mirroring the host layout, and its files by descriptor (3, 4, …, as the helper holds them).
+    func makeModel() -> (AddressSpace, [Int32: MMFile]) {
         let system = MMSystem(frames: 32_768)
         var cfg = AddressSpace.Configuration()
         cfg.startBrk = layout.startBrk
@@ -125,7 +127,8 @@ public final class DiffRunner {
                 mm.giveAnonVMA(at: heap.start)
             }
         }
-        let files = fileSpecs.map { system.makeFile(path: $0.0, size: $0.1) }
+        var files: [Int32: MMFile] = [:]
+        for (i, f) in fileSpecs.enumerated() { files[Int32(3 + i)] = system.makeFile(path: f.0, size: f.1) }
         return (mm, files)
     }
 
@@ -136,34 +139,34 @@ public final class DiffRunner {
     }
 
     /// Runs `calls` on a fresh helper and a fresh model; nil when they agree throughout.
-    public func run(_ calls: [Call]) throws -> Divergence? {
+    public func run(_ calls: [MemoryCall]) throws -> Divergence? {
         let h = try HostHelper(path: helperPath, files: fileSpecs)
         let l = try readLayout(h)
         if l != layout { layout = l }
         var (mm, files) = makeModel()
-        var hostResults: [Int64] = []
+        var hostResults: [SyscallResult] = []
         for (i, c) in calls.enumerated() {
-            h.send(c.command)
+            h.send(c.hostCommand)
             let (hr, hmaps) = try h.readResponse()
-            hostResults.append(hr)
-            let mr: Int64
-            if case .fork = c {
+            hostResults.append(SyscallResult(raw: hr))
+            let mr: SyscallResult
+            if c.isFork {
                 mm = mm.fork()
-                mr = 0
+                mr = SyscallResult(raw: 0)
             } else {
-                mr = c.run(on: mm, files: files)
+                mr = c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] })
             }
             let mmaps = modelMaps(mm)
-            if hr != mr || hmaps.map(\.comparable) != mmaps.map(\.comparable) {
+            if hr != mr.raw || hmaps.map(\.comparable) != mmaps.map(\.comparable) {
                 return Divergence(index: i, calls: calls, hostResults: hostResults, modelResult: mr,
-                                  hostMaps: hmaps, modelMaps: mmaps, files: filePaths)
+                                  hostMaps: hmaps, modelMaps: mmaps)
             }
         }
         return nil
     }
 
     /// Shrinks a diverging sequence: drops chunks, then single calls, while it still diverges.
-    public func shrink(_ calls: [Call], _ first: Divergence) throws -> Divergence {
+    public func shrink(_ calls: [MemoryCall], _ first: Divergence) throws -> Divergence {
         var best = first
         var seq = Array(calls.prefix(first.index + 1))
         var chunk = max(seq.count / 2, 1)
@@ -187,14 +190,14 @@ public final class DiffRunner {
     }
 
     /// Generates `steps` calls from `seed`, stepping a model to aim at live mappings.
-    public func generate(seed: UInt64, steps: Int) -> [Call] {
-        var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk, files: fileSpecs.map(\.1))
+    public func generate(seed: UInt64, steps: Int) -> [MemoryCall] {
+        var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk, files: fileSpecs.map { ($0.0, $0.1) })
         var (mm, files) = makeModel()
-        var calls: [Call] = []
+        var calls: [MemoryCall] = []
         for _ in 0..<steps {
             let c = g.next(mm)
             calls.append(c)
-            if case .fork = c { mm = mm.fork() } else { _ = c.run(on: mm, files: files) }
+            if c.isFork { mm = mm.fork() } else { _ = c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] }) }
         }
         return calls
     }

@@ -22,7 +22,7 @@ public enum StraceFuzz {
         }
         for c in trace.calls {
             precondition(c.line >= 1 && c.line <= lines && c.startLine <= c.line)
-            do { _ = try MemoryCall(c) } catch let e as TraceSyntaxError {
+            do { _ = try MemoryCall.decode(c) } catch let e as TraceSyntaxError {
                 precondition(e.line == c.line, "decode error names line \(e.line), call ends on \(c.line)")
             } catch {
                 preconditionFailure("decode threw \(error)")

@@ -1,7 +1,7 @@
 import FaultlineMM
 
-/// Bytes decoded into a sequence of memory calls (and page touches, and forks) on the model,
-/// under a design the first byte picks. After every call the address space must be
+/// Bytes decoded into a sequence of memory calls (`MemoryCall`s, each also rendered to strace
+/// syntax and read back), page touches and forks on the model, under a design the first byte picks. After every call the address space must be
 /// consistent (`checkQuiescent`: tree, VMAs, locks and counts at rest, every PTE allowed by
 /// its VMA and mapping a live frame); a byte stored must read back; at the end every frame's
 /// reference and map counts must match the page tables of every space. Violations trap.
@@ -65,6 +65,38 @@ public enum SyscallFuzz {
             if m & 0xe0 == 0xe0 { f.insert(MapFlags(rawValue: 1 << 22)) }   // an unknown flag
             return f
         }
+
+        /// Op codes 0–10: one memory call, and the file an mmap maps.
+        mutating func call(_ code: UInt8, _ mm: AddressSpace, _ files: [MMFile]) -> (MemoryCall, MMFile?) {
+            switch code {
+            case 0, 1, 2:
+                let a = addr(), l = len(), p = prot()
+                var f = mapFlags()
+                // Populating is a fault per page, as in the kernel: keep an input's work bounded.
+                if l > SyscallFuzz.populateLimit { f.subtract([.populate, .locked]) }
+                let which = u8()
+                let file: Int? = f.contains(.anonymous) || which & 3 == 3 ? nil : Int(which & 1)
+                let off = which & 4 != 0 ? UInt64(u8() & 0x1f) * page + (which & 8 != 0 ? 17 : 0) : 0
+                let fd = file.map { FileDescriptor(Int32(3 + $0), path: files[$0].path) } ?? .none
+                return (.mmap(addr: a, length: l, prot: p, flags: f, fd: fd, offset: off), file.map { files[$0] })
+            case 3, 4:
+                return (.munmap(addr: addr(), length: len()), nil)
+            case 5, 6:
+                return (.mprotect(addr: addr(), length: len(), prot: prot()), nil)
+            case 7:
+                let a = addr(), o = len(), n = len(), f = MremapFlags(rawValue: UInt32(u8() & 0xf))
+                return (.mremap(addr: a, oldLength: o, newLength: n, flags: f, newAddr: addr()), nil)
+            case 8, 9:
+                let a = addr(), l = len()
+                let k = u8()
+                let adv = k < 200 ? Int32(k % 26) : Int32(bitPattern: UInt32(k) << 24)
+                let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
+                return (.madvise(addr: a, length: populates.contains(adv) ? min(l, SyscallFuzz.populateLimit) : l, advice: adv), nil)
+            default:
+                let k = u8()
+                return (.brk(addr: k & 1 == 0 ? mm.currentBrk &+ UInt64(k >> 1) * page : mm.startBrk &+ UInt64(k) * 100), nil)
+            }
+        }
     }
 
     public static func run(_ input: UnsafeBufferPointer<UInt8>) {
@@ -81,34 +113,21 @@ public enum SyscallFuzz {
             let op = r.u8()
             let mm = spaces[Int(op >> 5) % spaces.count]
             switch op & 0x1f {
-            case 0, 1, 2:
-                let a = r.addr(), l = r.len(), p = r.prot()
-                var f = r.mapFlags()
-                // Populating is a fault per page, as in the kernel: keep an input's work bounded.
-                if l > Self.populateLimit { f.subtract([.populate, .locked]) }
-                let which = r.u8()
-                let file: MMFile? = f.contains(.anonymous) || which & 3 == 3 ? nil : files[Int(which & 1)]
-                let off = which & 4 != 0 ? UInt64(r.u8() & 0x1f) * page + (which & 8 != 0 ? 17 : 0) : 0
-                if case .success(let got) = mm.mmap(a, l, p, f, file: file, offset: off) {
-                    precondition(Linux.offsetInPage(got) == 0, "mmap returned \(got)")
-                    precondition(!f.contains(.fixed) || got == a, "MAP_FIXED placed elsewhere")
+            case 0...10:
+                let (call, file) = r.call(op & 0x1f, mm, files)
+                // The vocabulary's strace form reads back as the call (less what strace does not
+                // print: mremap's new address without MREMAP_FIXED or MREMAP_DONTUNMAP).
+                var shown = call
+                if case let .mremap(a, o, n, f, _) = call, !f.contains(.fixed), !f.contains(.dontUnmap) {
+                    shown = .mremap(addr: a, oldLength: o, newLength: n, flags: f, newAddr: 0)
                 }
-            case 3, 4:
-                _ = mm.munmap(r.addr(), r.len())
-            case 5, 6:
-                _ = mm.mprotect(r.addr(), r.len(), r.prot())
-            case 7:
-                let a = r.addr(), o = r.len(), n = r.len(), f = MremapFlags(rawValue: UInt32(r.u8() & 0xf))
-                _ = mm.mremap(a, o, n, f, newAddress: r.addr())
-            case 8, 9:
-                let a = r.addr(), l = r.len()
-                let k = r.u8()
-                let adv = k < 200 ? Int32(k % 26) : Int32(bitPattern: UInt32(k) << 24)
-                let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
-                _ = mm.madvise(a, populates.contains(adv) ? min(l, Self.populateLimit) : l, adv)
-            case 10:
-                let k = r.u8()
-                _ = mm.brk(k & 1 == 0 ? mm.currentBrk &+ UInt64(k >> 1) * page : mm.startBrk &+ UInt64(k) * 100)
+                let text = call.strace()
+                precondition((try? MemoryCall(strace: text)) == shown, "\(text) does not read back as \(shown)")
+                let got = call.run(on: mm, file: file)
+                if case let .mmap(a, _, _, f, _, _) = call, got.succeeded {
+                    precondition(Linux.offsetInPage(got.value) == 0, "mmap returned \(got)")
+                    precondition(!f.contains(.fixed) || got.value == a, "MAP_FIXED placed elsewhere")
+                }
             case 11:
                 if spaces.count < 3 { spaces.append(mm.fork()) }
             case 12...21:

@@ -32,7 +32,7 @@ public enum Linux {
 /// Linux errno values returned by the model's calls.
 public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable {
     case EPERM = 1, ENOENT = 2, EINTR = 4, EBADF = 9, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14
-    case EBUSY = 16, EEXIST = 17, EINVAL = 22, ENOSPC = 28, EOVERFLOW = 75, EOPNOTSUPP = 95
+    case EBUSY = 16, EEXIST = 17, EINVAL = 22, ENOSPC = 28, ENOSYS = 38, EOVERFLOW = 75, EOPNOTSUPP = 95
 
     public var description: String {
         switch self {
@@ -48,6 +48,7 @@ public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable
         case .EEXIST: "EEXIST"
         case .EINVAL: "EINVAL"
         case .ENOSPC: "ENOSPC"
+        case .ENOSYS: "ENOSYS"
         case .EOVERFLOW: "EOVERFLOW"
         case .EOPNOTSUPP: "EOPNOTSUPP"
         }

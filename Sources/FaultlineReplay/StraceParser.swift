@@ -1,3 +1,5 @@
+import FaultlineMM
+
 /// What a system call returned, as strace printed it after `=`.
 public struct TraceResult: Equatable, Sendable, CustomStringConvertible {
     /// The value (bit pattern of a negative number too); nil for `= ?`.
@@ -285,7 +287,7 @@ public enum StraceParser {
     static func finishCall(name: String, argsPrefix: String, rest: Substring, pid: Int, line: Int, text: String,
                            fail: (String) -> TraceSyntaxError) throws -> TraceCall {
         // Scan prefix and rest as one, so brackets opened before the split still count.
-        var scanner = ArgumentScanner(depth: 0)
+        var scanner = StraceSyntax.ArgumentScanner(depth: 0)
         let whole = Array(argsPrefix + String(rest))
         guard let close = scanner.closingParen(in: whole) else { throw fail("unbalanced parentheses or quotes") }
         let argText = Substring(String(whole[..<close]))
@@ -293,131 +295,19 @@ public enum StraceParser {
         guard tail.first == "=" else { throw fail("expected ' = RESULT' after the arguments") }
         tail = tail.dropFirst().drop(while: { $0 == " " })
         let result = try parseResult(tail, fail: fail)
-        return TraceCall(line: line, startLine: line, pid: pid, name: name, args: splitArguments(argText), result: result, text: text)
+        return TraceCall(line: line, startLine: line, pid: pid, name: name, args: StraceSyntax.splitArguments(argText), result: result, text: text)
     }
 
     static func parseResult(_ t: Substring, fail: (String) -> TraceSyntaxError) throws -> TraceResult {
         let token = t.prefix(while: { $0 != " " && $0 != "\t" })
         if token == "?" { return TraceResult(value: nil) }
-        guard let v = parseNumber(token) else { throw fail("bad result '\(token)'") }
+        guard let v = StraceSyntax.parseNumber(token) else { throw fail("bad result '\(token)'") }
         let after = t.dropFirst(token.count).drop(while: { $0 == " " })
         if let c = after.first, c == "E" {
             let err = after.prefix(while: { $0.isLetter || $0.isNumber || $0 == "_" })
             return TraceResult(value: v, errno: String(err))
         }
         return TraceResult(value: v)
-    }
-
-    /// Decimal, `0x` hex, negative decimal, `NULL`; nil otherwise.
-    public static func parseNumber<S: StringProtocol>(_ s: S) -> UInt64? {
-        if s == "NULL" { return 0 }
-        if s.hasPrefix("0x") || s.hasPrefix("0X") { return UInt64(s.dropFirst(2), radix: 16) }
-        if s.hasPrefix("-") {
-            guard let m = UInt64(s.dropFirst()) else { return nil }
-            return UInt64(bitPattern: -Int64(bitPattern: m))
-        }
-        if s.count > 1 && s.hasPrefix("0") && s.allSatisfy({ $0 >= "0" && $0 <= "7" }) { return UInt64(s.dropFirst(), radix: 8) }
-        return UInt64(s)
-    }
-
-    /// Splits an argument list at top-level commas; comments (`/* 39 vars */`) are dropped.
-    public static func splitArguments(_ text: Substring) -> [String] {
-        var out: [String] = []
-        var cur = ""
-        var depth = 0
-        var inString = false
-        var escaped = false
-        var angle = 0
-        var chars = Array(text)
-        // Drop comments outside strings.
-        var cleaned: [Character] = []
-        var i = 0
-        var q = false, esc = false
-        while i < chars.count {
-            let c = chars[i]
-            if q {
-                cleaned.append(c)
-                if esc { esc = false } else if c == "\\" { esc = true } else if c == "\"" { q = false }
-                i += 1
-                continue
-            }
-            if c == "\"" { q = true }
-            if c == "/" && i + 1 < chars.count && chars[i + 1] == "*" {
-                var j = i + 2
-                while j + 1 < chars.count && !(chars[j] == "*" && chars[j + 1] == "/") { j += 1 }
-                i = j + 2
-                continue
-            }
-            cleaned.append(c)
-            i += 1
-        }
-        chars = cleaned
-        var prev: Character = " "
-        for (k, c) in chars.enumerated() {
-            let next: Character = k + 1 < chars.count ? chars[k + 1] : " "
-            if inString {
-                cur.append(c)
-                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-                prev = c
-                continue
-            }
-            if angle > 0 {
-                cur.append(c)
-                if c == "<" { angle += 1 } else if c == ">" { angle -= 1 }
-                prev = c
-                continue
-            }
-            switch c {
-            case "\"": inString = true; cur.append(c)
-            case "<" where prev.isNumber && next != "<": angle = 1; cur.append(c)
-            case "(", "[", "{": depth += 1; cur.append(c)
-            case ")", "]", "}": depth -= 1; cur.append(c)
-            case "," where depth == 0:
-                out.append(cur.trimmingSpaces())
-                cur = ""
-            default: cur.append(c)
-            }
-            prev = c
-        }
-        let last = cur.trimmingSpaces()
-        if !last.isEmpty || !out.isEmpty { out.append(last) }
-        return out
-    }
-}
-
-/// Finds the `)` that closes a call's argument list, skipping strings, fd paths and brackets.
-struct ArgumentScanner {
-    var depth: Int
-
-    /// The offset of the closing `)` in `s`, or nil.
-    mutating func closingParen(in s: [Character]) -> Int? {
-        var inString = false, escaped = false, inComment = false
-        var angle = 0
-        var prev: Character = " "
-        for (i, c) in s.enumerated() {
-            let next: Character = i + 1 < s.count ? s[i + 1] : " "
-            if inComment {
-                if c == "/" && prev == "*" { inComment = false }
-            } else if inString {
-                if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-            } else if angle > 0 {
-                if c == "<" { angle += 1 } else if c == ">" { angle -= 1 }
-            } else {
-                switch c {
-                case "\"": inString = true
-                case "*" where prev == "/": inComment = true
-                case "<" where prev.isNumber && next != "<" && prev != "<": angle = 1
-                case "(", "[", "{": depth += 1
-                case "]", "}": depth -= 1
-                case ")":
-                    if depth == 0 { return i }
-                    depth -= 1
-                default: break
-                }
-            }
-            prev = c
-        }
-        return nil
     }
 }
 
@@ -436,14 +326,5 @@ extension Substring {
             i = index(after: i)
         }
         return nil
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let f = s.first, f == " " || f == "\t" { s = s.dropFirst() }
-        while let l = s.last, l == " " || l == "\t" { s = s.dropLast() }
-        return String(s)
     }
 }

@@ -4,42 +4,21 @@ import FaultlineSync
 import FaultlineWorkloads
 import Synchronization
 
-/// One model operation of the timed replay, its arguments as the checked replay resolved them
-/// (kernel-chosen addresses made fixed, inferred mappings included).
-public enum ScriptOp: @unchecked Sendable {
-    case mmap(UInt64, UInt64, UInt32, UInt32, MMFile?, UInt64)
-    case munmap(UInt64, UInt64)
-    case mprotect(UInt64, UInt64, UInt32)
-    case madvise(UInt64, UInt64, Int32)
-    case mremap(UInt64, UInt64, UInt64, UInt32, UInt64)
-    case brk(UInt64)
+/// One model operation of the timed replay: a call as the checked replay resolved it
+/// (kernel-chosen addresses made fixed, inferred mappings included) and the file it maps.
+public struct ScriptStep: @unchecked Sendable {
+    public var call: MemoryCall
+    public var file: MMFile?
 
     /// Runs on `mm`; false when the model returned an error.
     @inline(__always)
-    func run(on mm: AddressSpace) -> Bool {
-        switch self {
-        case let .mmap(a, l, p, f, file, o):
-            if case .success = mm.mmap(a, l, Prot(rawValue: p), MapFlags(rawValue: f), file: file, offset: o) { return true }
-        case let .munmap(a, l):
-            if case .success = mm.munmap(a, l) { return true }
-        case let .mprotect(a, l, p):
-            if case .success = mm.mprotect(a, l, Prot(rawValue: p)) { return true }
-        case let .madvise(a, l, adv):
-            if case .success = mm.madvise(a, l, adv) { return true }
-        case let .mremap(a, o, n, f, na):
-            if case .success = mm.mremap(a, o, n, MremapFlags(rawValue: f), newAddress: na) { return true }
-        case .brk(let a):
-            _ = mm.brk(a)
-            return true
-        }
-        return false
-    }
+    func run(on mm: AddressSpace) -> Bool { call.run(on: mm, file: file).succeeded }
 }
 
 /// The chosen process's calls, one list per traced thread, for timed replays.
 public struct ReplayScript: @unchecked Sendable {
     public var pid: Int
-    public var tasks: [[ScriptOp]]
+    public var tasks: [[ScriptStep]]
     public var brkStart: UInt64?
     public var operations: Int { tasks.reduce(0) { $0 + $1.count } }
 }

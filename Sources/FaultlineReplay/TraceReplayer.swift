@@ -53,7 +53,7 @@ final class ReplayProcess {
     var heapKnown = false
     var tasks = 0
     /// The operations each task ran on this address space, in order (for the timed mode).
-    var script: [Int: [ScriptOp]] = [:]
+    var script: [Int: [ScriptStep]] = [:]
     var taskOrder: [Int] = []
     var brkStart: UInt64? = nil
     init(mm: AddressSpace) { self.mm = mm }
@@ -73,7 +73,7 @@ public final class TraceReplayer {
     var summary = ReplaySummary()
     let chosenPid: Int?
     /// munmaps run ahead of their completion line (see `runInFlightUnmaps`), by event index.
-    var doneEarly: [Int: Result<Void, Errno>] = [:]
+    var doneEarly: [Int: SyscallResult] = [:]
     /// The chosen process as it ended (or as the trace left it).
     var chosenProcess: ReplayProcess? = nil
 
@@ -91,14 +91,14 @@ public final class TraceReplayer {
     /// line can come before its parent's clone returns.
     func prepass() {
         for case .call(let c) in trace.events {
-            guard let m = try? MemoryCall(c) else { continue }
+            guard let m = try? MemoryCall.decode(c) else { continue }
             switch m {
-            case .clone(let vm):
+            case .clone(let flags):
                 if let child = c.result.childPid {
-                    clones[child, default: []].append((c.pid, vm))
+                    clones[child, default: []].append((c.pid, flags.sharesVM))
                 }
-            case let .mmap(_, len, _, flags, _, path?, off) where flags & MapFlags.anonymous.rawValue == 0:
-                fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len)
+            case let .mmap(_, len, _, flags, fd, off) where !flags.contains(.anonymous):
+                if let path = fd.path { fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len) }
             default: break
             }
         }
@@ -144,9 +144,15 @@ public final class TraceReplayer {
     }
 
     /// Records what the model ran, for the timed mode.
-    func note(_ pid: Int, _ p: ReplayProcess, _ op: ScriptOp) {
+    func note(_ pid: Int, _ p: ReplayProcess, _ call: MemoryCall, file: MMFile? = nil) {
         if p.script[pid] == nil { p.taskOrder.append(pid) }
-        p.script[pid, default: []].append(op)
+        p.script[pid, default: []].append(ScriptStep(call: call, file: file))
+    }
+
+    /// Runs `call` on `p`'s address space and notes it for the timed mode.
+    func run(_ call: MemoryCall, _ pid: Int, _ p: ReplayProcess, file: MMFile? = nil) -> SyscallResult {
+        note(pid, p, call, file: file)
+        return call.run(on: p.mm, file: file)
     }
 
     func file(_ path: String) -> MMFile {
@@ -200,30 +206,16 @@ public final class TraceReplayer {
         summary.mismatches.append(ReplayMismatch(line: c.line, text: c.text, recorded: c.result.description, model: model))
     }
 
-    static func text(_ r: Result<UInt64, Errno>) -> String {
-        switch r {
-        case .success(let v): TraceResult(value: v).description
-        case .failure(let e): "-1 \(e)"
-        }
-    }
-
-    static func text(_ r: Result<Void, Errno>) -> String {
-        switch r {
-        case .success: "0"
-        case .failure(let e): "-1 \(e)"
-        }
+    /// The model's result as a recorded one prints (`-1 ENOMEM`, `0x7f…`).
+    static func text(_ r: SyscallResult) -> String {
+        if let e = r.errnoName { return "-1 \(e)" }
+        return TraceResult(value: r.value).description
     }
 
     /// Whether the model's result is the recorded one.
-    static func agrees(_ r: Result<UInt64, Errno>, _ rec: TraceResult) -> Bool {
-        switch r {
-        case .success(let v): rec.errno == nil && rec.value == v
-        case .failure(let e): rec.errno == e.description
-        }
-    }
-
-    static func agrees(_ r: Result<Void, Errno>, _ rec: TraceResult) -> Bool {
-        agrees(r.map { 0 }, rec)
+    static func agrees(_ r: SyscallResult, _ rec: TraceResult) -> Bool {
+        if let e = r.errnoName { return rec.errno == e }
+        return rec.errno == nil && rec.value == r.value
     }
 
     /// Errors that depend on how a file was opened or where it lives — state strace's memory
@@ -241,21 +233,20 @@ public final class TraceReplayer {
             defer { j += 1 }
             guard case .call(let d) = events[j], d.pid != c.pid, d.startLine < c.line, d.name == "munmap",
                   doneEarly[j] == nil, tasks[d.pid] === p,
-                  case .munmap(let a, let l)? = try? MemoryCall(d), a < range.upperBound, a &+ l > range.lowerBound else { continue }
-            doneEarly[j] = p.mm.munmap(a, l)
-            note(d.pid, p, .munmap(a, l))
+                  case .munmap(let a, let l)? = (try? MemoryCall.decode(d)) ?? nil, a < range.upperBound, a &+ l > range.lowerBound else { continue }
+            doneEarly[j] = run(.munmap(addr: a, length: l), d.pid, p)
             ran = true
         }
         return ran
     }
 
     func replay(_ c: TraceCall, at index: Int) {
-        let call: MemoryCall
-        do { call = try MemoryCall(c) } catch {
+        let decoded: MemoryCall?
+        do { decoded = try MemoryCall.decode(c) } catch {
             skip("undecodable")
             return
         }
-        if case .other(let name) = call { skip("other: " + name); return }
+        guard let call = decoded else { skip("other: " + c.name); return }
         // `= ?`: normal for exit (it does not return); any other call's effect is unknown.
         if c.result.value == nil && !call.endsTask {
             skip("no result")
@@ -265,12 +256,12 @@ public final class TraceReplayer {
         let mm = p.mm
         let rec = c.result
         switch call {
-        case let .mmap(addr, len, prot, flags, fd, path, off):
-            var f = MapFlags(rawValue: flags)
+        case let .mmap(addr, len, prot, flags, fd, off):
+            var f = flags
             let anonymous = f.contains(.anonymous)
-            var file: MMFile? = anonymous || fd < 0 ? nil : self.file(path ?? "fd \(fd) of pid \(c.pid)")
+            var file: MMFile? = anonymous || fd.number < 0 ? nil : self.file(fd.path ?? "fd \(fd.number) of pid \(c.pid)")
             // mmap_zero(): a shared mapping of /dev/zero is anonymous shared memory.
-            if path == "/dev/zero", f.type == MapFlags.shared.rawValue, off == 0 {
+            if fd.path == "/dev/zero", f.type == MapFlags.shared.rawValue, off == 0 {
                 file = nil
                 f.insert(.anonymous)
             }
@@ -280,56 +271,48 @@ public final class TraceReplayer {
                 // The kernel chose (or accepted) this address: place the mapping there.
                 var a = addr
                 if !f.contains(.fixed) { f.insert(.fixedNoReplace); a = want }
-                var r = mm.mmap(a, len, Prot(rawValue: prot), f, file: file, offset: off)
-                if case .failure(.EEXIST) = r, !MapFlags(rawValue: flags).contains(.fixedNoReplace),
+                let placed = MemoryCall.mmap(addr: a, length: len, prot: prot, flags: f, fd: fd, offset: off)
+                var r = placed.run(on: mm, file: file)
+                if r.errno == .EEXIST, !flags.contains(.fixedNoReplace),
                    runInFlightUnmaps(at: index, c, p, want..<(want &+ Linux.pageAlign(len))) {
-                    r = mm.mmap(a, len, Prot(rawValue: prot), f, file: file, offset: off)
+                    r = placed.run(on: mm, file: file)
                 }
-                note(c.pid, p, .mmap(a, len, prot, f.rawValue, file, off))
+                note(c.pid, p, placed, file: file)
                 if !Self.agrees(r, rec) {
                     mismatch(c, Self.text(r))
                     // Follow the real layout from here on.
-                    if case .success(let got) = r { _ = mm.munmap(got, len) }
+                    if r.succeeded { _ = mm.munmap(r.value, len) }
                     var g = f
                     g.remove(.fixedNoReplace)
                     g.insert(.fixed)
-                    _ = mm.mmap(want, len, Prot(rawValue: prot), g, file: file, offset: off)
+                    _ = mm.mmap(want, len, prot, g, file: file, offset: off)
                 }
             } else {
-                let r = mm.mmap(addr, len, Prot(rawValue: prot), f, file: file, offset: off)
-                note(c.pid, p, .mmap(addr, len, prot, f.rawValue, file, off))
+                let r = run(.mmap(addr: addr, length: len, prot: prot, flags: f, fd: fd, offset: off), c.pid, p, file: file)
                 if !Self.agrees(r, rec) {
                     mismatch(c, Self.text(r))
-                    if case .success(let got) = r { _ = mm.munmap(got, len) }
+                    if r.succeeded { _ = mm.munmap(r.value, len) }
                 }
             }
-        case let .munmap(addr, len):
+        case .munmap:
             summary.replayed += 1
-            let r: Result<Void, Errno>
-            if let early = doneEarly.removeValue(forKey: index) {
-                r = early
-            } else {
-                r = mm.munmap(addr, len)
-                note(c.pid, p, .munmap(addr, len))
-            }
+            let r = doneEarly.removeValue(forKey: index) ?? run(call, c.pid, p)
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
-        case let .mprotect(addr, len, prot):
+        case let .mprotect(addr, len, _):
             if let e = rec.errno, Self.fileStateErrnos.contains(e) { skip("file state (\(e))"); return }
             summary.replayed += 1
             if rec.succeeded { inferHoles(c.pid, p, addr, len) }
-            let r = mm.mprotect(addr, len, Prot(rawValue: prot))
-            note(c.pid, p, .mprotect(addr, len, prot))
+            let r = run(call, c.pid, p)
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
-        case let .madvise(addr, len, advice):
+        case let .madvise(addr, len, _):
             if let e = rec.errno, e == "EPERM" || e == "EAGAIN" { skip("file state (\(e))"); return }
             summary.replayed += 1
             if rec.succeeded { inferHoles(c.pid, p, addr, len) }
-            let r = mm.madvise(addr, len, advice)
-            note(c.pid, p, .madvise(addr, len, advice))
+            let r = run(call, c.pid, p)
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
         case let .mremap(addr, oldLen, newLen, flags, newAddr):
             summary.replayed += 1
-            var f = MremapFlags(rawValue: flags)
+            var f = flags
             var target = newAddr
             if rec.succeeded, let want = rec.value {
                 inferHoles(c.pid, p, addr, max(oldLen, Linux.pageSize))
@@ -339,8 +322,7 @@ public final class TraceReplayer {
                     target = want
                 }
             }
-            let r = mm.mremap(addr, oldLen, newLen, f, newAddress: target)
-            note(c.pid, p, .mremap(addr, oldLen, newLen, f.rawValue, target))
+            let r = run(.mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: f, newAddr: target), c.pid, p)
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
         case .brk(let addr):
             summary.replayed += 1
@@ -350,9 +332,8 @@ public final class TraceReplayer {
                 if p.heapKnown { p.brkStart = v }
             }
             p.heapKnown = true
-            let r = mm.brk(addr)
-            note(c.pid, p, .brk(addr))
-            if rec.value != r { mismatch(c, TraceResult(value: r).description) }
+            let r = run(call, c.pid, p)
+            if rec.value != r.value { mismatch(c, TraceResult(value: r.value).description) }
         case .clone:
             summary.replayed += 1
             if let child = rec.childPid { _ = process(of: child) }
@@ -372,8 +353,6 @@ public final class TraceReplayer {
             } else {
                 endTask(c.pid)
             }
-        case .other:
-            break
         }
     }
 
@@ -396,12 +375,12 @@ public final class TraceReplayer {
             // not what execve maps — left alone, so the model's own result stands.
             guard h.upperBound - h.lowerBound <= Self.maxFileBytes else { continue }
             let f = MMFile(path: "[inferred]", size: h.upperBound - h.lowerBound, frames: system.frames, device: (0, 0), inode: 0)
-            let flags: MapFlags = [.private, .fixedNoReplace]
-            let prot: Prot = [.read, .write]
-            if case .success = p.mm.mmap(h.lowerBound, h.upperBound - h.lowerBound, prot, flags, file: f, offset: 0) {
+            let call = MemoryCall.mmap(addr: h.lowerBound, length: h.upperBound - h.lowerBound, prot: [.read, .write],
+                                       flags: [.private, .fixedNoReplace], fd: FileDescriptor(-1, path: "[inferred]"), offset: 0)
+            if call.run(on: p.mm, file: f).succeeded {
                 summary.inferred += 1
                 summary.inferredBytes += h.upperBound - h.lowerBound
-                note(pid, p, .mmap(h.lowerBound, h.upperBound - h.lowerBound, prot.rawValue, flags.rawValue, f, 0))
+                note(pid, p, call, file: f)
             }
         }
     }

@@ -5,16 +5,14 @@ import FaultlineSync
 import Glibc
 #endif
 
-/// What a workload does to memory, on the model or on the host kernel. Workloads are generic
-/// over it and specialised at the call site (no dynamic dispatch per operation).
+/// What a workload does to memory, on the model or on the host kernel: the calls of the
+/// vocabulary (`MemoryCall`) and the accesses. Workloads are generic over it and specialised at
+/// the call site (no dynamic dispatch per operation).
 public protocol MemoryTarget {
-    /// A private anonymous read-write mapping of `len` bytes (at `at` with MAP_FIXED when given).
-    func mapAnon(_ len: UInt64, at: UInt64?) -> UInt64?
-    /// A mapping of this thread's file `file`, shared or private, readable, writable unless `readOnly`.
-    func mapFile(_ file: Int, _ len: UInt64, shared: Bool, readOnly: Bool) -> UInt64?
-    func unmap(_ a: UInt64, _ len: UInt64)
-    func protect(_ a: UInt64, _ len: UInt64, writable: Bool)
-    func dontneed(_ a: UInt64, _ len: UInt64)
+    /// Runs one memory call.
+    func perform(_ call: MemoryCall) -> SyscallResult
+    /// The descriptor of this thread's file `file`.
+    func descriptor(ofFile file: Int) -> FileDescriptor
     /// Writes one byte (faulting as needed).
     func write(_ a: UInt64)
     /// Reads one byte (faulting as needed).
@@ -25,6 +23,36 @@ public protocol MemoryTarget {
     func dropCache(_ file: Int)
 }
 
+extension MemoryTarget {
+    /// A private anonymous read-write mapping of `len` bytes (at `at` with MAP_FIXED when given).
+    @inline(__always)
+    public func mapAnon(_ len: UInt64, at: UInt64?) -> UInt64? {
+        let flags: MapFlags = at == nil ? [.private, .anonymous] : [.private, .anonymous, .fixed]
+        let r = perform(.mmap(addr: at ?? 0, length: len, prot: [.read, .write], flags: flags, fd: .none, offset: 0))
+        return r.succeeded ? r.value : nil
+    }
+
+    /// A mapping of this thread's file `file`, shared or private, readable, writable unless `readOnly`.
+    @inline(__always)
+    public func mapFile(_ file: Int, _ len: UInt64, shared: Bool, readOnly: Bool) -> UInt64? {
+        let prot: Prot = readOnly ? [.read, .exec] : [.read, .write]
+        let r = perform(.mmap(addr: 0, length: len, prot: prot, flags: shared ? .shared : .private,
+                              fd: descriptor(ofFile: file), offset: 0))
+        return r.succeeded ? r.value : nil
+    }
+
+    @inline(__always)
+    public func unmap(_ a: UInt64, _ len: UInt64) { _ = perform(.munmap(addr: a, length: len)) }
+
+    @inline(__always)
+    public func protect(_ a: UInt64, _ len: UInt64, writable: Bool) {
+        _ = perform(.mprotect(addr: a, length: len, prot: writable ? [.read, .write] : .read))
+    }
+
+    @inline(__always)
+    public func dontneed(_ a: UInt64, _ len: UInt64) { _ = perform(.madvise(addr: a, length: len, advice: Advice.dontNeed.rawValue)) }
+}
+
 /// The model: one address space under one design, with per-thread files.
 public struct ModelTarget: MemoryTarget {
     public let mm: AddressSpace
@@ -32,21 +60,17 @@ public struct ModelTarget: MemoryTarget {
     let reader: MapsReader
     let slowReaderNs: UInt64
 
-    public func mapAnon(_ len: UInt64, at: UInt64?) -> UInt64? {
-        let flags: MapFlags = at == nil ? [.private, .anonymous] : [.private, .anonymous, .fixed]
-        if case .success(let a) = mm.mmap(at ?? 0, len, [.read, .write], flags) { return a }
-        return nil
+    /// Files are descriptors 3, 4, … in the order given.
+    @inline(__always)
+    public func perform(_ call: MemoryCall) -> SyscallResult {
+        call.run(on: mm, file: call.mappedDescriptor.flatMap { fd in
+            let i = Int(fd.number) - 3
+            return i >= 0 && i < files.count ? files[i] : nil
+        })
     }
 
-    public func mapFile(_ file: Int, _ len: UInt64, shared: Bool, readOnly: Bool) -> UInt64? {
-        let prot: Prot = readOnly ? [.read, .exec] : [.read, .write]
-        if case .success(let a) = mm.mmap(0, len, prot, shared ? [.shared] : [.private], file: files[file]) { return a }
-        return nil
-    }
+    public func descriptor(ofFile file: Int) -> FileDescriptor { FileDescriptor(Int32(3 + file), path: nil) }
 
-    public func unmap(_ a: UInt64, _ len: UInt64) { _ = mm.munmap(a, len) }
-    public func protect(_ a: UInt64, _ len: UInt64, writable: Bool) { _ = mm.mprotect(a, len, writable ? [.read, .write] : .read) }
-    public func dontneed(_ a: UInt64, _ len: UInt64) { _ = mm.madvise(a, len, .dontNeed) }
     @inline(__always) public func write(_ a: UInt64) { _ = mm.store(a, 1) }
     @inline(__always) public func read(_ a: UInt64) { _ = mm.load(a) }
 
@@ -68,25 +92,10 @@ public struct ModelTarget: MemoryTarget {
 public struct HostTarget: MemoryTarget {
     let fds: [Int32]
 
-    public func mapAnon(_ len: UInt64, at: UInt64?) -> UInt64? {
-        let flags = MAP_PRIVATE | MAP_ANONYMOUS | (at == nil ? 0 : MAP_FIXED)
-        let p = Glibc.mmap(at.map { UnsafeMutableRawPointer(bitPattern: UInt($0)) } ?? nil, Int(len), PROT_READ | PROT_WRITE, flags, -1, 0)
-        return p == MAP_FAILED ? nil : UInt64(UInt(bitPattern: p))
-    }
+    @inline(__always)
+    public func perform(_ call: MemoryCall) -> SyscallResult { call.runOnHost() }
 
-    public func mapFile(_ file: Int, _ len: UInt64, shared: Bool, readOnly: Bool) -> UInt64? {
-        let prot = readOnly ? PROT_READ | PROT_EXEC : PROT_READ | PROT_WRITE
-        let p = Glibc.mmap(nil, Int(len), prot, shared ? MAP_SHARED : MAP_PRIVATE, fds[file], 0)
-        return p == MAP_FAILED ? nil : UInt64(UInt(bitPattern: p))
-    }
-
-    public func unmap(_ a: UInt64, _ len: UInt64) { Glibc.munmap(UnsafeMutableRawPointer(bitPattern: UInt(a)), Int(len)) }
-
-    public func protect(_ a: UInt64, _ len: UInt64, writable: Bool) {
-        Glibc.mprotect(UnsafeMutableRawPointer(bitPattern: UInt(a)), Int(len), writable ? PROT_READ | PROT_WRITE : PROT_READ)
-    }
-
-    public func dontneed(_ a: UInt64, _ len: UInt64) { Glibc.madvise(UnsafeMutableRawPointer(bitPattern: UInt(a)), Int(len), MADV_DONTNEED) }
+    public func descriptor(ofFile file: Int) -> FileDescriptor { FileDescriptor(fds[file]) }
 
     @inline(__always) public func write(_ a: UInt64) { UnsafeMutablePointer<UInt8>(bitPattern: UInt(a))!.pointee = 1 }
 

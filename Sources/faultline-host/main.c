@@ -30,7 +30,6 @@
 static char outbuf[1 << 16];
 static char mapsbuf[4 << 20];
 static char line[4096];
-static int fds[MAX_FILES];
 static unsigned long long plug_start[256], plug_end[256];
 static int nplugs;
 
@@ -151,32 +150,22 @@ static void plug_gaps(void) {
     }
 }
 
+// "syscall NR A0 ... A5": a raw system call, as MemoryCall.registers encodes it. Only the
+// memory calls the differential tester speaks are allowed.
 static long do_call(const char *cmd, char *args) {
-    unsigned long long a[6] = {0};
+    if (strcmp(cmd, "syscall")) return -100000;
+    unsigned long long a[7] = {0};
     int k = 0;
     char *save = NULL;
-    for (char *t = strtok_r(args, " ", &save); t && k < 6; t = strtok_r(NULL, " ", &save)) a[k++] = strtoull(t, NULL, 0);
-    long r;
-    errno = 0;
-    if (!strcmp(cmd, "mmap")) {
-        int fd = (long long)a[4] < 0 ? -1 : ((int)a[4] < MAX_FILES ? fds[a[4]] : 1000);
-        void *p = mmap((void *)a[0], a[1], (int)a[2], (int)a[3], fd, (off_t)a[5]);
-        r = p == MAP_FAILED ? -errno : (long)p;
-    } else if (!strcmp(cmd, "munmap")) {
-        r = munmap((void *)a[0], a[1]) ? -errno : 0;
-    } else if (!strcmp(cmd, "mprotect")) {
-        r = mprotect((void *)a[0], a[1], (int)a[2]) ? -errno : 0;
-    } else if (!strcmp(cmd, "mremap")) {
-        void *p = (void *)syscall(SYS_mremap, a[0], a[1], a[2], a[3], a[4]);
-        r = p == MAP_FAILED ? -errno : (long)p;
-    } else if (!strcmp(cmd, "madvise")) {
-        r = madvise((void *)a[0], a[1], (int)a[2]) ? -errno : 0;
-    } else if (!strcmp(cmd, "brk")) {
-        r = syscall(SYS_brk, a[0]);
-    } else {
-        r = -100000;
+    for (char *t = strtok_r(args, " ", &save); t && k < 7; t = strtok_r(NULL, " ", &save)) a[k++] = strtoull(t, NULL, 0);
+    switch ((long)a[0]) {
+    case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: break;
+    default: return -ENOSYS;
     }
-    return r;
+    errno = 0;
+    long r = syscall((long)a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    // These calls return addresses below TASK_SIZE or 0: -1 is only ever a failure.
+    return r == -1 ? -errno : r;
 }
 
 int main(int argc, char **argv) {
@@ -187,7 +176,9 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", args);
     }
     setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
-    for (int i = 0; i < MAX_FILES; i++) fds[i] = -1;
+    // Nothing inherited above stderr: file i is then opened as descriptor 3 + i, the numbers
+    // the calls name, and every number after the last file is closed (EBADF).
+    for (int fd = 3; fd < 1024; fd++) close(fd);
     // Files are created before the window is walled off (open() may allocate).
     int nfiles = 0;
     while (fgets(line, sizeof line, stdin)) {
@@ -196,14 +187,15 @@ int main(int argc, char **argv) {
         unsigned long long size;
         if (sscanf(line, "file %1023s %llu", path, &size) == 2 && nfiles < MAX_FILES) {
             int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-            if (fd < 0 || ftruncate(fd, (off_t)size) != 0) { printf("error file %s %d\n", path, errno); fflush(stdout); return 2; }
+            if (fd != 3 + nfiles) { printf("error file %s opened as descriptor %d, not %d\n", path, fd, 3 + nfiles); fflush(stdout); return 2; }
+            if (ftruncate(fd, (off_t)size) != 0) { printf("error file %s %d\n", path, errno); fflush(stdout); return 2; }
             static unsigned char chunk[4096];
             for (unsigned long long off = 0; off < size; off += sizeof chunk) {
                 for (size_t j = 0; j < sizeof chunk; j++) chunk[j] = (unsigned char)((off + j) * 7 + (unsigned)nfiles);
                 size_t len = size - off < sizeof chunk ? (size_t)(size - off) : sizeof chunk;
                 if (pwrite(fd, chunk, len, (off_t)off) != (ssize_t)len) { printf("error write\n"); fflush(stdout); return 2; }
             }
-            fds[nfiles++] = fd;
+            nfiles++;
         }
     }
     unsigned long long sb = start_brk();

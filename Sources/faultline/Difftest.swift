@@ -67,7 +67,7 @@ struct Difftest: ParsableCommand {
             progressLine("sequence \(i + 1)/\(sequences) (seed \(s)), \(failures) disagreements")
             if verbose {
                 print("sequence seed \(s):")
-                for c in calls { print("  " + c.command) }
+                for c in calls { print("  " + c.strace()) }
             }
             guard let d = try runner.run(calls) else { continue }
             failures += 1

@@ -183,12 +183,14 @@ struct ParserTests {
         """)
         let c = t.calls
         #expect(c[0].args.count == 3 && c[0].args[0] == "\"/bin/a,b)\\\"c\"")
-        #expect(try MemoryCall(c[0]) == .execve(path: "/bin/a,b)\"c"))
+        #expect(try MemoryCall.decode(c[0]) == .execve(path: "/bin/a,b)\"c"))
         #expect(c[1].args[4] == "3</tmp/we,ird (x)>")
-        #expect(try MemoryCall(c[1]) == .mmap(addr: 0, length: 4096, prot: 1, flags: 1, fd: 3, path: "/tmp/we,ird (x)", offset: 0))
-        #expect(try MemoryCall(c[2]) == .mmap(addr: 0, length: 2 << 20, prot: 3, flags: 0x22 | 0x40000 | (21 << 26), fd: -1, path: nil, offset: 0))
+        #expect(try MemoryCall.decode(c[1]) == .mmap(addr: 0, length: 4096, prot: .read, flags: .shared,
+                                                      fd: FileDescriptor(3, path: "/tmp/we,ird (x)"), offset: 0))
+        let huge = MapFlags(rawValue: 0x22 | 0x40000 | (21 << 26))
+        #expect(try MemoryCall.decode(c[2]) == .mmap(addr: 0, length: 2 << 20, prot: [.read, .write], flags: huge, fd: .none, offset: 0))
         #expect(c[2].result == TraceResult(value: UInt64(bitPattern: -1), errno: "ENOMEM"))
-        #expect(try MemoryCall(c[3]) == .madvise(addr: 0x7f00_0000_0000, length: 4096, advice: 12345))
+        #expect(try MemoryCall.decode(c[3]) == .madvise(addr: 0x7f00_0000_0000, length: 4096, advice: 12345))
     }
 
     @Test("'strace: Process N attached' inside a line joins it to the next")
@@ -228,7 +230,7 @@ struct ParserTests {
         #expect(t.calls.count == 2)
         // Bad arguments of a replayed call: an error with the line, never a crash.
         let bad = try StraceParser.parse("1 mmap(NULL, 4096, PROT_BOGUS, MAP_PRIVATE, -1, 0) = 0x1000")
-        #expect(throws: TraceSyntaxError.self) { try MemoryCall(bad.calls[0]) }
+        #expect(throws: TraceSyntaxError.self) { try MemoryCall.decode(bad.calls[0]) }
         let (s, _) = try replay("1 mmap(NULL, 4096, PROT_BOGUS, MAP_PRIVATE, -1, 0) = 0x1000\n1 munmap(0x1000, 4096) = 0")
         #expect(s.skippedByReason["undecodable"] == 1 && s.replayed == 1)
     }

@@ -88,6 +88,14 @@ void fl_sleep_ns(uint64_t ns);
 /// totalram_pages() + total_swap_pages, in 4 KiB pages (sysinfo(2)); UINT64_MAX if unknown.
 uint64_t fl_commit_limit_pages(void);
 
+/// A raw system call (no errno): the kernel's return register, -errno on failure.
+int64_t fl_syscall6(int64_t number, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5);
+
+/// `strerrorname_np(e)` ("ENOMEM"), or NULL for a number glibc does not name.
+const char *fl_errno_name(int e);
+/// `strerror(e)` ("Cannot allocate memory"), as strace prints it.
+const char *fl_errno_text(int e);
+
 #ifdef __cplusplus
 }
 #endif
