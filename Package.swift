@@ -11,10 +11,13 @@ import PackageDescription
 // CFaultline (C shim) → FaultlineSync (primitives) → FaultlineTrees (range trees)
 // → FaultlineMM (address space and its designs)
 // → FaultlineHarnesses (stress, COW race, seed) | FaultlineDiff (differential tester)
-//   | FaultlineWorkloads (workloads, harness) | FaultlineBench (micro-benchmarks)
-// → FaultlineReplay (strace replay; uses the workload harness's cell results)
-// → FaultlineFuzz (fuzz checks) | FaultlineReport (compare, tables, HTML)
+//   | FaultlineReplay (strace replay) | FaultlineBench (micro-benchmarks)
+// → FaultlineWorkloads (workloads and their harness; a trace's timed replay is one)
+//   | FaultlineFuzz (fuzz checks)
+// → FaultlineReport (compare, tables, HTML)
 // → faultline (CLI), fuzz-strace / fuzz-syscalls (libFuzzer entries).
+// The memory calls are one vocabulary, FaultlineMM's MemoryCall, that every layer above speaks.
+// Tests share FaultlineTestSupport (address spaces, stress loops, recorded traces).
 let package = Package(
     name: "Faultline",
     products: [
@@ -41,8 +44,8 @@ let package = Package(
         .target(name: "FaultlineMM", dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline"]),
         .target(name: "FaultlineHarnesses", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"]),
         .target(name: "FaultlineDiff", dependencies: ["FaultlineMM", "FaultlineSync"]),
-        .target(name: "FaultlineWorkloads", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"]),
-        .target(name: "FaultlineReplay", dependencies: ["FaultlineWorkloads", "FaultlineMM", "FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineReplay", dependencies: ["FaultlineMM", "FaultlineSync", "CFaultline"]),
+        .target(name: "FaultlineWorkloads", dependencies: ["FaultlineReplay", "FaultlineMM", "FaultlineSync", "CFaultline"]),
         // Fuzz targets: the checks are a library (the test suite runs the corpora through them);
         // the executables are libFuzzer entries when built by Fuzz/run, corpus runners otherwise.
         .target(name: "FaultlineFuzz", dependencies: ["FaultlineReplay", "FaultlineMM"]),
@@ -64,12 +67,16 @@ let package = Package(
             ],
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
         ),
-        .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline"]),
-        .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees"]),
+        // Helpers the test targets share.
+        .target(name: "FaultlineTestSupport", dependencies: ["FaultlineReplay", "FaultlineMM", "FaultlineSync", "CFaultline"],
+                path: "Tests/FaultlineTestSupport"),
+        .testTarget(name: "FaultlineSyncTests", dependencies: ["FaultlineSync", "CFaultline", "FaultlineTestSupport"]),
+        .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees", "FaultlineTestSupport"]),
         .testTarget(name: "FaultlineHarnessesTests", dependencies: ["FaultlineHarnesses", "FaultlineMM", "FaultlineSync"]),
         .testTarget(name: "FaultlineFuzzTests", dependencies: ["FaultlineFuzz"]),
-        .testTarget(name: "FaultlineReplayTests", dependencies: ["FaultlineReplay", "FaultlineMM"], exclude: ["Traces"]),
-        .testTarget(name: "FaultlineWorkloadsTests", dependencies: ["FaultlineWorkloads", "FaultlineReport", "FaultlineReplay", "FaultlineMM"]),
+        .testTarget(name: "FaultlineReplayTests", dependencies: ["FaultlineReplay", "FaultlineMM", "FaultlineTestSupport"], exclude: ["Traces"]),
+        .testTarget(name: "FaultlineWorkloadsTests", dependencies: ["FaultlineWorkloads", "FaultlineReport", "FaultlineReplay", "FaultlineMM",
+                                                                "FaultlineTestSupport"]),
         .testTarget(
             name: "FaultlineTreesTests",
             dependencies: ["FaultlineTrees", "FaultlineSync", "CFaultline",

@@ -208,9 +208,3 @@ final class SeqBox: @unchecked Sendable {
     }
     deinit { words.deallocate() }
 }
-
-/// Shares a non-Sendable value with worker closures.
-public struct Shared<T>: @unchecked Sendable {
-    public let value: T
-    public init(_ v: T) { value = v }
-}

@@ -250,9 +250,3 @@ public final class FramePool: @unchecked Sendable {
     /// Whether `f` is on a free list (for invariant checks).
     public func isFree(_ f: FrameNumber) -> Bool { page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.free != 0 }
 }
-
-/// Shares a non-Sendable value with a closure that runs elsewhere.
-public struct Shared<T>: @unchecked Sendable {
-    public let value: T
-    public init(_ v: T) { value = v }
-}

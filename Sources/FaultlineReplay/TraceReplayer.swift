@@ -64,7 +64,8 @@ final class ReplayProcess {
 public final class TraceReplayer {
     public let options: ReplayOptions
     let trace: ParsedTrace
-    let system: MMSystem
+    /// The frames and RCU domains every replayed process shares (the timed mode's too).
+    public let system: MMSystem
     var tasks: [Int: ReplayProcess] = [:]
     /// Children of clone/fork calls, in trace order: the child pid's relation to its parent.
     var clones: [Int: [(parent: Int, sharesVM: Bool)]] = [:]

@@ -76,3 +76,10 @@ public final class StopFlag: @unchecked Sendable {
     @usableFromInline var _isSet: Bool { flag.load(ordering: .relaxed) }
     public func set() { flag.store(true, ordering: .relaxed) }
 }
+
+/// Shares a non-Sendable value (a pointer, a class the caller synchronises) with closures that
+/// run on other threads.
+public struct Shared<T>: @unchecked Sendable {
+    public let value: T
+    public init(_ v: T) { value = v }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FaultlineMM
 import FaultlineReplay
+import FaultlineWorkloads
 import Foundation
 
 struct ReplayCommand: ParsableCommand {

@@ -2,6 +2,7 @@
 import CFaultline
 import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// A store that takes its time between reading the PTE and writing (a slow memcpy through

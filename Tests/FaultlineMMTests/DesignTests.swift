@@ -2,6 +2,7 @@ import CFaultline
 import FaultlineMM
 import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// What each design adds over the shared mechanism: its fault path is taken, counted, and

@@ -1,5 +1,6 @@
 import FaultlineMM
 import FaultlineSync
+import FaultlineTestSupport
 import Testing
 
 /// The one vocabulary of calls: strace syntax both ways, the model and the host kernel.

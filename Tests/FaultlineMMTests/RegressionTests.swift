@@ -1,5 +1,6 @@
 import FaultlineMM
 import FaultlineSync
+import FaultlineTestSupport
 import Testing
 
 /// Disagreements the differential tester found, each one fixed and kept here. The expected

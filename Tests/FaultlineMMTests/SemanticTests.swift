@@ -1,5 +1,6 @@
 import FaultlineMM
 import FaultlineSync
+import FaultlineTestSupport
 import Testing
 
 /// Linux semantics every design must keep. Expected values were checked against the host

@@ -1,21 +1,8 @@
 import FaultlineMM
 import FaultlineReplay
+import FaultlineTestSupport
 import Foundation
 import Testing
-
-let traceDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Traces")
-
-func loadTrace(_ name: String) throws -> String {
-    try String(contentsOf: traceDirectory.appendingPathComponent(name), encoding: .utf8)
-}
-
-func replay(_ text: String, design: Design = .global, pid: Int? = nil) throws -> (ReplaySummary, TraceReplayer) {
-    var o = ReplayOptions()
-    o.design = design
-    o.pid = pid
-    let r = TraceReplayer(trace: try StraceParser.parse(text), options: o)
-    return (r.run(), r)
-}
 
 @Suite("Recorded traces")
 struct RecordedTraceTests {
@@ -338,20 +325,5 @@ struct ReplaySemanticsTests {
         """)
         #expect(s.summaryLine == "1 calls replayed, 0 mismatches, 3 skipped")
         #expect(s.skippedByReason["other: wait4"] == 1 && s.skippedByReason["other: mlock"] == 1)
-    }
-}
-
-@Suite("Timed replay")
-struct TimedReplayTests {
-    @Test("Each traced thread replays on its own thread under every design", arguments: Design.selectable)
-    func timed(_ d: Design) throws {
-        let (_, r) = try replay(try loadTrace("calls-errors.strace"))
-        let script = try #require(r.script)
-        #expect(script.tasks.count == 4, "main and three workers")
-        let cell = r.timed(script, design: d, seconds: 0.05, workload: "replay:calls")
-        #expect(cell.threads == 4)
-        #expect((cell.replayPasses ?? 0) >= 1)
-        #expect(cell.ops == UInt64(script.operations) * UInt64(cell.replayPasses ?? 0))
-        #expect(cell.opsPerSecond > 0)
     }
 }

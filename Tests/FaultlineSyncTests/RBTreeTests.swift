@@ -1,4 +1,5 @@
 import FaultlineSync
+import FaultlineTestSupport
 import Testing
 
 struct Key {

@@ -1,6 +1,7 @@
 import CFaultline
 @_spi(Testing) import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// Eight-word nodes stamped with a generation; a reclaimed node is poisoned and recycled, so a

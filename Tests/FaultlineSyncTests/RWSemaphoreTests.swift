@@ -1,6 +1,7 @@
 import CFaultline
 import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// The reader/writer interface the stress harness drives, so that the same checks run on the

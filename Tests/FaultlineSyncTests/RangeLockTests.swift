@@ -1,6 +1,7 @@
 import CFaultline
 @_spi(Testing) import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// A deliberately broken range lock: every request is taken as a read, so writers overlap.

@@ -1,6 +1,7 @@
 import CFaultline
 import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// A payload of four words written under a seqcount; a consistent snapshot has them equal.

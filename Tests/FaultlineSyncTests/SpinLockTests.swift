@@ -1,6 +1,7 @@
 import CFaultline
 import FaultlineSync
 import Synchronization
+import FaultlineTestSupport
 import Testing
 
 /// A deliberately broken lock: checks and then sets in two steps, so two threads can both

@@ -1,6 +1,7 @@
 import FaultlineMM
 import FaultlineReplay
 import FaultlineReport
+import FaultlineTestSupport
 import FaultlineWorkloads
 import Foundation
 #if canImport(FoundationXML)
@@ -179,8 +180,7 @@ final class ElementCounter: NSObject, XMLParserDelegate {
 struct ReplayReportTests {
     @Test
     func aTraceIsAWorkloadAtItsOwnThreadCount() throws {
-        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../FaultlineReplayTests/Traces/calls-errors.strace").standardized.path
+        let path = traceDirectory.appendingPathComponent("calls-errors.strace").path
         let w = try ReplayWorkload(path: path, text: try String(contentsOfFile: path, encoding: .utf8), name: "replay:calls")
         #expect(w.summary.mismatches.isEmpty)
         var o = CompareOptions()
@@ -207,5 +207,20 @@ struct ReplayReportTests {
         // page_fault1: throughput, scaling, latency, faults; the trace: throughput, latency, and
         // faults (its MAP_POPULATE and MADV_POPULATE_WRITE fault pages in).
         #expect(counter.counts["svg"] == 7)
+    }
+}
+
+@Suite("Timed replay")
+struct TimedReplayTests {
+    @Test("Each traced thread replays on its own thread under every design", arguments: Design.selectable)
+    func timed(_ d: Design) throws {
+        let (_, r) = try replay(try loadTrace("calls-errors.strace"))
+        let script = try #require(r.script)
+        #expect(script.tasks.count == 4, "main and three workers")
+        let cell = r.timed(script, design: d, seconds: 0.05, workload: "replay:calls")
+        #expect(cell.threads == 4)
+        #expect((cell.replayPasses ?? 0) >= 1)
+        #expect(cell.ops == UInt64(script.operations) * UInt64(cell.replayPasses ?? 0))
+        #expect(cell.opsPerSecond > 0)
     }
 }

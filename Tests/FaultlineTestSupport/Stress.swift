@@ -7,14 +7,14 @@ import Glibc
 
 /// Counts holders per unit of a resource and records every moment two holders coexist that
 /// the reader/writer rules forbid.
-final class ExclusionChecker: @unchecked Sendable {
-    let units: Int
+public final class ExclusionChecker: @unchecked Sendable {
+    public let units: Int
     let readers: UnsafeMutablePointer<Atomic<Int>>
     let writers: UnsafeMutablePointer<Atomic<Int>>
     let violations = Atomic<Int>(0)
     let entries = Atomic<Int>(0)
 
-    init(units: Int) {
+    public init(units: Int) {
         self.units = units
         readers = .allocate(capacity: units)
         writers = .allocate(capacity: units)
@@ -29,7 +29,7 @@ final class ExclusionChecker: @unchecked Sendable {
         writers.deallocate()
     }
 
-    func enter(_ range: Range<Int>, write: Bool) {
+    public func enter(_ range: Range<Int>, write: Bool) {
         entries.wrappingAdd(1, ordering: .relaxed)
         for u in range {
             if write {
@@ -46,7 +46,7 @@ final class ExclusionChecker: @unchecked Sendable {
         }
     }
 
-    func exit(_ range: Range<Int>, write: Bool) {
+    public func exit(_ range: Range<Int>, write: Bool) {
         for u in range {
             if write {
                 writers[u].wrappingSubtract(1, ordering: .sequentiallyConsistent)
@@ -56,22 +56,22 @@ final class ExclusionChecker: @unchecked Sendable {
         }
     }
 
-    var violationCount: Int { violations.load(ordering: .relaxed) }
-    var entryCount: Int { entries.load(ordering: .relaxed) }
+    public var violationCount: Int { violations.load(ordering: .relaxed) }
+    public var entryCount: Int { entries.load(ordering: .relaxed) }
 }
 
 /// Busy work inside a critical section, to widen race windows.
 @inline(never)
-func dwell(_ n: Int) {
+public func dwell(_ n: Int) {
     var i = 0
     while i < n { fl_cpu_relax(); i += 1 }
 }
 
-typealias SplitMix = SplitMix64
+public typealias SplitMix = SplitMix64
 
 /// Runs `threads` workers for about `seconds`, each calling `body(threadIndex, &rng)` until
 /// the time is up.
-func stress(threads: Int, seconds: Double, seed: UInt64 = 1, _ body: @escaping @Sendable (Int, inout SplitMix) -> Void) {
+public func stress(threads: Int, seconds: Double, seed: UInt64 = 1, _ body: @escaping @Sendable (Int, inout SplitMix) -> Void) {
     let stop = StopFlag()
     let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
     Threads.run(threads + 1) { i in
@@ -88,8 +88,7 @@ func stress(threads: Int, seconds: Double, seed: UInt64 = 1, _ body: @escaping @
 /// Runs `threads` workers that each call `body` `iterations` times; returns false if they
 /// have not all finished within `timeout` seconds (a hang: a lost wake-up or a deadlock).
 /// Stuck workers are left behind; the test fails instead of hanging.
-func finishes(threads: Int, iterations: Int, timeout: Double, _ body: @escaping @Sendable (Int, Int) -> Void) -> Bool {
-    let done = Atomic<Int>(0)
+public func finishes(threads: Int, iterations: Int, timeout: Double, _ body: @escaping @Sendable (Int, Int) -> Void) -> Bool {
     let doneBox = DoneBox()
     for t in 0..<threads {
         let th = Threads.spawn {
@@ -98,7 +97,6 @@ func finishes(threads: Int, iterations: Int, timeout: Double, _ body: @escaping 
         }
         pthread_detach(th)
     }
-    _ = done
     let deadline = monotonicNanoseconds() + UInt64(timeout * 1e9)
     while monotonicNanoseconds() < deadline {
         if doneBox.count.load(ordering: .acquiring) == threads { return true }
@@ -107,12 +105,8 @@ func finishes(threads: Int, iterations: Int, timeout: Double, _ body: @escaping 
     return doneBox.count.load(ordering: .acquiring) == threads
 }
 
-final class DoneBox: Sendable {
-    let count = Atomic<Int>(0)
-}
-
-/// Shares a non-Sendable pointer with worker closures in tests.
-struct Shared<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
+/// A counter worker closures share.
+public final class DoneBox: Sendable {
+    public let count = Atomic<Int>(0)
+    public init() {}
 }

@@ -1,35 +1,9 @@
 import CFaultline
 import FaultlineMM
+import FaultlineReplay
 import FaultlineSync
-import FaultlineWorkloads
-import Synchronization
-
-/// One model operation of the timed replay: a call as the checked replay resolved it
-/// (kernel-chosen addresses made fixed, inferred mappings included) and the file it maps.
-public struct ScriptStep: @unchecked Sendable {
-    public var call: MemoryCall
-    public var file: MMFile?
-
-    /// Runs on `mm`; false when the model returned an error.
-    @inline(__always)
-    func run(on mm: AddressSpace) -> Bool { call.run(on: mm, file: file).succeeded }
-}
-
-/// The chosen process's calls, one list per traced thread, for timed replays.
-public struct ReplayScript: @unchecked Sendable {
-    public var pid: Int
-    public var tasks: [[ScriptStep]]
-    public var brkStart: UInt64?
-    public var operations: Int { tasks.reduce(0) { $0 + $1.count } }
-}
 
 extension TraceReplayer {
-    /// The script of the chosen process (after `run()`).
-    public var script: ReplayScript? {
-        guard let p = chosenProcess, let pid = chosenPid else { return nil }
-        return ReplayScript(pid: pid, tasks: p.taskOrder.map { p.script[$0]! }, brkStart: p.brkStart)
-    }
-
     /// Replays `script` under `design` for about `seconds`: each pass builds a fresh address
     /// space and runs every traced thread on its own OS thread, in its recorded order (no order
     /// between threads, as on the real machine). One operation is one call.
@@ -50,7 +24,7 @@ extension TraceReplayer {
             if let b = script.brkStart { _ = mm.setBrkStart(b) }
             let results = UnsafeMutablePointer<(start: UInt64, end: UInt64, errors: UInt64, hist: LatencyHistogram)>.allocate(capacity: n)
             results.initialize(repeating: (0, 0, 0, LatencyHistogram()), count: n)
-            let box = UnsafeSendable(results)
+            let box = Shared(results)
             let threads = (0..<n).map { i in
                 Threads.spawn {
                     let list = script.tasks[i]
@@ -94,11 +68,6 @@ extension TraceReplayer {
         r.replayPasses = passes - warmupPasses
         return r
     }
-}
-
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ v: T) { value = v }
 }
 
 /// A trace prepared as a workload (`replay:FILE` in `faultline compare` and `faultline run`):

@@ -1,0 +1,20 @@
+import FaultlineMM
+import FaultlineReplay
+import Foundation
+
+/// The recorded strace logs (their README says how each was recorded).
+public let traceDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../FaultlineReplayTests/Traces").standardized
+
+public func loadTrace(_ name: String) throws -> String {
+    try String(contentsOf: traceDirectory.appendingPathComponent(name), encoding: .utf8)
+}
+
+/// Parses and replays `text` under `design`.
+public func replay(_ text: String, design: Design = .global, pid: Int? = nil) throws -> (ReplaySummary, TraceReplayer) {
+    var o = ReplayOptions()
+    o.design = design
+    o.pid = pid
+    let r = TraceReplayer(trace: try StraceParser.parse(text), options: o)
+    return (r.run(), r)
+}
