@@ -79,6 +79,9 @@ public enum FaultStage: Sendable {
     /// Writer side: a VMA has just been marked (`vma_start_write`, per-VMA locks) and is
     /// about to be changed. The page is the VMA's start.
     case vmaMarked
+    /// A file fault has found its page in the page cache (and holds a reference to it) and
+    /// has not yet mapped it: truncation may remove the page from the cache here.
+    case pageCacheFound
 }
 
 /// How a fault ended in the shared core.
@@ -285,7 +288,8 @@ extension AddressSpace {
                                       _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ kind: AccessKind, _ v: V) -> FaultOutcome {
         let index = s.pgoff &+ ((page &- s.start) >> Linux.pageShift)
         if index >= file.sizeInPages { return .error(.bus) }
-        var cached = file.cachedPage(index)
+        // A reference of our own: truncation may drop the cache's at any moment.
+        var cached = file.getPage(index)
         if cached == nil {
             if file.ioLatencyNs > 0 {
                 guard v.mayWaitForIO else { return .abort(.lockContended) }
@@ -295,12 +299,14 @@ extension AddressSpace {
             cached = f
         }
         let cf = cached!
+        if hasFaultHook { config.faultHook!(.pageCacheFound, page) }
         let exec = s.flags.contains(.exec)
         let shared = s.flags.contains(.shared)
         if !shared && kind == .write {
-            guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
-            guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+            guard ensureAnonVMA(s, v) else { frames.put(cf); return .abort(.noAnonVMA) }
+            guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
+            frames.put(cf)
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
             let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf)
             if r == .installed {
@@ -309,7 +315,7 @@ extension AddressSpace {
             }
             return r.outcome
         }
-        frames.get(cf)
+        // The PTE takes over our reference.
         let writable = shared && s.flags.contains(.write)
         let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write)
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)

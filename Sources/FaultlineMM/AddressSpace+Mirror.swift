@@ -3,7 +3,13 @@ import FaultlineSync
 extension AddressSpace {
     /// Inserts a VMA exactly as given, without merging (to mirror a layout another process
     /// has — the differential tester's helper, or mappings an strace log implies).
-    /// - Parameter anonymous: the VMA has anonymous pages, so it has an anon_vma.
+    /// - Parameters:
+    ///   - start: the VMA's first address (page-aligned).
+    ///   - end: the address just past it.
+    ///   - flags: its `vm_flags`.
+    ///   - file: the file it maps, if any.
+    ///   - pgoff: the file page at `start` (default: 0 for a file, `start`'s page number for anonymous memory).
+    ///   - anonymous: the VMA has anonymous pages, so it has an anon_vma.
     public func mirror(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile? = nil, pgoff: UInt64? = nil,
                        anonymous: Bool = false) {
         precondition(start < end && Linux.offsetInPage(start) == 0 && Linux.offsetInPage(end) == 0)

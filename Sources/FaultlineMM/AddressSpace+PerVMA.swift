@@ -75,7 +75,7 @@ extension AddressSpace {
             case .needIO(let file, let index):
                 count(.retries)
                 count(.majorFaults)
-                _ = file.readPage(index)
+                file.readAhead(index)
                 if retryUnderVMALock { continue }
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)

@@ -84,7 +84,7 @@ extension AddressSpace {
             case .needIO(let file, let index):
                 count(.retries)
                 count(.majorFaults)
-                _ = file.readPage(index)
+                file.readAhead(index)
             case .abort(let r):
                 countAbort(r)
                 count(.fallbacks)

@@ -285,7 +285,7 @@ extension AddressSpace {
                 mmapLock.unlockRead()
                 count(.retries)
                 count(.majorFaults)
-                _ = file.readPage(index)
+                file.readAhead(index)
                 mmapLock.lockRead()
             case .abort:
                 continue
@@ -339,7 +339,7 @@ extension AddressSpace {
                         case .abort: continue
                         case .needIO(let file, let index):
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
-                            _ = file.readPage(index)
+                            file.readAhead(index)
                         case .error(let err):
                             if mode == .mapPopulate { return .success(()) }
                             return .failure(err == .oom ? .ENOMEM : .EFAULT)

@@ -21,6 +21,7 @@ public final class MMSystem: @unchecked Sendable {
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
     ///   - prefault: back the frame reservation up front (benchmarks).
+    ///   - rcu: the RCU domain whose grace periods free frames, VMAs and page tables.
     ///   - poison: fill freed frames, VMAs and page tables with a pattern and check it when
     ///     they are reused (stress testing: a write after free is counted in
     ///     `poisonViolations`).

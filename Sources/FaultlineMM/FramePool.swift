@@ -70,6 +70,7 @@ public final class FramePool: @unchecked Sendable {
     ///   - frames: capacity in 4 KiB frames (plus the zero page).
     ///   - prefault: touch the reservation up front, so that a model fault costs what it
     ///     would on a machine whose memory is already backed (not the host's first-touch fault).
+    ///   - rcu: the RCU domain whose grace periods let a freed frame be reused.
     ///   - poison: fill freed frames with a pattern and check it on reuse (`page_poisoning`):
     ///     a write through a stale mapping shows up in `poisonViolations`.
     public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false) {
@@ -211,6 +212,21 @@ public final class FramePool: @unchecked Sendable {
     public func put(_ f: FrameNumber) {
         if f == Self.zeroFrame { return }
         if page(f).pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { free(f) }
+    }
+
+    /// `folio_try_get()`: takes a reference unless the last one is already gone (the frame
+    /// is being freed: a lockless lookup that raced with its removal must look again).
+    @inline(__always)
+    public func tryGet(_ f: FrameNumber) -> Bool {
+        if f == Self.zeroFrame { return true }
+        let p = page(f)
+        var c = p.pointee.refcount.load(ordering: .relaxed)
+        while c > 0 {
+            let r = p.pointee.refcount.compareExchange(expected: c, desired: c + 1, ordering: .acquiring)
+            if r.exchanged { return true }
+            c = r.original
+        }
+        return false
     }
 
     /// `get_page()`.

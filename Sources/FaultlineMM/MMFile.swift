@@ -25,7 +25,7 @@ public final class MMFile: @unchecked Sendable {
     public let isShmem: Bool
     public let ioLatencyNs: UInt64
     public let placement: FilePlacement
-    let frames: FramePool
+    @usableFromInline let frames: FramePool
     let sizeWord: Atomic<UInt64>
     /// Page cache (the kernel's xarray, two levels here): chunk tables of `chunkPages` slots,
     /// allocated on first use, each slot the frame number + 1 of a page index, 0 when not
@@ -41,9 +41,16 @@ public final class MMFile: @unchecked Sendable {
     static let inodes = Atomic<UInt64>(1000)
 
     /// - Parameters:
+    ///   - path: the path `/proc/pid/maps` shows.
     ///   - size: bytes.
     ///   - contents: initial bytes (zero-filled beyond them); nil for a file of zeros.
     ///   - capacity: the most bytes the file may ever hold (page-cache table size).
+    ///   - ioLatencyNs: simulated read latency of a page-cache miss (a major fault).
+    ///   - frames: the frame pool its page cache takes frames from.
+    ///   - isShmem: shared memory (tmpfs, memfd, shared anonymous); placed plainly unless `placement` says otherwise.
+    ///   - device: the device numbers maps shows.
+    ///   - inode: the inode number maps shows (a fresh one when nil).
+    ///   - placement: how mmap places mappings of it (`thp_get_unmapped_area` or plain).
     public init(path: String, size: UInt64, contents: [UInt8]? = nil, capacity: UInt64? = nil,
                 ioLatencyNs: UInt64 = 0, frames: FramePool, isShmem: Bool = false,
                 device: (UInt32, UInt32) = (0xfe, 0), inode: UInt64? = nil, placement: FilePlacement? = nil) {
@@ -122,7 +129,8 @@ public final class MMFile: @unchecked Sendable {
     /// Page-cache misses so far (simulated reads).
     public var cacheMisses: Int { misses.load(ordering: .relaxed) }
 
-    /// `filemap_get_folio()`: the cached frame of page `index`, or nil.
+    /// The frame the cache holds for page `index` now, or nil (no reference taken: for
+    /// checks; a fault uses `getPage`).
     @inlinable @inline(__always)
     public func cachedPage(_ index: UInt64) -> FrameNumber? {
         guard index < UInt64(capacityPages), let t = chunk(Int(index >> UInt64(Self.chunkShift))) else { return nil }
@@ -130,24 +138,50 @@ public final class MMFile: @unchecked Sendable {
         return v == 0 ? nil : FrameNumber(v - 1)
     }
 
-    /// `filemap_fault()` without the locking: the frame of page `index`, reading it in on a
-    /// miss (after the simulated latency). nil when out of frames. The cache keeps one
-    /// reference; the caller takes its own with `get` if it maps the page.
-    public func readPage(_ index: UInt64) -> FrameNumber? {
-        if let f = cachedPage(index) { return f }
-        precondition(index < UInt64(capacityPages), "page \(index) beyond the file's capacity")
-        if ioLatencyNs > 0 { simulateIO() }
-        guard let f = frames.allocate(zeroed: backing == nil, flags: PageMeta.Flag.pageCache) else { return nil }
-        if let backing {
-            frames.pointer(f).copyMemory(from: backing + Int(index) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
-        }
-        let r = slotCreating(index).pointee.compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
-        if !r.exchanged {
+    /// `filemap_get_entry()` + `folio_try_get()`: the cached frame of page `index` with a
+    /// reference for the caller, or nil. Truncation may remove the page and drop the cache's
+    /// reference at any moment: a reference is taken only while one is still held, and the
+    /// slot is checked again after it (a frame freed and reused elsewhere is let go).
+    @inlinable
+    public func getPage(_ index: UInt64) -> FrameNumber? {
+        while true {
+            guard let f = cachedPage(index) else { return nil }
+            guard frames.tryGet(f) else { continue }
+            if cachedPage(index) == f { return f }
             frames.put(f)
-            return FrameNumber(r.original - 1)
         }
-        misses.wrappingAdd(1, ordering: .relaxed)
-        return f
+    }
+
+    /// `filemap_fault()` without the locking: the frame of page `index` with a reference for
+    /// the caller, reading it in on a miss (after the simulated latency). nil when out of frames.
+    public func readPage(_ index: UInt64) -> FrameNumber? {
+        while true {
+            if let f = getPage(index) { return f }
+            precondition(index < UInt64(capacityPages), "page \(index) beyond the file's capacity")
+            if ioLatencyNs > 0 { simulateIO() }
+            guard let f = frames.allocate(zeroed: backing == nil, flags: PageMeta.Flag.pageCache) else { return nil }
+            if let backing {
+                frames.pointer(f).copyMemory(from: backing + Int(index) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
+            }
+            // One reference for the cache, one for the caller, before the page is visible.
+            frames.get(f)
+            let r = slotCreating(index).pointee.compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
+            if r.exchanged {
+                misses.wrappingAdd(1, ordering: .relaxed)
+                return f
+            }
+            frames.put(f)
+            frames.put(f)
+        }
+    }
+
+    /// Reads page `index` into the cache (the I/O a fault dropped its locks for, or
+    /// populate's); false when out of frames.
+    @discardableResult
+    public func readAhead(_ index: UInt64) -> Bool {
+        guard let f = readPage(index) else { return false }
+        frames.put(f)
+        return true
     }
 
     /// The I/O wait of a page-cache miss: sleep (it would be a blocked task).
@@ -163,9 +197,16 @@ public final class MMFile: @unchecked Sendable {
             guard let t = chunk(c) else { continue }
             for i in max(keep - (c << Self.chunkShift), 0)..<slotsInChunk(c) {
                 let v = t[i].exchange(0, ordering: .acquiringAndReleasing)
-                if v != 0 { frames.put(FrameNumber(v - 1)) }
+                if v != 0 { dropFromCache(FrameNumber(v - 1)) }
             }
         }
+    }
+
+    /// `filemap_remove_folio()`: the page has left the cache (its `mapping` is gone); a fault
+    /// that took its own reference before keeps the frame alive until it lets go.
+    func dropFromCache(_ f: FrameNumber) {
+        frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.pageCache, ordering: .relaxed)
+        frames.put(f)
     }
 
     /// `/proc/pid/maps` device column.

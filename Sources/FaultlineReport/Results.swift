@@ -65,6 +65,9 @@ public struct Comparison: Sendable, Codable {
     public var cells: [CellResult]
     /// Cells aggregated over repetitions.
     public var rows: [Row]
+    /// The command line that produced it (`faultline compare …`); nil in files from before it
+    /// was recorded.
+    public var command: String?
 
     public init(machine: MachineInfo, designs: [String], workloads: [String], threads: [Int], repetitions: Int,
                 secondsPerCell: Double, sizeMiB: Double, cells: [CellResult]) {

@@ -81,7 +81,8 @@ struct Compare: ParsableCommand {
         if let r = reps { o.repetitions = r }
         if let s = seconds { o.base.seconds = s }
         let started = Date()
-        let result = Comparison.run(o) { progressLine($0) }
+        var result = Comparison.run(o) { progressLine($0) }
+        result.command = (["faultline"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         progressLine(nil)
         try result.write(to: out)
         if json {

@@ -126,4 +126,35 @@ struct CoreRiskTests {
             if seen != later { break }
         }
     }
+
+    /// Truncation removes a page from the cache while a file fault that found it there is
+    /// about to map it (`filemap_get_entry` then `folio_try_get`): the fault must hold its own
+    /// reference, or the frame it maps has been freed (and may already belong to someone else).
+    @Test(arguments: Design.selectable)
+    func truncationDuringAFileFaultFreesNothingMapped(design: Design) {
+        let system = MMSystem(frames: 256)
+        let file = system.makeFile(path: "/truncated", size: 4 * page)
+        let once = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        once.value.initialize(to: Atomic(0))
+        defer { once.value.deallocate() }
+        var cfg = AddressSpace.Configuration()
+        cfg.faultHook = { stage, _ in
+            guard stage == .pageCacheFound, once.value.pointee.exchange(1, ordering: .relaxed) == 0 else { return }
+            // ftruncate(0) then back: page 0 leaves the cache, the cache's reference is dropped.
+            file.resize(0)
+            file.resize(4 * page)
+        }
+        let mm = AddressSpace(system: system, design: design, configuration: cfg)
+        let a = mm.mmap(0, 4 * page, .read, .shared, file: file).must()
+        #expect(file.readAhead(0))
+        _ = mm.load(a)
+        #expect(once.value.pointee.load(ordering: .relaxed) == 1, "the hook ran")
+        // Let whatever was freed be reused: a frame still mapped must not be handed out again.
+        let other = mm.mmap(0, 64 * page, rw, [.private, .anonymous]).must()
+        for i in 0..<64 { _ = mm.store(other + UInt64(i) * page, 0xaa) }
+        let problems = system.checkQuiescent([mm])
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+        #expect(mm.munmap(a, 4 * page).succeeded && mm.munmap(other, 64 * page).succeeded)
+        #expect(system.checkQuiescent([mm]).isEmpty)
+    }
 }

@@ -207,6 +207,27 @@ struct ReplayReportTests {
         // page_fault1: throughput, scaling, latency, faults; the trace: throughput, latency, and
         // faults (its MAP_POPULATE and MADV_POPULATE_WRITE fault pages in).
         #expect(counter.counts["svg"] == 7)
+
+        // The results page and the headline are generated from the results file alone, and say
+        // when, where and by what command the numbers were made.
+        var recorded = c
+        recorded.command = "faultline compare --threads 1,2"
+        let back = try JSONDecoder().decode(Comparison.self, from: try recorded.json())
+        let page = back.markdown(source: "r/results.json")
+        #expect(page == recorded.markdown(source: "r/results.json"))
+        #expect(page.contains("- Command: `faultline compare --threads 1,2`"))
+        #expect(page.contains("Linux \(c.machine.kernel)") && page.contains(c.machine.cpu))
+        #expect(page.contains("## replay:calls, 4 threads (calls/s)") && page.contains("## page_fault1, 2 threads (page faults/s)"))
+        let perVMA = try #require(back.rows.first { $0.design == "per-vma" && $0.workload == "page_fault1" && $0.threads == 2 })
+        #expect(page.contains("| per-vma | \(si(perVMA.opsPerSecond)) | "))
+        let headline = try #require(back.headlineMarkdown(source: "r/results.json"))
+        #expect(headline.contains("| design | page_fault1, 1 thread | page_fault1, 2 threads |"))
+        #expect(headline.contains("| host kernel | "))
+        // A results file from before commands were recorded still reads, and says so.
+        var old = try JSONSerialization.jsonObject(with: try c.json()) as! [String: Any]
+        old.removeValue(forKey: "command")
+        let legacy = try JSONDecoder().decode(Comparison.self, from: try JSONSerialization.data(withJSONObject: old))
+        #expect(legacy.markdown(source: "x").contains("Command: not recorded"))
     }
 }
 
