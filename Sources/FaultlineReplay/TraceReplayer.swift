@@ -12,6 +12,9 @@ public struct ReplayOptions: Sendable {
     public var pid: Int? = nil
     /// Frames (4 KiB) shared by every replayed process: MAP_POPULATE and MADV_POPULATE_* fault.
     public var frames = 65_536
+    /// Infer a mapping a recorded success needs even inside memory the trace itself mapped,
+    /// unmapped or saw fail (`--lenient`; counted). Off: such a call is a mismatch.
+    public var inferIntoTouched = false
     public init() {}
 }
 
@@ -34,6 +37,9 @@ public struct ReplaySummary: Sendable {
     /// Mappings the kernel made inside execve (or before an attach) that a recorded call needed.
     public var inferred = 0
     public var inferredBytes: UInt64 = 0
+    /// Inferences by reason: the call that needed the memory, and whether the trace had
+    /// touched it (`… into memory the trace touched (lenient)`).
+    public var inferredByReason: [String: Int] = [:]
     public var processes = 0
     public var threads = 0
     /// The final maps of the chosen process (at its exit, or at the end of the trace).
@@ -56,6 +62,8 @@ final class ReplayProcess {
     var script: [Int: [ScriptStep]] = [:]
     var taskOrder: [Int] = []
     var brkStart: UInt64? = nil
+    /// What the trace has shown of this address space (see `TouchedMemory`).
+    var touched = TouchedMemory()
     init(mm: AddressSpace) { self.mm = mm }
 }
 
@@ -124,6 +132,7 @@ public final class TraceReplayer {
             } else {
                 p = ReplayProcess(mm: parent.mm.fork())
                 p.heapKnown = parent.heapKnown
+                p.touched = parent.touched
                 summary.processes += 1
             }
         } else {
@@ -207,6 +216,29 @@ public final class TraceReplayer {
         summary.mismatches.append(ReplayMismatch(line: c.line, text: c.text, recorded: c.result.description, model: model))
     }
 
+    /// Runs `call` as recorded; only when the model disagrees with a recorded success does it
+    /// infer the memory `needs` lacks (where the trace cannot have seen it) and run it again.
+    /// A call that failed on the model is idempotent in what it changed before failing
+    /// (mprotect and madvise up to a hole, mremap's destination), so the second run ends where
+    /// running after the inference would have.
+    func runInferring(_ call: MemoryCall, _ c: TraceCall, _ p: ReplayProcess, needs: (UInt64, UInt64)) -> SyscallResult {
+        var r = call.run(on: p.mm)
+        if !Self.agrees(r, c.result), c.result.succeeded {
+            let (made, refused) = inferHoles(c.pid, p, needs.0, needs.1, reason: call.name)
+            if made > 0 { r = call.run(on: p.mm) }
+            note(c.pid, p, call)
+            if !Self.agrees(r, c.result) {
+                let why = refused.isEmpty ? "" : "; not inferred: " + refused.map { "0x\(String($0.lowerBound, radix: 16))-0x\(String($0.upperBound, radix: 16))" }
+                    .joined(separator: ", ") + ", which the trace itself mapped, unmapped or saw fail (--lenient infers it, counted)"
+                mismatch(c, Self.text(r) + why)
+            }
+            return r
+        }
+        note(c.pid, p, call)
+        if !Self.agrees(r, c.result) { mismatch(c, Self.text(r)) }
+        return r
+    }
+
     /// The model's result as a recorded one prints (`-1 ENOMEM`, `0x7f…`).
     static func text(_ r: SyscallResult) -> String {
         if let e = r.errnoName { return "-1 \(e)" }
@@ -236,6 +268,7 @@ public final class TraceReplayer {
                   doneEarly[j] == nil, tasks[d.pid] === p,
                   case .munmap(let a, let l)? = (try? MemoryCall.decode(d)) ?? nil, a < range.upperBound, a &+ l > range.lowerBound else { continue }
             doneEarly[j] = run(.munmap(addr: a, length: l), d.pid, p)
+            if d.result.succeeded { p.touched.insert(a, l) }
             ran = true
         }
         return ran
@@ -279,6 +312,7 @@ public final class TraceReplayer {
                     r = placed.run(on: mm, file: file)
                 }
                 note(c.pid, p, placed, file: file)
+                p.touched.insert(want, len)
                 if !Self.agrees(r, rec) {
                     mismatch(c, Self.text(r))
                     // Follow the real layout from here on.
@@ -298,33 +332,36 @@ public final class TraceReplayer {
         case .munmap:
             summary.replayed += 1
             let r = doneEarly.removeValue(forKey: index) ?? run(call, c.pid, p)
+            if case let .munmap(addr, len) = call, rec.succeeded { p.touched.insert(addr, len) }
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
         case let .mprotect(addr, len, _):
             if let e = rec.errno, Self.fileStateErrnos.contains(e) { skip("file state (\(e))"); return }
             summary.replayed += 1
-            if rec.succeeded { inferHoles(c.pid, p, addr, len) }
-            let r = run(call, c.pid, p)
-            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+            _ = runInferring(call, c, p, needs: (addr, len))
+            // ENOMEM: the kernel found part of the range unmapped.
+            if rec.errno == "ENOMEM" { p.touched.insert(addr, len) }
         case let .madvise(addr, len, _):
             if let e = rec.errno, e == "EPERM" || e == "EAGAIN" { skip("file state (\(e))"); return }
             summary.replayed += 1
-            if rec.succeeded { inferHoles(c.pid, p, addr, len) }
-            let r = run(call, c.pid, p)
-            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+            _ = runInferring(call, c, p, needs: (addr, len))
+            if rec.errno == "ENOMEM" { p.touched.insert(addr, len) }
         case let .mremap(addr, oldLen, newLen, flags, newAddr):
             summary.replayed += 1
             var f = flags
             var target = newAddr
-            if rec.succeeded, let want = rec.value {
-                inferHoles(c.pid, p, addr, max(oldLen, Linux.pageSize))
+            if rec.succeeded, let want = rec.value, f.contains(.mayMove) && !f.contains(.fixed) && want != addr {
                 // The kernel moved it: move it to the same place.
-                if f.contains(.mayMove) && !f.contains(.fixed) && want != addr {
-                    f.insert(.fixed)
-                    target = want
-                }
+                f.insert(.fixed)
+                target = want
             }
-            let r = run(.mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: f, newAddr: target), c.pid, p)
-            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
+            let placed = MemoryCall.mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: f, newAddr: target)
+            _ = runInferring(placed, c, p, needs: (addr, max(oldLen, Linux.pageSize)))
+            if rec.succeeded, let want = rec.value {
+                p.touched.insert(addr, max(oldLen, newLen))
+                p.touched.insert(want, newLen)
+            } else if rec.errno == "EFAULT" {
+                p.touched.insert(addr, max(oldLen, Linux.pageSize))
+            }
         case .brk(let addr):
             summary.replayed += 1
             if addr == 0, !p.heapKnown, let v = rec.value {
@@ -333,8 +370,10 @@ public final class TraceReplayer {
                 if p.heapKnown { p.brkStart = v }
             }
             p.heapKnown = true
+            let before = mm.currentBrk
             let r = run(call, c.pid, p)
             if rec.value != r.value { mismatch(c, TraceResult(value: r.value).description) }
+            if let v = rec.value, v != before { p.touched.insert(min(v, before), max(v, before) - min(v, before)) }
         case .clone:
             summary.replayed += 1
             if let child = rec.childPid { _ = process(of: child) }
@@ -358,12 +397,15 @@ public final class TraceReplayer {
     }
 
     /// Maps over the holes of [addr, addr+len) that a recorded success proves the kernel had
-    /// mapped: made inside execve, or before the trace began. Private, read-write, each its own
-    /// file so that it merges with nothing.
-    func inferHoles(_ pid: Int, _ p: ReplayProcess, _ addr: UInt64, _ len: UInt64) {
-        guard Linux.offsetInPage(addr) == 0, len > 0 else { return }
+    /// mapped — made inside execve, or before the trace began — where the trace has not shown
+    /// the memory itself (`TouchedMemory`); there only with `inferIntoTouched`. Private,
+    /// read-write, each its own file so that it merges with nothing. Returns how many
+    /// mappings it made and the ranges it refused.
+    func inferHoles(_ pid: Int, _ p: ReplayProcess, _ addr: UInt64, _ len: UInt64, reason: String)
+        -> (made: Int, refused: [Range<UInt64>]) {
+        guard Linux.offsetInPage(addr) == 0, len > 0 else { return (0, []) }
         let end = Linux.pageAlign(addr &+ len)
-        guard end > addr else { return }
+        guard end > addr else { return (0, []) }
         var cursor = addr
         var holes: [Range<UInt64>] = []
         for line in p.mm.mapsLines(in: addr..<end) {
@@ -371,19 +413,33 @@ public final class TraceReplayer {
             cursor = max(cursor, line.end)
         }
         if cursor < end { holes.append(cursor..<end) }
+        var made = 0
+        var refused: [Range<UInt64>] = []
         for h in holes {
-            // Each its own file (page-cache table sized to it); a hole too large for that is
-            // not what execve maps — left alone, so the model's own result stands.
-            guard h.upperBound - h.lowerBound <= Self.maxFileBytes else { continue }
-            let f = MMFile(path: "[inferred]", size: h.upperBound - h.lowerBound, frames: system.frames, device: (0, 0), inode: 0)
-            let call = MemoryCall.mmap(addr: h.lowerBound, length: h.upperBound - h.lowerBound, prot: [.read, .write],
-                                       flags: [.private, .fixedNoReplace], fd: FileDescriptor(-1, path: "[inferred]"), offset: 0)
-            if call.run(on: p.mm, file: f).succeeded {
-                summary.inferred += 1
-                summary.inferredBytes += h.upperBound - h.lowerBound
-                note(pid, p, call, file: f)
+            let (untouched, touched) = p.touched.split(h)
+            var parts = untouched.map { ($0, "\(reason): memory mapped before the trace began") }
+            if options.inferIntoTouched {
+                parts += touched.map { ($0, "\(reason): into memory the trace touched (lenient)") }
+            } else {
+                refused += touched
+            }
+            for (r, why) in parts.sorted(by: { $0.0.lowerBound < $1.0.lowerBound }) {
+                // Each its own file (page-cache table sized to it); a hole too large for that is
+                // not what execve maps — left alone, so the model's own result stands.
+                guard r.upperBound - r.lowerBound <= Self.maxFileBytes else { continue }
+                let f = MMFile(path: "[inferred]", size: r.upperBound - r.lowerBound, frames: system.frames, device: (0, 0), inode: 0)
+                let call = MemoryCall.mmap(addr: r.lowerBound, length: r.upperBound - r.lowerBound, prot: [.read, .write],
+                                           flags: [.private, .fixedNoReplace], fd: FileDescriptor(-1, path: "[inferred]"), offset: 0)
+                if call.run(on: p.mm, file: f).succeeded {
+                    made += 1
+                    summary.inferred += 1
+                    summary.inferredBytes += r.upperBound - r.lowerBound
+                    summary.inferredByReason[why, default: 0] += 1
+                    note(pid, p, call, file: f)
+                }
             }
         }
+        return (made, refused)
     }
 }
 

@@ -90,6 +90,7 @@ public struct ReplayWorkload: @unchecked Sendable {
         }
         var o = ReplayOptions()
         o.pid = pid
+        o.inferIntoTouched = lenient
         let r = TraceReplayer(trace: parsed, options: o)
         summary = r.run()
         guard let s = r.script, s.operations > 0 else {

@@ -11,8 +11,11 @@ struct ReplayCommand: ParsableCommand {
         discussion: """
         Calls are replayed in trace order, each process on its own address space (CLONE_VM children \
         share it; fork copies it; execve starts a fresh one). A mapping whose address the kernel \
-        chose is placed where the trace says it went. Mappings the kernel made inside execve are \
-        inferred when a recorded success needs them, and reported apart from mismatches.
+        chose is placed where the trace says it went. A call runs as recorded; only when the model \
+        disagrees with a recorded success that needs memory the trace never showed (what execve \
+        mapped before the first traced call) is that memory inferred, counted by reason and \
+        reported apart from mismatches. Memory the trace itself mapped, unmapped or saw fail is \
+        never inferred: a success that needs it is a mismatch (--lenient infers it, counted).
         """
     )
 
@@ -34,7 +37,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "VMA index for global: maple or rbtree.")
     var tree: VMATreeKind = .maple
 
-    @Flag(help: "Skip malformed lines (and count them) instead of stopping at the first.")
+    @Flag(help: "Skip malformed lines (and count them) instead of stopping at the first, and infer memory a recorded success needs even where the trace mapped, unmapped or saw it fail (counted) instead of a mismatch.")
     var lenient = false
 
     @Flag(help: "Timed mode: replay the process's threads, each on its own OS thread in its recorded order, for --seconds.")
@@ -72,6 +75,7 @@ struct ReplayCommand: ParsableCommand {
         o.design = design
         o.tree = tree
         o.pid = pid
+        o.inferIntoTouched = lenient
         if let pid, !parsed.events.contains(where: { $0.pid == pid }) {
             throw ValidationError("pid \(pid) does not appear in the trace")
         }
@@ -93,6 +97,7 @@ struct ReplayCommand: ParsableCommand {
         var extra = "\(s.inferred) mappings inferred (\(s.inferredBytes / 1024) KiB), \(s.processes) address spaces, \(s.threads) tasks"
         if s.malformed > 0 { extra += ", \(s.malformed) malformed lines skipped" }
         print(extra)
+        for (k, v) in s.inferredByReason.sorted(by: { $0.key < $1.key }) { print("  inferred \(v): \(k)") }
         if verbose {
             for (k, v) in s.skippedByReason.sorted(by: { $0.value > $1.value }) { print("  skipped \(v): \(k)") }
         }

@@ -300,6 +300,68 @@ struct ReplaySemanticsTests {
         #expect(s.maps.filter { $0.path == "[inferred]" }.count == 2)
     }
 
+    /// Replays with `--lenient`'s inference rule.
+    func replayLenient(_ text: String) throws -> ReplaySummary {
+        var o = ReplayOptions()
+        o.inferIntoTouched = true
+        return TraceReplayer(trace: try StraceParser.parse(text), options: o).run()
+    }
+
+    @Test("A call the model runs as recorded and agrees with infers nothing (issue 14's reproduction)")
+    func noInferenceWhenTheModelAgrees() throws {
+        let (s, _) = try replay("""
+        mmap(NULL, 917504, PROT_NONE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7fc1d4e0c000
+        munmap(0x7fc1d4e0c000, 917504)          = 0
+        mmap(0x7fc1d4ea9000, 8192, PROT_NONE, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0) = 0x7fc1d4ea9000
+        mremap(0x7fc1d4ea9000, 36864, 32768, 0) = 0x7fc1d4ea9000
+        """)
+        #expect(s.mismatches.isEmpty, "\(s.mismatches)")
+        #expect(s.inferred == 0 && s.inferredByReason.isEmpty)
+        #expect(s.maps.map(\.comparable) == [MapsLine(start: 0x7fc1_d4ea_9000, end: 0x7fc1_d4ea_b000, perms: "---p", offset: 0).comparable])
+    }
+
+    @Test("A recorded success that needs memory the trace unmapped is a mismatch; --lenient infers it, counted")
+    func noInferenceIntoTouchedMemory() throws {
+        let trace = """
+        1 mmap(NULL, 16384, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000
+        1 munmap(0x7f0000002000, 8192) = 0
+        1 mprotect(0x7f0000000000, 16384, PROT_READ) = 0
+        """
+        let (s, _) = try replay(trace)
+        #expect(s.mismatches.count == 1 && s.mismatches.first?.line == 3)
+        #expect(s.mismatches.first?.model.contains("not inferred: 0x7f0000002000-0x7f0000004000") == true, "\(s.mismatches)")
+        #expect(s.inferred == 0)
+        let l = try replayLenient(trace)
+        #expect(l.mismatches.isEmpty, "\(l.mismatches)")
+        #expect(l.inferredByReason == ["mprotect: into memory the trace touched (lenient)": 1])
+    }
+
+    @Test("Memory a recorded failure showed unmapped, or a parent unmapped before fork, is never inferred")
+    func touchedByFailuresAndForks() throws {
+        let (s, _) = try replay("""
+        1 mprotect(0x10000000, 4096, PROT_READ) = -1 ENOMEM (Cannot allocate memory)
+        1 mprotect(0x10000000, 4096, PROT_READ) = 0
+        1 munmap(0x20000000, 4096) = 0
+        1 fork() = 2
+        2 madvise(0x20000000, 4096, MADV_DONTNEED) = 0
+        2 mprotect(0x30000000, 4096, PROT_READ) = 0
+        """)
+        #expect(s.mismatches.map(\.line) == [2, 5], "\(s.mismatches)")
+        // The child may still infer what neither it nor its parent ever showed.
+        #expect(s.inferredByReason == ["mprotect: memory mapped before the trace began": 1])
+    }
+
+    @Test("After execve the new image's memory is untouched again")
+    func execveStartsFresh() throws {
+        let (s, _) = try replay("""
+        1 munmap(0x555555557000, 8192) = 0
+        1 execve("/bin/x", ["x"], 0x7ffc /* 1 var */) = 0
+        1 mprotect(0x555555557000, 8192, PROT_READ) = 0
+        """)
+        #expect(s.mismatches.isEmpty, "\(s.mismatches)")
+        #expect(s.inferredByReason == ["mprotect: memory mapped before the trace began": 1])
+    }
+
     @Test("A munmap in flight when another thread gets the range back runs first")
     func inFlightUnmap() throws {
         let (s, _) = try replay("""
