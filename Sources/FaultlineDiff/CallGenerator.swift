@@ -14,7 +14,12 @@ struct CallGenerator {
     let page = Linux.pageSize
 
     init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [(path: String, size: UInt64)]) {
-        rng = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ 0x1234_5678)
+        // The seed is mixed before it becomes the state: SplitMix64 steps its state by the
+        // golden-ratio constant, so seeding with `seed * γ + c` made sequence n + 1 replay
+        // sequence n's stream shifted by one draw (consecutive seeds explored nearly the same
+        // calls).
+        var mixer = SplitMix64(seed: seed ^ 0x1234_5678)
+        rng = SplitMix64(seed: mixer.next())
         self.window = window
         heapStart = heap
         fileSizes = files.map(\.size)
@@ -71,7 +76,8 @@ struct CallGenerator {
         if r < 43 { return .munmap(addr: address(mm), length: length()) }
         if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
         if r < 70 { return mremap(mm) }
-        if r < 89 { return madvise(mm) }
+        if r < 85 { return madvise(mm) }
+        if r < 89 { return mseal(mm) }
         if r < 97 || forks >= 3 {
             let cur = mm.brk(0)
             let deltas: [Int64] = [-3, -1, 0, 1, 2, 5, 17]
@@ -149,6 +155,19 @@ struct CallGenerator {
         if flags & 4 != 0 && chance(70) { newLen = oldLen }
         let newAddr = flags & 6 != 0 ? address(mm) : 0
         return .mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: MremapFlags(rawValue: flags), newAddr: newAddr)
+    }
+
+    /// Sealing is rare (it makes later calls on that memory EPERM), aimed at VMAs, with the
+    /// argument errors mixed in.
+    mutating func mseal(_ mm: AddressSpace) -> MemoryCall {
+        var addr = address(mm)
+        var len = length()
+        let vmas = mm.mapsLines(in: window)
+        if let v = vmas.isEmpty ? nil : pick(vmas), chance(60) {
+            addr = v.start + (chance(50) ? 0 : below((v.end - v.start) / page) * page)
+            len = chance(50) ? v.end - addr : (1 + below(3)) * page
+        }
+        return .mseal(addr: addr, length: len, flags: chance(5) ? 1 : 0)
     }
 
     mutating func madvise(_ mm: AddressSpace) -> MemoryCall {

@@ -60,6 +60,9 @@ public final class DiffRunner {
     let directory: String
     let fileSpecs: [(String, UInt64)]
     var layout = HostLayout()
+    /// What the host answered, per call name and outcome (`ok` or the errno), over every
+    /// sequence run: what the 0 disagreements covered.
+    public private(set) var coverage: [String: [String: Int]] = [:]
 
     /// - Parameter helperPath: the `faultline-host` executable.
     /// The design the model runs under, and how it reads maps (results must not depend on either).
@@ -149,6 +152,7 @@ public final class DiffRunner {
             h.send(c.hostCommand)
             let (hr, hmaps) = try h.readResponse()
             hostResults.append(SyscallResult(raw: hr))
+            coverage[c.name, default: [:]][SyscallResult(raw: hr).errnoName ?? "ok", default: 0] += 1
             let mr: SyscallResult
             if c.isFork {
                 mm = mm.fork()

@@ -66,7 +66,7 @@ public enum SyscallFuzz {
             return f
         }
 
-        /// Op codes 0–10: one memory call, and the file an mmap maps.
+        /// Op codes 0–10 and 23: one memory call, and the file an mmap maps.
         mutating func call(_ code: UInt8, _ mm: AddressSpace, _ files: [MMFile]) -> (MemoryCall, MMFile?) {
             switch code {
             case 0, 1, 2:
@@ -92,6 +92,9 @@ public enum SyscallFuzz {
                 let adv = k < 200 ? Int32(k % 26) : Int32(bitPattern: UInt32(k) << 24)
                 let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
                 return (.madvise(addr: a, length: populates.contains(adv) ? min(l, SyscallFuzz.populateLimit) : l, advice: adv), nil)
+            case 23:
+                let a = addr(), l = len(), k = u8()
+                return (.mseal(addr: a, length: l, flags: k < 240 ? 0 : UInt64(k & 0xf)), nil)
             default:
                 let k = u8()
                 return (.brk(addr: k & 1 == 0 ? mm.currentBrk &+ UInt64(k >> 1) * page : mm.startBrk &+ UInt64(k) * 100), nil)
@@ -113,7 +116,7 @@ public enum SyscallFuzz {
             let op = r.u8()
             let mm = spaces[Int(op >> 5) % spaces.count]
             switch op & 0x1f {
-            case 0...10:
+            case 0...10, 23:
                 let (call, file) = r.call(op & 0x1f, mm, files)
                 // The vocabulary's strace form reads back as the call (less what strace does not
                 // print: mremap's new address without MREMAP_FIXED or MREMAP_DONTUNMAP).

@@ -287,6 +287,12 @@ extension AddressSpace {
     func fileFault<V: FaultValidator>(_ s: VMASnapshot, _ file: MMFile, _ page: UInt64,
                                       _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ kind: AccessKind, _ v: V) -> FaultOutcome {
         let index = s.pgoff &+ ((page &- s.start) >> Linux.pageShift)
+        let shared = s.flags.contains(.shared)
+        // do_cow_fault(): anon_vma_prepare() comes before the page is looked up, so even a
+        // write beyond EOF (SIGBUS) leaves a private mapping with an anon_vma.
+        if !shared && kind == .write {
+            guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+        }
         if index >= file.sizeInPages { return .error(.bus) }
         // A reference of our own: truncation may drop the cache's at any moment.
         var cached = file.getPage(index)
@@ -301,9 +307,7 @@ extension AddressSpace {
         let cf = cached!
         if hasFaultHook { config.faultHook!(.pageCacheFound, page) }
         let exec = s.flags.contains(.exec)
-        let shared = s.flags.contains(.shared)
         if !shared && kind == .write {
-            guard ensureAnonVMA(s, v) else { frames.put(cf); return .abort(.noAnonVMA) }
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)

@@ -63,6 +63,7 @@ extension AddressSpace {
     /// `madvise_update_vma`).
     func doMadviseFlags(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
         madviseWalk(start, end) { v, s, e in
+            if !mayModifySealed(v, advice) { return .failure(.EPERM) }
             var f = v.vmFlags
             switch advice {
             case .normal: f.subtract([.randRead, .seqRead])
@@ -96,6 +97,7 @@ extension AddressSpace {
     /// WILLNEED/COLD/PAGEOUT validate only.
     func doMadviseRead(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
         madviseWalk(start, end) { v, s, e in
+            if !mayModifySealed(v, advice) { return .failure(.EPERM) }
             switch advice {
             case .dontNeed, .dontNeedLocked, .free:
                 let forbidden: VMFlags = advice == .dontNeedLocked ? [.pfnMap] : [.pfnMap, .locked]

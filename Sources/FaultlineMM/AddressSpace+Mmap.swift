@@ -255,12 +255,16 @@ extension AddressSpace {
     /// a VMA would pass `max_map_count`.
     func detachRange(_ start: UInt64, _ end: UInt64) -> Result<[VMARef], Errno> {
         guard let first = tree.find(from: start), first.vmStart < end else { return .success([]) }
+        // vms_gather_munmap_vmas(): a sealed VMA is EPERM — checked for the first before it is
+        // split, for the others as they are reached (the first's split stays, as in Linux).
+        if first.vmFlags.contains(.sealed) { return .failure(.EPERM) }
         if start > first.vmStart {
             if end < first.vmEnd && mapCount >= config.maxMapCount { return .failure(.ENOMEM) }
             splitVMA(first, at: start, newBelow: true)
         }
         var gone: [VMARef] = []
         tree.forEach(start, end) { gone.append($0); return true }
+        if gone.contains(where: { $0.vmFlags.contains(.sealed) }) { return .failure(.EPERM) }
         if let last = gone.last, last.vmEnd > end { splitVMA(last, at: end, newBelow: false) }
         for v in gone { vmaUnlink(v) }
         return .success(gone)

@@ -5,6 +5,9 @@ extension AddressSpace {
     /// new protection when the call then fails with ENOMEM.
     func doMprotect(_ startIn: UInt64, _ lenIn: UInt64, _ protIn: Prot) -> Result<Void, Errno> {
         var start = startIn
+        // do_mprotect_pkey(): both grow directions is EINVAL before anything else, even for
+        // an empty range.
+        if protIn.isSuperset(of: [.growsDown, .growsUp]) { return .failure(.EINVAL) }
         if Linux.offsetInPage(start) != 0 { return .failure(.EINVAL) }
         if lenIn == 0 { return .success(()) }
         let len = Linux.pageAlign(lenIn)
@@ -39,7 +42,9 @@ extension AddressSpace {
                 return .failure(.EACCES)
             }
             tmp = min(vma.vmEnd, end)
-            // mprotect_fixup()
+            // mprotect_fixup(): a sealed VMA refuses, even an unchanged protection; the VMAs
+            // before it keep their change.
+            if vma.vmFlags.contains(.sealed) { return .failure(.EPERM) }
             var current = vma
             let old = vma.vmFlags
             if newFlags != old {

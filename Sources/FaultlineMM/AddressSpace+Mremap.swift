@@ -43,6 +43,8 @@ extension AddressSpace {
     /// `check_prep_vma()`.
     func checkPrepVMA(_ r: inout Remap) -> Result<Void, Errno> {
         guard let vma = r.vma else { return .failure(.EFAULT) }
+        // A sealed VMA is not moved, shrunk or grown.
+        if vma.vmFlags.contains(.sealed) { return .failure(.EPERM) }
         if !r.impliesNewAddr { r.newAddr = r.addr }
         guard r.kind == .expand || r.impliesNewAddr else { return .success(()) }
         var oldLen = r.oldLen

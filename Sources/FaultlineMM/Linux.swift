@@ -187,6 +187,9 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     public static let hugePage = VMFlags(rawValue: 0x20000000)
     public static let noHugePage = VMFlags(rawValue: 0x40000000)
     public static let mergeable = VMFlags(rawValue: 0x80000000)
+    /// `VM_SEALED` (mseal, 6.10; a high bit on 64-bit): the VMA may not be unmapped, moved,
+    /// resized, replaced or reprotected, nor its read-only anonymous pages discarded.
+    public static let sealed = VMFlags(rawValue: 1 << 63)
 
     public static let accessFlags: VMFlags = [.read, .write, .exec]
     /// `VM_DATA_DEFAULT_FLAGS` on x86-64 (`VM_DATA_FLAGS_TSK_EXEC` without READ_IMPLIES_EXEC).
@@ -207,7 +210,7 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
         (0x100, "gd"), (0x400, "pf"), (0x2000, "lo"), (0x4000, "io"), (0x8000, "sr"), (0x10000, "rr"),
         (0x20000, "dc"), (0x40000, "de"), (0x100000, "ac"), (0x200000, "nr"), (0x400000, "ht"), (0x800000, "sf"),
         (0x2000000, "wf"), (0x4000000, "dd"), (0x8000000, "sd"), (0x10000000, "mm"), (0x20000000, "hg"),
-        (0x40000000, "nh"), (0x80000000, "mg"),
+        (0x40000000, "nh"), (0x80000000, "mg"), (1 << 63, "sl"),
     ]
 
     public var smapsDescription: String {

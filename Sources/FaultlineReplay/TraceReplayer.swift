@@ -374,6 +374,10 @@ public final class TraceReplayer {
             let r = run(call, c.pid, p)
             if rec.value != r.value { mismatch(c, TraceResult(value: r.value).description) }
             if let v = rec.value, v != before { p.touched.insert(min(v, before), max(v, before) - min(v, before)) }
+        case let .mseal(addr, len, _):
+            summary.replayed += 1
+            _ = runInferring(call, c, p, needs: (addr, len))
+            if rec.errno == "ENOMEM" { p.touched.insert(addr, len) }
         case .clone:
             summary.replayed += 1
             if let child = rec.childPid { _ = process(of: child) }

@@ -26,6 +26,7 @@
 #define BRK_ROOM (64ULL << 20)
 #define TASK_SIZE ((1ULL << 47) - 4096)
 #define MAX_FILES 8
+#define SYS_MSEAL 462
 
 static char outbuf[1 << 16];
 static char mapsbuf[4 << 20];
@@ -159,7 +160,7 @@ static long do_call(const char *cmd, char *args) {
     char *save = NULL;
     for (char *t = strtok_r(args, " ", &save); t && k < 7; t = strtok_r(NULL, " ", &save)) a[k++] = strtoull(t, NULL, 0);
     switch ((long)a[0]) {
-    case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: break;
+    case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: case SYS_MSEAL: break;
     default: return -ENOSYS;
     }
     errno = 0;

@@ -79,6 +79,12 @@ struct Difftest: ParsableCommand {
         }
         progressLine(nil)
         print("\(ran) sequences, \(failures) disagreements (design \(design.rawValue), \(maps.rawValue) maps)")
+        // What the host answered, so a reader sees what the agreement covered.
+        for (name, outcomes) in runner.coverage.sorted(by: { $0.key < $1.key }) {
+            let total = outcomes.values.reduce(0, +)
+            let parts = outcomes.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+            print("  \(name): \(total) (\(parts))")
+        }
         if failures > 0 { throw ExitCode(1) }
     }
 }

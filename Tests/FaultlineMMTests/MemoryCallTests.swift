@@ -12,7 +12,7 @@ import Testing
         func addr() -> UInt64 { r(4) == 0 ? 0 : 0x7f00_0000_0000 + r(1 << 20) * 4096 + (r(8) == 0 ? r(4096) : 0) }
         var calls: [MemoryCall] = []
         for _ in 0..<n {
-            switch r(9) {
+            switch r(10) {
             case 0:
                 let fd: FileDescriptor = r(2) == 0 ? .none : FileDescriptor(Int32(r(40)), path: r(2) == 0 ? nil : "/tmp/f,\(r(9)) (x)")
                 let flags = MapFlags(rawValue: UInt32(truncatingIfNeeded: r(1 << 32)) & ~(0x3f << 26) | (r(3) == 0 ? 21 << 26 : 0))
@@ -28,6 +28,7 @@ import Testing
             case 5: calls.append(.brk(addr: addr()))
             case 6: calls.append(.clone(flags: CloneFlags(rawValue: r(1 << 32) & ~0xff | [0, 17, 10][Int(r(3))])))
             case 7: calls.append(.execve(path: "/bin/a \"b\"\\c\n\(r(100))"))
+            case 8: calls.append(.mseal(addr: addr(), length: r(1 << 20), flags: r(4) == 0 ? r(16) : 0))
             default: calls.append(.exit(group: r(2) == 0))
             }
         }
@@ -58,6 +59,9 @@ import Testing
                 == .clone(flags: [.vm, .fs, .thread]))
         #expect(try MemoryCall(strace: "madvise(0x1000, 4096, MADV_GUARD_INSTALL)") == .madvise(addr: 0x1000, length: 4096, advice: 102))
         #expect(try MemoryCall(strace: "pkey_mprotect(0x1000, 4096, PROT_READ, -1)") == .mprotect(addr: 0x1000, length: 4096, prot: .read))
+        // strace older than mseal prints it by number.
+        #expect(try MemoryCall(strace: "syscall_0x1ce(0x7f0000000000, 8192, 0) = 0") == .mseal(addr: 0x7f00_0000_0000, length: 8192, flags: 0))
+        #expect(MemoryCall.mseal(addr: 0x1000, length: 4096, flags: 0).registers?.number == 462)
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "mprotect(0x1000, 4096, PROT_BOGUS)") }
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "openat(AT_FDCWD, \"/x\", O_RDONLY)") }
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "munmap(0x1000)") }

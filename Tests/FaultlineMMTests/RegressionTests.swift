@@ -169,4 +169,29 @@ struct RegressionTests {
         let a = mm.mmap(0, 4 * page, rw, [.private, .anonymous, .growsDown]).must()
         #expect(a == Linux.defaultMmapBase - 4 * page)
     }
+
+    /// do_mprotect_pkey() refuses both grow directions before it looks at the length
+    /// (difftest, seed 793 once seeds were mixed).
+    @Test(arguments: designs)
+    func mprotectBothGrowDirectionsBeforeLength(design: Design) {
+        let mm = makeSpace(design)
+        #expect(mm.mprotect(0x6000_0000_0000, 0, [.growsDown, .growsUp]).error == .EINVAL)
+        #expect(mm.mprotect(0x6000_0000_0000, 0, [.growsDown]).succeeded)
+    }
+
+    /// A write fault on a private file mapping prepares the anon_vma before it finds the page
+    /// beyond EOF: MAP_POPULATE of a writable private mapping past EOF leaves an anon_vma, and
+    /// after fork the child's VMA (two anon_vma chains) merges with no new neighbour
+    /// (difftest, seed 92).
+    @Test(arguments: designs)
+    func cowFaultBeyondEOFPreparesTheAnonVMA(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/f2", size: 3 * page + 1)
+        let base: UInt64 = 0x6000_0000_8000
+        _ = mm.mmap(base, 8 * page, rw, [.private, .populate, .fixed], file: f, offset: 4 * page).must()
+        let child = mm.fork()
+        _ = child.mmap(base - 2 * page, 2 * page, rw, [.private, .fixed], file: f, offset: 2 * page).must()
+        #expect(layout(child) == [line(base - 2 * page, base, "rw-p", 2 * page, "/data/f2"),
+                                  line(base, base + 8 * page, "rw-p", 4 * page, "/data/f2")])
+    }
 }

@@ -95,6 +95,7 @@ extension MemoryCall {
         case let .brk(a):
             hex = true
             call = "brk(\(addr(a)))"
+        case let .mseal(a, l, f): call = "mseal(\(addr(a)), \(l), \(f == 0 ? "0" : "0x" + String(f, radix: 16)))"
         case let .clone(f):
             call = f == .sigchld ? "fork()" : "clone(child_stack=NULL, flags=\(StraceSyntax.text(f)))"
         case let .execve(path): call = "execve(\(StraceSyntax.quote(path)), NULL, NULL)"
@@ -117,7 +118,10 @@ extension MemoryCall {
     /// Decodes a call from its name and its top-level arguments as strace printed them
     /// (`StraceSyntax.splitArguments`); nil for a call outside the vocabulary (and
     /// `pkey_mprotect` with a key, which the model does not have). Arguments it cannot read throw.
-    public static func decode(name: String, arguments a: [String]) throws -> MemoryCall? {
+    public static func decode(name nameIn: String, arguments a: [String]) throws -> MemoryCall? {
+        // strace older than a call prints it by number: `syscall_0x1ce(…)` is mseal.
+        var name = nameIn
+        if name.hasPrefix("syscall_0x"), let n = Int(name.dropFirst(10), radix: 16), let known = Self.x86_64Names[n] { name = known }
         func fail(_ why: String) -> SyntaxError { SyntaxError(reason: why) }
         func need(_ n: Int) throws {
             if a.count < n { throw fail("\(name) needs \(n) arguments, has \(a.count)") }
@@ -164,6 +168,9 @@ extension MemoryCall {
         case "brk":
             try need(1)
             return .brk(addr: try num(0))
+        case "mseal":
+            try need(3)
+            return .mseal(addr: try num(0), length: try num(1), flags: try num(2))
         case "fork":
             return .fork
         case "vfork":
@@ -190,6 +197,13 @@ extension MemoryCall {
             return nil
         }
     }
+
+    /// The x86-64 numbers of the calls in the vocabulary.
+    static let x86_64Names: [Int: String] = [
+        9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 25: "mremap", 28: "madvise", 56: "clone", 57: "fork",
+        58: "vfork", 59: "execve", 60: "exit", 231: "exit_group", 322: "execveat", 329: "pkey_mprotect",
+        435: "clone3", 462: "mseal",
+    ]
 
     /// Parses one call as strace prints it, `mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)`,
     /// with or without its ` = result`; a call outside the vocabulary throws.

@@ -18,6 +18,8 @@ public enum MemoryCall: Hashable, Sendable {
     case madvise(addr: UInt64, length: UInt64, advice: Int32)
     /// `brk(2)`.
     case brk(addr: UInt64)
+    /// `mseal(2)` (6.10); `flags` is reserved.
+    case mseal(addr: UInt64, length: UInt64, flags: UInt64)
     /// `clone(2)`, `clone3`, `fork`, `vfork`: a new task, sharing the address space with
     /// CLONE_VM, a copy of it (fork) otherwise.
     case clone(flags: CloneFlags)
@@ -47,6 +49,7 @@ public enum MemoryCall: Hashable, Sendable {
         case .mremap: "mremap"
         case .madvise: "madvise"
         case .brk: "brk"
+        case .mseal: "mseal"
         case .clone(let f): f == .sigchld ? "fork" : "clone"
         case .execve: "execve"
         case .exit(let group): group ? "exit_group" : "exit"
@@ -79,6 +82,8 @@ public enum MemoryCall: Hashable, Sendable {
             return SyscallResult(mm.madvise(a, l, adv))
         case let .brk(a):
             return SyscallResult(value: mm.brk(a))
+        case let .mseal(a, l, f):
+            return SyscallResult(mm.mseal(a, l, f))
         case .clone, .execve, .exit:
             return SyscallResult(errno: .ENOSYS)
         }
