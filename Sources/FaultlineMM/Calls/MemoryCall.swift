@@ -91,7 +91,7 @@ public enum MemoryCall: Hashable, Sendable {
 }
 
 /// A file descriptor argument: its number, and the path strace's `-y` showed for it.
-public struct FileDescriptor: Hashable, Sendable, ExpressibleByIntegerLiteral {
+public struct FileDescriptor: Hashable, Sendable {
     public var number: Int32
     public var path: String?
 
@@ -99,8 +99,6 @@ public struct FileDescriptor: Hashable, Sendable, ExpressibleByIntegerLiteral {
         self.number = number
         self.path = path
     }
-
-    public init(integerLiteral n: Int32) { self.init(n) }
 
     /// `-1`: no file (anonymous mappings).
     public static let none = FileDescriptor(-1)
@@ -135,7 +133,7 @@ public struct SyscallResult: Hashable, Sendable, CustomStringConvertible {
     /// The errno of a failure, when it is one the model returns.
     public var errno: Errno? { errnoNumber.flatMap(Errno.init(rawValue:)) }
     /// The errno's name (`ENOMEM`), or `E<number>` for one the model does not know.
-    public var errnoName: String? { errnoNumber.map { n in Errno(rawValue: n)?.description ?? StraceSyntax.errnoName(n) } }
+    public var errnoName: String? { errnoNumber.map(StraceSyntax.errnoName) }
     @inlinable public var succeeded: Bool { errnoNumber == nil }
     @inlinable public var value: UInt64 { UInt64(bitPattern: raw) }
 
@@ -178,7 +176,6 @@ public struct CloneFlags: OptionSet, Hashable, Sendable {
     public static let io = CloneFlags(rawValue: 0x80000000)
     /// `SIGCHLD` as the exit signal (`CSIGNAL` bits).
     public static let sigchld = CloneFlags(rawValue: 17)
-    public static let exitSignalMask = CloneFlags(rawValue: 0xff)
 
     /// CLONE_VM: the child runs in the parent's address space (a thread, or vfork).
     @inlinable public var sharesVM: Bool { contains(.vm) }
