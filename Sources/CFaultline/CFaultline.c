@@ -2,6 +2,9 @@
 #include "CFaultline.h"
 
 #include <errno.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
@@ -11,6 +14,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -137,6 +141,22 @@ uint64_t fl_commit_limit_pages(void) {
     struct sysinfo si;
     if (sysinfo(&si) != 0) return UINT64_MAX;
     return ((uint64_t)si.totalram + (uint64_t)si.totalswap) * (uint64_t)si.mem_unit / 4096;
+}
+
+uint64_t fl_stack_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_STACK, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)r.rlim_cur;
+}
+
+int fl_cpu_has_ospke(void) {
+#if defined(__x86_64__)
+    unsigned int a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (c >> 4) & 1;
+#else
+    return 0;
+#endif
 }
 
 int64_t fl_syscall6(int64_t number, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5) {

@@ -8,12 +8,17 @@ struct CallGenerator {
     var rng: SplitMix64
     let window: Range<UInt64>
     let heapStart: UInt64
+    /// The first heap page the helper never touched: accesses to the heap go at or above it.
+    let heapCompare: UInt64
     let fileSizes: [UInt64]
     let filePaths: [String]
     var forks = 0
     let page = Linux.pageSize
+    /// Addresses stored to lately: loads go back to them (after fork, madvise, mremap…).
+    var stored: [UInt64] = []
+    var thpReaimed = 0
 
-    init(seed: UInt64, window: Range<UInt64>, heap: UInt64, files: [(path: String, size: UInt64)]) {
+    init(seed: UInt64, window: Range<UInt64>, heap: UInt64, heapCompare: UInt64, files: [(path: String, size: UInt64)]) {
         // The seed is mixed before it becomes the state: SplitMix64 steps its state by the
         // golden-ratio constant, so seeding with `seed * γ + c` made sequence n + 1 replay
         // sequence n's stream shifted by one draw (consecutive seeds explored nearly the same
@@ -22,6 +27,7 @@ struct CallGenerator {
         rng = SplitMix64(seed: mixer.next())
         self.window = window
         heapStart = heap
+        self.heapCompare = heapCompare
         fileSizes = files.map(\.size)
         filePaths = files.map(\.path)
     }
@@ -171,7 +177,58 @@ struct CallGenerator {
     }
 
     mutating func madvise(_ mm: AddressSpace) -> MemoryCall {
-        let advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99])
-        return .madvise(addr: address(mm), length: length(), advice: advice)
+        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99])
+        let addr = address(mm)
+        let len = length()
+        // MADV_POPULATE_* where Linux would fault a huge page: the model has none (issue 16),
+        // so another advice is drawn, and counted.
+        if advice == 22 || advice == 23, touchesTHPEligible(mm, addr, len) {
+            thpReaimed += 1
+            advice = pick([4, 8, 9, 20, 21])
+        }
+        return .madvise(addr: addr, length: len, advice: advice)
+    }
+
+    func touchesTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
+        let lo = addr & ~(page - 1)
+        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        return mm.mapsLines(in: lo..<max(hi, lo)).contains { mm.isTHPEligible($0.start) }
+    }
+
+    /// A load or store: mostly inside a mapping of the window or the heap's new pages (a page
+    /// at random, or the first or last page), sometimes just outside one or in a hole, or
+    /// back at a byte stored to before; never where Linux would fault a huge page.
+    mutating func access(_ mm: AddressSpace) -> MemoryAccess {
+        var a: UInt64
+        while true {
+            let vmas = mm.mapsLines(in: window) + mm.mapsLines(in: heapCompare..<(heapCompare + (64 << 20))).map {
+                var m = $0
+                m.start = max(m.start, heapCompare)
+                return m
+            }.filter { $0.start < $0.end }
+            let r = below(100)
+            if !stored.isEmpty && r < 25 {
+                a = pick(stored)
+            } else if !vmas.isEmpty && r < 85 {
+                let v = pick(vmas)
+                let pages = (v.end - v.start) / page
+                switch below(4) {
+                case 0: a = v.start
+                case 1: a = v.end - page
+                default: a = v.start + below(pages) * page
+                }
+                a += below(page)
+            } else {
+                a = address(mm) & ~(page - 1) + below(page)
+            }
+            if mm.isTHPEligible(a) { thpReaimed += 1; continue }
+            break
+        }
+        if chance(50) {
+            stored.append(a)
+            if stored.count > 16 { stored.removeFirst() }
+            return MemoryAccess(store: a, value: UInt8(truncatingIfNeeded: 1 + below(255)))
+        }
+        return MemoryAccess(load: a)
     }
 }

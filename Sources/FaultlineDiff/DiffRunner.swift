@@ -20,41 +20,116 @@ struct HostLayout: Equatable {
     var heapArea: Range<UInt64> { startBrk..<(Linux.pageAlign(brk) + (64 << 20)) }
 }
 
+/// One step of a sequence: a system call, or a load or store.
+public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
+    case call(MemoryCall)
+    case access(MemoryAccess)
+
+    var hostCommand: String {
+        switch self {
+        case .call(let c): c.hostCommand
+        case .access(let a): a.hostCommand
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .call(let c): c.strace()
+        case .access(let a): a.description
+        }
+    }
+
+    var isFork: Bool {
+        if case .call(let c) = self { return c.isFork }
+        return false
+    }
+}
+
+/// How a step ended: a call's result, or an access's value or signal.
+public enum StepOutcome: Hashable, Sendable {
+    case call(SyscallResult)
+    case access(AccessOutcome)
+
+    /// The coverage key: `ok`, an errno's name, or the signal.
+    var coverageKey: String {
+        switch self {
+        case .call(let r): r.errnoName ?? "ok"
+        case .access(.signal(let e)): AccessOutcome.signal(e).description
+        case .access: "ok"
+        }
+    }
+}
+
 /// Where a sequence went different ways on the host and on the model.
 public struct Divergence: CustomStringConvertible {
     public var index: Int
-    public var calls: [MemoryCall]
-    public var hostResults: [SyscallResult]
-    public var modelResult: SyscallResult
-    public var hostMaps: [MapsLine]
-    public var modelMaps: [MapsLine]
+    public var steps: [DiffStep]
+    public var hostOutcomes: [StepOutcome]
+    public var modelOutcome: StepOutcome
+    var hostState: HostState
+    var modelState: HostState
 
-    /// A fork's line says where the sequence goes on.
-    func strace(_ c: MemoryCall, _ r: SyscallResult) -> String {
-        c.isFork ? c.strace(result: r) + " (the sequence continues in the child)" : c.strace(result: r)
+    func text(_ s: DiffStep, _ o: StepOutcome) -> String {
+        switch (s, o) {
+        case let (.call(c), .call(r)):
+            return c.isFork ? c.strace(result: r) + " (the sequence continues in the child)" : c.strace(result: r)
+        case let (.access(a), .access(r)):
+            return a.text(outcome: r)
+        default:
+            return s.description + " = ?"
+        }
+    }
+
+    /// What differed: the outcome, the maps, pages' presence, or a VMA's Rss/Anonymous/LazyFree.
+    public var differences: [String] {
+        var d: [String] = []
+        if hostOutcomes[index] != modelOutcome { d.append("outcome") }
+        if hostState.maps.map(\.comparable) != modelState.maps.map(\.comparable) { d.append("maps") }
+        if hostState.pages != modelState.pages { d.append("pages") }
+        if hostState.usage != modelState.usage { d.append("smaps") }
+        return d
     }
 
     public var description: String {
         var s = "  sequence (strace syntax, host results):\n"
-        for (i, c) in calls.prefix(index + 1).enumerated() {
+        for (i, c) in steps.prefix(index + 1).enumerated() {
             let mark = i == index ? "→ " : "  "
-            s += "    \(mark)" + strace(c, hostResults[i]) + "\n"
+            s += "    \(mark)" + text(c, hostOutcomes[i]) + "\n"
         }
-        let c = calls[index]
-        s += "  model returned: " + strace(c, modelResult) + "\n"
-        let h = Set(hostMaps.map(\.comparable))
-        let m = Set(modelMaps.map(\.comparable))
+        s += "  model: " + text(steps[index], modelOutcome) + "\n"
+        s += "  differs in: " + differences.joined(separator: ", ") + "\n"
+        let h = Set(hostState.maps.map(\.comparable))
+        let m = Set(modelState.maps.map(\.comparable))
         if h != m {
-            s += "  maps, host:\n" + hostMaps.map { "    " + $0.comparable + "\n" }.joined()
-            s += "  maps, model:\n" + modelMaps.map { "    " + $0.comparable + "\n" }.joined()
+            s += "  maps, host:\n" + hostState.maps.map { "    " + $0.comparable + "\n" }.joined()
+            s += "  maps, model:\n" + modelState.maps.map { "    " + $0.comparable + "\n" }.joined()
+        }
+        if hostState.pages != modelState.pages {
+            s += "  pages (. absent, a anonymous or zero page, f file or shmem; capital: mapped once):\n"
+            let starts = Set(hostState.pages.map(\.start) + modelState.pages.map(\.start)).sorted()
+            for a in starts {
+                let hp = hostState.pages.first { $0.start == a }?.picture ?? "-"
+                let mp = modelState.pages.first { $0.start == a }?.picture ?? "-"
+                if hp == mp { continue }
+                s += "    0x\(String(a, radix: 16)) host:  \(hp)\n"
+                s += "    0x\(String(a, radix: 16)) model: \(mp)\n"
+            }
+        }
+        if hostState.usage != modelState.usage {
+            func row(_ u: [VMAUsage]) -> String {
+                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB" }.joined(separator: "; ")
+            }
+            s += "  smaps, host:  " + row(hostState.usage) + "\n"
+            s += "  smaps, model: " + row(modelState.usage) + "\n"
         }
         return s
     }
 }
 
-/// The differential tester: random call sequences on the host kernel (through
-/// `faultline-host`) and on the model; every result and errno, and the window's maps lines
-/// after every call, must agree.
+/// The differential tester: random sequences of calls, loads and stores on the host kernel
+/// (through `faultline-host`) and on the model; every result, errno, value and signal, and
+/// after every step the maps lines, each page's pagemap entry and each VMA's smaps Rss,
+/// Anonymous and LazyFree, must agree.
 public final class DiffRunner {
     public let helperPath: String
     let directory: String
@@ -111,7 +186,14 @@ public final class DiffRunner {
         return try readLayout(h)
     }
 
-    /// A model mirroring the host layout, and its files by descriptor (3, 4, …, as the helper holds them).
+    /// The contents `faultline-host` gives file `i` (`chunk[j] = (off + j) * 7 + i`).
+    static func fileContents(index i: Int, size: UInt64) -> [UInt8] {
+        (0..<Int(size)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ i) }
+    }
+
+    /// A model mirroring the host layout, and its files by descriptor (3, 4, …, as the helper
+    /// holds them), with the helper's contents, wholly in the page cache as the helper's
+    /// writes left them on the host.
     func makeModel() -> (AddressSpace, [Int32: MMFile]) {
         let system = MMSystem(frames: 32_768)
         var cfg = AddressSpace.Configuration()
@@ -131,48 +213,101 @@ public final class DiffRunner {
             }
         }
         var files: [Int32: MMFile] = [:]
-        for (i, f) in fileSpecs.enumerated() { files[Int32(3 + i)] = system.makeFile(path: f.0, size: f.1) }
+        for (i, f) in fileSpecs.enumerated() {
+            let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1))
+            for page in 0..<file.sizeInPages { file.readAhead(page) }
+            files[Int32(3 + i)] = file
+        }
         return (mm, files)
     }
 
-    func modelMaps(_ mm: AddressSpace) -> [MapsLine] {
+    /// The model's state as the helper reports the host's: the maps lines of the window and
+    /// the heap area, the pagemap of each window VMA and of the heap above its initial break,
+    /// and each window VMA's smaps Rss, Anonymous and LazyFree.
+    func modelState(_ mm: AddressSpace) -> HostState {
         let w = layout.window
         let h = layout.heapArea
-        return mm.mapsLines(reader: mapsReader).filter { ($0.start < w.upperBound && $0.end > w.lowerBound) || ($0.start < h.upperBound && $0.end > h.lowerBound) }
+        var state = HostState()
+        state.maps = mm.mapsLines(reader: mapsReader).filter { ($0.start < w.upperBound && $0.end > w.lowerBound) || ($0.start < h.upperBound && $0.end > h.lowerBound) }
+        let heapCompare = Linux.pageAlign(layout.brk)
+        for m in state.maps {
+            if m.start < w.upperBound && m.end > w.lowerBound {
+                // Only inside the window (as the helper): a wall merged into a window VMA
+                // spans terabytes.
+                let s = max(m.start, w.lowerBound)
+                state.appendPages(s, PageRun.encode(mm.pagemap(s, min(m.end, w.upperBound))))
+            } else if m.end > heapCompare && m.start < h.upperBound {
+                // Only inside the heap area (as the helper): a wall merged into a heap-area
+                // VMA spans terabytes.
+                let s = max(m.start, heapCompare)
+                state.appendPages(s, PageRun.encode(mm.pagemap(s, min(m.end, h.upperBound))))
+            }
+        }
+        for (start, u) in mm.usage(start: w.lowerBound, end: w.upperBound) {
+            state.usage.append(VMAUsage(start: start, rssKB: u.rss >> 10, anonymousKB: u.anonymous >> 10, lazyFreeKB: u.lazyFree >> 10))
+        }
+        return state
     }
 
-    /// Runs `calls` on a fresh helper and a fresh model; nil when they agree throughout.
-    public func run(_ calls: [MemoryCall]) throws -> Divergence? {
+
+    /// Runs one step on the model. A fork's parent stays alive in `parents`, as the helper's
+    /// does (waiting for its child), so the pages they share count as mapped twice.
+    func runModel(_ step: DiffStep, _ mm: inout AddressSpace, _ parents: inout [AddressSpace],
+                  _ files: [Int32: MMFile]) -> StepOutcome {
+        switch step {
+        case .call(let c):
+            if c.isFork {
+                parents.append(mm)
+                mm = mm.fork()
+                return .call(SyscallResult(raw: 0))
+            }
+            return .call(c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] }))
+        case .access(let a):
+            return .access(a.run(on: mm))
+        }
+    }
+
+    /// Runs `steps` on a fresh helper and a fresh model; nil when they agree throughout.
+    public func run(_ steps: [DiffStep]) throws -> Divergence? {
         let h = try HostHelper(path: helperPath, files: fileSpecs)
         let l = try readLayout(h)
         if l != layout { layout = l }
         var (mm, files) = makeModel()
-        var hostResults: [SyscallResult] = []
-        for (i, c) in calls.enumerated() {
-            h.send(c.hostCommand)
-            let (hr, hmaps) = try h.readResponse()
-            hostResults.append(SyscallResult(raw: hr))
-            coverage[c.name, default: [:]][SyscallResult(raw: hr).errnoName ?? "ok", default: 0] += 1
-            let mr: SyscallResult
-            if c.isFork {
-                mm = mm.fork()
-                mr = SyscallResult(raw: 0)
-            } else {
-                mr = c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] })
+        var parents: [AddressSpace] = []
+        var hostOutcomes: [StepOutcome] = []
+        for (i, step) in steps.enumerated() {
+            h.send(step.hostCommand)
+            let (line, hostState) = try h.readResponse()
+            let ho: StepOutcome
+            switch step {
+            case .call(let c):
+                guard line.hasPrefix("result "), let v = Int64(line.dropFirst(7)) else {
+                    throw HostError(description: "helper answered \(c.name) with: \(line)")
+                }
+                ho = .call(SyscallResult(raw: v))
+                coverage[c.name, default: [:]][ho.coverageKey, default: 0] += 1
+            case .access(let a):
+                guard let o = AccessOutcome(hostLine: Substring(line), kind: a.kind) else {
+                    throw HostError(description: "helper answered \(a) with: \(line)")
+                }
+                ho = .access(o)
+                coverage[a.kind.rawValue, default: [:]][ho.coverageKey, default: 0] += 1
             }
-            let mmaps = modelMaps(mm)
-            if hr != mr.raw || hmaps.map(\.comparable) != mmaps.map(\.comparable) {
-                return Divergence(index: i, calls: calls, hostResults: hostResults, modelResult: mr,
-                                  hostMaps: hmaps, modelMaps: mmaps)
+            hostOutcomes.append(ho)
+            let mo = runModel(step, &mm, &parents, files)
+            let ms = modelState(mm)
+            if ho != mo || !hostState.agrees(with: ms) {
+                return Divergence(index: i, steps: steps, hostOutcomes: hostOutcomes, modelOutcome: mo,
+                                  hostState: hostState, modelState: ms)
             }
         }
         return nil
     }
 
-    /// Shrinks a diverging sequence: drops chunks, then single calls, while it still diverges.
-    public func shrink(_ calls: [MemoryCall], _ first: Divergence) throws -> Divergence {
+    /// Shrinks a diverging sequence: drops chunks, then single steps, while it still diverges.
+    public func shrink(_ steps: [DiffStep], _ first: Divergence) throws -> Divergence {
         var best = first
-        var seq = Array(calls.prefix(first.index + 1))
+        var seq = Array(steps.prefix(first.index + 1))
         var chunk = max(seq.count / 2, 1)
         while chunk >= 1 {
             var i = 0
@@ -193,16 +328,32 @@ public final class DiffRunner {
         return best
     }
 
-    /// Generates `steps` calls from `seed`, stepping a model to aim at live mappings.
-    public func generate(seed: UInt64, steps: Int) -> [MemoryCall] {
-        var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk, files: fileSpecs.map { ($0.0, $0.1) })
+    /// Accesses the generator aimed away from where the host would use a transparent huge
+    /// page (THP-eligible VMAs; the model has no THP yet), and populating madvise calls it
+    /// replaced for the same reason, over every sequence generated.
+    public private(set) var thpReaimed = 0
+
+    /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
+    /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
+    public func generate(seed: UInt64, calls: Int, accessPercent: Int = 45) -> [DiffStep] {
+        var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk,
+                              heapCompare: Linux.pageAlign(layout.brk), files: fileSpecs.map { ($0.0, $0.1) })
         var (mm, files) = makeModel()
-        var calls: [MemoryCall] = []
-        for _ in 0..<steps {
-            let c = g.next(mm)
-            calls.append(c)
-            if c.isFork { mm = mm.fork() } else { _ = c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] }) }
+        var parents: [AddressSpace] = []
+        var steps: [DiffStep] = []
+        var made = 0
+        while made < calls {
+            let step: DiffStep
+            if g.below(100) < UInt64(accessPercent) {
+                step = .access(g.access(mm))
+            } else {
+                step = .call(g.next(mm))
+                made += 1
+            }
+            steps.append(step)
+            _ = runModel(step, &mm, &parents, files)
         }
-        return calls
+        thpReaimed += g.thpReaimed
+        return steps
     }
 }

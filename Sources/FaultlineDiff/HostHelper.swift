@@ -1,3 +1,4 @@
+import FaultlineMM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -76,17 +77,101 @@ final class HostHelper {
         }
     }
 
-    /// Reads `result N` and the maps lines after it.
-    func readResponse() throws -> (Int64, [MapsLine]) {
-        guard let r = readLine(), r.hasPrefix("result "), let v = Int64(r.dropFirst(7)) else {
+    /// Reads one answer: its first line (`result N`, or `signal SIGNO CODE` after a load or
+    /// store) and the state after it.
+    func readResponse() throws -> (String, HostState) {
+        guard let r = readLine(), r.hasPrefix("result ") || r.hasPrefix("signal ") else {
             throw HostError(description: "helper gave no result")
         }
-        var maps: [MapsLine] = []
+        var state = HostState()
         while let l = readLine(), l != "end" {
-            if l.hasPrefix("map "), let m = MapsLine(parsing: l.dropFirst(4)) { maps.append(m) }
+            if l.hasPrefix("map "), let m = MapsLine(parsing: l.dropFirst(4)) {
+                state.maps.append(m)
+            } else if l.hasPrefix("pages ") {
+                let parts = l.split(separator: " ")
+                guard parts.count == 3, let start = UInt64(parts[1]) else { throw HostError(description: "helper: " + l) }
+                state.appendPages(start, String(parts[2]))
+            } else if l.hasPrefix("smaps ") {
+                let parts = l.split(separator: " ").compactMap { UInt64($0) }
+                guard parts.count == 4 else { throw HostError(description: "helper: " + l) }
+                state.usage.append(VMAUsage(start: parts[0], rssKB: parts[1], anonymousKB: parts[2], lazyFreeKB: parts[3]))
+            }
         }
-        return (v, maps)
+        return (r, state)
     }
 }
 
-import FaultlineMM
+/// The pagemap entries of a run of pages, as the helper prints them: two hex digits per page,
+/// the entry's top byte masked to `Pagemap.modelled`.
+struct PageRun: Equatable {
+    var start: UInt64
+    var entries: String
+
+    /// One character pair per page, as `faultline-host` writes it.
+    static func encode(_ entries: [UInt64]) -> String {
+        let hex = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(entries.count * 2)
+        for e in entries {
+            let b = Int((e & Pagemap.modelled) >> 56)
+            out.append(hex[b >> 4])
+            out.append(hex[b & 15])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Per page: `.` not present, `a` anonymous (or the zero page), `f` file or shmem —
+    /// capitals when mapped exclusively; `s` swapped, `g` a guard marker, `?` anything else.
+    var picture: String {
+        let b = Array(entries.utf8)
+        var out = ""
+        var i = 0
+        while i + 1 < b.count {
+            let v = UInt8(String(decoding: b[i...i + 1], as: UTF8.self), radix: 16) ?? 0xff
+            switch v {
+            case 0x00: out += "."
+            case 0x80: out += "a"
+            case 0x81: out += "A"
+            case 0xa0: out += "f"
+            case 0xa1: out += "F"
+            case 0x40, 0x60: out += "s"
+            case 0x04: out += "g"
+            default: out += "?"
+            }
+            i += 2
+        }
+        return out
+    }
+}
+
+/// One VMA's smaps `Rss:`, `Anonymous:` and `LazyFree:`.
+struct VMAUsage: Equatable {
+    var start: UInt64
+    var rssKB: UInt64
+    var anonymousKB: UInt64
+    var lazyFreeKB: UInt64
+}
+
+/// What the differential tester compares after every step, besides the result.
+struct HostState {
+    var maps: [MapsLine] = []
+    var pages: [PageRun] = []
+    var usage: [VMAUsage] = []
+
+    /// Equal as compared: maps lines by range, permissions, offset and path (device and
+    /// inode numbers are the host's own), pages and usage exactly.
+    /// Adds pagemap entries from `start`, joined to the run before when contiguous (the
+    /// helper writes at most 65,536 pages a line; the model one run a VMA): runs are compared
+    /// in the same canonical form, VMA boundaries by the maps lines.
+    mutating func appendPages(_ start: UInt64, _ entries: String) {
+        if let last = pages.last, last.start + UInt64(last.entries.utf8.count / 2) * Linux.pageSize == start {
+            pages[pages.count - 1].entries += entries
+        } else {
+            pages.append(PageRun(start: start, entries: entries))
+        }
+    }
+
+    func agrees(with o: HostState) -> Bool {
+        maps.map(\.comparable) == o.maps.map(\.comparable) && pages == o.pages && usage == o.usage
+    }
+}

@@ -165,8 +165,8 @@ extension AddressSpace {
     static func pteAllows(_ e: UInt64, _ kind: AccessKind) -> Bool {
         guard e & PTE.present != 0, e & PTE.user != 0 else { return false }
         switch kind {
-        case .read: return true
-        case .write: return e & PTE.writable != 0
+        case .read: return e & PTE.pkeyExecOnly == 0
+        case .write: return e & (PTE.writable | PTE.pkeyExecOnly) == PTE.writable
         case .exec: return e & PTE.noExec == 0
         }
     }
@@ -175,6 +175,8 @@ extension AddressSpace {
     /// validator decides whether what was prepared may be installed.
     @inlinable
     func faultCore<V: FaultValidator>(_ s: VMASnapshot, _ address: UInt64, _ kind: AccessKind, _ v: V) -> FaultOutcome {
+        // arch_vma_access_permitted() first: the execute-only key denies data accesses.
+        if kind != .exec && s.flags.contains(.pkeyExecOnly) { return .error(.segvPkuErr) }
         guard Self.accessAllowed(s.flags, kind) else { return .error(.segvAccErr) }
         let page = address & Linux.pageMask
         let ptep: UnsafeMutablePointer<Atomic<UInt64>>
@@ -203,7 +205,7 @@ extension AddressSpace {
     func refreshed(_ e: UInt64, _ flags: VMFlags) -> UInt64 {
         var n = e | PTE.user
         if flags.contains(.exec) { n &= ~PTE.noExec } else { n |= PTE.noExec }
-        return n
+        return n & ~PTE.pkeyExecOnly | PTE.pkeyBits(flags)
     }
 
     /// `anon_vma_prepare()`: gives the VMA an anon_vma before its first anonymous page.
@@ -266,14 +268,14 @@ extension AddressSpace {
                                       _ kind: AccessKind, _ v: V) -> FaultOutcome {
         let exec = s.flags.contains(.exec)
         if kind != .write && config.useZeroPage {
-            let e = PTE.make(FramePool.zeroFrame, writable: false, exec: exec) | PTE.special
+            let e = PTE.make(FramePool.zeroFrame, writable: false, exec: exec, pkey: PTE.pkeyBits(s.flags)) | PTE.special
             let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nil)
             if r == .installed { count(.zeroPageFaults) }
             return r.outcome
         }
         guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
-        let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true)
+        let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
         if r == .installed {
             count(.anonFaults)
@@ -293,6 +295,12 @@ extension AddressSpace {
         if !shared && kind == .write {
             guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         }
+        // do_read_fault(): fault-around comes first, even when the page itself is beyond EOF
+        // and the fault ends in SIGBUS; if it mapped the page, the fault is done.
+        if kind != .write && config.faultAroundPages > 1 {
+            faultAround(s, file, page, ptep, v)
+            if ptep.pointee.load(ordering: .acquiring) & PTE.present != 0 { return .done }
+        }
         if index >= file.sizeInPages { return .error(.bus) }
         // A reference of our own: truncation may drop the cache's at any moment.
         var cached = file.getPage(index)
@@ -311,7 +319,7 @@ extension AddressSpace {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
-            let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
+            let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
             let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf)
             if r == .installed {
                 count(.fileCOWFaults)
@@ -321,13 +329,70 @@ extension AddressSpace {
         }
         // The PTE takes over our reference.
         let writable = shared && s.flags.contains(.write)
-        let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write)
+        let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)
         if r == .installed {
             count(kind == .write ? .sharedWriteFaults : .fileFaults)
             count(file.isShmem ? .rssShmem : .rssFile)
         }
         return r.outcome
+    }
+
+    /// `do_fault_around()` + `filemap_map_pages()`: maps the pages of the faulting page's
+    /// naturally aligned block of `faultAroundPages` that are already in the page cache and
+    /// below EOF, clamped to the VMA and to this page table, where no PTE is set yet; one PTL
+    /// section, validated as a fault's install is. Not faults: counted as `faultAroundPages`.
+    @inlinable
+    func faultAround<V: FaultValidator>(_ s: VMASnapshot, _ file: MMFile, _ page: UInt64,
+                                        _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ v: V) {
+        let nr = UInt64(config.faultAroundPages)
+        let entries = UInt64(PageTablePage.entries)
+        let pteOff = (page >> Linux.pageShift) & (entries - 1)
+        let vmaOff = (page &- s.start) >> Linux.pageShift
+        let fromPTE = max(pteOff & ~(nr - 1), pteOff - min(pteOff, vmaOff))
+        let toPTE = min(fromPTE + nr, entries, pteOff + ((s.end - s.start) >> Linux.pageShift) - vmaOff)
+        // File index of the page table's entry 0 (wrapping: only entries in the VMA are used).
+        let index0 = s.pgoff &+ vmaOff &- pteOff
+        let first = ptep - Int(pteOff)
+        let writable = s.flags.contains(.shared) && s.flags.contains(.write)
+        let exec = s.flags.contains(.exec)
+        let table = PageTablePage(entry: ptep)
+        table.ptl.pointee.lock()
+        guard v.validate(), tableStillLinked(page, ptep) else {
+            table.ptl.pointee.unlock()
+            return
+        }
+        var mapped: UInt64 = 0
+        let fileEnd = file.sizeInPages
+        // filemap_map_pages() installs a missing page table only when the first cached folio
+        // of the block ends before EOF (or for shmem: `can_map_large`); otherwise, with no
+        // table, pte_offset_map_lock() fails and nothing is mapped (probed on 6.18: a read
+        // beyond EOF in a fresh 2 MiB region maps none of the block's pages below EOF).
+        // The model allocated the table already; `isAbsentInLinux` says whether Linux has one.
+        if !file.isShmem {
+            var i = fromPTE
+            while i < toPTE && file.cachedPage(index0 &+ i) == nil { i += 1 }
+            if i < toPTE && index0 &+ i &+ 1 >= fileEnd && table.isAbsentInLinux {
+                table.ptl.pointee.unlock()
+                return
+            }
+        }
+        for i in fromPTE..<toPTE {
+            let slot = first + Int(i)
+            if slot.pointee.load(ordering: .relaxed) != 0 { continue }
+            let index = index0 &+ i
+            if index >= fileEnd { break }
+            // The PTE takes the reference getPage took.
+            guard let f = file.getPage(index) else { continue }
+            slot.pointee.store(PTE.make(f, writable: writable, exec: exec, pkey: PTE.pkeyBits(s.flags)), ordering: .releasing)
+            frames.page(f).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+            mapped += 1
+        }
+        table.ptl.pointee.unlock()
+        if mapped > 0 {
+            count(file.isShmem ? .rssShmem : .rssFile, mapped)
+            count(.faultAroundPages, mapped)
+        }
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
@@ -356,7 +421,7 @@ extension AddressSpace {
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }
-        let e = PTE.make(nf, writable: true, exec: exec, dirty: true)
+        let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: orig, new: e, v: v, frame: nf)
         if r == .installed {
             count(.cowFaults)

@@ -29,6 +29,9 @@ extension AddressSpace {
         if pte & PTE.writable != 0 && !f.contains(.write) { return "writable PTE in a VMA without VM_WRITE" }
         if pte & PTE.user != 0 && f.isDisjoint(with: [.read, .write, .exec]) { return "accessible PTE in a PROT_NONE VMA" }
         if pte & PTE.noExec == 0 && !f.contains(.exec) { return "executable PTE in a VMA without VM_EXEC" }
+        if pte & PTE.user != 0 && (pte & PTE.pkeyExecOnly != 0) != f.contains(.pkeyExecOnly) {
+            return "PTE protection key differs from its VMA's"
+        }
         return nil
     }
 

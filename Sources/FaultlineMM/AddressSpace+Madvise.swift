@@ -104,13 +104,13 @@ extension AddressSpace {
                 if !v.vmFlags.isDisjoint(with: forbidden) { return .failure(.EINVAL) }
                 if advice == .free {
                     if !v.isAnonymous { return .failure(.EINVAL) }
-                    // Lazy free: pages may go at any time; the model lets them stay until
-                    // written or reclaimed, which is one of the outcomes Linux allows.
+                    madviseFree(s, e)
                     return .success(e)
                 }
-                zapRange(s, e, vma: v)
+                zapRange(s, e, vma: v, reclaimTables: true)
             case .cold, .pageOut:
                 if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
+                if advice == .pageOut { madvisePageout(s, e, vma: v) }
             default:
                 break
             }

@@ -185,6 +185,8 @@ extension AddressSpace {
         public var privateDirty: UInt64 = 0
         public var referenced: UInt64 = 0
         public var anonymous: UInt64 = 0
+        /// Lazy-free anonymous pages (MADV_FREE) not written since: reclaim may discard them.
+        public var lazyFree: UInt64 = 0
     }
 
     /// Walks the VMA's PTEs (the zero page does not count).
@@ -209,6 +211,7 @@ extension AddressSpace {
                 if dirty { u.pssDirty += pss }
                 if pte & PTE.accessed != 0 { u.referenced += size }
                 if flags & PageMeta.Flag.anon != 0 { u.anonymous += size }
+                if flags & PageMeta.Flag.lazyFree != 0 && !dirty { u.lazyFree += size }
                 if mapcount >= 2 {
                     if dirty { u.sharedDirty += size } else { u.sharedClean += size }
                 } else {
@@ -220,6 +223,14 @@ extension AddressSpace {
         u.pss >>= pssShift
         u.pssDirty >>= pssShift
         return u
+    }
+
+    /// The smaps statistics of each VMA starting in `[start, end)`, by start address (what
+    /// `smapsText()` prints, without formatting every VMA).
+    public func usage(start: UInt64, end: UInt64) -> [(start: UInt64, usage: VMAUsage)] {
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        return vmas(in: start, end).filter { $0.vmStart >= start }.map { ($0.vmStart, usage($0)) }
     }
 
     /// `/proc/pid/smaps` (the fields Faultline models; the rest are the kernel's zeros).
@@ -248,15 +259,31 @@ extension AddressSpace {
             row("Private_Dirty:", u.privateDirty)
             row("Referenced:", u.referenced)
             row("Anonymous:", u.anonymous)
-            for label in ["KSM:", "LazyFree:", "AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
+            row("KSM:", 0)
+            row("LazyFree:", u.lazyFree)
+            for label in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
                           "Shared_Hugetlb:", "Private_Hugetlb:", "Swap:", "SwapPss:"] { row(label, 0) }
             row("Locked:", f.contains(.locked) ? u.pss : 0)
             let eligible = thpEligible(v) ? "1" : "0"
             out += "THPeligible:" + String(repeating: " ", count: 16 - "THPeligible:".count)
                 + String(repeating: " ", count: 7) + eligible + "\n"
+            // arch_pkeys_enabled(): every VMA shows its key.
+            if config.executeOnlyPKey {
+                let key = f.contains(.pkeyExecOnly) ? "1" : "0"
+                out += "ProtectionKey:" + String(repeating: " ", count: 9) + key + "\n"
+            }
             out += "VmFlags: " + f.smapsDescription + " \n"
         }
         return out
+    }
+
+    /// Whether the VMA at `address` is one smaps calls `THPeligible` (Linux would fault a
+    /// PMD-mapped huge page there, which the model does not have yet).
+    public func isTHPEligible(_ address: UInt64) -> Bool {
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        guard let v = tree.lookup(address) else { return false }
+        return thpEligible(v)
     }
 
     /// THP "madvise" mode: an anonymous private VMA asked for huge pages and holding a

@@ -151,6 +151,8 @@ extension AddressSpace {
         if flags.contains(.growsDown) { vmFlags.insert(.growsDown) }
         if flags.contains(.locked) { vmFlags.insert(.locked) }
         if flags.contains(.stack) { vmFlags.insert(.noHugePage) }
+        // do_mmap(): PROT_EXEC alone takes the execute-only key.
+        if config.executeOnlyPKey && prot == .exec { vmFlags.insert(.pkeyExecOnly) }
 
         switch getUnmappedArea(file: file, hint: addr, length: len, pgoff: pgoff, flags: flags) {
         case .failure(let e): return .failure(e)

@@ -36,7 +36,10 @@ extension AddressSpace {
         var nstart = start
         while true {
             if vma.vmStart != tmp { return .failure(.ENOMEM) }
-            var newFlags = VMFlags.from(prot: prot).union(vma.vmFlags.subtracting(VMFlags.accessFlags))
+            var newFlags = VMFlags.from(prot: prot).union(vma.vmFlags.subtracting([.read, .write, .exec, .pkeyExecOnly]))
+            // arch_override_mprotect_pkey(): PROT_EXEC alone takes the execute-only key, any
+            // other protection leaves it (the model hands out no other key).
+            if config.executeOnlyPKey && prot == .exec { newFlags.insert(.pkeyExecOnly) }
             // `newflags >> 4` moves VM_MAY* onto VM_*: asking for more than allowed.
             if newFlags.rawValue & ~(newFlags.rawValue >> 4) & VMFlags.accessFlags.rawValue != 0 {
                 return .failure(.EACCES)

@@ -71,6 +71,23 @@ extension AddressSpace {
         walkLevel(pgd, level: 4, base: 0, start, end, body)
     }
 
+    /// Calls `body` with each present PTE of `[start, end)` (its slot, address and value),
+    /// each table's PTL held around its entries (`walk_page_range` with a `pte_entry`).
+    func forEachPresentPTE(_ start: UInt64, _ end: UInt64,
+                           _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, UInt64) -> Void) {
+        forEachPTETable(start, end) { table, s, e in
+            table.ptl.pointee.lock()
+            var a = s
+            while a < e {
+                let slot = table.entry(ptIndex(a, level: 1))
+                let old = slot.pointee.load(ordering: .acquiring)
+                if old & PTE.present != 0 { body(slot, a, old) }
+                a &+= Linux.pageSize
+            }
+            table.ptl.pointee.unlock()
+        }
+    }
+
     private func walkLevel(_ table: PageTablePage, level: Int, base: UInt64, _ start: UInt64, _ end: UInt64,
                            _ body: (PageTablePage, UInt64, UInt64) -> Void) {
         if level == 1 {
@@ -98,15 +115,20 @@ extension AddressSpace {
     /// `zap_page_range_single()` / `unmap_page_range()`: clears every PTE in `[start, end)`,
     /// dropping the frames' mappings; frames whose last reference goes are freed after a grace
     /// period (`tlb_finish_mmu`). Returns how many present PTEs were cleared.
+    /// `reclaimTables`: MADV_DONTNEED's zap, after which Linux (CONFIG_PT_RECLAIM) frees an
+    /// empty table whose whole 2 MiB the zap covered (a table shared with a range outside the
+    /// zap stays: probed); the model keeps the table and marks it absent in Linux.
     @discardableResult
-    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?) -> Int {
+    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, reclaimTables: Bool = false) -> Int {
         var freed: [FrameNumber] = []
         var cleared = 0
         var anon = 0, file = 0, shmem = 0
         let shmemVMA = vma?.vmFile?.isShmem ?? false
+        let reclaim = reclaimTables && end - start >= Linux.pmdSize
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
             var a = s
+            let before = cleared
             while a < e {
                 let slot = table.entry(ptIndex(a, level: 1))
                 let old = slot.pointee.exchange(0, ordering: .acquiringAndReleasing)
@@ -124,6 +146,11 @@ extension AddressSpace {
                     }
                 }
                 a &+= Linux.pageSize
+            }
+            if reclaim && e &- s == Linux.pmdSize && table.isEmpty {
+                table.absentInLinux.pointee.store(1, ordering: .relaxed)
+            } else if cleared != before {
+                table.absentInLinux.pointee.store(0, ordering: .relaxed)
             }
             table.ptl.pointee.unlock()
         }
@@ -168,10 +195,7 @@ extension AddressSpace {
         }
     }
 
-    private func tableIsEmpty(_ t: PageTablePage, level: Int) -> Bool {
-        for i in 0..<PageTablePage.entries where t.entry(i).pointee.load(ordering: .relaxed) != 0 { return false }
-        return true
-    }
+    private func tableIsEmpty(_ t: PageTablePage, level: Int) -> Bool { t.isEmpty }
 
     /// `change_protection()`: write-protects or (for shared writable mappings) keeps PTEs in
     /// `[start, end)` consistent with `flags`. Raising permissions leaves PTEs to fault.
@@ -180,26 +204,17 @@ extension AddressSpace {
         let exec = flags.contains(.exec)
         let accessible = !flags.isDisjoint(with: [.read, .write, .exec])
         var reduced = false
-        forEachPTETable(start, end) { table, s, e in
-            table.ptl.pointee.lock()
-            var a = s
-            while a < e {
-                let slot = table.entry(ptIndex(a, level: 1))
-                let old = slot.pointee.load(ordering: .relaxed)
-                if old & PTE.present != 0 {
-                    var new = old
-                    if !canWrite { new &= ~PTE.writable }
-                    if exec { new &= ~PTE.noExec } else { new |= PTE.noExec }
-                    // PROT_NONE: keep the frame but make the entry inaccessible (`pte_protnone`).
-                    if !accessible { new &= ~PTE.user } else { new |= PTE.user }
-                    if new != old {
-                        slot.pointee.store(new, ordering: .releasing)
-                        if old & ~new & (PTE.writable | PTE.user) != 0 || new & ~old & PTE.noExec != 0 { reduced = true }
-                    }
-                }
-                a &+= Linux.pageSize
+        forEachPresentPTE(start, end) { slot, _, old in
+            var new = old
+            if !canWrite { new &= ~PTE.writable }
+            if exec { new &= ~PTE.noExec } else { new |= PTE.noExec }
+            new = new & ~PTE.pkeyExecOnly | PTE.pkeyBits(flags)
+            // PROT_NONE: keep the frame but make the entry inaccessible (`pte_protnone`).
+            if !accessible { new &= ~PTE.user } else { new |= PTE.user }
+            if new != old {
+                slot.pointee.store(new, ordering: .releasing)
+                if old & ~new & (PTE.writable | PTE.user) != 0 || new & ~old & (PTE.noExec | PTE.pkeyExecOnly) != 0 { reduced = true }
             }
-            table.ptl.pointee.unlock()
         }
         if reduced { flushTLBRange() }
     }
@@ -224,6 +239,11 @@ extension AddressSpace {
         var protected = false
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
+            // copy_pte_range() allocates the child's table wherever the parent has one, even
+            // when no entry in the range is copied.
+            if !table.isAbsentInLinux {
+                PageTablePage(entry: child.allocPTE(s)).absentInLinux.pointee.store(0, ordering: .relaxed)
+            }
             var a = s
             while a < e {
                 let slot = table.entry(ptIndex(a, level: 1))
@@ -279,6 +299,8 @@ extension AddressSpace {
                 if x & PTE.present != 0 { moved.append((d &+ (a &- s), x)) }
                 a &+= Linux.pageSize
             }
+            // Linux keeps the emptied source table.
+            if !moved.isEmpty { table.absentInLinux.pointee.store(0, ordering: .relaxed) }
             table.ptl.pointee.unlock()
             // Install grouped by destination table (a source table can straddle two).
             var i = 0

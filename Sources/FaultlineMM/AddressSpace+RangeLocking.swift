@@ -67,7 +67,8 @@ extension AddressSpace {
                 rcuRead.readUnlock()
                 mmapLock.unlockRead()
                 rangeUnlock(h)
-                return .failure(.segvMapErr)
+                guard expandStack(address) else { return .failure(.segvMapErr) }
+                continue
             }
             let s = VMASnapshot(vma)
             if !holdShort { mmapLock.unlockRead() }

@@ -272,7 +272,9 @@ extension AddressSpace {
         while true {
             guard let vma = tree.lookup(address) else {
                 mmapLock.unlockRead()
-                return .failure(.segvMapErr)
+                guard expandStack(address) else { return .failure(.segvMapErr) }
+                mmapLock.lockRead()
+                continue
             }
             switch faultCore(VMASnapshot(vma), address, kind, LockedFault()) {
             case .done:
@@ -303,7 +305,7 @@ extension AddressSpace {
     /// right (EINVAL), every page mapped (ENOMEM), and reports SIGBUS as EFAULT.
     func populateLocked(_ start: UInt64, _ end: UInt64, mode: PopulateMode) -> Result<Void, Errno> {
         var a = start
-        while a < end {
+        nextVMA: while a < end {
             guard let vma = tree.lookup(a) else {
                 if mode == .mapPopulate {
                     guard let next = tree.find(from: a), next.vmStart < end else { return .success(()) }
@@ -329,6 +331,12 @@ extension AddressSpace {
                 kind = .write
             }
             let stop = min(end, vma.vmEnd)
+            // check_vma_flags(): the execute-only key refuses GUP (EFAULT), which
+            // __mm_populate() ignores, going on at the next VMA.
+            if vma.vmFlags.contains(.pkeyExecOnly) {
+                if mode == .mapPopulate { a = stop; continue }
+                return .failure(.EINVAL)
+            }
             while a < stop {
                 let e = pteValue(a)
                 if !Self.pteAllows(e, kind) {
@@ -341,7 +349,8 @@ extension AddressSpace {
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
                             file.readAhead(index)
                         case .error(let err):
-                            if mode == .mapPopulate { return .success(()) }
+                            // __mm_populate() ignores errors: on at the next VMA.
+                            if mode == .mapPopulate { a = stop; continue nextVMA }
                             return .failure(err == .oom ? .ENOMEM : .EFAULT)
                         }
                     }

@@ -145,6 +145,17 @@ public final class AddressSpace: @unchecked Sendable {
         public var commitLimitPages: UInt64? = Linux.hostCommitLimitPages
         /// Read faults on private anonymous memory map the shared zero page.
         public var useZeroPage = true
+        /// `fault_around_bytes` / page size: a read fault on a file or shmem mapping also maps
+        /// the cached pages of its aligned block of this many pages (Linux's default 64 KiB:
+        /// 16). A power of two; 1 turns fault-around off.
+        public var faultAroundPages = 16
+        /// `RLIMIT_STACK`: the most a VM_GROWSDOWN VMA may span after a fault grew it
+        /// (this process's limit by default).
+        public var stackLimit = Linux.hostStackLimit
+        /// x86 memory protection keys (`CONFIG_X86_INTEL_MEMORY_PROTECTION_KEYS` on a CPU
+        /// with PKU; the host's by default): a PROT_EXEC-only mapping gets the execute-only
+        /// key, so loads and stores to it are SIGSEGV/SEGV_PKUERR and populate skips it.
+        public var executeOnlyPKey = Linux.hostHasPKeys
         /// `mm->start_stack`, for the `[stack]` name (nil: no stack modelled).
         public var startStack: UInt64? = nil
         /// `spf-vmaseq` only: also handle copy-on-write of a present PTE speculatively, as
@@ -422,6 +433,10 @@ public enum MMStat: Int, CaseIterable, Sendable {
     /// TLB shootdowns: flushes after permissions were taken from present PTEs (mprotect,
     /// fork's write-protect), each a wait for the accesses in flight.
     case tlbFlushes
+    /// Pages mapped by fault-around (`filemap_map_pages`), beside the faults themselves.
+    case faultAroundPages
+    /// Pages MADV_PAGEOUT reclaimed: unmapped, and dropped from the page cache if clean.
+    case pagedOut
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

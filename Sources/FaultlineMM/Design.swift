@@ -94,6 +94,8 @@ public struct MetatypeVisitor: DesignVisitor {
 /// differently; the broken controls use it to leave out one call's marks).
 public enum WriterCall: Sendable {
     case mprotect, mremap, madvise, brk, fork, mseal
+    /// A fault below a VM_GROWSDOWN VMA growing it (`expand_stack`).
+    case expandStack
     /// The replay's inferred mappings and other set-up.
     case mirror
 }

@@ -25,6 +25,8 @@ public struct PageMeta: ~Copyable {
         public static let zero: UInt32 = 1 << 4
         /// Free and filled with the poison pattern (pools made with `poison: true`).
         public static let poisoned: UInt32 = 1 << 5
+        /// Anonymous and lazy-free (MADV_FREE): reclaim may discard it while it is clean.
+        public static let lazyFree: UInt32 = 1 << 6
     }
 
     init() {

@@ -5,6 +5,13 @@ public enum Linux {
     /// `totalram_pages() + total_swap_pages` of this machine: the most one call may commit
     /// under the default heuristic overcommit (`vm.overcommit_memory = 0`).
     public static let hostCommitLimitPages: UInt64 = fl_commit_limit_pages()
+    /// This process's `RLIMIT_STACK` (bytes; `UInt64.max` when unlimited): how far a
+    /// VM_GROWSDOWN VMA may grow (`acct_stack_growth`).
+    public static let hostStackLimit: UInt64 = fl_stack_limit()
+    /// Whether the host kernel runs with memory protection keys (x86 PKU, CPUID OSPKE): then
+    /// an execute-only mapping gets the execute-only pkey and data accesses to it fail with
+    /// SEGV_PKUERR.
+    public static let hostHasPKeys: Bool = fl_cpu_has_ospke() != 0
 
     public static let pageShift: UInt64 = 12
     public static let pageSize: UInt64 = 1 << pageShift
@@ -190,6 +197,10 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     /// `VM_SEALED` (mseal, 6.10; a high bit on 64-bit): the VMA may not be unmapped, moved,
     /// resized, replaced or reprotected, nor its read-only anonymous pages discarded.
     public static let sealed = VMFlags(rawValue: 1 << 63)
+    /// `VM_PKEY_BIT0` (`VM_HIGH_ARCH_0`): the VMA's protection key is the execute-only key
+    /// (`execute_only_pkey()`), the only key the model hands out. smaps shows it as
+    /// `ProtectionKey:`, not in `VmFlags:`.
+    public static let pkeyExecOnly = VMFlags(rawValue: 1 << 32)
 
     public static let accessFlags: VMFlags = [.read, .write, .exec]
     /// `VM_DATA_DEFAULT_FLAGS` on x86-64 (`VM_DATA_FLAGS_TSK_EXEC` without READ_IMPLIES_EXEC).
@@ -229,6 +240,9 @@ public enum FaultError: Error, Sendable, Hashable {
     case segvMapErr
     /// SIGSEGV/SEGV_ACCERR: the VMA forbids this access.
     case segvAccErr
+    /// SIGSEGV/SEGV_PKUERR: a data access to an execute-only mapping (its protection key
+    /// denies access: `bad_area_access_from_pkeys()`).
+    case segvPkuErr
     /// SIGBUS: a file page beyond end of file.
     case bus
     /// Out of frames (`VM_FAULT_OOM`).

@@ -204,6 +204,15 @@ public final class MMFile: @unchecked Sendable {
 
     /// `filemap_remove_folio()`: the page has left the cache (its `mapping` is gone); a fault
     /// that took its own reference before keeps the frame alive until it lets go.
+    /// `__remove_mapping()`: page `index` leaves the cache if the cache still holds `f` there.
+    func remove(_ index: UInt64, ifHolding f: FrameNumber) {
+        guard index < UInt64(capacityPages), let t = chunk(Int(index >> UInt64(Self.chunkShift))) else { return }
+        let slot = t + Int(index & UInt64(Self.chunkPages - 1))
+        if slot.pointee.compareExchange(expected: UInt32(f) + 1, desired: 0, ordering: .acquiringAndReleasing).exchanged {
+            dropFromCache(f)
+        }
+    }
+
     func dropFromCache(_ f: FrameNumber) {
         frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.pageCache, ordering: .relaxed)
         frames.put(f)

@@ -12,11 +12,20 @@ public enum PTE {
     /// `_PAGE_SPECIAL`: the zero page (no reference counting).
     public static let special: UInt64 = 1 << 9
     public static let noExec: UInt64 = 1 << 63
+    /// Protection-key bit 0 (`_PAGE_PKEY_BIT0`, bit 59): the entry carries the execute-only
+    /// key, whose PKRU bits deny data access (the model's only key).
+    public static let pkeyExecOnly: UInt64 = 1 << 59
+
+    /// The protection-key bits a VMA's flags give its entries (`arch_vm_get_page_prot`).
+    @inlinable @inline(__always)
+    public static func pkeyBits(_ flags: VMFlags) -> UInt64 {
+        flags.contains(.pkeyExecOnly) ? pkeyExecOnly : 0
+    }
     public static let frameMask: UInt64 = 0x000F_FFFF_FFFF_F000
 
     @inlinable @inline(__always)
-    public static func make(_ frame: FrameNumber, writable w: Bool, exec: Bool, dirty d: Bool = false) -> UInt64 {
-        UInt64(frame) << 12 | present | user | accessed | (w ? writable : 0) | (exec ? 0 : noExec) | (d ? dirty : 0)
+    public static func make(_ frame: FrameNumber, writable w: Bool, exec: Bool, dirty d: Bool = false, pkey: UInt64 = 0) -> UInt64 {
+        UInt64(frame) << 12 | present | user | accessed | (w ? writable : 0) | (exec ? 0 : noExec) | (d ? dirty : 0) | pkey
     }
 
     @inlinable @inline(__always)
@@ -38,6 +47,12 @@ public struct PageTablePage: Equatable {
     @usableFromInline let base: UnsafeMutableRawPointer
 
     public static let bytes = 8192
+
+    /// Whether every entry is zero.
+    @usableFromInline var isEmpty: Bool {
+        for i in 0..<Self.entries where entry(i).pointee.load(ordering: .relaxed) != 0 { return false }
+        return true
+    }
     public static let entries = 512
 
     @inlinable init(base: UnsafeMutableRawPointer) { self.base = base }
@@ -56,12 +71,26 @@ public struct PageTablePage: Equatable {
     @inlinable @inline(__always)
     public var ptl: UnsafeMutablePointer<SpinLock> { (base + 4096).assumingMemoryBound(to: SpinLock.self) }
 
+    /// 1 while Linux would have no table here although the model has one: the model
+    /// allocates a table on every fault, Linux only when it maps something, and Linux frees
+    /// one that a 2 MiB MADV_DONTNEED emptied (CONFIG_PT_RECLAIM). Meaningful only while the
+    /// table is empty; written under the PTL. Fault-around reads it (see `faultAround`).
+    @usableFromInline var absentInLinux: UnsafeMutablePointer<Atomic<UInt8>> {
+        (base + 4096 + 64).assumingMemoryBound(to: Atomic<UInt8>.self)
+    }
+
+    /// Whether Linux would have no page table here (`pmd_none`).
+    @usableFromInline var isAbsentInLinux: Bool {
+        absentInLinux.pointee.load(ordering: .relaxed) != 0 && isEmpty
+    }
+
     @inlinable var address: UInt64 { UInt64(UInt(bitPattern: base)) }
 
     static func initialize(_ raw: UnsafeMutableRawPointer) -> PageTablePage {
         let entries = raw.bindMemory(to: Atomic<UInt64>.self, capacity: entries)
         for i in 0..<Self.entries { (entries + i).initialize(to: Atomic(0)) }
         (raw + 4096).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
+        (raw + 4096 + 64).bindMemory(to: Atomic<UInt8>.self, capacity: 1).initialize(to: Atomic(1))
         return PageTablePage(base: raw)
     }
 }

@@ -1,16 +1,21 @@
-// faultline-host: runs memory-management system calls on the host kernel for the
-// differential tester. It walls off all free address space outside a fixed window with
-// PROT_NONE plugs (leaving room after the heap for brk), so that wherever the kernel's
-// top-down search starts, a mapping whose address it chooses lands in the window. It
-// reports its layout, then reads one command per line from stdin and answers with the
-// result and the maps lines that intersect the window or the heap area.
+// faultline-host: runs memory-management system calls and memory accesses on the host
+// kernel for the differential tester. It walls off all free address space outside a fixed
+// window with PROT_NONE plugs (leaving room after the heap for brk), so that wherever the
+// kernel's top-down search starts, a mapping whose address it chooses lands in the window.
+// It reports its layout, then reads one command per line from stdin and answers with the
+// result (or the signal a load or store raised), the maps lines that intersect the window
+// or the heap area, each window VMA's pagemap entries and smaps Rss/Anonymous/LazyFree, and the
+// pagemap entries of the heap above its initial break.
 //
 // No malloc after start-up: every buffer is static, so the helper's own allocations never
 // change the layout under test.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +38,23 @@ static char mapsbuf[4 << 20];
 static char line[4096];
 static unsigned long long plug_start[256], plug_end[256];
 static int nplugs;
+static unsigned long long pagemap_buf[1 << 16];
+static char pages_line[(1 << 17) + 64];
+// The lowest heap page the helper itself never touched: pages from here up are compared.
+static unsigned long long heap_cmp;
+// Never touched: MADV_PAGEOUT on it only drains this CPU's LRU batches (lru_add_drain()).
+static char drain_page[4096] __attribute__((aligned(4096)));
+
+// A load or store that faults jumps back here with the signal and its si_code.
+static sigjmp_buf access_env;
+static volatile sig_atomic_t access_signo, access_code;
+
+static void on_fault(int signo, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    access_signo = signo;
+    access_code = info->si_code;
+    siglongjmp(access_env, 1);
+}
 
 static size_t read_proc(const char *path) {
     int fd = open(path, O_RDONLY);
@@ -88,9 +110,12 @@ static unsigned long long start_brk(void) {
     return 0;
 }
 
-// Prints the maps lines intersecting [lo, hi) or [hlo, hhi), then "end".
-static void print_maps(unsigned long long lo, unsigned long long hi, unsigned long long hlo, unsigned long long hhi) {
+// Prints the maps lines intersecting [lo, hi) or [hlo, hhi) and keeps up to `max` of their
+// ranges in vs/ve; returns how many it kept.
+static int print_maps_lines(unsigned long long lo, unsigned long long hi, unsigned long long hlo, unsigned long long hhi,
+                            unsigned long long *vs, unsigned long long *ve, int max) {
     read_maps();
+    int n = 0;
     char *p = mapsbuf;
     while (*p) {
         char *nl = strchr(p, '\n');
@@ -98,12 +123,100 @@ static void print_maps(unsigned long long lo, unsigned long long hi, unsigned lo
         unsigned long long s = strtoull(p, NULL, 16);
         char *dash = strchr(p, '-');
         unsigned long long e = dash ? strtoull(dash + 1, NULL, 16) : 0;
-        if ((s < hi && e > lo) || (s < hhi && e > hlo)) printf("map %s\n", p);
+        if ((s < hi && e > lo) || (s < hhi && e > hlo)) {
+            printf("map %s\n", p);
+            if (n < max) { vs[n] = s; ve[n] = e; n++; }
+        }
+        if (!nl) break;
+        p = nl + 1;
+    }
+    return n;
+}
+
+// Prints the maps lines intersecting [lo, hi) or [hlo, hhi), then "end".
+static void print_maps(unsigned long long lo, unsigned long long hi, unsigned long long hlo, unsigned long long hhi) {
+    print_maps_lines(lo, hi, hlo, hhi, NULL, NULL, 0);
+    printf("end\n");
+    fflush(stdout);
+}
+
+// "pages START HEX": the pagemap entries of [s, e), two hex digits per page: the top byte
+// (present 0x80, swapped 0x40, file/shmem 0x20, guard region 0x04, uffd-wp 0x02, mapped
+// exclusively 0x01; soft-dirty, bit 55, and the PFN are left out).
+static void print_pages(int pm, unsigned long long s, unsigned long long e) {
+    static const char hex[] = "0123456789abcdef";
+    while (s < e) {
+        unsigned long long n = (e - s) / 4096;
+        if (n > sizeof(pagemap_buf) / 8) n = sizeof(pagemap_buf) / 8;
+        ssize_t r = pread(pm, pagemap_buf, n * 8, (off_t)(s / 4096 * 8));
+        if (r != (ssize_t)(n * 8)) { printf("pages %llu error\n", s); return; }
+        char *o = pages_line;
+        for (unsigned long long i = 0; i < n; i++) {
+            unsigned b = (unsigned)(pagemap_buf[i] >> 56) & 0xe7;
+            *o++ = hex[b >> 4];
+            *o++ = hex[b & 15];
+        }
+        *o = 0;
+        printf("pages %llu %s\n", s, pages_line);
+        s += n * 4096;
+    }
+}
+
+// After every command: the maps lines intersecting the window or the heap area, the
+// pagemap of each window VMA and of the heap above heap_cmp, each window VMA's smaps Rss
+// Anonymous and LazyFree in kB, then "end".
+static void print_state(unsigned long long hlo, unsigned long long hhi) {
+    const unsigned long long lo = WINDOW_START, hi = WINDOW_START + WINDOW_SIZE;
+    static unsigned long long vs[4096], ve[4096];
+    int n = print_maps_lines(lo, hi, hlo, hhi, vs, ve, 4096);
+    int pm = open("/proc/self/pagemap", O_RDONLY);
+    for (int i = 0; i < n && pm >= 0; i++) {
+        // Pages only inside the window: a wall merged into a window VMA spans terabytes.
+        if (vs[i] < hi && ve[i] > lo) print_pages(pm, vs[i] > lo ? vs[i] : lo, ve[i] < hi ? ve[i] : hi);
+        // Heap-area VMAs only inside the heap area: a wall merged into one spans terabytes.
+        else if (ve[i] > heap_cmp && vs[i] < hhi) print_pages(pm, vs[i] > heap_cmp ? vs[i] : heap_cmp, ve[i] < hhi ? ve[i] : hhi);
+    }
+    if (pm >= 0) close(pm);
+    // MADV_FREE clears a page's swap-backed bit (smaps LazyFree) only when its per-CPU batch
+    // (lru_lazyfree) drains, at 31 folios or at lru_add_drain(); the model has no batches, so
+    // drain ours (the helper stays on one CPU) before reading what the model shows drained.
+    madvise(drain_page, sizeof drain_page, MADV_PAGEOUT);
+    read_proc("/proc/self/smaps");
+    char *p = mapsbuf;
+    unsigned long long cur = 0, rss = 0, anon = 0;
+    int in_window = 0;
+    while (*p) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = 0;
+        if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')) {
+            char *dash = strchr(p, '-');
+            if (dash && strchr(p, ' ') > dash) {
+                cur = strtoull(p, NULL, 16);
+                in_window = cur >= lo && cur < hi;
+            }
+        }
+        if (in_window && !strncmp(p, "Rss:", 4)) rss = strtoull(p + 4, NULL, 10);
+        if (in_window && !strncmp(p, "Anonymous:", 10)) anon = strtoull(p + 10, NULL, 10);
+        if (in_window && !strncmp(p, "LazyFree:", 9)) printf("smaps %llu %llu %llu %llu\n", cur, rss, anon, strtoull(p + 9, NULL, 10));
         if (!nl) break;
         p = nl + 1;
     }
     printf("end\n");
     fflush(stdout);
+}
+
+// "load ADDR" / "store ADDR VALUE": one byte, through the MMU. A fault that the kernel
+// turns into a signal is caught and reported as "signal SIGNO CODE".
+static void do_access(int store, char *args) {
+    char *end = NULL;
+    volatile unsigned char *a = (volatile unsigned char *)(uintptr_t)strtoull(args, &end, 0);
+    unsigned v = end ? (unsigned)strtoul(end, NULL, 0) : 0;
+    if (sigsetjmp(access_env, 1)) {
+        printf("signal %d %d\n", (int)access_signo, (int)access_code);
+        return;
+    }
+    if (store) { *a = (unsigned char)v; printf("result 0\n"); }
+    else { unsigned char b = *a; printf("result %u\n", b); }
 }
 
 static void plug_gaps(void) {
@@ -177,6 +290,14 @@ int main(int argc, char **argv) {
         execv("/proc/self/exe", args);
     }
     setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf));
+    // One CPU, so the LRU batches that print_state() drains are the ones its calls filled.
+    int cpu = sched_getcpu();
+    if (cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        sched_setaffinity(0, sizeof set, &set);
+    }
     // Nothing inherited above stderr: file i is then opened as descriptor 3 + i, the numbers
     // the calls name, and every number after the last file is closed (EBADF).
     for (int fd = 3; fd < 1024; fd++) close(fd);
@@ -219,6 +340,13 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     unsigned long long heap_lo = sb, heap_hi = ((brk0 + 4095) & ~4095ULL) + BRK_ROOM;
+    heap_cmp = (brk0 + 4095) & ~4095ULL;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
     while (fgets(line, sizeof line, stdin)) {
         line[strcspn(line, "\n")] = 0;
         char *sp = strchr(line, ' ');
@@ -228,7 +356,7 @@ int main(int argc, char **argv) {
         if (!strcmp(line, "fork")) {
             fflush(stdout);
             pid_t pid = fork();
-            if (pid < 0) { printf("result %d\n", -errno); print_maps(WINDOW_START, WINDOW_START + WINDOW_SIZE, heap_lo, heap_hi); continue; }
+            if (pid < 0) { printf("result %d\n", -errno); print_state(heap_lo, heap_hi); continue; }
             if (pid > 0) {
                 // The parent steps aside; the sequence goes on in the child.
                 int status = 0;
@@ -236,16 +364,21 @@ int main(int argc, char **argv) {
                 _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 3);
             }
             printf("result 0\n");
-            print_maps(WINDOW_START, WINDOW_START + WINDOW_SIZE, heap_lo, heap_hi);
+            print_state(heap_lo, heap_hi);
             continue;
         }
         if (!strcmp(line, "maps")) {
             print_maps(0, TASK_SIZE, 0, 0);
             continue;
         }
+        if (!strcmp(line, "load") || !strcmp(line, "store")) {
+            do_access(line[0] == 's', args);
+            print_state(heap_lo, heap_hi);
+            continue;
+        }
         long r = do_call(line, args);
         printf("result %ld\n", r);
-        print_maps(WINDOW_START, WINDOW_START + WINDOW_SIZE, heap_lo, heap_hi);
+        print_state(heap_lo, heap_hi);
     }
     return 0;
 }

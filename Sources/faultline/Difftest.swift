@@ -6,12 +6,15 @@ import Foundation
 struct Difftest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "difftest",
-        abstract: "Run random mmap/munmap/mprotect/mremap/madvise/brk/fork sequences on the host kernel and on the model, and compare.",
+        abstract: "Run random mmap/munmap/mprotect/mremap/madvise/mseal/brk/fork sequences, with loads and stores, on the host kernel and on the model, and compare.",
         discussion: """
         Each sequence runs in a fresh helper process (faultline-host) that walls off everything \
         outside a 64 GiB window, so mappings whose address the kernel chooses land in it; the \
-        model mirrors the helper's layout. After every call the result (value or errno) and the \
-        maps lines of the window and the heap (range, permissions, offset, path) must agree. \
+        model mirrors the helper's layout. Loads and stores run among the calls (the helper \
+        catches SIGSEGV and SIGBUS and reports the signal and its code). After every step the \
+        result (value or errno, the byte loaded, or the signal), the maps lines of the window \
+        and the heap (range, permissions, offset, path), every page's pagemap entry (present, \
+        file or shmem, mapped once) and each window VMA's smaps Rss, Anonymous and LazyFree must agree. \
         A disagreement is shrunk to a minimal sequence and printed in strace syntax. \
         Exit status 1 on any disagreement.
         """
@@ -23,8 +26,11 @@ struct Difftest: ParsableCommand {
     @Option(help: "Seed of the first sequence (sequence i uses seed + i).")
     var seed: UInt64 = 1
 
-    @Option(help: "Calls per sequence.")
+    @Option(help: "Calls per sequence (loads and stores come on top).")
     var steps: Int = 40
+
+    @Option(help: "Percent of steps that are loads or stores (0: calls only).")
+    var accesses: Int = 45
 
     @Option(help: "Path of the faultline-host helper (default: next to this executable).")
     var helper: String?
@@ -46,6 +52,7 @@ struct Difftest: ParsableCommand {
 
     func validate() throws {
         if sequences < 1 || steps < 1 { throw ValidationError("--sequences and --steps must be positive") }
+        if !(0...90).contains(accesses) { throw ValidationError("--accesses must be 0…90 (percent of steps)") }
         if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
     }
 
@@ -62,28 +69,31 @@ struct Difftest: ParsableCommand {
         var ran = 0
         for i in 0..<sequences {
             let s = seed &+ UInt64(i)
-            let calls = runner.generate(seed: s, steps: steps)
+            let calls = runner.generate(seed: s, calls: steps, accessPercent: accesses)
             ran += 1
             progressLine("sequence \(i + 1)/\(sequences) (seed \(s)), \(failures) disagreements")
             if verbose {
                 print("sequence seed \(s):")
-                for c in calls { print("  " + c.strace()) }
+                for c in calls { print("  " + c.description) }
             }
             guard let d = try runner.run(calls) else { continue }
             failures += 1
             progressLine(nil)
             let small = try runner.shrink(calls, d)
-            print("disagreement in sequence seed \(s) at call \(d.index + 1); shrunk to \(small.index + 1) calls:")
+            print("disagreement in sequence seed \(s) at step \(d.index + 1); shrunk to \(small.index + 1) steps:")
             print(small.description)
             if failures >= maxFailures { break }
         }
         progressLine(nil)
-        print("\(ran) sequences, \(failures) disagreements (design \(design.rawValue), \(maps.rawValue) maps)")
+        print("\(ran) sequences, \(failures) disagreements (design \(design.rawValue), \(maps.rawValue) maps, \(accesses)% loads and stores)")
         // What the host answered, so a reader sees what the agreement covered.
         for (name, outcomes) in runner.coverage.sorted(by: { $0.key < $1.key }) {
             let total = outcomes.values.reduce(0, +)
             let parts = outcomes.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("  \(name): \(total) (\(parts))")
+        }
+        if runner.thpReaimed > 0 {
+            print("  not generated: \(runner.thpReaimed) loads, stores or MADV_POPULATE_* aimed where Linux would fault a transparent huge page (the model has none); drawn again elsewhere")
         }
         if failures > 0 { throw ExitCode(1) }
     }

@@ -138,6 +138,9 @@ struct CoreRiskTests {
         once.value.initialize(to: Atomic(0))
         defer { once.value.deallocate() }
         var cfg = AddressSpace.Configuration()
+        // The fault's own lookup is under test: fault-around (whose getPage takes its
+        // reference the same way) would map the page before it.
+        cfg.faultAroundPages = 1
         cfg.faultHook = { stage, _ in
             guard stage == .pageCacheFound, once.value.pointee.exchange(1, ordering: .relaxed) == 0 else { return }
             // ftruncate(0) then back: page 0 leaves the cache, the cache's reference is dropped.

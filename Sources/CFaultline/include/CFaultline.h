@@ -87,6 +87,10 @@ void fl_sleep_ns(uint64_t ns);
 
 /// totalram_pages() + total_swap_pages, in 4 KiB pages (sysinfo(2)); UINT64_MAX if unknown.
 uint64_t fl_commit_limit_pages(void);
+/// RLIMIT_STACK's soft limit in bytes (UINT64_MAX when unlimited).
+uint64_t fl_stack_limit(void);
+/// CPUID.(EAX=7,ECX=0):ECX.OSPKE: the kernel enabled memory protection keys (x86 only; 0 elsewhere).
+int fl_cpu_has_ospke(void);
 
 /// A raw system call (no errno): the kernel's return register, -errno on failure.
 int64_t fl_syscall6(int64_t number, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5);

@@ -1,0 +1,85 @@
+import FaultlineSync
+import Synchronization
+
+// MADV_FREE and MADV_PAGEOUT on a machine without swap, as the host (Linux 6.18, no swap
+// device) does them; probed with /proc/self/pagemap: a page mapped more than once is left
+// alone by both; an anonymous page cannot be paged out unless MADV_FREE made it lazy-free
+// and it was not written since (then it is discarded); a page-cache page (file or shmem) is
+// unmapped, and dropped from the cache when clean.
+
+extension AddressSpace {
+    /// `madvise_free_pte_range()`: anonymous pages become clean and lazy-free (a dirty folio
+    /// only when mapped here alone), so that reclaim may discard them unless written again. Called with the VMA
+    /// stable (the madvise walk's lock).
+    func madviseFree(_ start: UInt64, _ end: UInt64) {
+        var changed = false
+        rcuRead.readLock()
+        forEachPresentPTE(start, end) { slot, _, old in
+            guard old & PTE.special == 0 else { return }
+            let p = frames.page(PTE.frame(old))
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            guard flags & PageMeta.Flag.anon != 0 else { return }
+            // Only a dirty folio must be ours alone to be cleaned (probed: after fork, the
+            // child's MADV_FREE makes the shared, clean folio lazy-free too).
+            if flags & PageMeta.Flag.dirty != 0 && p.pointee.mapcount.load(ordering: .relaxed) != 1 { return }
+            // mkold + mkclean; a write racing through a stale translation is waited for
+            // by the flush below and sets the dirty bit again.
+            if !slot.pointee.compareExchange(expected: old, desired: old & ~(PTE.dirty | PTE.accessed),
+                                             ordering: .acquiringAndReleasing).exchanged { return }
+            p.pointee.flags.bitwiseAnd(~PageMeta.Flag.dirty, ordering: .relaxed)
+            p.pointee.flags.bitwiseOr(PageMeta.Flag.lazyFree, ordering: .relaxed)
+            changed = true
+        }
+        rcuRead.readUnlock()
+        if changed { flushTLBRange() }
+    }
+
+    /// `madvise_cold_or_pageout_pte_range()` + `reclaim_pages()` without swap: pages mapped
+    /// only here are reclaimed — a lazy-free anonymous page still clean is discarded, other
+    /// anonymous pages stay (nowhere to write them), page-cache pages are unmapped and, when
+    /// clean, leave the cache (dirty ones wait for writeback, which MADV_PAGEOUT does not
+    /// start). Linux also requires the caller to own the file or be able to write it
+    /// (`can_do_file_pageout`); the model has no file ownership and always may.
+    func madvisePageout(_ start: UInt64, _ end: UInt64, vma: VMARef) {
+        let file = vma.vmFile
+        var freed: [FrameNumber] = []
+        var dropFromCache: [(UInt64, FrameNumber)] = []
+        var anon: Int64 = 0, filePages: Int64 = 0
+        rcuRead.readLock()
+        forEachPresentPTE(start, end) { slot, address, old in
+            guard old & PTE.special == 0 else { return }
+            let f = PTE.frame(old)
+            let p = frames.page(f)
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            guard p.pointee.mapcount.load(ordering: .relaxed) == 1 else { return }
+            let isAnon = flags & PageMeta.Flag.anon != 0
+            let dirty = old & PTE.dirty != 0 || flags & PageMeta.Flag.dirty != 0
+            if isAnon && (flags & PageMeta.Flag.lazyFree == 0 || dirty) { return }
+            if !isAnon && file == nil { return }
+            // try_to_unmap_one(): the PTE goes, its dirty bit moves to the page.
+            guard slot.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else { return }
+            PageTablePage(entry: slot).absentInLinux.pointee.store(0, ordering: .relaxed)
+            p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+            if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+            if isAnon { anon += 1 } else { filePages += 1 }
+            if !isAnon && !dirty {
+                dropFromCache.append((vma.vmPgoff &+ ((address &- vma.vmStart) >> Linux.pageShift), f))
+            }
+            if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                freed.append(f)
+            }
+        }
+        rcuRead.readUnlock()
+        guard anon + filePages > 0 else { return }
+        if anon != 0 { count(.rssAnon, UInt64(bitPattern: -anon)) }
+        if filePages != 0 { count(file?.isShmem == true ? .rssShmem : .rssFile, UInt64(bitPattern: -filePages)) }
+        count(.pagedOut, UInt64(anon + filePages))
+        // No access through the old PTEs after this; then the clean pages leave the cache
+        // (__remove_mapping), and the last reference frees them.
+        flushTLBRange()
+        frames.freeDeferred(freed)
+        if let file {
+            for (index, f) in dropFromCache { file.remove(index, ifHolding: f) }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+import FaultlineMM
+import FaultlineSync
+import FaultlineTestSupport
+import Testing
+
+/// What memory does, as the differential tester compares it with the host (Linux 6.18 on
+/// x86-64 with PKU, ext4, no swap): protection keys on execute-only mappings, fault-around,
+/// MADV_FREE and MADV_PAGEOUT, stack growth, and the memory-access vocabulary. Every expected
+/// value was probed on the host with the same calls.
+@Suite("Memory fidelity", .serialized)
+struct MemoryFidelityTests {
+    static let designs = Design.selectable
+    /// 2 MiB-aligned, so fault-around blocks start where the arithmetic below says.
+    static let base: UInt64 = 0x7000_0000_0000
+
+    /// The smaps line `label` of the VMA starting at `start`, in kB.
+    static func smapsKB(_ mm: AddressSpace, _ start: UInt64, _ label: String) -> UInt64? {
+        var inVMA = false
+        for line in mm.smapsText().split(separator: "\n") {
+            if let m = MapsLine(parsing: line), line.first?.isHexDigit == true { inVMA = m.start == start; continue }
+            if inVMA && line.hasPrefix(label) { return UInt64(line.split(separator: " ").dropFirst().first ?? "") }
+        }
+        return nil
+    }
+
+    static func present(_ mm: AddressSpace, _ start: UInt64, pages: Int) -> String {
+        mm.pagemap(start, start + UInt64(pages) * page).map { $0 & Pagemap.present != 0 ? "P" : "." }.joined()
+    }
+
+    // MARK: Protection keys
+
+    /// With PKU, PROT_EXEC alone takes the execute-only key: loads and stores are SEGV_PKUERR
+    /// (even through a PTE made while the mapping was readable), MAP_POPULATE skips the VMA,
+    /// MADV_POPULATE_* is EINVAL, smaps shows `ProtectionKey: 1`, and any other protection
+    /// leaves the key (so the VMAs merge back).
+    @Test(arguments: designs)
+    func executeOnlyMappingsTakeTheExecuteOnlyKey(design: Design) {
+        let mm = makeSpace(design) { $0.executeOnlyPKey = true }
+        let x = mm.mmap(Self.base, 4 * page, [.exec], [.private, .anonymous, .fixed, .populate]).must()
+        #expect(mm.presentPages(x, x + 4 * page) == 0)
+        #expect(mm.load(x) == .failure(.segvPkuErr))
+        #expect(mm.store(x + page, 1).error == .segvPkuErr)
+        #expect(mm.access(x, .exec).succeeded)
+        #expect(mm.madvise(x, 4 * page, .populateRead).error == .EINVAL)
+        #expect(mm.madvise(x, 4 * page, .populateWrite).error == .EINVAL)
+        #expect(Self.smapsKB(mm, x, "ProtectionKey:") == 1)
+        // Readable: the load maps a page; execute-only again: the PTE denies it.
+        #expect(mm.mprotect(x, 4 * page, [.read, .exec]).succeeded)
+        #expect(Self.smapsKB(mm, x, "ProtectionKey:") == 0)
+        #expect(mm.load(x + 2 * page) == .success(0))
+        #expect(mm.mprotect(x, 4 * page, [.exec]).succeeded)
+        #expect(mm.presentPages(x, x + 4 * page) == 2)          // the fetch's and the load's
+        #expect(mm.load(x + 2 * page) == .failure(.segvPkuErr))
+        // A written page made execute-only, then write+exec (no key): readable again.
+        let y = mm.mmap(Self.base + 64 * page, 2 * page, [.read, .write, .exec], [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(y, 9).succeeded)
+        #expect(mm.mprotect(y, page, [.exec]).succeeded)
+        #expect(mm.load(y) == .failure(.segvPkuErr))
+        #expect(mm.store(y, 1).error == .segvPkuErr)
+        #expect(mm.mprotect(y, page, [.write, .exec]).succeeded)
+        #expect(mm.load(y) == .success(9))
+        #expect(mm.mprotect(y, page, [.read, .write, .exec]).succeeded)
+        #expect(layout(mm).contains(line(y, y + 2 * page, "rwxp")))
+        var problems: [String] = []
+        var mappings = FrameMappings()
+        mm.checkQuiescent(&problems, &mappings)
+        #expect(problems.isEmpty, "\(problems)")
+    }
+
+    /// Without protection keys, x86 cannot refuse a read of an executable page.
+    @Test func withoutProtectionKeysExecuteOnlyIsReadable() {
+        let mm = makeSpace(.global) { $0.executeOnlyPKey = false }
+        let x = mm.mmap(Self.base, 2 * page, [.exec], [.private, .anonymous, .fixed, .populate]).must()
+        #expect(mm.presentPages(x, x + 2 * page) == 2)
+        #expect(mm.load(x) == .success(0))
+        #expect(mm.store(x, 1).error == .segvAccErr)
+        #expect(!mm.smapsText().contains("ProtectionKey"))
+    }
+
+    // MARK: Fault-around
+
+    /// A read fault on a file maps the cached pages of its 16-page, VA-aligned block; a block
+    /// cut by the VMA's start is 16 pages from there (do_fault_around()), and EOF ends it. A
+    /// write fault or a one-page fault-around maps the faulting page only.
+    @Test(arguments: designs)
+    func faultAroundMapsTheCachedPagesOfTheAlignedBlock(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/fa", size: 20 * page, contents: [1, 2, 3])
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let v = mm.mmap(Self.base + 3 * page, 30 * page, [.read], [.private, .fixed], file: f).must()
+        #expect(mm.load(v + 2 * page) == .success(0))            // VA page 5: block 0–15
+        #expect(Self.present(mm, v, pages: 30) == String(repeating: "P", count: 16) + String(repeating: ".", count: 14))
+        #expect(mm.load(v + 17 * page) == .success(0))           // VA page 20: block 16–31
+        #expect(mm.presentPages(v, v + 30 * page) == 20)        // up to file page 19 (VA 22)
+        #expect(mm.load(v + 22 * page) == .failure(.bus))
+        #expect(mm.presentPages(v, v + 30 * page) == 20)
+        #expect(mm.load(v) == .success(1))
+
+        let sh = mm.mmap(Self.base + 64 * page, 8 * page, rw, [.shared, .fixed], file: f).must()
+        #expect(mm.store(sh + page, 7).succeeded)
+        #expect(mm.presentPages(sh, sh + 8 * page) == 1)
+
+        let one = makeSpace(design) { $0.faultAroundPages = 1 }
+        let g = one.system.makeFile(path: "/data/fb", size: 20 * page)
+        for i in 0..<g.sizeInPages { g.readAhead(i) }
+        let w = one.mmap(Self.base, 16 * page, [.read], [.private, .fixed], file: g).must()
+        #expect(one.load(w + 5 * page).succeeded)
+        #expect(one.presentPages(w, w + 16 * page) == 1)
+    }
+
+    /// Probed on ext4: a fault beyond EOF in a 2 MiB region with no page table yet, whose
+    /// block's first cached page is the file's last, maps nothing (filemap_map_pages() leaves
+    /// the table uninstalled); with a table, or a block starting earlier, it maps up to EOF
+    /// (the last, partial page included).
+    @Test(arguments: designs)
+    func faultAroundBeyondEOFOfARegularFile(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/eof", size: 3 * page + 1)
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let a = mm.mmap(Self.base, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must()
+        #expect(mm.load(a + 2 * page) == .failure(.bus))
+        #expect(Self.present(mm, a, pages: 6) == "......")
+        // A fault that mapped nothing leaves Linux with no table: the same again.
+        #expect(mm.load(a + page) == .failure(.bus))
+        #expect(Self.present(mm, a, pages: 6) == "......")
+        // The same in a region whose page table exists: the last page is mapped.
+        let anon = mm.mmap(Self.base + 64 * page, page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(anon, 1).succeeded)
+        let d = mm.mmap(Self.base + 16 * page, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must()
+        #expect(mm.load(d + 2 * page) == .failure(.bus))
+        #expect(Self.present(mm, d, pages: 6) == "P.....")
+        // Emptied by munmap while a neighbour keeps the table: still mapped.
+        #expect(mm.munmap(d, 6 * page).succeeded)
+        #expect(mm.mmap(d, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must() == d)
+        #expect(mm.load(d + 2 * page) == .failure(.bus))
+        #expect(Self.present(mm, d, pages: 6) == "P.....")
+        let b = mm.mmap(Self.base + (2 << 20), 6 * page, rw, [.private, .fixed], file: f, offset: 2 * page).must()
+        #expect(mm.load(b + 3 * page) == .failure(.bus))
+        #expect(Self.present(mm, b, pages: 6) == "PP....")
+        let c = mm.mmap(Self.base + (4 << 20), 6 * page, rw, [.private, .fixed], file: f).must()
+        #expect(mm.load(c + 5 * page) == .failure(.bus))
+        #expect(Self.present(mm, c, pages: 6) == "PPPP..")
+    }
+
+    /// fork copies a table wherever the parent has one in a VMA it copies (one with an
+    /// anon_vma), even with no entry to copy: the child's fault-around then maps.
+    @Test(arguments: designs)
+    func forkCopiesThePageTableFaultAroundSees(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/fk", size: 3 * page + 1)
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let a = mm.mmap(Self.base, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must()
+        #expect(mm.store(a + page, 1).error == .bus)                  // prepares the anon_vma
+        // The region's table, from a VMA fork does not copy (shared, no anon_vma).
+        let shared = mm.mmap(Self.base + 64 * page, page, rw, [.shared, .anonymous, .fixed]).must()
+        #expect(mm.store(shared, 1).succeeded)
+        let child = mm.fork()
+        #expect(child.load(a + 2 * page) == .failure(.bus))
+        #expect(Self.present(child, a, pages: 6) == "P.....")
+    }
+
+    // MARK: MADV_FREE and MADV_PAGEOUT (no swap)
+
+    /// MADV_FREE makes exclusive anonymous pages lazy-free (smaps LazyFree) until written
+    /// again; MADV_PAGEOUT then discards the clean lazy-free ones (they read back as zero) and
+    /// keeps every other anonymous page (nowhere to write it). A clean page shared with a
+    /// fork child becomes lazy-free too (only a dirty folio must be exclusive), but
+    /// MADV_PAGEOUT leaves a page mapped twice.
+    @Test(arguments: designs)
+    func madviseFreeThenPageoutDiscardsCleanLazyFreePages(design: Design) {
+        let mm = makeSpace(design)
+        let a = mm.mmap(Self.base, 4 * page, rw, [.private, .anonymous, .fixed]).must()
+        for i in 0..<4 { #expect(mm.store(a + UInt64(i) * page, UInt8(i + 1)).succeeded) }
+        #expect(mm.madvise(a, 4 * page, .free).succeeded)
+        #expect(Self.smapsKB(mm, a, "LazyFree:") == 16)
+        #expect(mm.store(a + page, 42).succeeded)                // written again: kept
+        #expect(Self.smapsKB(mm, a, "LazyFree:") == 12)
+        #expect(mm.madvise(a, 4 * page, .pageOut).succeeded)
+        #expect(Self.present(mm, a, pages: 4) == ".P..")
+        #expect(mm.load(a) == .success(0))
+        #expect(mm.load(a + page) == .success(42))
+
+        let b = mm.mmap(Self.base + 16 * page, 2 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(b, 5).succeeded)
+        #expect(mm.madvise(b, 2 * page, .pageOut).succeeded)
+        #expect(mm.load(b) == .success(5))
+
+        let c = mm.mmap(Self.base + 32 * page, page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(c, 6).succeeded)
+        let child = mm.fork()
+        #expect(mm.madvise(c, page, .free).succeeded)
+        #expect(Self.smapsKB(mm, c, "LazyFree:") == 4)
+        #expect(mm.madvise(c, page, .pageOut).succeeded)
+        #expect(mm.load(c) == .success(6))
+        #expect(child.load(c) == .success(6))
+    }
+
+    /// MADV_PAGEOUT unmaps page-cache pages mapped once; a clean one leaves the cache (read
+    /// again on the next fault), a dirty one stays (writeback is not started) with its data.
+    @Test(arguments: designs)
+    func pageoutUnmapsFilePagesAndDropsCleanOnes(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/po", size: 2 * page, contents: [8, 9])
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let r = mm.mmap(Self.base, page, [.read], [.private, .fixed], file: f).must()
+        #expect(mm.load(r) == .success(8))
+        #expect(mm.madvise(r, page, .pageOut).succeeded)
+        #expect(Self.present(mm, r, pages: 1) == ".")
+        #expect(f.cachedPage(0) == nil)
+        #expect(mm.load(r) == .success(8))
+
+        let s = mm.mmap(Self.base + 16 * page, page, rw, [.shared, .fixed], file: f, offset: page).must()
+        #expect(mm.store(s, 77).succeeded)
+        #expect(mm.madvise(s, page, .pageOut).succeeded)
+        #expect(Self.present(mm, s, pages: 1) == ".")
+        #expect(f.cachedPage(1) != nil)
+        #expect(mm.load(s) == .success(77))
+    }
+
+    // MARK: Stack growth
+
+    /// A fault below a VM_GROWSDOWN VMA grows it (expand_downwards), unless RLIMIT_STACK is
+    /// passed or an accessible VMA below is within the stack guard gap (256 pages).
+    @Test(arguments: designs)
+    func faultsBelowAGrowsDownVMAGrowIt(design: Design) {
+        let mm = makeSpace(design) { $0.stackLimit = 16 * page }
+        let g = Self.base + (64 << 20)
+        #expect(mm.mmap(g, 4 * page, rw, [.private, .anonymous, .fixed, .growsDown]).must() == g)
+        #expect(mm.store(g - 8 * page + 5, 3).succeeded)
+        #expect(layout(mm).contains(line(g - 8 * page, g + 4 * page, "rw-p")))
+        #expect(mm.load(g - 8 * page + 5) == .success(3))
+        #expect(mm.store(g - 20 * page, 1).error == .segvMapErr)   // 24 pages > RLIMIT_STACK
+        #expect(layout(mm).contains(line(g - 8 * page, g + 4 * page, "rw-p")))
+
+        let gap = makeSpace(design)
+        #expect(gap.mmap(g, 4 * page, rw, [.private, .anonymous, .fixed, .growsDown]).must() == g)
+        let below = g - 300 * page
+        #expect(gap.mmap(below, page, [.read], [.private, .anonymous, .fixed]).must() == below)
+        #expect(gap.load(g - 100 * page).error == .segvMapErr)     // 199 pages from the VMA below
+        #expect(gap.load(g - 10 * page).succeeded)                  // 289 pages: allowed
+        #expect(gap.mprotect(below, page, .none).succeeded)         // inaccessible: no gap needed
+        #expect(gap.load(g - 280 * page).succeeded)
+        #expect(layout(gap).contains(line(g - 280 * page, g + 4 * page, "rw-p")))
+    }
+
+    // MARK: The access vocabulary
+
+    @Test func accessOutcomesParseTheHelpersAnswersAndPrintLikeStrace() {
+        #expect(AccessOutcome(hostLine: "result 65", kind: .load) == .value(65))
+        #expect(AccessOutcome(hostLine: "result 0", kind: .store) == .stored)
+        #expect(AccessOutcome(hostLine: "signal 11 1", kind: .load) == .signal(.segvMapErr))
+        #expect(AccessOutcome(hostLine: "signal 11 2", kind: .store) == .signal(.segvAccErr))
+        #expect(AccessOutcome(hostLine: "signal 11 4", kind: .load) == .signal(.segvPkuErr))
+        #expect(AccessOutcome(hostLine: "signal 7 2", kind: .load) == .signal(.bus))
+        #expect(AccessOutcome(hostLine: "signal 11 9", kind: .load) == nil)
+        #expect(AccessOutcome(hostLine: "result x", kind: .load) == nil)
+        #expect(AccessOutcome(hostLine: "", kind: .load) == nil)
+        let s = MemoryAccess(store: 0x7f00_0000_1000, value: 0x2a)
+        #expect(s.hostCommand == "store \(0x7f00_0000_1000) 42")
+        #expect(s.text(outcome: .signal(.segvPkuErr)) == "store(0x7f0000001000, 0x2a) = SIGSEGV {si_code=SEGV_PKUERR}")
+        #expect(MemoryAccess(load: 0x1000).text(outcome: .value(0xff)) == "load(0x1000) = 0xff")
+        let mm = makeSpace(.global)
+        let a = mm.mmap(0, page, rw, anonPrivate).must()
+        #expect(MemoryAccess(store: a, value: 4).run(on: mm) == .stored)
+        #expect(MemoryAccess(load: a).run(on: mm) == .value(4))
+        #expect(MemoryAccess(load: a + page).run(on: mm) == .signal(.segvMapErr))
+    }
+}
