@@ -339,9 +339,10 @@ extension AddressSpace {
     }
 
     /// `do_fault_around()` + `filemap_map_pages()`: maps the pages of the faulting page's
-    /// naturally aligned block of `faultAroundPages` that are already in the page cache and
-    /// below EOF, clamped to the VMA and to this page table, where no PTE is set yet; one PTL
-    /// section, validated as a fault's install is. Not faults: counted as `faultAroundPages`.
+    /// naturally aligned block of `faultAroundPages` (or as many from the VMA start, where
+    /// that cuts the block) that are already in the page cache and below EOF, clamped to the
+    /// VMA and to this page table, where no PTE is set yet; one PTL section, validated as a
+    /// fault's install is. Not faults: counted as `faultAroundPages`.
     @inlinable
     func faultAround<V: FaultValidator>(_ s: VMASnapshot, _ file: MMFile, _ page: UInt64,
                                         _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ v: V) {

@@ -188,14 +188,13 @@ extension AddressSpace {
                            table: child, base: lo, retired: &retired)
             }
             // The child table covers [lo, hi]; free it only if no VMA can need it.
-            if lo >= floor && hi <= ceiling && tableIsEmpty(child, level: level - 1) {
+            if lo >= floor && hi <= ceiling && child.isEmpty {
                 slot.pointee.store(0, ordering: .releasing)
                 retired.append(child.base)
             }
         }
     }
 
-    private func tableIsEmpty(_ t: PageTablePage, level: Int) -> Bool { t.isEmpty }
 
     /// `change_protection()`: write-protects or (for shared writable mappings) keeps PTEs in
     /// `[start, end)` consistent with `flags`. Raising permissions leaves PTEs to fault.

@@ -318,7 +318,10 @@ extension AddressSpace {
             let kind: AccessKind
             switch mode {
             case .mapPopulate:
-                if f.isDisjoint(with: [.read, .write, .exec]) || !f.isDisjoint(with: [.io, .pfnMap]) {
+                // check_vma_flags(): the execute-only key refuses GUP (EFAULT), which
+                // __mm_populate() ignores, going on at the next VMA. (MADV_POPULATE_* is
+                // EINVAL below: such a VMA has neither VM_READ nor VM_WRITE.)
+                if f.isDisjoint(with: [.read, .write, .exec]) || !f.isDisjoint(with: [.io, .pfnMap, .pkeyExecOnly]) {
                     a = vma.vmEnd
                     continue
                 }
@@ -331,12 +334,6 @@ extension AddressSpace {
                 kind = .write
             }
             let stop = min(end, vma.vmEnd)
-            // check_vma_flags(): the execute-only key refuses GUP (EFAULT), which
-            // __mm_populate() ignores, going on at the next VMA.
-            if vma.vmFlags.contains(.pkeyExecOnly) {
-                if mode == .mapPopulate { a = stop; continue }
-                return .failure(.EINVAL)
-            }
             while a < stop {
                 let e = pteValue(a)
                 if !Self.pteAllows(e, kind) {

@@ -23,6 +23,13 @@ struct MemoryFidelityTests {
         return nil
     }
 
+    /// A file whose every page is in the page cache (as the difftest helper's are).
+    static func cachedFile(_ mm: AddressSpace, _ path: String, size: UInt64, contents: [UInt8]? = nil) -> MMFile {
+        let f = mm.system.makeFile(path: path, size: size, contents: contents)
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        return f
+    }
+
     static func present(_ mm: AddressSpace, _ start: UInt64, pages: Int) -> String {
         mm.pagemap(start, start + UInt64(pages) * page).map { $0 & Pagemap.present != 0 ? "P" : "." }.joined()
     }
@@ -85,8 +92,7 @@ struct MemoryFidelityTests {
     @Test(arguments: designs)
     func faultAroundMapsTheCachedPagesOfTheAlignedBlock(design: Design) {
         let mm = makeSpace(design)
-        let f = mm.system.makeFile(path: "/data/fa", size: 20 * page, contents: [1, 2, 3])
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let f = Self.cachedFile(mm, "/data/fa", size: 20 * page, contents: [1, 2, 3])
         let v = mm.mmap(Self.base + 3 * page, 30 * page, [.read], [.private, .fixed], file: f).must()
         #expect(mm.load(v + 2 * page) == .success(0))            // VA page 5: block 0–15
         #expect(Self.present(mm, v, pages: 30) == String(repeating: "P", count: 16) + String(repeating: ".", count: 14))
@@ -101,8 +107,7 @@ struct MemoryFidelityTests {
         #expect(mm.presentPages(sh, sh + 8 * page) == 1)
 
         let one = makeSpace(design) { $0.faultAroundPages = 1 }
-        let g = one.system.makeFile(path: "/data/fb", size: 20 * page)
-        for i in 0..<g.sizeInPages { g.readAhead(i) }
+        let g = Self.cachedFile(one, "/data/fb", size: 20 * page)
         let w = one.mmap(Self.base, 16 * page, [.read], [.private, .fixed], file: g).must()
         #expect(one.load(w + 5 * page).succeeded)
         #expect(one.presentPages(w, w + 16 * page) == 1)
@@ -115,8 +120,7 @@ struct MemoryFidelityTests {
     @Test(arguments: designs)
     func faultAroundBeyondEOFOfARegularFile(design: Design) {
         let mm = makeSpace(design)
-        let f = mm.system.makeFile(path: "/data/eof", size: 3 * page + 1)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let f = Self.cachedFile(mm, "/data/eof", size: 3 * page + 1)
         let a = mm.mmap(Self.base, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must()
         #expect(mm.load(a + 2 * page) == .failure(.bus))
         #expect(Self.present(mm, a, pages: 6) == "......")
@@ -147,8 +151,7 @@ struct MemoryFidelityTests {
     @Test(arguments: designs)
     func forkCopiesThePageTableFaultAroundSees(design: Design) {
         let mm = makeSpace(design)
-        let f = mm.system.makeFile(path: "/data/fk", size: 3 * page + 1)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let f = Self.cachedFile(mm, "/data/fk", size: 3 * page + 1)
         let a = mm.mmap(Self.base, 6 * page, rw, [.private, .fixed], file: f, offset: 3 * page).must()
         #expect(mm.store(a + page, 1).error == .bus)                  // prepares the anon_vma
         // The region's table, from a VMA fork does not copy (shared, no anon_vma).
@@ -200,8 +203,7 @@ struct MemoryFidelityTests {
     @Test(arguments: designs)
     func pageoutUnmapsFilePagesAndDropsCleanOnes(design: Design) {
         let mm = makeSpace(design)
-        let f = mm.system.makeFile(path: "/data/po", size: 2 * page, contents: [8, 9])
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let f = Self.cachedFile(mm, "/data/po", size: 2 * page, contents: [8, 9])
         let r = mm.mmap(Self.base, page, [.read], [.private, .fixed], file: f).must()
         #expect(mm.load(r) == .success(8))
         #expect(mm.madvise(r, page, .pageOut).succeeded)
