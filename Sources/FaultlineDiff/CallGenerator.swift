@@ -10,7 +10,8 @@ struct CallGenerator {
     let heapStart: UInt64
     /// The first heap page the helper never touched: accesses to the heap go at or above it.
     let heapCompare: UInt64
-    let fileSizes: [UInt64]
+    /// The files' sizes now (ftruncate changes them), kept by the caller.
+    var fileSizes: [UInt64]
     let filePaths: [String]
     var forks = 0
     let page = Linux.pageSize
@@ -83,7 +84,8 @@ struct CallGenerator {
         if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
         if r < 70 { return mremap(mm) }
         if r < 85 { return madvise(mm) }
-        if r < 89 { return mseal(mm) }
+        if r < 88 { return mseal(mm) }
+        if r < 90 { return ftruncate() }
         if r < 97 || forks >= 3 {
             let cur = mm.brk(0)
             let deltas: [Int64] = [-3, -1, 0, 1, 2, 5, 17]
@@ -163,6 +165,30 @@ struct CallGenerator {
         return .mremap(addr: addr, oldLength: oldLen, newLength: newLen, flags: MremapFlags(rawValue: flags), newAddr: newAddr)
     }
 
+    /// Truncation of one of the files: shrinking by whole pages or within the last page, or
+    /// growing within the last page, with the argument errors mixed in (a negative length, a
+    /// descriptor that is not open, a length beyond ext4's largest file). Never growing by
+    /// pages: a fault on a page that is not cached starts the host's mmap read-around, which
+    /// reads large folios around it and maps them whole — readahead and large folios in the
+    /// page cache are not modelled yet (issue 16), so such sequences would only show that.
+    mutating func ftruncate() -> MemoryCall {
+        if chance(8) { return .ftruncate(fd: FileDescriptor(Int32(3 + 5)), length: below(8) * page) }
+        let i = Int(below(UInt64(fileSizes.count)))
+        let fd = FileDescriptor(Int32(3 + i), path: filePaths[i])
+        let pages = Linux.pageAlign(fileSizes[i]) / page
+        var l: UInt64
+        switch below(100) {
+        case 0..<60: l = min(below(pages + 1) * page + (chance(50) ? below(page) : 0), pages * page)
+        case 60..<90: l = pages == 0 ? 0 : (pages - 1) * page + 1 + below(page)
+        case 90..<95: l = UInt64(bitPattern: -Int64(1 + below(page)))
+        default: l = 1 << 50
+        }
+        return .ftruncate(fd: fd, length: l)
+    }
+
+    /// What the model's copies of the files can hold (their page-cache tables).
+    static let fileCapacityPages: UInt64 = 96
+
     /// Sealing is rare (it makes later calls on that memory EPERM), aimed at VMAs, with the
     /// argument errors mixed in.
     mutating func mseal(_ mm: AddressSpace) -> MemoryCall {
@@ -177,7 +203,8 @@ struct CallGenerator {
     }
 
     mutating func madvise(_ mm: AddressSpace) -> MemoryCall {
-        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99])
+        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
+                                   102, 102, 103])
         let addr = address(mm)
         let len = length()
         // MADV_POPULATE_* where Linux would fault a huge page: the model has none (issue 16),
@@ -193,6 +220,14 @@ struct CallGenerator {
         let lo = addr & ~(page - 1)
         let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
         return mm.mapsLines(in: lo..<max(hi, lo)).contains { mm.isTHPEligible($0.start) }
+    }
+
+    /// Now and then, after a fork, the sequence moves to the parent or back to the child, so
+    /// that both write to what they share (each must see its own).
+    mutating func processSwitch(hasParent: Bool, hasChild: Bool) -> ProcessSwitch? {
+        guard hasParent || hasChild, chance(6) else { return nil }
+        if hasParent && hasChild { return chance(50) ? .parent : .child }
+        return hasParent ? .parent : .child
     }
 
     /// A load or store: mostly inside a mapping of the window or the heap's new pages (a page

@@ -20,15 +20,24 @@ struct HostLayout: Equatable {
     var heapArea: Range<UInt64> { startBrk..<(Linux.pageAlign(brk) + (64 << 20)) }
 }
 
-/// One step of a sequence: a system call, or a load or store.
+/// Which process the sequence moves to: the one that forked the running one, or the last
+/// one the running one forked.
+public enum ProcessSwitch: String, Hashable, Sendable {
+    case parent, child
+}
+
+/// One step of a sequence: a system call, a load or store, or a move to another process of
+/// the sequence (after fork both stay alive; each runs the steps while it holds the sequence).
 public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
     case call(MemoryCall)
     case access(MemoryAccess)
+    case switchTo(ProcessSwitch)
 
     var hostCommand: String {
         switch self {
         case .call(let c): c.hostCommand
         case .access(let a): a.hostCommand
+        case .switchTo(let p): p.rawValue
         }
     }
 
@@ -36,6 +45,7 @@ public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .call(let c): c.strace()
         case .access(let a): a.description
+        case .switchTo(let p): "[the sequence moves to the \(p.rawValue)]"
         }
     }
 
@@ -75,6 +85,8 @@ public struct Divergence: CustomStringConvertible {
             return c.isFork ? c.strace(result: r) + " (the sequence continues in the child)" : c.strace(result: r)
         case let (.access(a), .access(r)):
             return a.text(outcome: r)
+        case let (.switchTo(p), .call(r)):
+            return "[the sequence moves to the \(p.rawValue)" + (r.errnoName.map { ": none, \($0)" } ?? "") + "]"
         default:
             return s.description + " = ?"
         }
@@ -214,7 +226,8 @@ public final class DiffRunner {
         }
         var files: [Int32: MMFile] = [:]
         for (i, f) in fileSpecs.enumerated() {
-            let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1))
+            let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1),
+                                       capacity: CallGenerator.fileCapacityPages * Linux.pageSize)
             for page in 0..<file.sizeInPages { file.readAhead(page) }
             files[Int32(3 + i)] = file
         }
@@ -250,20 +263,20 @@ public final class DiffRunner {
     }
 
 
-    /// Runs one step on the model. A fork's parent stays alive in `parents`, as the helper's
-    /// does (waiting for its child), so the pages they share count as mapped twice.
-    func runModel(_ step: DiffStep, _ mm: inout AddressSpace, _ parents: inout [AddressSpace],
-                  _ files: [Int32: MMFile]) -> StepOutcome {
+    /// Runs one step on the model. A fork's parent stays alive, as the helper's does (waiting
+    /// to be handed the sequence again), so the pages they share count as mapped twice.
+    func runModel(_ step: DiffStep, _ procs: inout ModelProcesses, _ files: [Int32: MMFile]) -> StepOutcome {
         switch step {
         case .call(let c):
             if c.isFork {
-                parents.append(mm)
-                mm = mm.fork()
+                procs.fork()
                 return .call(SyscallResult(raw: 0))
             }
-            return .call(c.run(on: mm, file: c.mappedDescriptor.flatMap { files[$0.number] }))
+            return .call(c.run(on: procs.mm, file: c.fileDescriptor.flatMap { files[$0.number] }))
         case .access(let a):
-            return .access(a.run(on: mm))
+            return .access(a.run(on: procs.mm))
+        case .switchTo(let p):
+            return .call(SyscallResult(raw: procs.switchTo(p) ? 0 : -Int64(Errno.ESRCH.rawValue)))
         }
     }
 
@@ -272,8 +285,8 @@ public final class DiffRunner {
         let h = try HostHelper(path: helperPath, files: fileSpecs)
         let l = try readLayout(h)
         if l != layout { layout = l }
-        var (mm, files) = makeModel()
-        var parents: [AddressSpace] = []
+        let (mm0, files) = makeModel()
+        var procs = ModelProcesses(mm0)
         var hostOutcomes: [StepOutcome] = []
         for (i, step) in steps.enumerated() {
             h.send(step.hostCommand)
@@ -292,10 +305,16 @@ public final class DiffRunner {
                 }
                 ho = .access(o)
                 coverage[a.kind.rawValue, default: [:]][ho.coverageKey, default: 0] += 1
+            case .switchTo(let p):
+                guard line.hasPrefix("result "), let v = Int64(line.dropFirst(7)) else {
+                    throw HostError(description: "helper answered \(p.rawValue) with: \(line)")
+                }
+                ho = .call(SyscallResult(raw: v))
+                coverage["to " + p.rawValue, default: [:]][ho.coverageKey, default: 0] += 1
             }
             hostOutcomes.append(ho)
-            let mo = runModel(step, &mm, &parents, files)
-            let ms = modelState(mm)
+            let mo = runModel(step, &procs, files)
+            let ms = modelState(procs.mm)
             if ho != mo || !hostState.agrees(with: ms) {
                 return Divergence(index: i, steps: steps, hostOutcomes: hostOutcomes, modelOutcome: mo,
                                   hostState: hostState, modelState: ms)
@@ -338,22 +357,60 @@ public final class DiffRunner {
     public func generate(seed: UInt64, calls: Int, accessPercent: Int = 45) -> [DiffStep] {
         var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk,
                               heapCompare: Linux.pageAlign(layout.brk), files: fileSpecs.map { ($0.0, $0.1) })
-        var (mm, files) = makeModel()
-        var parents: [AddressSpace] = []
+        let (mm0, files) = makeModel()
+        var procs = ModelProcesses(mm0)
         var steps: [DiffStep] = []
         var made = 0
         while made < calls {
             let step: DiffStep
-            if g.below(100) < UInt64(accessPercent) {
-                step = .access(g.access(mm))
+            if let to = g.processSwitch(hasParent: procs.hasParent, hasChild: procs.hasChild) {
+                step = .switchTo(to)
+            } else if g.below(100) < UInt64(accessPercent) {
+                step = .access(g.access(procs.mm))
             } else {
-                step = .call(g.next(mm))
+                g.fileSizes = (0..<fileSpecs.count).map { files[Int32(3 + $0)]!.size }
+                step = .call(g.next(procs.mm))
                 made += 1
             }
             steps.append(step)
-            _ = runModel(step, &mm, &parents, files)
+            _ = runModel(step, &procs, files)
         }
         thpReaimed += g.thpReaimed
         return steps
+    }
+}
+
+/// The model's processes of one sequence, as the helper's: a tree by fork, one of them
+/// running the sequence.
+struct ModelProcesses {
+    private var spaces: [AddressSpace]
+    private var parent: [Int?]
+    private var lastChild: [Int?]
+    private var running = 0
+
+    init(_ mm: AddressSpace) {
+        spaces = [mm]
+        parent = [nil]
+        lastChild = [nil]
+    }
+
+    var mm: AddressSpace { spaces[running] }
+    var hasParent: Bool { parent[running] != nil }
+    var hasChild: Bool { lastChild[running] != nil }
+
+    /// The child runs the sequence from here on; the parent waits.
+    mutating func fork() {
+        spaces.append(mm.fork())
+        parent.append(running)
+        lastChild.append(nil)
+        lastChild[running] = spaces.count - 1
+        running = spaces.count - 1
+    }
+
+    /// false (ESRCH on the host) where there is no such process.
+    mutating func switchTo(_ p: ProcessSwitch) -> Bool {
+        guard let next = p == .parent ? parent[running] : lastChild[running] else { return false }
+        running = next
+        return true
     }
 }

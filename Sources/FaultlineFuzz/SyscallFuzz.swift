@@ -66,7 +66,7 @@ public enum SyscallFuzz {
             return f
         }
 
-        /// Op codes 0–10 and 23: one memory call, and the file an mmap maps.
+        /// Op codes 0–10, 23 and 24: one memory call, and the file an mmap or ftruncate names.
         mutating func call(_ code: UInt8, _ mm: AddressSpace, _ files: [MMFile]) -> (MemoryCall, MMFile?) {
             switch code {
             case 0, 1, 2:
@@ -89,12 +89,19 @@ public enum SyscallFuzz {
             case 8, 9:
                 let a = addr(), l = len()
                 let k = u8()
-                let adv = k < 200 ? Int32(k % 26) : Int32(bitPattern: UInt32(k) << 24)
+                let adv = k < 190 ? Int32(k % 26) : k < 210 ? 102 + Int32(k & 1) : Int32(bitPattern: UInt32(k) << 24)
                 let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
                 return (.madvise(addr: a, length: populates.contains(adv) ? min(l, SyscallFuzz.populateLimit) : l, advice: adv), nil)
             case 23:
                 let a = addr(), l = len(), k = u8()
                 return (.mseal(addr: a, length: l, flags: k < 240 ? 0 : UInt64(k & 0xf)), nil)
+            case 24:
+                // Mostly within the files' capacity (a page, or a page and a bit), sometimes any
+                // register value (negative: EINVAL; beyond ext4: EFBIG; beyond capacity: ENOSPC).
+                let k = u8()
+                let l = k & 0xc0 == 0xc0 ? u64() : UInt64(u8()) * page / 2 + (k & 0x20 != 0 ? UInt64(u8()) : 0)
+                let file = Int(k & 1)
+                return (.ftruncate(fd: FileDescriptor(Int32(3 + file), path: files[file].path), length: l), files[file])
             default:
                 let k = u8()
                 return (.brk(addr: k & 1 == 0 ? mm.currentBrk &+ UInt64(k >> 1) * page : mm.startBrk &+ UInt64(k) * 100), nil)
@@ -109,14 +116,15 @@ public enum SyscallFuzz {
         var cfg = AddressSpace.Configuration()
         cfg.commitLimitPages = 1 << 20   // 4 GiB: the same on every machine
         var spaces = [AddressSpace(system: system, design: design, configuration: cfg)]
-        let files = [system.makeFile(path: "/f0", size: 5 * page + 100), system.makeFile(path: "/f1", size: 64 * page)]
+        let files = [system.makeFile(path: "/f0", size: 5 * page + 100, capacity: 256 * page),
+                     system.makeFile(path: "/f1", size: 64 * page, capacity: 256 * page)]
         var steps = 0
         while !r.isEmpty && steps < 96 {
             steps += 1
             let op = r.u8()
             let mm = spaces[Int(op >> 5) % spaces.count]
             switch op & 0x1f {
-            case 0...10, 23:
+            case 0...10, 23, 24:
                 let (call, file) = r.call(op & 0x1f, mm, files)
                 // The vocabulary's strace form reads back as the call (less what strace does not
                 // print: mremap's new address without MREMAP_FIXED or MREMAP_DONTUNMAP).

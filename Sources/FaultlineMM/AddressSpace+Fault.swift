@@ -187,6 +187,8 @@ extension AddressSpace {
             ptep = p
         }
         let orig = ptep.pointee.load(ordering: .acquiring)
+        // handle_pte_marker(): a guard region.
+        if PTE.isGuard(orig) { return .error(.segvMapErr) }
         if orig & PTE.present != 0 {
             if Self.pteAllows(orig, kind) { return .done }
             if kind == .write && orig & PTE.writable == 0 {
@@ -313,6 +315,14 @@ extension AddressSpace {
             cached = f
         }
         let cf = cached!
+        // do_async_mmap_readahead() -> page_cache_async_ra(): a fault that finds the page
+        // marked PG_readahead (= PG_reclaim) clears it, unless the VMA is MADV_RANDOM.
+        if !s.flags.contains(.randRead) {
+            let meta = frames.page(cf)
+            if meta.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim != 0 {
+                meta.pointee.flags.bitwiseAnd(~PageMeta.Flag.reclaim, ordering: .relaxed)
+            }
+        }
         if hasFaultHook { config.faultHook!(.pageCacheFound, page) }
         let exec = s.flags.contains(.exec)
         if !shared && kind == .write {
@@ -370,9 +380,14 @@ extension AddressSpace {
         // table, pte_offset_map_lock() fails and nothing is mapped (probed on 6.18: a read
         // beyond EOF in a fresh 2 MiB region maps none of the block's pages below EOF).
         // The model allocated the table already; `isAbsentInLinux` says whether Linux has one.
+        // next_uptodate_folio() skips a folio marked PG_readahead (= PG_reclaim).
+        func usable(_ index: UInt64) -> Bool {
+            guard let f = file.cachedPage(index) else { return false }
+            return frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim == 0
+        }
         if !file.isShmem {
             var i = fromPTE
-            while i < toPTE && file.cachedPage(index0 &+ i) == nil { i += 1 }
+            while i < toPTE && !usable(index0 &+ i) { i += 1 }
             if i < toPTE && index0 &+ i &+ 1 >= fileEnd && table.isAbsentInLinux {
                 table.ptl.pointee.unlock()
                 return
@@ -385,6 +400,10 @@ extension AddressSpace {
             if index >= fileEnd { break }
             // The PTE takes the reference getPage took.
             guard let f = file.getPage(index) else { continue }
+            if frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim != 0 {
+                frames.put(f)
+                continue
+            }
             slot.pointee.store(PTE.make(f, writable: writable, exec: exec, pkey: PTE.pkeyBits(s.flags)), ordering: .releasing)
             frames.page(f).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
             mapped += 1

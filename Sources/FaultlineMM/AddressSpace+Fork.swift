@@ -28,8 +28,11 @@ extension AddressSpace {
                 withExtendedLifetime(a) {}
             }
             n.pointee.detached.store(false, ordering: .relaxed)
+            // dup_mmap(): the copy goes into the file's i_mmap beside the original.
+            n.vmFile?.iMmapLink(n, child)
             entries.append(RangeEntry(first: n.vmStart, last: n.vmEnd - 1, value: n))
-            if !f.contains(.wipeOnFork) && v.anonVMA != 0 {
+            // vma_needs_copy(): an anon_vma, or guard regions (VM_MAYBE_GUARD).
+            if !f.contains(.wipeOnFork) && (v.anonVMA != 0 || f.contains(.maybeGuard)) {
                 copyPageRange(to: child, v.vmStart, v.vmEnd, shared: f.contains(.shared))
             }
         }

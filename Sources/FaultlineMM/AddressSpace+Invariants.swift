@@ -58,6 +58,7 @@ extension AddressSpace {
             prevEnd = e
             if tree.lookup(s) != v || tree.lookup(e - 1) != v { problems.append("\(where_): tree does not map its range to it") }
             if v.pointee.detached.load(ordering: .relaxed) { problems.append("\(where_): in the tree but marked detached") }
+            if let file = v.vmFile, file.iMmapOwner(v) !== self { problems.append("\(where_): not in its file's i_mmap") }
             if v.pointee.lock.isLocked { problems.append("\(where_): VMA lock held at rest") }
             if v.pointee.seq.isWriting { problems.append("\(where_): VMA sequence count odd at rest") }
             // Only per-VMA locks mark (`mm_lock_seq` never moves otherwise, and a VMA starts
@@ -83,6 +84,24 @@ extension AddressSpace {
             if frames.isFree(f) { report("maps frame \(f), which is free") }
             mappings.count[f, default: 0] += 1
         }
+        // Every other non-empty entry: a guard marker inside a VMA (unmapping drops them).
+        rcuRead.readLock()
+        forEachPTETable(0, config.taskSize) { table, s, e in
+            var a = s
+            while a < e {
+                let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
+                if pte != 0 && pte & PTE.present == 0 {
+                    let why = !PTE.isGuard(pte) ? "unknown non-present entry \(hex8(pte))"
+                        : tree.lookup(a) == nil ? "guard marker outside every VMA" : nil
+                    if let why {
+                        reported += 1
+                        if reported <= 20 { problems.append("\(tag) PTE at \(hex8(a)): " + why) }
+                    }
+                }
+                a &+= Linux.pageSize
+            }
+        }
+        rcuRead.readUnlock()
         if reported > 20 { problems.append("\(tag) … \(reported - 20) more PTE problems") }
     }
 

@@ -94,7 +94,8 @@ extension AddressSpace {
     }
 
     /// The advice that leaves VMAs alone, under the read lock: DONTNEED/FREE zap or drop pages,
-    /// WILLNEED/COLD/PAGEOUT validate only.
+    /// COLD/PAGEOUT reclaim, GUARD_INSTALL/GUARD_REMOVE set and clear markers, WILLNEED
+    /// validates only.
     func doMadviseRead(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
         madviseWalk(start, end) { v, s, e in
             if !mayModifySealed(v, advice) { return .failure(.EPERM) }
@@ -107,10 +108,16 @@ extension AddressSpace {
                     madviseFree(s, e)
                     return .success(e)
                 }
-                zapRange(s, e, vma: v, reclaimTables: true)
+                zapRange(s, e, vma: v, dropMarkers: false, reclaimTables: true)
             case .cold, .pageOut:
                 if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
                 if advice == .pageOut { madvisePageout(s, e, vma: v) }
+            case .guardInstall:
+                if !isValidGuardVMA(v, allowLocked: false) { return .failure(.EINVAL) }
+                guardInstall(v, s, e)
+            case .guardRemove:
+                if !isValidGuardVMA(v, allowLocked: true) { return .failure(.EINVAL) }
+                guardRemove(s, e)
             default:
                 break
             }

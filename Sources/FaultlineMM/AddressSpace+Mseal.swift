@@ -49,7 +49,7 @@ extension AddressSpace {
     func mayModifySealed(_ v: VMARef, _ advice: Advice) -> Bool {
         guard v.vmFlags.contains(.sealed) else { return true }
         switch advice {
-        case .free, .dontNeed, .dontNeedLocked, .remove, .dontFork, .wipeOnFork: break
+        case .free, .dontNeed, .dontNeedLocked, .remove, .dontFork, .wipeOnFork, .guardInstall: break
         default: return true
         }
         let roAnon = v.isAnonymous && !v.vmFlags.contains(.shared) && !v.vmFlags.contains(.write)

@@ -118,8 +118,10 @@ extension AddressSpace {
     /// `reclaimTables`: MADV_DONTNEED's zap, after which Linux (CONFIG_PT_RECLAIM) frees an
     /// empty table whose whole 2 MiB the zap covered (a table shared with a range outside the
     /// zap stays: probed); the model keeps the table and marks it absent in Linux.
+    /// `dropMarkers`: unmapping (`unmap_vmas`, ZAP_FLAG_DROP_MARKER) removes guard markers;
+    /// every other zap (MADV_DONTNEED, truncation, guard install) keeps them.
     @discardableResult
-    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, reclaimTables: Bool = false) -> Int {
+    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, dropMarkers: Bool, reclaimTables: Bool = false) -> Int {
         var freed: [FrameNumber] = []
         var cleared = 0
         var anon = 0, file = 0, shmem = 0
@@ -131,6 +133,10 @@ extension AddressSpace {
             let before = cleared
             while a < e {
                 let slot = table.entry(ptIndex(a, level: 1))
+                if !dropMarkers && PTE.isGuard(slot.pointee.load(ordering: .relaxed)) {
+                    a &+= Linux.pageSize
+                    continue
+                }
                 let old = slot.pointee.exchange(0, ordering: .acquiringAndReleasing)
                 if old & PTE.present != 0 {
                     cleared += 1
@@ -138,8 +144,12 @@ extension AddressSpace {
                         let f = PTE.frame(old)
                         let p = frames.page(f)
                         p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                        if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
-                        if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 { anon += 1 } else if shmemVMA { shmem += 1 } else { file += 1 }
+                        let isAnon = p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
+                        // zap_present_folio_ptes(): the dirty bit moves to a page-cache folio
+                        // only; an anonymous folio's PG_dirty stays as it was (probed: a fork
+                        // child's munmap does not stop the parent's MADV_FREE in a new child).
+                        if old & PTE.dirty != 0 && !isAnon { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+                        if isAnon { anon += 1 } else if shmemVMA { shmem += 1 } else { file += 1 }
                         if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                             freed.append(f)
                         }
@@ -261,6 +271,9 @@ extension AddressSpace {
                         if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 { anon += 1 } else { file += 1 }
                     }
                     child.allocPTE(a).pointee.store(old, ordering: .releasing)
+                } else if PTE.isGuard(old) {
+                    // copy_nonpresent_pte(): guard markers go to the child.
+                    child.allocPTE(a).pointee.store(old, ordering: .releasing)
                 }
                 a &+= Linux.pageSize
             }
@@ -289,13 +302,16 @@ extension AddressSpace {
                 work.tablesMoved += 1
                 return
             }
+            // get_old_pmd(): where Linux has a source table, it gives the extent a destination
+            // table (pte_alloc() before move_ptes()), even when there is nothing to move.
+            let linuxHasSource = !table.isAbsentInLinux
             moved.removeAll(keepingCapacity: true)
             table.ptl.pointee.lock()
             var a = s
             while a < e {
                 work.entriesVisited += 1
                 let x = table.entry(ptIndex(a, level: 1)).pointee.exchange(0, ordering: .acquiringAndReleasing)
-                if x & PTE.present != 0 { moved.append((d &+ (a &- s), x)) }
+                if x != 0 { moved.append((d &+ (a &- s), x)) }   // pages and guard markers
                 a &+= Linux.pageSize
             }
             // Linux keeps the emptied source table.
@@ -313,6 +329,13 @@ extension AddressSpace {
                     i += 1
                 }
                 dt.ptl.pointee.unlock()
+            }
+            if linuxHasSource {
+                var x = d
+                while x < d &+ (e &- s) {
+                    PageTablePage(entry: allocPTE(x)).absentInLinux.pointee.store(0, ordering: .relaxed)
+                    x = (x & ~(pmdSpan &- 1)) &+ pmdSpan
+                }
             }
         }
         _pageTableMoveWork = work

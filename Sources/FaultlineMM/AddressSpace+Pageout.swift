@@ -5,7 +5,8 @@ import Synchronization
 // device) does them; probed with /proc/self/pagemap: a page mapped more than once is left
 // alone by both; an anonymous page cannot be paged out unless MADV_FREE made it lazy-free
 // and it was not written since (then it is discarded); a page-cache page (file or shmem) is
-// unmapped, and dropped from the cache when clean.
+// unmapped, and dropped from the cache when clean (a dirty file page is marked PG_reclaim,
+// which hides it from fault-around until a fault on it clears the mark).
 
 extension AddressSpace {
     /// `madvise_free_pte_range()`: anonymous pages become clean and lazy-free (a dirty folio
@@ -64,6 +65,11 @@ extension AddressSpace {
             if isAnon { anon += 1 } else { filePages += 1 }
             if !isAnon && !dirty {
                 dropFromCache.append((vma.vmPgoff &+ ((address &- vma.vmStart) >> Linux.pageShift), f))
+            } else if !isAnon && file?.isShmem == false {
+                // shrink_folio_list(): only kswapd writes file pages back; a dirty one is
+                // marked PG_reclaim ("reclaim when written back") and stays cached. shmem
+                // goes to shmem_writeout(), which fails without swap and leaves no mark.
+                p.pointee.flags.bitwiseOr(PageMeta.Flag.reclaim, ordering: .relaxed)
             }
             if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                 freed.append(f)

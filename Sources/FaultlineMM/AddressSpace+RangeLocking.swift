@@ -202,8 +202,8 @@ extension AddressSpace {
             finishUnmap(gone, bounds)
             if zapBeyond > 0 {
                 rcuRead.readLock()
-                zapRange(addr >= zapBeyond ? addr - zapBeyond : 0, addr, vma: nil)
-                zapRange(end, min(end &+ zapBeyond, config.taskSize), vma: nil)
+                zapRange(addr >= zapBeyond ? addr - zapBeyond : 0, addr, vma: nil, dropMarkers: true)
+                zapRange(end, min(end &+ zapBeyond, config.taskSize), vma: nil, dropMarkers: true)
                 rcuRead.readUnlock()
             }
             if let h { rangeUnlock(h) }

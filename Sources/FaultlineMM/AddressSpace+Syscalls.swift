@@ -299,6 +299,15 @@ extension AddressSpace {
 
     enum PopulateMode { case mapPopulate, madviseRead, madviseWrite }
 
+    /// `follow_page_pte()` with FOLL_TOUCH|FOLL_WRITE: a page populate found mapped writable
+    /// but clean is marked dirty (the PTE stays clean), so a lazy-free page is no longer
+    /// lazy-free (probed: MADV_POPULATE_WRITE after MADV_FREE leaves LazyFree 0).
+    func touchForWrite(_ address: UInt64) {
+        let e = pteValue(address)
+        guard e & PTE.present != 0, e & (PTE.special | PTE.dirty) == 0 else { return }
+        frames.page(PTE.frame(e)).pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed)
+    }
+
     /// `mm_populate()` / `madvise_populate()`: faults in every page of `[start, end)`, with the
     /// read lock held by the caller. MAP_POPULATE writes to private writable mappings (breaking
     /// COW) and reads elsewhere, skipping inaccessible VMAs; MADV_POPULATE_* needs the access
@@ -352,6 +361,7 @@ extension AddressSpace {
                         }
                     }
                 }
+                if kind == .write { touchForWrite(a) }
                 a += Linux.pageSize
             }
         }

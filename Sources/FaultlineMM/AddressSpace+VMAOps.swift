@@ -11,10 +11,20 @@ struct MergeCandidate {
 }
 
 extension AddressSpace {
-    /// `is_mergeable_vma()`: flags equal apart from soft-dirty, same file, same anon name.
+    /// `is_mergeable_vma()`: flags equal apart from soft-dirty and the sticky ones, same file,
+    /// same anon name.
     func isMergeable(_ v: VMARef, _ c: MergeCandidate) -> Bool {
-        (v.vmFlags.rawValue ^ c.flags.rawValue) & ~VMFlags.softDirty.rawValue == 0
+        (v.vmFlags.rawValue ^ c.flags.rawValue) & ~(VMFlags.softDirty.rawValue | VMFlags.sticky.rawValue) == 0
             && v.fileBits == c.file && v.anonNameID == c.anonName
+    }
+
+    /// `VM_STICKY`: what a merge keeps from every VMA it joins.
+    func keepSticky(_ survivor: VMARef, _ flags: VMFlags) {
+        let add = flags.intersection(.sticky)
+        if !add.isEmpty && !survivor.vmFlags.isSuperset(of: add) {
+            vmaStartWrite(survivor)
+            survivor.setFlags(survivor.vmFlags.union(add))
+        }
     }
 
     /// `is_mergeable_anon_vma()`: merging a range whose anon_vma is `src` into `tgt`.
@@ -70,7 +80,11 @@ extension AddressSpace {
     }
 
     /// `vma_merge_new_range()`: places `[start, end)` by extending a neighbour when one (or
-    /// both) can take it. Returns the VMA that now covers the range, or nil.
+    /// both) can take it. Returns the VMA that now covers the range, or nil. The range has no
+    /// VMA of its own (`vmg->middle` is NULL, even for mremap's grow in place and move), so
+    /// its anon_vma is never refused for coming from a parent, and prev and next need only
+    /// anon_vmas that do not differ (probed: a forked child's grown VMA merges with a next
+    /// VMA that has none).
     func mergeNewRange(_ start: UInt64, _ end: UInt64, _ c: MergeCandidate, justExpand: Bool = false) -> VMARef? {
         let pglen = (end - start) >> Linux.pageShift
         var prev: VMARef? = nil
@@ -80,33 +94,35 @@ extension AddressSpace {
 
         let left = prev.map { p in
             isMergeable(p, c) && anonCompatible(target: p.anonVMA, targetUncowed: p.hadUncowedParents,
-                                                source: c.anonVMA, sourceUncowed: c.uncowed)
+                                                source: c.anonVMA, sourceUncowed: false)
                 && p.vmPgoff + pages(p) == c.pgoff
         } ?? false
         var right = next.map { n in
             isMergeable(n, c) && anonCompatible(target: n.anonVMA, targetUncowed: n.hadUncowedParents,
-                                                source: c.anonVMA, sourceUncowed: c.uncowed)
+                                                source: c.anonVMA, sourceUncowed: false)
                 && n.vmPgoff == c.pgoff + pglen
         } ?? false
         if left && right, let p = prev, let n = next {
-            // prev would absorb next too: their anon_vmas must agree.
-            if !anonCompatible(target: p.anonVMA, targetUncowed: p.hadUncowedParents,
-                               source: n.anonVMA, sourceUncowed: n.hadUncowedParents) { right = false }
+            // are_anon_vmas_compatible(): prev would absorb next too.
+            if p.anonVMA != 0 && n.anonVMA != 0 && p.anonVMA != n.anonVMA { right = false }
         }
         if left && right, let p = prev, let n = next {
             let newEnd = n.vmEnd
             inheritAnon(p, from: n)
+            keepSticky(p, c.flags.union(n.vmFlags))
             removeMerged(n)
             vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff)
             return p
         }
         if left, let p = prev {
             if c.anonVMA != 0 && p.anonVMA == 0 { vmaStartWrite(p); setAnonVMA(p, c.anonVMA, chain: 1) }
+            keepSticky(p, c.flags)
             vmaSetRange(p, start: p.vmStart, end: end, pgoff: p.vmPgoff)
             return p
         }
         if right, let n = next {
             if c.anonVMA != 0 && n.anonVMA == 0 { vmaStartWrite(n); setAnonVMA(n, c.anonVMA, chain: 1) }
+            keepSticky(n, c.flags)
             vmaSetRange(n, start: start, end: n.vmEnd, pgoff: c.pgoff)
             return n
         }
@@ -146,6 +162,7 @@ extension AddressSpace {
             let newEnd = n.vmEnd
             inheritAnon(p, from: v)
             inheritAnon(p, from: n)
+            keepSticky(p, newFlags.union(n.vmFlags))
             removeMerged(v)
             removeMerged(n)
             vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff)
@@ -153,6 +170,7 @@ extension AddressSpace {
         }
         if mergeLeft, let p = prev {
             inheritAnon(p, from: v)
+            keepSticky(p, newFlags)
             if rightSide {
                 removeMerged(v)
             } else {
@@ -163,6 +181,7 @@ extension AddressSpace {
         }
         if mergeRight, let n = next {
             inheritAnon(n, from: v)
+            keepSticky(n, newFlags)
             if leftSide {
                 removeMerged(v)
             } else {

@@ -360,11 +360,13 @@ public final class AddressSpace: @unchecked Sendable {
         tree.store(v.vmStart, v.vmEnd, v)
         v.pointee.detached.store(false, ordering: .releasing)
         mapCountWord.wrappingAdd(1, ordering: .relaxed)
+        v.vmFile?.iMmapLink(v, self)
     }
 
     /// Removes a VMA from the tree (`vma_mark_detached`); the caller frees it.
     func vmaUnlink(_ v: VMARef) {
         vmaStartWrite(v)
+        v.vmFile?.iMmapUnlink(v)
         tree.store(v.vmStart, v.vmEnd, nil)
         v.pointee.detached.store(true, ordering: .releasing)
         mapCountWord.wrappingSubtract(1, ordering: .relaxed)
@@ -377,8 +379,12 @@ public final class AddressSpace: @unchecked Sendable {
         let oe = v.vmEnd
         if start > os { tree.store(os, start, nil) }
         if end < oe { tree.store(end, oe, nil) }
+        // A truncation reads the range under i_mmap's lock.
+        let file = v.vmFile
+        file?.iMmapLock.lockWrite()
         v.setBounds(start, end)
         v.setPgoff(pgoff)
+        file?.iMmapLock.unlockWrite()
         tree.store(start, end, v)
     }
 
@@ -402,7 +408,7 @@ public final class AddressSpace: @unchecked Sendable {
         // exit_mmap(): everything goes.
         let all = allVMAs()
         for v in all {
-            zapRange(v.vmStart, v.vmEnd, vma: v)
+            zapRange(v.vmStart, v.vmEnd, vma: v, dropMarkers: true)
             vmaUnlink(v)
         }
         freePageTables(floor: 0, ceiling: 0, start: 0, end: config.taskSize, level: 4, table: pgd, freeAll: true)

@@ -27,6 +27,9 @@ public struct PageMeta: ~Copyable {
         public static let poisoned: UInt32 = 1 << 5
         /// Anonymous and lazy-free (MADV_FREE): reclaim may discard it while it is clean.
         public static let lazyFree: UInt32 = 1 << 6
+        /// `PG_reclaim` (the same bit as `PG_readahead`): a dirty file page reclaim unmapped
+        /// and left for writeback. Fault-around skips it; a fault that finds it clears it.
+        public static let reclaim: UInt32 = 1 << 7
     }
 
     init() {

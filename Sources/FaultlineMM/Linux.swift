@@ -38,13 +38,14 @@ public enum Linux {
 
 /// Linux errno values returned by the model's calls.
 public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable {
-    case EPERM = 1, ENOENT = 2, EINTR = 4, EBADF = 9, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14
-    case EBUSY = 16, EEXIST = 17, EINVAL = 22, ENOSPC = 28, ENOSYS = 38, EOVERFLOW = 75, EOPNOTSUPP = 95
+    case EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EBADF = 9, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14
+    case EBUSY = 16, EEXIST = 17, EINVAL = 22, EFBIG = 27, ENOSPC = 28, ENOSYS = 38, EOVERFLOW = 75, EOPNOTSUPP = 95
 
     public var description: String {
         switch self {
         case .EPERM: "EPERM"
         case .ENOENT: "ENOENT"
+        case .ESRCH: "ESRCH"
         case .EINTR: "EINTR"
         case .EBADF: "EBADF"
         case .EAGAIN: "EAGAIN"
@@ -54,6 +55,7 @@ public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable
         case .EBUSY: "EBUSY"
         case .EEXIST: "EEXIST"
         case .EINVAL: "EINVAL"
+        case .EFBIG: "EFBIG"
         case .ENOSPC: "ENOSPC"
         case .ENOSYS: "ENOSYS"
         case .EOVERFLOW: "EOVERFLOW"
@@ -127,6 +129,7 @@ public enum Advice: Int32, Sendable, CaseIterable {
     case dontFork = 10, doFork = 11, mergeable = 12, unmergeable = 13, hugePage = 14, noHugePage = 15
     case dontDump = 16, doDump = 17, wipeOnFork = 18, keepOnFork = 19, cold = 20, pageOut = 21
     case populateRead = 22, populateWrite = 23, dontNeedLocked = 24, collapse = 25
+    case guardInstall = 102, guardRemove = 103
 
     public var name: String {
         switch self {
@@ -153,6 +156,8 @@ public enum Advice: Int32, Sendable, CaseIterable {
         case .populateWrite: "MADV_POPULATE_WRITE"
         case .dontNeedLocked: "MADV_DONTNEED_LOCKED"
         case .collapse: "MADV_COLLAPSE"
+        case .guardInstall: "MADV_GUARD_INSTALL"
+        case .guardRemove: "MADV_GUARD_REMOVE"
         }
     }
 
@@ -176,6 +181,10 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     public static let mayShare = VMFlags(rawValue: 0x80)
     public static let growsDown = VMFlags(rawValue: 0x100)
     public static let pfnMap = VMFlags(rawValue: 0x400)
+    /// `VM_MAYBE_GUARD` (smaps `gu`): MADV_GUARD_INSTALL ran on the VMA; sticky (a merge
+    /// keeps it, removing the markers does not clear it), ignored by the merge checks, and
+    /// fork copies the page tables of such a VMA, markers and pages alike (probed on 6.18).
+    public static let maybeGuard = VMFlags(rawValue: 0x800)
     public static let locked = VMFlags(rawValue: 0x2000)
     public static let io = VMFlags(rawValue: 0x4000)
     public static let seqRead = VMFlags(rawValue: 0x8000)
@@ -203,6 +212,8 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     public static let pkeyExecOnly = VMFlags(rawValue: 1 << 32)
 
     public static let accessFlags: VMFlags = [.read, .write, .exec]
+    /// `VM_STICKY`: kept by merges, ignored by their checks.
+    public static let sticky: VMFlags = [.maybeGuard]
     /// `VM_DATA_DEFAULT_FLAGS` on x86-64 (`VM_DATA_FLAGS_TSK_EXEC` without READ_IMPLIES_EXEC).
     public static let dataDefault: VMFlags = [.read, .write, .mayRead, .mayWrite, .mayExec]
 
@@ -218,7 +229,7 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     /// The mnemonics of `/proc/pid/smaps` `VmFlags:` (show_smap_vma_flags), in bit order.
     static let mnemonics: [(UInt64, String)] = [
         (0x1, "rd"), (0x2, "wr"), (0x4, "ex"), (0x8, "sh"), (0x10, "mr"), (0x20, "mw"), (0x40, "me"), (0x80, "ms"),
-        (0x100, "gd"), (0x400, "pf"), (0x2000, "lo"), (0x4000, "io"), (0x8000, "sr"), (0x10000, "rr"),
+        (0x100, "gd"), (0x400, "pf"), (0x800, "gu"), (0x2000, "lo"), (0x4000, "io"), (0x8000, "sr"), (0x10000, "rr"),
         (0x20000, "dc"), (0x40000, "de"), (0x100000, "ac"), (0x200000, "nr"), (0x400000, "ht"), (0x800000, "sf"),
         (0x2000000, "wf"), (0x4000000, "dd"), (0x8000000, "sd"), (0x10000000, "mm"), (0x20000000, "hg"),
         (0x40000000, "nh"), (0x80000000, "mg"), (1 << 63, "sl"),

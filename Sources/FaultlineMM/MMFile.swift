@@ -37,6 +37,12 @@ public final class MMFile: @unchecked Sendable {
     let backing: UnsafeMutableRawPointer?
     let cacheLock = SpinLock()
     let misses = Atomic<Int>(0)
+    /// `i_mmap_rwsem`: truncation walks `iMmap` for read; linking, unlinking and resizing a
+    /// VMA of the file take it for write.
+    let iMmapLock = RWSemaphore()
+    /// `i_mmap`: the VMAs mapping the file, each with its address space (a dictionary, not
+    /// Linux's interval tree: truncation visits every VMA of the file and skips those below).
+    var iMmap: [VMARef: Unmanaged<AddressSpace>] = [:]
 
     static let inodes = Atomic<UInt64>(1000)
 
@@ -123,6 +129,10 @@ public final class MMFile: @unchecked Sendable {
 
     public var size: UInt64 { sizeWord.load(ordering: .relaxed) }
 
+    /// `s_maxbytes`: ext4's with 4 KiB blocks and extents (2^32 - 1 blocks), tmpfs's
+    /// `MAX_LFS_FILESIZE` for shared memory.
+    public var maxBytes: UInt64 { isShmem ? UInt64(Int64.max) : 0xFFFF_FFFF << Linux.pageShift }
+
     /// Pages of the file (`DIV_ROUND_UP(i_size, PAGE_SIZE)`).
     public var sizeInPages: UInt64 { Linux.pageAlign(size) / Linux.pageSize }
 
@@ -186,21 +196,6 @@ public final class MMFile: @unchecked Sendable {
 
     /// The I/O wait of a page-cache miss: sleep (it would be a blocked task).
     func simulateIO() { fl_sleep_ns(ioLatencyNs) }
-
-    /// Sets the size (`ftruncate` growing or shrinking within capacity). Pages past the new
-    /// end leave the cache; mappings of them fault with SIGBUS from now on.
-    public func resize(_ newSize: UInt64) {
-        precondition(Linux.pageAlign(newSize) / Linux.pageSize <= UInt64(capacityPages), "beyond capacity")
-        sizeWord.store(newSize, ordering: .relaxed)
-        let keep = Int(Linux.pageAlign(newSize) / Linux.pageSize)
-        for c in (keep >> Self.chunkShift)..<chunkCount {
-            guard let t = chunk(c) else { continue }
-            for i in max(keep - (c << Self.chunkShift), 0)..<slotsInChunk(c) {
-                let v = t[i].exchange(0, ordering: .acquiringAndReleasing)
-                if v != 0 { dropFromCache(FrameNumber(v - 1)) }
-            }
-        }
-    }
 
     /// `filemap_remove_folio()`: the page has left the cache (its `mapping` is gone); a fault
     /// that took its own reference before keeps the frame alive until it lets go.

@@ -15,6 +15,12 @@ public enum PTE {
     /// Protection-key bit 0 (`_PAGE_PKEY_BIT0`, bit 59): the entry carries the execute-only
     /// key, whose PKRU bits deny data access (the model's only key).
     public static let pkeyExecOnly: UInt64 = 1 << 59
+    /// `PTE_MARKER_GUARD`: a non-present entry that MADV_GUARD_INSTALL leaves (6.13); an
+    /// access faults with SIGSEGV, zapping keeps it, only unmapping drops it.
+    public static let guardMarker: UInt64 = 1 << 10
+
+    @inlinable @inline(__always)
+    public static func isGuard(_ e: UInt64) -> Bool { e == guardMarker }
 
     /// The protection-key bits a VMA's flags give its entries (`arch_vm_get_page_prot`).
     @inlinable @inline(__always)

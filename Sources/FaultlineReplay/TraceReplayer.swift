@@ -108,6 +108,8 @@ public final class TraceReplayer {
                 }
             case let .mmap(_, len, _, flags, fd, off) where !flags.contains(.anonymous):
                 if let path = fd.path { fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len) }
+            case let .ftruncate(fd, len) where c.result.succeeded:
+                if let path = fd.path { fileExtents[path] = max(fileExtents[path] ?? 0, len) }
             default: break
             }
         }
@@ -378,6 +380,15 @@ public final class TraceReplayer {
             summary.replayed += 1
             _ = runInferring(call, c, p, needs: (addr, len))
             if rec.errno == "ENOMEM" { p.touched.insert(addr, len) }
+        case let .ftruncate(fd, len):
+            // EINVAL for a non-negative length: not open for writing, or not a regular file.
+            if let e = rec.errno, Self.fileStateErrnos.contains(e) || (e == "EINVAL" && Int64(bitPattern: len) >= 0) {
+                skip("file state (\(e))")
+                return
+            }
+            summary.replayed += 1
+            let r = run(call, c.pid, p, file: file(fd.path ?? "fd \(fd.number) of pid \(c.pid)"))
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
         case .clone:
             summary.replayed += 1
             if let child = rec.childPid { _ = process(of: child) }

@@ -63,7 +63,7 @@ public struct ModelTarget: MemoryTarget {
     /// Files are descriptors 3, 4, … in the order given.
     @inline(__always)
     public func perform(_ call: MemoryCall) -> SyscallResult {
-        call.run(on: mm, file: call.mappedDescriptor.flatMap { fd in
+        call.run(on: mm, file: call.fileDescriptor.flatMap { fd in
             let i = Int(fd.number) - 3
             return i >= 0 && i < files.count ? files[i] : nil
         })
@@ -81,10 +81,8 @@ public struct ModelTarget: MemoryTarget {
     }
 
     public func dropCache(_ file: Int) {
-        let f = files[file]
-        let size = f.size
-        f.resize(0)
-        f.resize(size)
+        // posix_fadvise(POSIX_FADV_DONTNEED), as the host target does.
+        files[file].invalidateMappingPages()
     }
 }
 

@@ -2,7 +2,9 @@
 // kernel for the differential tester. It walls off all free address space outside a fixed
 // window with PROT_NONE plugs (leaving room after the heap for brk), so that wherever the
 // kernel's top-down search starts, a mapping whose address it chooses lands in the window.
-// It reports its layout, then reads one command per line from stdin and answers with the
+// It reports its layout, then reads one command per line from stdin ("syscall NR ARGS…",
+// "load"/"store", "fork", and "parent"/"child", which hand the sequence to another process
+// of the sequence) and answers with the
 // result (or the signal a load or store raised), the maps lines that intersect the window
 // or the heap area, each window VMA's pagemap entries and smaps Rss/Anonymous/LazyFree, and the
 // pagemap entries of the heap above its initial break.
@@ -44,6 +46,52 @@ static char pages_line[(1 << 17) + 64];
 static unsigned long long heap_cmp;
 // Never touched: MADV_PAGEOUT on it only drains this CPU's LRU batches (lru_add_drain()).
 static char drain_page[4096] __attribute__((aligned(4096)));
+
+// Processes after fork: each waits on its own resume pipe while another one runs the
+// sequence ("parent" and "child" hand it over); the descriptors sit at PIPE_FDS and up so the
+// numbers the calls name (3 + file, and the closed ones after) stay as they were.
+#define PIPE_FDS 900
+static int next_pipe_fd = PIPE_FDS;
+static int resume_fd = -1, self_wake = -1, parent_wake = -1, child_wake = -1;
+// The processes this one forked, and the pipes that wake them.
+static pid_t kids[8];
+static int kid_wake[8], nkids;
+
+static int high_fd(int fd) {
+    int h = fcntl(fd, F_DUPFD, next_pipe_fd);
+    close(fd);
+    next_pipe_fd = h + 1;
+    return h;
+}
+
+static int make_pipe(int *rd, int *wr) {
+    int p[2];
+    if (pipe(p) != 0) return -errno;
+    *rd = high_fd(p[0]);
+    *wr = high_fd(p[1]);
+    return 0;
+}
+
+// The end of a sequence: the word "q" goes to every neighbour in the process tree, and each
+// process waits for the ones it forked before it exits, so the first helper (the one the
+// tester waits for) goes last and nothing is left unreaped. SIGPIPE is ignored: a neighbour
+// may be gone already.
+static void quit_all(void) {
+    fflush(stdout);
+    for (int i = 0; i < nkids; i++) (void)!write(kid_wake[i], "q", 1);
+    if (parent_wake >= 0) (void)!write(parent_wake, "q", 1);
+    for (int i = 0; i < nkids; i++) waitpid(kids[i], NULL, 0);
+    _exit(0);
+}
+
+// Blocks until another process hands the sequence back ("x") or the sequence ends ("q").
+static void wait_resumed(void) {
+    fflush(stdout);
+    char c = 0;
+    ssize_t n;
+    while ((n = read(resume_fd, &c, 1)) < 0 && errno == EINTR) {}
+    if (n != 1 || c != 'x') quit_all();
+}
 
 // A load or store that faults jumps back here with the signal and its si_code.
 static sigjmp_buf access_env;
@@ -273,7 +321,8 @@ static long do_call(const char *cmd, char *args) {
     char *save = NULL;
     for (char *t = strtok_r(args, " ", &save); t && k < 7; t = strtok_r(NULL, " ", &save)) a[k++] = strtoull(t, NULL, 0);
     switch ((long)a[0]) {
-    case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: case SYS_MSEAL: break;
+    case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: case SYS_MSEAL:
+    case SYS_ftruncate: break;
     default: return -ENOSYS;
     }
     errno = 0;
@@ -320,6 +369,8 @@ int main(int argc, char **argv) {
             nfiles++;
         }
     }
+    signal(SIGPIPE, SIG_IGN);
+    if (make_pipe(&resume_fd, &self_wake) != 0) { printf("error pipe %d\n", errno); fflush(stdout); return 2; }
     unsigned long long sb = start_brk();
     unsigned long long brk0 = (unsigned long long)sbrk(0);
     plug_gaps();
@@ -354,15 +405,40 @@ int main(int argc, char **argv) {
         if (sp) *sp = 0;
         if (!strcmp(line, "exit")) break;
         if (!strcmp(line, "fork")) {
+            int rd, wr, e = make_pipe(&rd, &wr);
+            if (e != 0 || nkids == 8) { printf("error pipe %d\n", -e); fflush(stdout); quit_all(); }
             fflush(stdout);
             pid_t pid = fork();
             if (pid < 0) { printf("result %d\n", -errno); print_state(heap_lo, heap_hi); continue; }
             if (pid > 0) {
-                // The parent steps aside; the sequence goes on in the child.
-                int status = 0;
-                waitpid(pid, &status, 0);
-                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 3);
+                // The parent steps aside until the sequence is handed back to it.
+                close(rd);
+                child_wake = wr;
+                kids[nkids] = pid;
+                kid_wake[nkids++] = wr;
+                wait_resumed();
+                printf("result 0\n");
+                print_state(heap_lo, heap_hi);
+                continue;
             }
+            parent_wake = self_wake;
+            close(resume_fd);
+            resume_fd = rd;
+            self_wake = wr;
+            child_wake = -1;
+            nkids = 0;
+            printf("result 0\n");
+            print_state(heap_lo, heap_hi);
+            continue;
+        }
+        if (!strcmp(line, "parent") || !strcmp(line, "child")) {
+            // Hand the sequence to the process that forked this one, or to the last one this
+            // one forked; it answers. ESRCH where there is none.
+            int to = line[0] == 'p' ? parent_wake : child_wake;
+            if (to < 0) { printf("result %d\n", -ESRCH); print_state(heap_lo, heap_hi); continue; }
+            fflush(stdout);
+            if (write(to, "x", 1) != 1) { printf("error wake %d\n", errno); fflush(stdout); quit_all(); }
+            wait_resumed();
             printf("result 0\n");
             print_state(heap_lo, heap_hi);
             continue;
@@ -380,5 +456,5 @@ int main(int argc, char **argv) {
         printf("result %ld\n", r);
         print_state(heap_lo, heap_hi);
     }
-    return 0;
+    quit_all();
 }

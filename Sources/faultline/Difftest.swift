@@ -6,12 +6,13 @@ import Foundation
 struct Difftest: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "difftest",
-        abstract: "Run random mmap/munmap/mprotect/mremap/madvise/mseal/brk/fork sequences, with loads and stores, on the host kernel and on the model, and compare.",
+        abstract: "Run random mmap/munmap/mprotect/mremap/madvise/mseal/brk/ftruncate/fork sequences, with loads and stores, on the host kernel and on the model, and compare.",
         discussion: """
         Each sequence runs in a fresh helper process (faultline-host) that walls off everything \
         outside a 64 GiB window, so mappings whose address the kernel chooses land in it; the \
         model mirrors the helper's layout. Loads and stores run among the calls (the helper \
-        catches SIGSEGV and SIGBUS and reports the signal and its code). After every step the \
+        catches SIGSEGV and SIGBUS and reports the signal and its code). After a fork both \
+        processes stay alive and the sequence moves between them now and then. After every step the \
         result (value or errno, the byte loaded, or the signal), the maps lines of the window \
         and the heap (range, permissions, offset, path), every page's pagemap entry (present, \
         file or shmem, mapped once) and each window VMA's smaps Rss, Anonymous and LazyFree must agree. \

@@ -144,8 +144,8 @@ struct CoreRiskTests {
         cfg.faultHook = { stage, _ in
             guard stage == .pageCacheFound, once.value.pointee.exchange(1, ordering: .relaxed) == 0 else { return }
             // ftruncate(0) then back: page 0 leaves the cache, the cache's reference is dropped.
-            file.resize(0)
-            file.resize(4 * page)
+            _ = file.truncate(to: 0)
+            _ = file.truncate(to: 4 * page)
         }
         let mm = AddressSpace(system: system, design: design, configuration: cfg)
         let a = mm.mmap(0, 4 * page, .read, .shared, file: file).must()

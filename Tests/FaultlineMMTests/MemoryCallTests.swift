@@ -12,7 +12,7 @@ import Testing
         func addr() -> UInt64 { r(4) == 0 ? 0 : 0x7f00_0000_0000 + r(1 << 20) * 4096 + (r(8) == 0 ? r(4096) : 0) }
         var calls: [MemoryCall] = []
         for _ in 0..<n {
-            switch r(10) {
+            switch r(11) {
             case 0:
                 let fd: FileDescriptor = r(2) == 0 ? .none : FileDescriptor(Int32(r(40)), path: r(2) == 0 ? nil : "/tmp/f,\(r(9)) (x)")
                 let flags = MapFlags(rawValue: UInt32(truncatingIfNeeded: r(1 << 32)) & ~(0x3f << 26) | (r(3) == 0 ? 21 << 26 : 0))
@@ -29,6 +29,10 @@ import Testing
             case 6: calls.append(.clone(flags: CloneFlags(rawValue: r(1 << 32) & ~0xff | [0, 17, 10][Int(r(3))])))
             case 7: calls.append(.execve(path: "/bin/a \"b\"\\c\n\(r(100))"))
             case 8: calls.append(.mseal(addr: addr(), length: r(1 << 20), flags: r(4) == 0 ? r(16) : 0))
+            case 9:
+                let n = Int32(r(40)) - 2
+                let fd = FileDescriptor(n, path: n < 0 || r(2) == 0 ? nil : "/tmp/t\(r(9))")   // strace shows no path for a bad one
+                calls.append(.ftruncate(fd: fd, length: r(3) == 0 ? rng.next() : r(1 << 30)))
             default: calls.append(.exit(group: r(2) == 0))
             }
         }
@@ -62,6 +66,10 @@ import Testing
         // strace older than mseal prints it by number.
         #expect(try MemoryCall(strace: "syscall_0x1ce(0x7f0000000000, 8192, 0) = 0") == .mseal(addr: 0x7f00_0000_0000, length: 8192, flags: 0))
         #expect(MemoryCall.mseal(addr: 0x1000, length: 4096, flags: 0).registers?.number == 462)
+        #expect(try MemoryCall(strace: "ftruncate(5</memfd:pool (deleted)>, 65536) = 0")
+                == .ftruncate(fd: FileDescriptor(5, path: "/memfd:pool (deleted)"), length: 65536))
+        #expect(try MemoryCall(strace: "syscall_0x4d(3, -1)") == .ftruncate(fd: FileDescriptor(3), length: UInt64(bitPattern: -1)))
+        #expect(MemoryCall.ftruncate(fd: FileDescriptor(3), length: 8192).registers?.arguments == [3, 8192])
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "mprotect(0x1000, 4096, PROT_BOGUS)") }
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "openat(AT_FDCWD, \"/x\", O_RDONLY)") }
         #expect(throws: MemoryCall.SyntaxError.self) { try MemoryCall(strace: "munmap(0x1000)") }
@@ -87,6 +95,8 @@ import Testing
             .mmap(addr: 0, length: 0, prot: .read, flags: [.private, .anonymous], fd: .none, offset: 0),   // EINVAL: empty
             .mmap(addr: 0, length: 4096, prot: .read, flags: .private, fd: FileDescriptor(987), offset: 0), // EBADF
             .mremap(addr: 0x1000, oldLength: 4096, newLength: 8192, flags: MremapFlags(rawValue: 8), newAddr: 0), // EINVAL
+            .ftruncate(fd: FileDescriptor(987), length: 0),                         // EBADF
+            .ftruncate(fd: FileDescriptor(987), length: UInt64(bitPattern: -1)),    // EINVAL before the descriptor
             .clone(flags: .sigchld), .exit(group: true),                           // ENOSYS on one address space
         ]
         for c in calls {

@@ -194,4 +194,120 @@ struct RegressionTests {
         #expect(layout(child) == [line(base - 2 * page, base, "rw-p", 2 * page, "/data/f2"),
                                   line(base, base + 8 * page, "rw-p", 4 * page, "/data/f2")])
     }
+
+    /// MADV_POPULATE_WRITE marks the pages it finds mapped writable dirty (follow_page_pte
+    /// with FOLL_TOUCH|FOLL_WRITE), so they stop being lazy-free; it stops at the first VMA it
+    /// may not write, having populated the ones before (difftest, 10,000 × 40 from seed 10000).
+    @Test(arguments: designs)
+    func populateWriteDirtiesLazyFreePages(design: Design) {
+        let mm = makeSpace(design)
+        let a: UInt64 = 0x6000_0000_0000
+        _ = mm.mmap(a, 24 * page, rw, [.private, .anonymous, .populate, .fixed]).must()
+        _ = mm.mmap(a + 24 * page, page, .read, [.private, .anonymous, .fixed]).must()
+        #expect(mm.madvise(a + 13 * page, 11 * page, .free).succeeded)
+        #expect(mm.usage(start: a, end: a + 24 * page).first?.1.lazyFree == 11 * page)
+        #expect(mm.madvise(a + 14 * page, 14 * page, .populateWrite).error == .EINVAL)
+        #expect(mm.usage(start: a, end: a + 24 * page).first?.1.lazyFree == page)
+        // A page still lazy-free is discarded by MADV_PAGEOUT; the dirtied ones stay.
+        #expect(mm.store(a + 20 * page, 7).succeeded)
+        #expect(mm.madvise(a + 13 * page, 11 * page, .pageOut).succeeded)
+        #expect(mm.presentPages(a + 13 * page, a + 24 * page) == 10)
+        #expect(mm.load(a + 20 * page) == .success(7))
+    }
+
+    /// A MAP_FIXED mapping of huge pages fails (offset not a whole huge page, or an empty
+    /// pool) after the old mappings in its range were cleared: the range is left empty
+    /// (difftest, 10,000 × 40 from seed 10000).
+    @Test(arguments: designs)
+    func failedFixedHugeTLBMappingLeavesAGap(design: Design) {
+        let mm = makeSpace(design)
+        let h: UInt64 = 0x6000_0060_0000
+        for offset: UInt64 in [page, 0] {
+            _ = mm.mmap(h + page, 3 * page, .read, [.private, .anonymous, .populate, .fixed]).must()
+            let e = mm.mmap(h, 16025, [.read, .exec], [.private, .anonymous, .fixed, .hugeTLB, MapFlags(rawValue: 21 << 26)],
+                            offset: offset).error
+            #expect(e == (offset == 0 ? .ENOMEM : .EINVAL))
+            #expect(layout(mm).isEmpty)
+        }
+        // Not aligned for 1 GiB pages: refused before anything is touched.
+        _ = mm.mmap(h + page, 3 * page, .read, [.private, .anonymous, .fixed]).must()
+        #expect(mm.mmap(h, 16025, .read, [.private, .anonymous, .fixed, .hugeTLB, MapFlags(rawValue: 30 << 26)]).error == .EINVAL)
+        #expect(layout(mm) == [line(h + page, h + 4 * page, "r--p")])
+    }
+
+    /// mremap growing a forked child's VMA in place merges it with a next VMA that has no
+    /// anon_vma: the grown range has no VMA of its own, so the chain its anon_vma came with
+    /// from the parent does not count (difftest, 10,000 × 40 from seed 10000).
+    @Test(arguments: designs)
+    func mremapGrowInAForkedChildMergesWithNext(design: Design) {
+        let mm = makeSpace(design)
+        let a: UInt64 = 0x6000_0000_0000
+        _ = mm.mmap(a, 512 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.munmap(a + 196 * page, 8 * page).succeeded)
+        #expect(mm.store(a + 103 * page, 0x4e).succeeded)
+        let child = mm.fork()
+        #expect(child.mremap(a + 195 * page, page, 9 * page, .mayMove).must() == a + 195 * page)
+        #expect(layout(child) == [line(a, a + 512 * page, "rw-p")])
+        #expect(child.load(a + 103 * page) == .success(0x4e))
+    }
+
+    /// mremap gives the destination a page table wherever the source had one, even with
+    /// nothing in it to move; fault-around there then maps a file's last cached page, which it
+    /// does not where Linux has no table (difftest, 10,000 × 40 from seed 10000).
+    @Test(arguments: designs)
+    func mremapGivesTheDestinationAPageTable(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/f0", size: 5 * page + 100)
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let region: UInt64 = 0x6000_0020_0000    // a 2 MiB-aligned region, nothing mapped yet
+        let src: UInt64 = 0x6000_0080_0000
+        _ = mm.mmap(src, 36 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(src - page + 4000, 1).error == .segvMapErr)   // no table from this
+        let g = mm.mmap(region + 100 * page, 2 * page, .read, [.shared, .fixed], file: f, offset: 5 * page).must()
+        // Without a table: the load beyond EOF maps nothing (the first cached page is the last).
+        #expect(mm.load(g + page).error == .bus)
+        #expect(mm.presentPages(g, g + 2 * page) == 0)
+        // A source with a table (a page stored), moved into the region: now there is one.
+        _ = mm.mmap(src + 36 * page, page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(src + 36 * page, 1).succeeded)
+        #expect(mm.mremap(src, 36 * page, 36 * page, [.mayMove, .fixed], newAddress: region).must() == region)
+        #expect(mm.load(g + page).error == .bus)
+        #expect(mm.presentPages(g, g + 2 * page) == 1)
+    }
+
+    /// Truncation reaches the mappings a fork copied: the child's VMAs join the file's
+    /// i_mmap (difftest, 10,000 × 40 from seed 10000, once ftruncate was generated).
+    @Test(arguments: designs)
+    func truncationUnmapsInForkedChildrenToo(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/data/f0", size: 5 * page + 100)
+        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        let a = mm.mmap(0x6000_0000_0000, 8 * page, [.read, .exec], [.shared, .fixed], file: f, offset: page).must()
+        #expect(mm.load(a).succeeded)
+        let child = mm.fork()
+        #expect(f.mappingCount == 2)
+        #expect(child.load(a + 7 * page + 0xd98).error == .bus)
+        #expect(child.presentPages(a, a + 8 * page) == 5)
+        #expect(child.ftruncate(f, 4014).succeeded)
+        #expect(child.presentPages(a, a + 8 * page) == 0)
+        #expect(mm.presentPages(a, a + 8 * page) == 0)
+        #expect(mm.load(a).error == .bus)
+    }
+
+    /// Unmapping a dirty PTE of an anonymous page leaves the folio's PG_dirty alone (only
+    /// page-cache folios take the bit), so MADV_FREE still makes the page lazy-free where it
+    /// is mapped twice (difftest, 10,000 × 40 from seed 10000, once the sequence moved
+    /// between parent and child).
+    @Test(arguments: designs)
+    func unmappingADirtyAnonymousPTELeavesTheFolioClean(design: Design) {
+        let mm = makeSpace(design)
+        let a: UInt64 = 0x6000_0000_0000
+        _ = mm.mmap(a, 2 * page, [.write], [.private, .anonymous, .fixed]).must()
+        #expect(mm.store(a + 0x1fc, 0x87).succeeded)
+        let first = mm.fork()
+        #expect(first.munmap(a, 2 * page).succeeded)
+        let second = mm.fork()
+        #expect(second.madvise(a, 2 * page, .free).succeeded)
+        #expect(second.usage(start: a, end: a + 2 * page).first?.1.lazyFree == page)
+    }
 }

@@ -14,6 +14,7 @@ extension MemoryCall {
         case let .mremap(a, o, n, f, na): return SyscallRegisters(25, a, o, n, UInt64(f.rawValue), na, count: 5)
         case let .madvise(a, l, adv): return SyscallRegisters(28, a, l, UInt64(UInt32(bitPattern: adv)), count: 3)
         case let .mseal(a, l, f): return SyscallRegisters(462, a, l, f, count: 3)
+        case let .ftruncate(fd, l): return SyscallRegisters(77, UInt64(bitPattern: Int64(fd.number)), l, count: 2)
         case .clone, .execve, .exit: return nil
         }
     }

@@ -56,7 +56,7 @@ extension CloneFlags {
 extension Advice {
     /// Advice the model does not act on, by the names strace prints.
     public static let straceExtraNames: [(Int32, String)] = [
-        (100, "MADV_HWPOISON"), (101, "MADV_SOFT_OFFLINE"), (102, "MADV_GUARD_INSTALL"), (103, "MADV_GUARD_REMOVE"),
+        (100, "MADV_HWPOISON"), (101, "MADV_SOFT_OFFLINE"),
     ]
 
     /// `MADV_DONTNEED`, or the number when the advice has no name.
@@ -96,6 +96,7 @@ extension MemoryCall {
             hex = true
             call = "brk(\(addr(a)))"
         case let .mseal(a, l, f): call = "mseal(\(addr(a)), \(l), \(f == 0 ? "0" : "0x" + String(f, radix: 16)))"
+        case let .ftruncate(fd, l): call = "ftruncate(\(StraceSyntax.text(fd)), \(Int64(bitPattern: l)))"
         case let .clone(f):
             call = f == .sigchld ? "fork()" : "clone(child_stack=NULL, flags=\(StraceSyntax.text(f)))"
         case let .execve(path): call = "execve(\(StraceSyntax.quote(path)), NULL, NULL)"
@@ -171,6 +172,10 @@ extension MemoryCall {
         case "mseal":
             try need(3)
             return .mseal(addr: try num(0), length: try num(1), flags: try num(2))
+        case "ftruncate", "ftruncate64":
+            try need(2)
+            guard let fd = StraceSyntax.fileDescriptor(a[0]) else { throw fail("bad file descriptor '\(a[0])'") }
+            return .ftruncate(fd: fd, length: try num(1))
         case "fork":
             return .fork
         case "vfork":
@@ -201,7 +206,7 @@ extension MemoryCall {
     /// The x86-64 numbers of the calls in the vocabulary.
     static let x86_64Names: [Int: String] = [
         9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 25: "mremap", 28: "madvise", 56: "clone", 57: "fork",
-        58: "vfork", 59: "execve", 60: "exit", 231: "exit_group", 322: "execveat", 329: "pkey_mprotect",
+        58: "vfork", 59: "execve", 60: "exit", 77: "ftruncate", 231: "exit_group", 322: "execveat", 329: "pkey_mprotect",
         435: "clone3", 462: "mseal",
     ]
 

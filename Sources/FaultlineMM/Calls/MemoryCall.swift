@@ -20,6 +20,9 @@ public enum MemoryCall: Hashable, Sendable {
     case brk(addr: UInt64)
     /// `mseal(2)` (6.10); `flags` is reserved.
     case mseal(addr: UInt64, length: UInt64, flags: UInt64)
+    /// `ftruncate(2)`: the file's size, and so which of its mapped pages exist; `length` as
+    /// the register holds it (a negative one is representable).
+    case ftruncate(fd: FileDescriptor, length: UInt64)
     /// `clone(2)`, `clone3`, `fork`, `vfork`: a new task, sharing the address space with
     /// CLONE_VM, a copy of it (fork) otherwise.
     case clone(flags: CloneFlags)
@@ -50,21 +53,26 @@ public enum MemoryCall: Hashable, Sendable {
         case .madvise: "madvise"
         case .brk: "brk"
         case .mseal: "mseal"
+        case .ftruncate: "ftruncate"
         case .clone(let f): f == .sigchld ? "fork" : "clone"
         case .execve: "execve"
         case .exit(let group): group ? "exit_group" : "exit"
         }
     }
 
-    /// The descriptor an mmap names when it maps a file (nil for anonymous memory and for
-    /// every other call): the caller resolves it to the file that `run(on:file:)` takes.
+    /// The descriptor of the file a call works on — an mmap of a file, ftruncate — (nil for
+    /// anonymous memory and every other call): the caller resolves it to the file that
+    /// `run(on:file:)` takes.
     @inlinable
-    public var mappedDescriptor: FileDescriptor? {
-        if case let .mmap(_, _, _, flags, fd, _) = self, !flags.contains(.anonymous) { return fd }
-        return nil
+    public var fileDescriptor: FileDescriptor? {
+        switch self {
+        case let .mmap(_, _, _, flags, fd, _): return flags.contains(.anonymous) ? nil : fd
+        case let .ftruncate(fd, _): return fd
+        default: return nil
+        }
     }
 
-    /// Runs the call on `mm`; `file` is the file `mappedDescriptor` names (nil when it names
+    /// Runs the call on `mm`; `file` is the file `fileDescriptor` names (nil when it names
     /// none: the model returns EBADF after its argument checks, as the kernel does). Process
     /// calls return ENOSYS: `isProcessCall`.
     @inlinable
@@ -84,6 +92,8 @@ public enum MemoryCall: Hashable, Sendable {
             return SyscallResult(value: mm.brk(a))
         case let .mseal(a, l, f):
             return SyscallResult(mm.mseal(a, l, f))
+        case let .ftruncate(_, l):
+            return SyscallResult(mm.ftruncate(file, l))
         case .clone, .execve, .exit:
             return SyscallResult(errno: .ENOSYS)
         }

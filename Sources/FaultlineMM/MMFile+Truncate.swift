@@ -1,0 +1,162 @@
+import FaultlineSync
+import Synchronization
+
+// Truncation: ftruncate's truncate_setsize() + truncate_pagecache(), and the reverse map of a
+// file that it needs (i_mmap). Probed on the host (Linux 6.18, ext4), each kept as a test in
+// MemoryFidelityTests:
+// - shrinking unmaps every page at or beyond the new last page from every mapping of the
+//   file, private copies included (SIGBUS on the next access), removes them from the page
+//   cache, and zeroes the rest of the new last page (a byte beyond the new EOF reads 0 through
+//   any mapping of it, and keeps reading 0 after the file grows again);
+// - growing zeroes the old last page beyond the old EOF (a byte stored there through a
+//   mapping is gone), and the new pages read as zeros.
+//
+// Linux links a VMA into i_mmap and changes its range inside one i_mmap_lock_write section
+// per split or merge (vma_prepare .. vma_complete); the model takes the lock per link, unlink
+// and range change, so a truncation running at the same moment as a split could miss the
+// part being moved. Nothing truncates concurrently with splits yet; the reverse map of issue
+// 16 (reclaim) must close that window.
+
+extension MMFile {
+    /// `vma_link_file()`: `v`, a VMA of `mm`, maps this file.
+    func iMmapLink(_ v: VMARef, _ mm: AddressSpace) {
+        iMmapLock.lockWrite()
+        iMmap[v] = Unmanaged.passUnretained(mm)
+        iMmapLock.unlockWrite()
+    }
+
+    /// `unlink_file_vma()`.
+    func iMmapUnlink(_ v: VMARef) {
+        iMmapLock.lockWrite()
+        iMmap.removeValue(forKey: v)
+        iMmapLock.unlockWrite()
+    }
+
+    /// The address space `v` is linked into i_mmap with (for the invariant checks).
+    func iMmapOwner(_ v: VMARef) -> AddressSpace? {
+        iMmapLock.lockRead()
+        defer { iMmapLock.unlockRead() }
+        return iMmap[v]?.takeUnretainedValue()
+    }
+
+    /// VMAs mapping the file now (for checks).
+    public var mappingCount: Int {
+        iMmapLock.lockRead()
+        defer { iMmapLock.unlockRead() }
+        return iMmap.count
+    }
+
+    /// `do_truncate()` → `truncate_setsize()`: sets the size to `newSize`. ENOSPC when it is
+    /// beyond the model's capacity for the file (a limit of the model's page-cache table, not
+    /// of Linux, whose files are sparse: callers size `capacity` for what they will truncate to).
+    public func truncate(to newSize: UInt64) -> Result<Void, Errno> {
+        guard newSize <= UInt64(capacityPages) << Linux.pageShift else { return .failure(.ENOSPC) }
+        let old = sizeWord.exchange(newSize, ordering: .acquiringAndReleasing)
+        if newSize > old {
+            // pagecache_isize_extended(): what was beyond the old EOF is zeros now.
+            zero(from: old, to: Linux.pageAlign(old))
+            return .success(())
+        }
+        guard newSize < old else { return .success(()) }
+        // truncate_pagecache(): unmap, drop the pages, unmap again (a fault that found a page
+        // before it left the cache may have mapped it since).
+        let hole = Linux.pageAlign(newSize) >> Linux.pageShift
+        unmapMappingRange(fromPage: hole)
+        truncateInodePages(fromPage: hole)
+        zero(from: newSize, to: Linux.pageAlign(newSize))
+        unmapMappingRange(fromPage: hole)
+        return .success(())
+    }
+
+    /// `unmap_mapping_range(mapping, holebegin, 0, even_cows = 1)`: zaps, in every VMA of the
+    /// file, the pages of file index `hole` and beyond, private copies included.
+    func unmapMappingRange(fromPage hole: UInt64) {
+        iMmapLock.lockRead()
+        for (v, owner) in iMmap {
+            let pgoff = v.vmPgoff
+            let end = v.vmEnd
+            guard pgoff &+ ((end &- v.vmStart) >> Linux.pageShift) > hole else { continue }
+            let start = v.vmStart &+ (max(hole, pgoff) &- pgoff) << Linux.pageShift
+            owner.takeUnretainedValue().unmapMappingRange(v, start, end)
+        }
+        iMmapLock.unlockRead()
+    }
+
+    /// `truncate_inode_pages_range()`: pages `hole` and beyond leave the cache (a fault holding
+    /// its own reference keeps the frame until it lets go), and the backing contents beyond
+    /// them become zeros.
+    func truncateInodePages(fromPage hole: UInt64) {
+        let keep = Int(min(hole, UInt64(capacityPages)))
+        for c in (keep >> Self.chunkShift)..<chunkCount {
+            guard let t = chunk(c) else { continue }
+            for i in max(keep - (c << Self.chunkShift), 0)..<slotsInChunk(c) {
+                let v = t[i].exchange(0, ordering: .acquiringAndReleasing)
+                if v != 0 { dropFromCache(FrameNumber(v - 1)) }
+            }
+        }
+        if let backing, keep < capacityPages {
+            (backing + keep * Int(Linux.pageSize)).initializeMemory(as: UInt8.self, repeating: 0,
+                                                                    count: (capacityPages - keep) * Int(Linux.pageSize))
+        }
+    }
+
+    /// Zeroes bytes `[from, to)` of one page (`folio_zero_range`), in the cache and behind it.
+    func zero(from: UInt64, to: UInt64) {
+        guard to > from else { return }
+        let index = from >> Linux.pageShift
+        let offset = Int(Linux.offsetInPage(from))
+        let count = Int(to - from)
+        if let f = getPage(index) {
+            (frames.pointer(f) + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count)
+            frames.put(f)
+        }
+        if let backing, index < UInt64(capacityPages) {
+            (backing + Int(index) * Int(Linux.pageSize) + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        }
+    }
+
+    /// `invalidate_mapping_pages()` (POSIX_FADV_DONTNEED, drop_caches): clean pages nobody maps
+    /// leave the cache; mapped or dirty ones stay. Returns how many left.
+    @discardableResult
+    public func invalidateMappingPages() -> Int {
+        var dropped = 0
+        for c in 0..<chunkCount {
+            guard let t = chunk(c) else { continue }
+            for i in 0..<slotsInChunk(c) {
+                let v = t[i].load(ordering: .acquiring)
+                guard v != 0 else { continue }
+                let meta = frames.page(FrameNumber(v - 1))
+                if meta.pointee.mapcount.load(ordering: .relaxed) != 0 { continue }
+                if meta.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.dirty != 0 { continue }
+                if t[i].compareExchange(expected: v, desired: 0, ordering: .acquiringAndReleasing).exchanged {
+                    dropFromCache(FrameNumber(v - 1))
+                    dropped += 1
+                }
+            }
+        }
+        return dropped
+    }
+}
+
+extension AddressSpace {
+    /// `unmap_mapping_range_vma()`: truncation's zap of `[start, end)` in `v`, under the
+    /// file's i_mmap lock rather than this address space's locks (page tables are freed after
+    /// a grace period, so the walk is an RCU reader).
+    func unmapMappingRange(_ v: VMARef, _ start: UInt64, _ end: UInt64) {
+        rcuRead.readLock()
+        let cleared = zapRange(start, end, vma: v, dropMarkers: false)
+        rcuRead.readUnlock()
+        if cleared > 0 { flushTLBRange() }
+    }
+
+    /// `ftruncate(2)` on `file` (nil: the descriptor is not open). `length` is the register's
+    /// value: negative lengths are EINVAL before the descriptor is looked at, as in
+    /// `do_sys_ftruncate()`.
+    public func ftruncate(_ file: MMFile?, _ length: UInt64) -> Result<Void, Errno> {
+        if Int64(bitPattern: length) < 0 { return .failure(.EINVAL) }
+        guard let file else { return .failure(.EBADF) }
+        // inode_newsize_ok(): beyond the file system's largest file.
+        if length > file.maxBytes { return .failure(.EFBIG) }
+        return file.truncate(to: length)
+    }
+}
