@@ -149,6 +149,25 @@ uint64_t fl_stack_limit(void) {
     return (uint64_t)r.rlim_cur;
 }
 
+uint64_t fl_memlock_limit(void) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_MEMLOCK, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)r.rlim_cur;
+}
+
+int fl_cap_ipc_lock(void) {
+    // /proc/self/status CapEff, bit 14 (CAP_IPC_LOCK): no libcap needed.
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long eff = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "CapEff:", 7)) { eff = strtoull(line + 7, NULL, 16); break; }
+    }
+    fclose(f);
+    return (eff >> 14) & 1;
+}
+
 int fl_cpu_has_ospke(void) {
 #if defined(__x86_64__)
     unsigned int a, b, c, d;

@@ -18,6 +18,7 @@ struct CallGenerator {
     /// Addresses stored to lately: loads go back to them (after fork, madvise, mremap…).
     var stored: [UInt64] = []
     var thpReaimed = 0
+    var eofTailReaimed = 0
 
     init(seed: UInt64, window: Range<UInt64>, heap: UInt64, heapCompare: UInt64, files: [(path: String, size: UInt64)]) {
         // The seed is mixed before it becomes the state: SplitMix64 steps its state by the
@@ -84,8 +85,9 @@ struct CallGenerator {
         if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
         if r < 70 { return mremap(mm) }
         if r < 85 { return madvise(mm) }
-        if r < 88 { return mseal(mm) }
-        if r < 90 { return ftruncate() }
+        if r < 87 { return mseal(mm) }
+        if r < 89 { return ftruncate() }
+        if r < 92 { return mlock(mm) }
         if r < 97 || forks >= 3 {
             let cur = mm.brk(0)
             let deltas: [Int64] = [-3, -1, 0, 1, 2, 5, 17]
@@ -186,6 +188,29 @@ struct CallGenerator {
         return .ftruncate(fd: fd, length: l)
     }
 
+    /// mlock, mlock2, munlock aimed at VMAs (unaligned starts and holes mixed in); now and
+    /// then mlockall (MCL_FUTURE locks and populates every later mapping) or munlockall.
+    mutating func mlock(_ mm: AddressSpace) -> MemoryCall {
+        var addr = address(mm)
+        var len = length()
+        let vmas = mm.mapsLines(in: window)
+        if let v = vmas.isEmpty ? nil : pick(vmas), chance(70) {
+            addr = v.start + (chance(50) ? 0 : below((v.end - v.start) / page) * page)
+            len = min(chance(50) ? v.end - addr : (1 + below(8)) * page, 64 * page)
+        }
+        if chance(5) { addr += 1 + below(page - 1) }
+        switch below(100) {
+        case 0..<40: return .mlock(addr: addr, length: len)
+        case 40..<60: return .mlock2(addr: addr, length: len, flags: chance(90) ? 1 : pick([0, 2, 3]))
+        case 60..<90: return .munlock(addr: addr, length: len)
+        // Never MCL_CURRENT: it would lock the helper's own mappings (its executable, libc,
+        // stack), which the model mirrors by permissions only, and whether they then merge
+        // with the heap depends on flags and anon_vmas the mirror cannot know.
+        case 90..<96: return .mlockall(flags: pick([2, 6, 2, 6, 0, 4, 8]))
+        default: return .munlockall
+        }
+    }
+
     /// What the model's copies of the files can hold (their page-cache tables).
     static let fileCapacityPages: UInt64 = 96
 
@@ -230,6 +255,15 @@ struct CallGenerator {
         return hasParent ? .parent : .child
     }
 
+    /// Whether `a` is past EOF in the last page of a shared mapping of one of the files (a
+    /// store there reaches the page cache, and writeback zeroes it at a time of its choosing).
+    func beyondEOFInSharedFilePage(_ mm: AddressSpace, _ a: UInt64) -> Bool {
+        guard let m = mm.mapsLines(in: a..<(a + 1)).first, m.perms.hasSuffix("s"),
+              let i = filePaths.firstIndex(of: m.path) else { return false }
+        let offset = m.offset + (a - m.start)
+        return offset >= fileSizes[i] && offset < Linux.pageAlign(fileSizes[i])
+    }
+
     /// A load or store: mostly inside a mapping of the window or the heap's new pages (a page
     /// at random, or the first or last page), sometimes just outside one or in a hole, or
     /// back at a byte stored to before; never where Linux would fault a huge page.
@@ -260,6 +294,10 @@ struct CallGenerator {
             break
         }
         if chance(50) {
+            if beyondEOFInSharedFilePage(mm, a) {
+                eofTailReaimed += 1
+                return MemoryAccess(load: a)
+            }
             stored.append(a)
             if stored.count > 16 { stored.removeFirst() }
             return MemoryAccess(store: a, value: UInt8(truncatingIfNeeded: 1 + below(255)))

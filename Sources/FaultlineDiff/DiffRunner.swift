@@ -129,7 +129,7 @@ public struct Divergence: CustomStringConvertible {
         }
         if hostState.usage != modelState.usage {
             func row(_ u: [VMAUsage]) -> String {
-                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB" }.joined(separator: "; ")
+                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB Locked \($0.lockedKB) kB" }.joined(separator: "; ")
             }
             s += "  smaps, host:  " + row(hostState.usage) + "\n"
             s += "  smaps, model: " + row(modelState.usage) + "\n"
@@ -236,7 +236,7 @@ public final class DiffRunner {
 
     /// The model's state as the helper reports the host's: the maps lines of the window and
     /// the heap area, the pagemap of each window VMA and of the heap above its initial break,
-    /// and each window VMA's smaps Rss, Anonymous and LazyFree.
+    /// and each window VMA's smaps Rss, Anonymous, LazyFree and Locked.
     func modelState(_ mm: AddressSpace) -> HostState {
         let w = layout.window
         let h = layout.heapArea
@@ -257,7 +257,8 @@ public final class DiffRunner {
             }
         }
         for (start, u) in mm.usage(start: w.lowerBound, end: w.upperBound) {
-            state.usage.append(VMAUsage(start: start, rssKB: u.rss >> 10, anonymousKB: u.anonymous >> 10, lazyFreeKB: u.lazyFree >> 10))
+            state.usage.append(VMAUsage(start: start, rssKB: u.rss >> 10, anonymousKB: u.anonymous >> 10, lazyFreeKB: u.lazyFree >> 10,
+                                        lockedKB: u.locked >> 10))
         }
         return state
     }
@@ -351,6 +352,10 @@ public final class DiffRunner {
     /// page (THP-eligible VMAs; the model has no THP yet), and populating madvise calls it
     /// replaced for the same reason, over every sequence generated.
     public private(set) var thpReaimed = 0
+    /// Stores the generator aimed beyond EOF into the last page of a shared file mapping and
+    /// drew again: writeback zeroes that part of the page whenever it runs (the host's flusher
+    /// decides when), so what a later load reads there is not the sequence's to say.
+    public private(set) var eofTailReaimed = 0
 
     /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
     /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
@@ -363,12 +368,12 @@ public final class DiffRunner {
         var made = 0
         while made < calls {
             let step: DiffStep
+            g.fileSizes = (0..<fileSpecs.count).map { files[Int32(3 + $0)]!.size }
             if let to = g.processSwitch(hasParent: procs.hasParent, hasChild: procs.hasChild) {
                 step = .switchTo(to)
             } else if g.below(100) < UInt64(accessPercent) {
                 step = .access(g.access(procs.mm))
             } else {
-                g.fileSizes = (0..<fileSpecs.count).map { files[Int32(3 + $0)]!.size }
                 step = .call(g.next(procs.mm))
                 made += 1
             }
@@ -376,6 +381,7 @@ public final class DiffRunner {
             _ = runModel(step, &procs, files)
         }
         thpReaimed += g.thpReaimed
+        eofTailReaimed += g.eofTailReaimed
         return steps
     }
 }

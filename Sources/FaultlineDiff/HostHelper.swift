@@ -93,8 +93,9 @@ final class HostHelper {
                 state.appendPages(start, String(parts[2]))
             } else if l.hasPrefix("smaps ") {
                 let parts = l.split(separator: " ").compactMap { UInt64($0) }
-                guard parts.count == 4 else { throw HostError(description: "helper: " + l) }
-                state.usage.append(VMAUsage(start: parts[0], rssKB: parts[1], anonymousKB: parts[2], lazyFreeKB: parts[3]))
+                guard parts.count == 5 else { throw HostError(description: "helper: " + l) }
+                state.usage.append(VMAUsage(start: parts[0], rssKB: parts[1], anonymousKB: parts[2], lazyFreeKB: parts[3],
+                                            lockedKB: parts[4]))
             }
         }
         return (r, state)
@@ -144,12 +145,13 @@ struct PageRun: Equatable {
     }
 }
 
-/// One VMA's smaps `Rss:`, `Anonymous:` and `LazyFree:`.
+/// One VMA's smaps `Rss:`, `Anonymous:`, `LazyFree:` and `Locked:`.
 struct VMAUsage: Equatable {
     var start: UInt64
     var rssKB: UInt64
     var anonymousKB: UInt64
     var lazyFreeKB: UInt64
+    var lockedKB: UInt64
 }
 
 /// What the differential tester compares after every step, besides the result.

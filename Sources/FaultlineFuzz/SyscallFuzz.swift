@@ -66,7 +66,7 @@ public enum SyscallFuzz {
             return f
         }
 
-        /// Op codes 0–10, 23 and 24: one memory call, and the file an mmap or ftruncate names.
+        /// Op codes 0–10 and 23–25: one memory call, and the file an mmap or ftruncate names.
         mutating func call(_ code: UInt8, _ mm: AddressSpace, _ files: [MMFile]) -> (MemoryCall, MMFile?) {
             switch code {
             case 0, 1, 2:
@@ -95,6 +95,17 @@ public enum SyscallFuzz {
             case 23:
                 let a = addr(), l = len(), k = u8()
                 return (.mseal(addr: a, length: l, flags: k < 240 ? 0 : UInt64(k & 0xf)), nil)
+            case 25:
+                let a = addr(), l = min(len(), SyscallFuzz.populateLimit), k = u8()
+                switch k % 8 {
+                case 0, 1: return (.mlock(addr: a, length: l), nil)
+                case 2: return (.mlock2(addr: a, length: l, flags: UInt32(k >> 6)), nil)
+                case 3, 4: return (.munlock(addr: a, length: l), nil)
+                // Always with MCL_ONFAULT (alone: EINVAL): populating every VMA of an input
+                // that mapped terabytes would be an input's whole budget.
+                case 5: return (.mlockall(flags: UInt32(k >> 3) & 0xb | 4), nil)
+                default: return (.munlockall, nil)
+                }
             case 24:
                 // Mostly within the files' capacity (a page, or a page and a bit), sometimes any
                 // register value (negative: EINVAL; beyond ext4: EFBIG; beyond capacity: ENOSPC).
@@ -124,7 +135,7 @@ public enum SyscallFuzz {
             let op = r.u8()
             let mm = spaces[Int(op >> 5) % spaces.count]
             switch op & 0x1f {
-            case 0...10, 23, 24:
+            case 0...10, 23...25:
                 let (call, file) = r.call(op & 0x1f, mm, files)
                 // The vocabulary's strace form reads back as the call (less what strace does not
                 // print: mremap's new address without MREMAP_FIXED or MREMAP_DONTUNMAP).

@@ -29,7 +29,8 @@ extension AddressSpace {
         // Growing: the page after the new break, and the stack guard gap, must be free.
         if let next = tree.find(from: oldBrk), newBrk + Linux.pageSize > vmStartGap(next) { return origBrk }
         // do_brk_flags(): extend the brk VMA if it ends here, else add one.
-        let flags: VMFlags = VMFlags.dataDefault.union(.account)
+        let flags: VMFlags = VMFlags.dataDefault.union(.account).union(defFlags)
+        if !mlockFutureOK(flags, newBrk - oldBrk) { return origBrk }
         if mapCount > config.maxMapCount { return origBrk }
         if !vmEnoughMemory((newBrk - oldBrk) >> Linux.pageShift) { return origBrk }
         let c = MergeCandidate(flags: flags, file: 0, anonName: 0, anonVMA: 0, uncowed: false, pgoff: oldBrk >> Linux.pageShift)

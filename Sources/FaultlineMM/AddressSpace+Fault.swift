@@ -247,7 +247,7 @@ extension AddressSpace {
     /// contiguous offsets.
     func anonCompatibleNeighbours(_ a: VMARef, _ b: VMARef) -> Bool {
         a.vmEnd == b.vmStart && a.fileBits == b.fileBits
-            && (a.vmFlags.rawValue ^ b.vmFlags.rawValue) & ~(VMFlags.accessFlags.rawValue | VMFlags.softDirty.rawValue) == 0
+            && (a.vmFlags.rawValue ^ b.vmFlags.rawValue) & ~(VMFlags.accessFlags.rawValue | VMFlags.softDirty.rawValue | VMFlags.sticky.rawValue) == 0
             && b.vmPgoff == a.vmPgoff + ((b.vmStart - a.vmStart) >> Linux.pageShift)
     }
 

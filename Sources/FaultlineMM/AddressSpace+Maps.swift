@@ -187,6 +187,8 @@ extension AddressSpace {
         public var anonymous: UInt64 = 0
         /// Lazy-free anonymous pages (MADV_FREE) not written since: reclaim may discard them.
         public var lazyFree: UInt64 = 0
+        /// `Locked:`: the Pss of a VM_LOCKED VMA, 0 for any other.
+        public var locked: UInt64 = 0
     }
 
     /// Walks the VMA's PTEs (the zero page does not count).
@@ -222,6 +224,7 @@ extension AddressSpace {
         rcuRead.readUnlock()
         u.pss >>= pssShift
         u.pssDirty >>= pssShift
+        if v.vmFlags.contains(.locked) { u.locked = u.pss }
         return u
     }
 
@@ -263,7 +266,7 @@ extension AddressSpace {
             row("LazyFree:", u.lazyFree)
             for label in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
                           "Shared_Hugetlb:", "Private_Hugetlb:", "Swap:", "SwapPss:"] { row(label, 0) }
-            row("Locked:", f.contains(.locked) ? u.pss : 0)
+            row("Locked:", u.locked)
             let eligible = thpEligible(v) ? "1" : "0"
             out += "THPeligible:" + String(repeating: " ", count: 16 - "THPeligible:".count)
                 + String(repeating: " ", count: 7) + eligible + "\n"

@@ -147,7 +147,7 @@ extension AddressSpace {
         if pgoff &+ (len >> Linux.pageShift) < pgoff { return .failure(.EOVERFLOW) }
         if mapCount > config.maxMapCount { return .failure(.ENOMEM) }
 
-        var vmFlags = VMFlags.from(prot: prot).union([.mayRead, .mayWrite, .mayExec])
+        var vmFlags = VMFlags.from(prot: prot).union([.mayRead, .mayWrite, .mayExec]).union(defFlags)
         if flags.contains(.growsDown) { vmFlags.insert(.growsDown) }
         if flags.contains(.locked) { vmFlags.insert(.locked) }
         if flags.contains(.stack) { vmFlags.insert(.noHugePage) }
@@ -160,6 +160,8 @@ extension AddressSpace {
         }
         if !claim(addr..<(addr + len)) { return .failure(.EAGAIN) }
         if inFlags.contains(.fixedNoReplace), findIntersection(addr, addr + len) != nil { return .failure(.EEXIST) }
+        if flags.contains(.locked) && !canDoMlock { return .failure(.EPERM) }
+        if !mlockFutureOK(vmFlags, len) { return .failure(.EAGAIN) }
 
         // Anonymous huge pages are a hugetlbfs file to do_mmap(): they take the file branch.
         if file != nil || hugeTLB {
@@ -280,18 +282,28 @@ extension AddressSpace {
         return .success(gone)
     }
 
+    /// `free_pgtables()`'s floor and ceiling: the model's (clamped) and Linux's.
+    struct UnmapBounds {
+        var floor: UInt64
+        var ceiling: UInt64
+        var linuxFloor: UInt64
+        var linuxCeiling: UInt64
+    }
+
     /// Where `free_pgtables()` may free tables once `gone` is unmapped: between the
     /// neighbouring VMAs (`ceiling` 0 is the top), clamped to `tableFreeLimit` (range designs
-    /// hold only part of the space). Computed while the tree cannot change.
-    func unmapBounds(_ gone: [VMARef]) -> (floor: UInt64, ceiling: UInt64) {
-        guard let first = gone.first, let last = gone.last else { return (0, 0) }
-        var floor = tree.prev(before: first.vmStart).map { $0.vmEnd } ?? 0
-        var ceiling = tree.find(from: last.vmEnd).map { $0.vmStart } ?? 0
+    /// hold only part of the space), and Linux's own bounds. Computed while the tree cannot
+    /// change.
+    func unmapBounds(_ gone: [VMARef]) -> UnmapBounds {
+        guard let first = gone.first, gone.last != nil else { return UnmapBounds(floor: 0, ceiling: 0, linuxFloor: 0, linuxCeiling: 0) }
+        let linuxFloor = tree.prev(before: first.vmStart).map { $0.vmEnd } ?? 0
+        let linuxCeiling = tree.find(from: gone.last!.vmEnd).map { $0.vmStart } ?? 0
+        var b = UnmapBounds(floor: linuxFloor, ceiling: linuxCeiling, linuxFloor: linuxFloor, linuxCeiling: linuxCeiling)
         let limit = tableFreeLimit
-        if limit.isEmpty { return (1, 1) }   // nothing held: free nothing
-        floor = max(floor, limit.lowerBound)
-        if limit.upperBound != UInt64.max && (ceiling == 0 || ceiling > limit.upperBound) { ceiling = limit.upperBound }
-        return (floor, ceiling)
+        if limit.isEmpty { (b.floor, b.ceiling) = (1, 1); return b }   // nothing held: free nothing
+        b.floor = max(b.floor, limit.lowerBound)
+        if limit.upperBound != UInt64.max && (b.ceiling == 0 || b.ceiling > limit.upperBound) { b.ceiling = limit.upperBound }
+        return b
     }
 
     /// The rest of munmap once the VMAs are detached (`vms_complete_munmap_vmas`): zap their
@@ -301,12 +313,26 @@ extension AddressSpace {
         finishUnmap(gone, unmapBounds(gone))
     }
 
-    func finishUnmap(_ gone: [VMARef], _ bounds: (floor: UInt64, ceiling: UInt64)) {
+    func finishUnmap(_ gone: [VMARef], _ bounds: UnmapBounds) {
         guard let first = gone.first, let last = gone.last else { return }
         for v in gone { zapRange(v.vmStart, v.vmEnd, vma: v, dropMarkers: true) }
         if bounds.ceiling == 0 || bounds.ceiling > bounds.floor {
             freePageTables(floor: bounds.floor, ceiling: bounds.ceiling, start: first.vmStart, end: last.vmEnd,
                            level: 4, table: pgd)
+        }
+        if bounds.floor != bounds.linuxFloor || bounds.ceiling != bounds.linuxCeiling {
+            // A range design kept tables outside the range it holds; Linux freed those its own
+            // bounds allow: they are absent in Linux now (what fault-around's quirk sees).
+            let pmd = Linux.pmdSize
+            let ceiling = bounds.linuxCeiling == 0 ? UInt64.max : bounds.linuxCeiling
+            rcuRead.readLock()
+            forEachPTETable(first.vmStart, last.vmEnd) { table, s, _ in
+                let lo = s & ~(pmd - 1)
+                if lo >= bounds.linuxFloor && lo &+ pmd <= ceiling && table.isEmpty {
+                    table.absentInLinux.pointee.store(1, ordering: .relaxed)
+                }
+            }
+            rcuRead.readUnlock()
         }
         vmaFreeDeferred(gone)
     }

@@ -64,6 +64,11 @@ extension AddressSpace {
                 case .success(let v):
                     changeProtection(nstart, tmp, flags: newFlags)
                     current = v
+                    // A private VM_LOCKED VMA becoming writable breaks COW now
+                    // (populate_vma_page_range(); errors ignored).
+                    if old.intersection([.write, .shared, .locked]) == .locked && newFlags.contains(.write) {
+                        _ = populateLocked(nstart, tmp, mode: .mapPopulate)
+                    }
                 }
             }
             // Go on from the end of the VMA now covering the range (a merge may have taken it

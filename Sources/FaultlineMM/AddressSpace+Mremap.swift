@@ -57,6 +57,7 @@ extension AddressSpace {
         let pgoff = vma.vmPgoff + ((r.addr - vma.vmStart) >> Linux.pageShift)
         if pgoff &+ (r.newLen >> Linux.pageShift) < pgoff { return .failure(.EINVAL) }
         if !f.isDisjoint(with: [.dontExpand, .pfnMap]) { return .failure(.EFAULT) }
+        if !mlockFutureOK(f, r.newLen - oldLen) { return .failure(.EAGAIN) }
         return .success(())
     }
 

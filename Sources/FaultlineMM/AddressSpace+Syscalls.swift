@@ -110,7 +110,16 @@ extension AddressSpace {
                        newAddress: UInt64 = 0) -> Result<UInt64, Errno> {
         defer { returnToUser() }
         // Range designs: source, destination and what it replaces — the whole space.
-        return withWriter(.mremap, { wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
+        let r = withWriter(.mremap, { wholeSpace }) { doMremap(addr, oldLength, newLength, flags, newAddress) }
+        // A VM_LOCKED VMA that grew has its new part populated (mm_populate, errors ignored).
+        let oldLen = Linux.pageAlign(oldLength), newLen = Linux.pageAlign(newLength)
+        if case .success(let a) = r, newLen > oldLen {
+            mmapLock.lockRead()
+            let locked = tree.lookup(a)?.vmFlags.contains(.locked) ?? false
+            mmapLock.unlockRead()
+            if locked { _ = populateAfterWriter(a + oldLen, a + newLen, mode: .mapPopulate) }
+        }
+        return r
     }
 
     /// `madvise(2)`; an advice number the kernel does not know is EINVAL.
@@ -147,7 +156,13 @@ extension AddressSpace {
     /// `brk(2)`: the new break, or the current one when the request is refused.
     public func brk(_ addr: UInt64) -> UInt64 {
         defer { returnToUser() }
-        return withWriter(.brk, { brkRange(addr) }) { doBrk(addr) }
+        let old = Linux.pageAlign(brkValue)
+        let r = withWriter(.brk, { brkRange(addr) }) { doBrk(addr) }
+        // mlockall(MCL_FUTURE): the heap's growth is populated (mm_populate, errors ignored).
+        if defFlags.contains(.locked) && Linux.pageAlign(r) > old && r == addr {
+            _ = populateAfterWriter(old, Linux.pageAlign(r), mode: .mapPopulate)
+        }
+        return r
     }
 
     /// `fork(2)`: the child's address space.
@@ -297,7 +312,7 @@ extension AddressSpace {
 
     // MARK: Populate
 
-    enum PopulateMode { case mapPopulate, madviseRead, madviseWrite }
+    enum PopulateMode { case mapPopulate, mlock, madviseRead, madviseWrite }
 
     /// `follow_page_pte()` with FOLL_TOUCH|FOLL_WRITE: a page populate found mapped writable
     /// but clean is marked dirty (the PTE stays clean), so a lazy-free page is no longer
@@ -326,7 +341,16 @@ extension AddressSpace {
             let f = vma.vmFlags
             let kind: AccessKind
             switch mode {
-            case .mapPopulate:
+            case .mapPopulate, .mlock:
+                // populate_vma_page_range(): VM_LOCKONFAULT is left to fault.
+                if f.contains(.lockOnFault) || !f.isDisjoint(with: [.io, .pfnMap]) {
+                    a = vma.vmEnd
+                    continue
+                }
+                // mlock's __mm_populate() does not ignore GUP's refusal (EFAULT).
+                if mode == .mlock && (f.isDisjoint(with: [.read, .write, .exec]) || f.contains(.pkeyExecOnly)) {
+                    return .failure(.EFAULT)
+                }
                 // check_vma_flags(): the execute-only key refuses GUP (EFAULT), which
                 // __mm_populate() ignores, going on at the next VMA. (MADV_POPULATE_* is
                 // EINVAL below: such a VMA has neither VM_READ nor VM_WRITE.)
@@ -355,7 +379,7 @@ extension AddressSpace {
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
                             file.readAhead(index)
                         case .error(let err):
-                            // __mm_populate() ignores errors: on at the next VMA.
+                            // mm_populate() ignores errors: on at the next VMA.
                             if mode == .mapPopulate { a = stop; continue nextVMA }
                             return .failure(err == .oom ? .ENOMEM : .EFAULT)
                         }

@@ -156,6 +156,10 @@ public final class AddressSpace: @unchecked Sendable {
         /// with PKU; the host's by default): a PROT_EXEC-only mapping gets the execute-only
         /// key, so loads and stores to it are SIGSEGV/SEGV_PKUERR and populate skips it.
         public var executeOnlyPKey = Linux.hostHasPKeys
+        /// `RLIMIT_MEMLOCK` in bytes and CAP_IPC_LOCK (this process's by default): what
+        /// mlock, mlockall, MAP_LOCKED and a locked VMA's growth may lock.
+        public var memlockLimit = Linux.hostMemlockLimit
+        public var capIPCLock = Linux.hostCapIPCLock
         /// `mm->start_stack`, for the `[stack]` name (nil: no stack modelled).
         public var startStack: UInt64? = nil
         /// `spf-vmaseq` only: also handle copy-on-write of a present PTE speculatively, as
@@ -210,6 +214,9 @@ public final class AddressSpace: @unchecked Sendable {
     /// The call whose writer section is open (set under the writer's exclusion; nil for
     /// mmap and munmap, whose designs lock them their own way).
     @exclusivity(unchecked) public internal(set) var writerCall: WriterCall? = nil
+    /// `mm->def_flags`: VM_LOCKED (and VM_LOCKONFAULT) after mlockall(MCL_FUTURE), given to
+    /// every new mapping and the heap's growth. Written under the writer's exclusion.
+    @exclusivity(unchecked) public internal(set) var defFlags: VMFlags = []
     /// VMAs write-marked in the current writer section (ended at `endVMAWrites`).
     @exclusivity(unchecked) var markedVMAs: [VMARef] = []
     /// VMAs freed while marked (per-VMA sequence counts): freed when the section ends.

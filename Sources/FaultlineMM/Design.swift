@@ -93,7 +93,7 @@ public struct MetatypeVisitor: DesignVisitor {
 /// The calls that open a writer section through `withWriter` (what a design may treat
 /// differently; the broken controls use it to leave out one call's marks).
 public enum WriterCall: Sendable {
-    case mprotect, mremap, madvise, brk, fork, mseal
+    case mprotect, mremap, madvise, brk, fork, mseal, mlock
     /// A fault below a VM_GROWSDOWN VMA growing it (`expand_stack`).
     case expandStack
     /// The replay's inferred mappings and other set-up.

@@ -8,6 +8,10 @@ public enum Linux {
     /// This process's `RLIMIT_STACK` (bytes; `UInt64.max` when unlimited): how far a
     /// VM_GROWSDOWN VMA may grow (`acct_stack_growth`).
     public static let hostStackLimit: UInt64 = fl_stack_limit()
+    /// This process's `RLIMIT_MEMLOCK` (bytes; UInt64.max: unlimited).
+    public static let hostMemlockLimit: UInt64 = fl_memlock_limit()
+    /// Whether this process has CAP_IPC_LOCK (locking beyond `RLIMIT_MEMLOCK`).
+    public static let hostCapIPCLock: Bool = fl_cap_ipc_lock() != 0
     /// Whether the host kernel runs with memory protection keys (x86 PKU, CPUID OSPKE): then
     /// an execute-only mapping gets the execute-only pkey and data accesses to it fail with
     /// SEGV_PKUERR.
@@ -230,7 +234,7 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     static let mnemonics: [(UInt64, String)] = [
         (0x1, "rd"), (0x2, "wr"), (0x4, "ex"), (0x8, "sh"), (0x10, "mr"), (0x20, "mw"), (0x40, "me"), (0x80, "ms"),
         (0x100, "gd"), (0x400, "pf"), (0x800, "gu"), (0x2000, "lo"), (0x4000, "io"), (0x8000, "sr"), (0x10000, "rr"),
-        (0x20000, "dc"), (0x40000, "de"), (0x100000, "ac"), (0x200000, "nr"), (0x400000, "ht"), (0x800000, "sf"),
+        (0x20000, "dc"), (0x40000, "de"), (0x80000, "lf"), (0x100000, "ac"), (0x200000, "nr"), (0x400000, "ht"), (0x800000, "sf"),
         (0x2000000, "wf"), (0x4000000, "dd"), (0x8000000, "sd"), (0x10000000, "mm"), (0x20000000, "hg"),
         (0x40000000, "nh"), (0x80000000, "mg"), (1 << 63, "sl"),
     ]

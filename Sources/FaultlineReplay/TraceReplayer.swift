@@ -380,6 +380,19 @@ public final class TraceReplayer {
             summary.replayed += 1
             _ = runInferring(call, c, p, needs: (addr, len))
             if rec.errno == "ENOMEM" { p.touched.insert(addr, len) }
+        case let .mlock(addr, len), let .mlock2(addr, len, _), let .munlock(addr, len):
+            // The traced process's RLIMIT_MEMLOCK and capabilities are not in the trace.
+            if let e = rec.errno, e == "EPERM" || e == "EAGAIN" { skip("lock limits (\(e))"); return }
+            summary.replayed += 1
+            let start = addr & Linux.pageMask
+            let pages = Linux.pageAlign(len &+ Linux.offsetInPage(addr))
+            _ = runInferring(call, c, p, needs: (start, pages))
+            if rec.errno == "ENOMEM" { p.touched.insert(start, pages) }
+        case .mlockall, .munlockall:
+            if let e = rec.errno, e == "EPERM" || e == "ENOMEM" { skip("lock limits (\(e))"); return }
+            summary.replayed += 1
+            let r = run(call, c.pid, p)
+            if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
         case let .ftruncate(fd, len):
             // EINVAL for a non-negative length: not open for writing, or not a regular file.
             if let e = rec.errno, Self.fileStateErrnos.contains(e) || (e == "EINVAL" && Int64(bitPattern: len) >= 0) {

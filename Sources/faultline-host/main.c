@@ -6,7 +6,7 @@
 // "load"/"store", "fork", and "parent"/"child", which hand the sequence to another process
 // of the sequence) and answers with the
 // result (or the signal a load or store raised), the maps lines that intersect the window
-// or the heap area, each window VMA's pagemap entries and smaps Rss/Anonymous/LazyFree, and the
+// or the heap area, each window VMA's pagemap entries and smaps Rss/Anonymous/LazyFree/Locked, and the
 // pagemap entries of the heap above its initial break.
 //
 // No malloc after start-up: every buffer is static, so the helper's own allocations never
@@ -231,7 +231,7 @@ static void print_state(unsigned long long hlo, unsigned long long hhi) {
     madvise(drain_page, sizeof drain_page, MADV_PAGEOUT);
     read_proc("/proc/self/smaps");
     char *p = mapsbuf;
-    unsigned long long cur = 0, rss = 0, anon = 0;
+    unsigned long long cur = 0, rss = 0, anon = 0, lazy = 0;
     int in_window = 0;
     while (*p) {
         char *nl = strchr(p, '\n');
@@ -245,7 +245,8 @@ static void print_state(unsigned long long hlo, unsigned long long hhi) {
         }
         if (in_window && !strncmp(p, "Rss:", 4)) rss = strtoull(p + 4, NULL, 10);
         if (in_window && !strncmp(p, "Anonymous:", 10)) anon = strtoull(p + 10, NULL, 10);
-        if (in_window && !strncmp(p, "LazyFree:", 9)) printf("smaps %llu %llu %llu %llu\n", cur, rss, anon, strtoull(p + 9, NULL, 10));
+        if (in_window && !strncmp(p, "LazyFree:", 9)) lazy = strtoull(p + 9, NULL, 10);
+        if (in_window && !strncmp(p, "Locked:", 7)) printf("smaps %llu %llu %llu %llu %llu\n", cur, rss, anon, lazy, strtoull(p + 7, NULL, 10));
         if (!nl) break;
         p = nl + 1;
     }
@@ -322,7 +323,7 @@ static long do_call(const char *cmd, char *args) {
     for (char *t = strtok_r(args, " ", &save); t && k < 7; t = strtok_r(NULL, " ", &save)) a[k++] = strtoull(t, NULL, 0);
     switch ((long)a[0]) {
     case SYS_mmap: case SYS_mprotect: case SYS_munmap: case SYS_brk: case SYS_mremap: case SYS_madvise: case SYS_MSEAL:
-    case SYS_ftruncate: break;
+    case SYS_ftruncate: case SYS_mlock: case SYS_munlock: case SYS_mlockall: case SYS_munlockall: case SYS_mlock2: break;
     default: return -ENOSYS;
     }
     errno = 0;

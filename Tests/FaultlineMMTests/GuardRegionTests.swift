@@ -157,4 +157,21 @@ struct GuardRegionTests {
         #expect(Self.picture(mm, h, pages: 8) == "........")
         #expect(mm.madvise(Self.base + 0x50_0000, page, .guardInstall).error == .ENOMEM)
     }
+
+    /// Installing over several VMAs prepares each anonymous one's anon_vma in turn; the
+    /// sticky flag set on the first does not stop the next from reusing its anon_vma, so
+    /// both merge once mprotect makes them alike (difftest, seed 269).
+    @Test(arguments: designs)
+    func installingOverNeighboursKeepsTheirAnonVMAsMergeable(design: Design) {
+        let mm = makeSpace(design)
+        let b: UInt64 = 0x6000_0000_0000
+        _ = mm.mmap(b + 12 * page, 3 * page, .exec, [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(b + 7 * page, 5 * page, .write, [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(b, 7 * page, .read, [.private, .anonymous, .fixed]).must()
+        #expect(mm.mprotect(b + 9 * page, 6 * page, rw).succeeded)
+        #expect(mm.madvise(b, 15 * page, .guardInstall).succeeded)
+        #expect(mm.mprotect(b + 3 * page, 7 * page, .exec).succeeded)
+        #expect(layout(mm) == [line(b, b + 3 * page, "r--p"), line(b + 3 * page, b + 7 * page, "--xp"),
+                               line(b + 7 * page, b + 10 * page, "--xp"), line(b + 10 * page, b + 15 * page, "rw-p")])
+    }
 }

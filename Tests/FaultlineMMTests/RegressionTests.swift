@@ -310,4 +310,22 @@ struct RegressionTests {
         #expect(second.madvise(a, 2 * page, .free).succeeded)
         #expect(second.usage(start: a, end: a + 2 * page).first?.1.lazyFree == page)
     }
+
+    /// A range design keeps the page tables outside the range it holds when it unmaps; Linux
+    /// frees those its own floor and ceiling allow, and fault-around's no-table quirk must
+    /// see them as absent (difftest, design range, seed 78).
+    @Test(arguments: designs)
+    func tablesARangeDesignKeepsAreAbsentInLinux(design: Design) {
+        let mm = makeSpace(design)
+        let f1 = mm.system.makeFile(path: "/data/f1", size: 64 * page)
+        let f2 = mm.system.makeFile(path: "/data/f2", size: 2 * page)
+        for f in [f1, f2] { for i in 0..<f.sizeInPages { f.readAhead(i) } }
+        let region: UInt64 = 0x6000_0020_0000
+        let a = mm.mmap(region + 0x17_1000, 4 * page, rw, [.shared, .fixed], file: f1, offset: 0x25000).must()
+        #expect(mm.load(a + 0x157c).succeeded)
+        #expect(mm.munmap(region + 0x13_e000, 4 << 20).succeeded)
+        let b = mm.mmap(region + 0x1c_5000, 8 * page, rw, [.private, .fixed], file: f2, offset: page).must()
+        #expect(mm.load(b + 7 * page + 0xde3).error == .bus)
+        #expect(mm.presentPages(b, b + 8 * page) == 0)
+    }
 }

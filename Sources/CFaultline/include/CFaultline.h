@@ -89,6 +89,10 @@ void fl_sleep_ns(uint64_t ns);
 uint64_t fl_commit_limit_pages(void);
 /// RLIMIT_STACK's soft limit in bytes (UINT64_MAX when unlimited).
 uint64_t fl_stack_limit(void);
+/// RLIMIT_MEMLOCK's soft limit in bytes (UINT64_MAX: unlimited).
+uint64_t fl_memlock_limit(void);
+/// Whether this process may lock memory beyond RLIMIT_MEMLOCK (CAP_IPC_LOCK in its effective set).
+int fl_cap_ipc_lock(void);
 /// CPUID.(EAX=7,ECX=0):ECX.OSPKE: the kernel enabled memory protection keys (x86 only; 0 elsewhere).
 int fl_cpu_has_ospke(void);
 

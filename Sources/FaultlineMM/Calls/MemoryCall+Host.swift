@@ -15,6 +15,11 @@ extension MemoryCall {
         case let .madvise(a, l, adv): return SyscallRegisters(28, a, l, UInt64(UInt32(bitPattern: adv)), count: 3)
         case let .mseal(a, l, f): return SyscallRegisters(462, a, l, f, count: 3)
         case let .ftruncate(fd, l): return SyscallRegisters(77, UInt64(bitPattern: Int64(fd.number)), l, count: 2)
+        case let .mlock(a, l): return SyscallRegisters(149, a, l, count: 2)
+        case let .munlock(a, l): return SyscallRegisters(150, a, l, count: 2)
+        case let .mlockall(f): return SyscallRegisters(151, UInt64(f), count: 1)
+        case .munlockall: return SyscallRegisters(152, count: 0)
+        case let .mlock2(a, l, f): return SyscallRegisters(325, a, l, UInt64(f), count: 3)
         case .clone, .execve, .exit: return nil
         }
     }

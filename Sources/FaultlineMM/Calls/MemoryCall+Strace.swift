@@ -97,6 +97,12 @@ extension MemoryCall {
             call = "brk(\(addr(a)))"
         case let .mseal(a, l, f): call = "mseal(\(addr(a)), \(l), \(f == 0 ? "0" : "0x" + String(f, radix: 16)))"
         case let .ftruncate(fd, l): call = "ftruncate(\(StraceSyntax.text(fd)), \(Int64(bitPattern: l)))"
+        case let .mlock(a, l): call = "mlock(\(addr(a)), \(l))"
+        case let .munlock(a, l): call = "munlock(\(addr(a)), \(l))"
+        case let .mlock2(a, l, f):
+            call = "mlock2(\(addr(a)), \(l), \(StraceSyntax.flags(UInt64(f), Self.mlock2Names, zero: "0")))"
+        case let .mlockall(f): call = "mlockall(\(StraceSyntax.flags(UInt64(f), Self.mlockallNames, zero: "0")))"
+        case .munlockall: call = "munlockall()"
         case let .clone(f):
             call = f == .sigchld ? "fork()" : "clone(child_stack=NULL, flags=\(StraceSyntax.text(f)))"
         case let .execve(path): call = "execve(\(StraceSyntax.quote(path)), NULL, NULL)"
@@ -172,6 +178,17 @@ extension MemoryCall {
         case "mseal":
             try need(3)
             return .mseal(addr: try num(0), length: try num(1), flags: try num(2))
+        case "mlock", "munlock":
+            try need(2)
+            return name == "mlock" ? .mlock(addr: try num(0), length: try num(1)) : .munlock(addr: try num(0), length: try num(1))
+        case "mlock2":
+            try need(3)
+            return .mlock2(addr: try num(0), length: try num(1), flags: UInt32(truncatingIfNeeded: try flags(2, Self.mlock2Names)))
+        case "mlockall":
+            try need(1)
+            return .mlockall(flags: UInt32(truncatingIfNeeded: try flags(0, Self.mlockallNames)))
+        case "munlockall":
+            return .munlockall
         case "ftruncate", "ftruncate64":
             try need(2)
             guard let fd = StraceSyntax.fileDescriptor(a[0]) else { throw fail("bad file descriptor '\(a[0])'") }
@@ -206,9 +223,14 @@ extension MemoryCall {
     /// The x86-64 numbers of the calls in the vocabulary.
     static let x86_64Names: [Int: String] = [
         9: "mmap", 10: "mprotect", 11: "munmap", 12: "brk", 25: "mremap", 28: "madvise", 56: "clone", 57: "fork",
-        58: "vfork", 59: "execve", 60: "exit", 77: "ftruncate", 231: "exit_group", 322: "execveat", 329: "pkey_mprotect",
+        58: "vfork", 59: "execve", 60: "exit", 77: "ftruncate", 149: "mlock", 150: "munlock", 151: "mlockall",
+        152: "munlockall", 231: "exit_group", 325: "mlock2", 322: "execveat", 329: "pkey_mprotect",
         435: "clone3", 462: "mseal",
     ]
+
+    /// `MLOCK_*` and `MCL_*` as strace names them.
+    static let mlock2Names: [(UInt64, String)] = [(1, "MLOCK_ONFAULT")]
+    static let mlockallNames: [(UInt64, String)] = [(1, "MCL_CURRENT"), (2, "MCL_FUTURE"), (4, "MCL_ONFAULT")]
 
     /// Parses one call as strace prints it, `mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)`,
     /// with or without its ` = result`; a call outside the vocabulary throws.

@@ -20,6 +20,16 @@ public enum MemoryCall: Hashable, Sendable {
     case brk(addr: UInt64)
     /// `mseal(2)` (6.10); `flags` is reserved.
     case mseal(addr: UInt64, length: UInt64, flags: UInt64)
+    /// `mlock(2)`.
+    case mlock(addr: UInt64, length: UInt64)
+    /// `mlock2(2)`: `flags` MLOCK_ONFAULT (1), anything else is EINVAL.
+    case mlock2(addr: UInt64, length: UInt64, flags: UInt32)
+    /// `munlock(2)`.
+    case munlock(addr: UInt64, length: UInt64)
+    /// `mlockall(2)`: `MCL_*` as a number, so that unknown bits are representable.
+    case mlockall(flags: UInt32)
+    /// `munlockall(2)`.
+    case munlockall
     /// `ftruncate(2)`: the file's size, and so which of its mapped pages exist; `length` as
     /// the register holds it (a negative one is representable).
     case ftruncate(fd: FileDescriptor, length: UInt64)
@@ -54,6 +64,11 @@ public enum MemoryCall: Hashable, Sendable {
         case .brk: "brk"
         case .mseal: "mseal"
         case .ftruncate: "ftruncate"
+        case .mlock: "mlock"
+        case .mlock2: "mlock2"
+        case .munlock: "munlock"
+        case .mlockall: "mlockall"
+        case .munlockall: "munlockall"
         case .clone(let f): f == .sigchld ? "fork" : "clone"
         case .execve: "execve"
         case .exit(let group): group ? "exit_group" : "exit"
@@ -94,6 +109,16 @@ public enum MemoryCall: Hashable, Sendable {
             return SyscallResult(mm.mseal(a, l, f))
         case let .ftruncate(_, l):
             return SyscallResult(mm.ftruncate(file, l))
+        case let .mlock(a, l):
+            return SyscallResult(mm.mlock(a, l))
+        case let .mlock2(a, l, f):
+            return SyscallResult(mm.mlock2(a, l, f))
+        case let .munlock(a, l):
+            return SyscallResult(mm.munlock(a, l))
+        case let .mlockall(f):
+            return SyscallResult(mm.mlockall(f))
+        case .munlockall:
+            return SyscallResult(mm.munlockall())
         case .clone, .execve, .exit:
             return SyscallResult(errno: .ENOSYS)
         }
