@@ -19,6 +19,7 @@ struct CallGenerator {
     var stored: [UInt64] = []
     var thpReaimed = 0
     var eofTailReaimed = 0
+    var readaheadReaimed = 0
 
     init(seed: UInt64, window: Range<UInt64>, heap: UInt64, heapCompare: UInt64, files: [(path: String, size: UInt64)]) {
         // The seed is mixed before it becomes the state: SplitMix64 steps its state by the
@@ -115,7 +116,7 @@ struct CallGenerator {
         if t < 55 { flags = MapFlags.private.rawValue }
         else if t < 92 { flags = MapFlags.shared.rawValue }
         else if t < 96 { flags = MapFlags.sharedValidate.rawValue }
-        else { flags = pick([0, 0x0f]) }
+        else { flags = pick([0, 0x0f, MapFlags.droppable.rawValue, MapFlags.droppable.rawValue, MapFlags.droppable.rawValue]) }
         var fd = -1
         var offset: UInt64 = 0
         if chance(70) {
@@ -228,7 +229,7 @@ struct CallGenerator {
     }
 
     mutating func madvise(_ mm: AddressSpace) -> MemoryCall {
-        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
+        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 9, 9, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
                                    102, 102, 103])
         let addr = address(mm)
         let len = length()
@@ -238,7 +239,39 @@ struct CallGenerator {
             thpReaimed += 1
             advice = pick([4, 8, 9, 20, 21])
         }
+        // MADV_HUGEPAGE over private anonymous memory holding an aligned 2 MiB: khugepaged may
+        // collapse it into a huge page at once (it is woken for the VMA).
+        if advice == 14, wouldBecomeTHPEligible(mm, addr, len) {
+            thpReaimed += 1
+            advice = pick([4, 8, 9, 20, 21])
+        }
+        // MADV_REMOVE over a shared mapping of a regular file: the pages it punches out come
+        // back through the host's read-around, with large folios mapped whole (not modelled
+        // yet, issue 16). Shared anonymous memory (shmem) has no readahead: kept.
+        if advice == 9, touchesSharedFileMapping(mm, addr, len) {
+            readaheadReaimed += 1
+            advice = pick([4, 8, 20, 21])
+        }
         return .madvise(addr: addr, length: len, advice: advice)
+    }
+
+    func wouldBecomeTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
+        let lo = addr & ~(page - 1)
+        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        guard hi > lo else { return false }
+        let pmd = Linux.pmdSize
+        return mm.mapsLines(in: lo..<hi).contains { m in
+            guard m.perms.hasSuffix("p"), m.path.isEmpty || m.path == "[heap]" else { return false }
+            let s = (max(m.start, lo) + pmd - 1) & ~(pmd - 1)
+            return s + pmd <= min(m.end, hi)
+        }
+    }
+
+    func touchesSharedFileMapping(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
+        let lo = addr & ~(page - 1)
+        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        guard hi > lo else { return false }
+        return mm.mapsLines(in: lo..<hi).contains { $0.perms.hasSuffix("s") && filePaths.contains($0.path) }
     }
 
     func touchesTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {

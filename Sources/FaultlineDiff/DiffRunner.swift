@@ -356,6 +356,9 @@ public final class DiffRunner {
     /// drew again: writeback zeroes that part of the page whenever it runs (the host's flusher
     /// decides when), so what a later load reads there is not the sequence's to say.
     public private(set) var eofTailReaimed = 0
+    /// MADV_REMOVE calls over a shared mapping of one of the files, redrawn: the punched pages
+    /// would come back through the host's read-around and large folios (issue 16).
+    public private(set) var readaheadReaimed = 0
 
     /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
     /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
@@ -382,6 +385,7 @@ public final class DiffRunner {
         }
         thpReaimed += g.thpReaimed
         eofTailReaimed += g.eofTailReaimed
+        readaheadReaimed += g.readaheadReaimed
         return steps
     }
 }

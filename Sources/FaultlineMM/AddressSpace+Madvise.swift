@@ -15,7 +15,7 @@ extension Advice {
     /// `madvise_behavior_valid()` for what the model supports.
     var supported: Bool {
         switch self {
-        case .mergeable, .unmergeable, .collapse, .remove: false
+        case .mergeable, .unmergeable, .collapse: false
         default: true
         }
     }
@@ -76,10 +76,12 @@ extension AddressSpace {
             case .wipeOnFork:
                 if !v.isAnonymous || f.contains(.shared) { return .failure(.EINVAL) }
                 f.insert(.wipeOnFork)
-            case .keepOnFork: f.remove(.wipeOnFork)
+            case .keepOnFork:
+                if f.contains(.droppable) { return .failure(.EINVAL) }
+                f.remove(.wipeOnFork)
             case .dontDump: f.insert(.dontDump)
             case .doDump:
-                if f.contains(.pfnMap) || f.contains(.io) { return .failure(.EINVAL) }
+                if f.contains(.pfnMap) || f.contains(.io) || f.contains(.droppable) { return .failure(.EINVAL) }
                 f.remove(.dontDump)
             case .hugePage: f.remove(.noHugePage); f.insert(.hugePage)
             case .noHugePage: f.remove(.hugePage); f.insert(.noHugePage)
@@ -112,6 +114,13 @@ extension AddressSpace {
             case .cold, .pageOut:
                 if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
                 if advice == .pageOut { madvisePageout(s, e, vma: v) }
+            case .remove:
+                // madvise_remove(): a hole punched in the file under the shared mapping.
+                if v.vmFlags.contains(.locked) { return .failure(.EINVAL) }
+                guard let file = v.vmFile else { return .failure(.EINVAL) }
+                if !v.vmFlags.isSuperset(of: [.shared, .mayWrite]) { return .failure(.EACCES) }
+                let first = v.vmPgoff &+ ((s &- v.vmStart) >> Linux.pageShift)
+                file.punchHole(pages: first..<(first &+ ((e &- s) >> Linux.pageShift)))
             case .guardInstall:
                 if !isValidGuardVMA(v, allowLocked: false) { return .failure(.EINVAL) }
                 guardInstall(v, s, e)

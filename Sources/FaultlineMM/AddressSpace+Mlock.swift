@@ -153,10 +153,10 @@ extension AddressSpace {
         }
     }
 
-    /// `mlock_fixup()`: VM_SPECIAL and hugetlb VMAs are left as they are.
+    /// `mlock_fixup()`: VM_SPECIAL, hugetlb and droppable VMAs are left as they are.
     func mlockFixup(_ v: VMARef, _ start: UInt64, _ end: UInt64, _ newFlags: VMFlags) -> Result<VMARef, Errno> {
         let old = v.vmFlags
-        if newFlags == old || !old.isDisjoint(with: [.io, .pfnMap, .dontExpand, .mixedMap, .hugeTLB]) { return .success(v) }
+        if newFlags == old || !old.isDisjoint(with: [.io, .pfnMap, .dontExpand, .mixedMap, .hugeTLB, .droppable]) { return .success(v) }
         return modifyFlags(v, start, end, newFlags)
     }
 

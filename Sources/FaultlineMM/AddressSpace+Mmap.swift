@@ -182,6 +182,12 @@ extension AddressSpace {
                 if vmFlags.contains(.growsDown) { return .failure(.EINVAL) }
                 pgoff = 0
                 vmFlags.formUnion([.shared, .mayShare])
+            case MapFlags.droppable.rawValue:
+                // Neither locked nor a stack; huge pages took the file branch (EINVAL there).
+                if flags.contains(.locked) || vmFlags.contains(.growsDown) { return .failure(.EINVAL) }
+                // Never reserved, not copied by fork, not dumped.
+                vmFlags.formUnion([.droppable, .noReserve, .wipeOnFork, .dontDump])
+                pgoff = addr >> Linux.pageShift
             case MapFlags.private.rawValue:
                 pgoff = addr >> Linux.pageShift
             default:
@@ -222,7 +228,10 @@ extension AddressSpace {
             }
             if !vmEnoughMemory(charged) { return .failure(.ENOMEM) }
         }
-        switch mmapRegion(file: file, addr: addr, len: len, flags: vmFlags, pgoff: pgoff) {
+        // mmap_region(): a droppable VMA is never locked (mlockall's def_flags included), though
+        // the populate that VM_LOCKED asked for still runs (probed).
+        let regionFlags = vmFlags.contains(.droppable) ? vmFlags.subtracting([.locked, .lockOnFault]) : vmFlags
+        switch mmapRegion(file: file, addr: addr, len: len, flags: regionFlags, pgoff: pgoff) {
         case .failure(let e): return .failure(e)
         case .success:
             let populate = vmFlags.contains(.locked) || (flags.contains(.populate) && !flags.contains(.nonBlock))

@@ -120,8 +120,11 @@ extension AddressSpace {
     /// zap stays: probed); the model keeps the table and marks it absent in Linux.
     /// `dropMarkers`: unmapping (`unmap_vmas`, ZAP_FLAG_DROP_MARKER) removes guard markers;
     /// every other zap (MADV_DONTNEED, truncation, guard install) keeps them.
+    /// `fileOnly`: `zap_details` without `even_cows` (a hole punched in a file): a private
+    /// VMA's own copies stay, only the file's pages go.
     @discardableResult
-    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, dropMarkers: Bool, reclaimTables: Bool = false) -> Int {
+    func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, dropMarkers: Bool, reclaimTables: Bool = false,
+                  fileOnly: Bool = false) -> Int {
         var freed: [FrameNumber] = []
         var cleared = 0
         var anon = 0, file = 0, shmem = 0
@@ -133,7 +136,13 @@ extension AddressSpace {
             let before = cleared
             while a < e {
                 let slot = table.entry(ptIndex(a, level: 1))
-                if !dropMarkers && PTE.isGuard(slot.pointee.load(ordering: .relaxed)) {
+                let cur = slot.pointee.load(ordering: .relaxed)
+                if !dropMarkers && PTE.isGuard(cur) {
+                    a &+= Linux.pageSize
+                    continue
+                }
+                if fileOnly && cur & PTE.present != 0
+                    && (cur & PTE.special != 0 || frames.page(PTE.frame(cur)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0) {
                     a &+= Linux.pageSize
                     continue
                 }

@@ -43,6 +43,7 @@ extension AddressSpace {
     /// (`can_do_file_pageout`); the model has no file ownership and always may.
     func madvisePageout(_ start: UInt64, _ end: UInt64, vma: VMARef) {
         let file = vma.vmFile
+        let droppable = vma.vmFlags.contains(.droppable)
         var freed: [FrameNumber] = []
         var dropFromCache: [(UInt64, FrameNumber)] = []
         var anon: Int64 = 0, filePages: Int64 = 0
@@ -55,7 +56,8 @@ extension AddressSpace {
             guard p.pointee.mapcount.load(ordering: .relaxed) == 1 else { return }
             let isAnon = flags & PageMeta.Flag.anon != 0
             let dirty = old & PTE.dirty != 0 || flags & PageMeta.Flag.dirty != 0
-            if isAnon && (flags & PageMeta.Flag.lazyFree == 0 || dirty) { return }
+            // A droppable VMA's folios are never swap-backed: discarded, dirty or not.
+            if isAnon && !droppable && (flags & PageMeta.Flag.lazyFree == 0 || dirty) { return }
             if !isAnon && file == nil { return }
             // try_to_unmap_one(): the PTE goes, its dirty bit moves to the page.
             guard slot.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else { return }

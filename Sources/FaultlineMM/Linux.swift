@@ -92,6 +92,8 @@ public struct MapFlags: OptionSet, Hashable, Sendable {
     public static let shared = MapFlags(rawValue: 0x01)
     public static let `private` = MapFlags(rawValue: 0x02)
     public static let sharedValidate = MapFlags(rawValue: 0x03)
+    /// `MAP_DROPPABLE` (6.11): private anonymous memory reclaim may drop at any time.
+    public static let droppable = MapFlags(rawValue: 0x08)
     public static let typeMask = MapFlags(rawValue: 0x0f)
     public static let fixed = MapFlags(rawValue: 0x10)
     public static let anonymous = MapFlags(rawValue: 0x20)
@@ -214,6 +216,9 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     /// (`execute_only_pkey()`), the only key the model hands out. smaps shows it as
     /// `ProtectionKey:`, not in `VmFlags:`.
     public static let pkeyExecOnly = VMFlags(rawValue: 1 << 32)
+    /// `VM_DROPPABLE` (MAP_DROPPABLE, smaps `dp`): its anonymous folios are never swap-backed,
+    /// so reclaim discards them, dirty or not; mlock does not lock it.
+    public static let droppable = VMFlags(rawValue: 1 << 40)
 
     public static let accessFlags: VMFlags = [.read, .write, .exec]
     /// `VM_STICKY`: kept by merges, ignored by their checks.
@@ -236,7 +241,7 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
         (0x100, "gd"), (0x400, "pf"), (0x800, "gu"), (0x2000, "lo"), (0x4000, "io"), (0x8000, "sr"), (0x10000, "rr"),
         (0x20000, "dc"), (0x40000, "de"), (0x80000, "lf"), (0x100000, "ac"), (0x200000, "nr"), (0x400000, "ht"), (0x800000, "sf"),
         (0x2000000, "wf"), (0x4000000, "dd"), (0x8000000, "sd"), (0x10000000, "mm"), (0x20000000, "hg"),
-        (0x40000000, "nh"), (0x80000000, "mg"), (1 << 63, "sl"),
+        (0x40000000, "nh"), (0x80000000, "mg"), (1 << 40, "dp"), (1 << 63, "sl"),
     ]
 
     public var smapsDescription: String {

@@ -71,15 +71,42 @@ extension MMFile {
     /// `unmap_mapping_range(mapping, holebegin, 0, even_cows = 1)`: zaps, in every VMA of the
     /// file, the pages of file index `hole` and beyond, private copies included.
     func unmapMappingRange(fromPage hole: UInt64) {
+        unmapMappingRange(pages: hole..<UInt64.max, evenCows: true)
+    }
+
+    /// `unmap_mapping_range()` over file pages `pages`; without `evenCows` a private VMA's
+    /// copies of them stay.
+    func unmapMappingRange(pages: Range<UInt64>, evenCows: Bool) {
         iMmapLock.lockRead()
         for (v, owner) in iMmap {
             let pgoff = v.vmPgoff
-            let end = v.vmEnd
-            guard pgoff &+ ((end &- v.vmStart) >> Linux.pageShift) > hole else { continue }
-            let start = v.vmStart &+ (max(hole, pgoff) &- pgoff) << Linux.pageShift
-            owner.takeUnretainedValue().unmapMappingRange(v, start, end)
+            let vmaPages = (v.vmEnd &- v.vmStart) >> Linux.pageShift
+            let lo = max(pages.lowerBound, pgoff)
+            let hi = min(pages.upperBound, pgoff &+ vmaPages)
+            guard lo < hi else { continue }
+            let start = v.vmStart &+ (lo &- pgoff) << Linux.pageShift
+            let end = v.vmStart &+ (hi &- pgoff) << Linux.pageShift
+            owner.takeUnretainedValue().unmapMappingRange(v, start, end, fileOnly: !evenCows)
         }
         iMmapLock.unlockRead()
+    }
+
+    /// `vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)` over whole pages (what
+    /// MADV_REMOVE asks; ext4 and shmem both punch holes): the pages leave every shared
+    /// mapping and the cache, private copies stay, the range reads as zeros; the size stays.
+    func punchHole(pages requested: Range<UInt64>) {
+        let end = min(requested.upperBound, Linux.pageAlign(size) >> Linux.pageShift, UInt64(capacityPages))
+        guard requested.lowerBound < end else { return }
+        let pages = requested.lowerBound..<end
+        unmapMappingRange(pages: pages, evenCows: false)
+        for index in pages {
+            if let f = cachedPage(index) { remove(index, ifHolding: f) }
+        }
+        if let backing {
+            (backing + Int(pages.lowerBound) * Int(Linux.pageSize)).initializeMemory(
+                as: UInt8.self, repeating: 0, count: Int(pages.count) * Int(Linux.pageSize))
+        }
+        unmapMappingRange(pages: pages, evenCows: false)
     }
 
     /// `truncate_inode_pages_range()`: pages `hole` and beyond leave the cache (a fault holding
@@ -142,9 +169,9 @@ extension AddressSpace {
     /// `unmap_mapping_range_vma()`: truncation's zap of `[start, end)` in `v`, under the
     /// file's i_mmap lock rather than this address space's locks (page tables are freed after
     /// a grace period, so the walk is an RCU reader).
-    func unmapMappingRange(_ v: VMARef, _ start: UInt64, _ end: UInt64) {
+    func unmapMappingRange(_ v: VMARef, _ start: UInt64, _ end: UInt64, fileOnly: Bool = false) {
         rcuRead.readLock()
-        let cleared = zapRange(start, end, vma: v, dropMarkers: false)
+        let cleared = zapRange(start, end, vma: v, dropMarkers: false, fileOnly: fileOnly)
         rcuRead.readUnlock()
         if cleared > 0 { flushTLBRange() }
     }

@@ -305,6 +305,76 @@ struct MemoryFidelityTests {
         #expect(f.mappingCount == 0)
     }
 
+    /// MADV_REMOVE punches a hole in the file under a shared writable mapping: the pages leave
+    /// every shared mapping and the cache (private copies stay), the range reads as zeros, the
+    /// size stays; anonymous private memory is EINVAL, a private file mapping EACCES, a locked
+    /// VMA EINVAL; shared anonymous memory (shmem) punches too. Probed on 6.18 (ext4).
+    @Test(arguments: designs)
+    func madviseRemovePunchesAHole(design: Design) {
+        let mm = makeSpace(design)
+        let f = Self.cachedFile(mm, "/data/rm", size: 8 * page, contents: [UInt8](repeating: 3, count: Int(8 * page)))
+        let a = mm.mmap(Self.base, 4 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.madvise(a, page, .remove).error == .EINVAL)
+        let q = mm.mmap(Self.base + 0x10_0000, 8 * page, rw, [.private, .fixed], file: f).must()
+        #expect(mm.store(q + page, 9).succeeded)
+        #expect(mm.load(q).succeeded)
+        #expect(mm.madvise(q, page, .remove).error == .EACCES)
+        let s = mm.mmap(Self.base + 0x20_0000, 8 * page, rw, [.shared, .fixed], file: f).must()
+        #expect(mm.store(s, 7).succeeded)
+        #expect(mm.load(s + 2 * page).succeeded)
+        #expect(Self.present(mm, s, pages: 8) == "PPPPPPPP")
+        #expect(mm.madvise(s, 3 * page, .remove).succeeded)
+        #expect(Self.present(mm, s, pages: 8) == "...PPPPP")
+        #expect(Self.present(mm, q, pages: 8) == ".P.PPPPP")
+        #expect(mm.load(s) == .success(0))
+        #expect(mm.load(s + 2 * page) == .success(0))
+        #expect(mm.load(q) == .success(0))
+        #expect(mm.load(q + page) == .success(9))
+        #expect(f.size == 8 * page)
+        let sh = mm.mmap(Self.base + 0x50_0000, 4 * page, rw, [.shared, .anonymous, .fixed]).must()
+        #expect(mm.store(sh, 5).succeeded)
+        #expect(mm.madvise(sh, page, .remove).succeeded)
+        #expect(mm.load(sh) == .success(0))
+        let l = mm.mmap(Self.base + 0x60_0000, 4 * page, rw, [.shared, .fixed, .locked], file: f).must()
+        #expect(mm.madvise(l, page, .remove).error == .EINVAL)
+        #expect(mm.madvise(s + 6 * page, 4 * page, .remove).error == .ENOMEM)
+    }
+
+    /// MAP_DROPPABLE (6.11): private anonymous memory that is never reserved, not copied by
+    /// fork, not dumped (`nr wf dd dp`); MADV_PAGEOUT discards its pages even dirty;
+    /// MADV_KEEPONFORK and MADV_DODUMP are EINVAL; a file, MAP_LOCKED or MAP_GROWSDOWN is
+    /// EINVAL; mlock and mlockall's MCL_FUTURE populate it but never lock it. Probed on 6.18.
+    @Test(arguments: designs)
+    func droppableMemory(design: Design) {
+        let mm = makeSpace(design) { $0.capIPCLock = true }
+        let dropFlags: MapFlags = [.droppable, .anonymous, .fixed]
+        let d = mm.mmap(Self.base, 4 * page, rw, dropFlags).must()
+        for i in 0..<4 { #expect(mm.store(d + UInt64(i) * page, 1).succeeded) }
+        #expect(mm.madvise(d, 2 * page, .pageOut).succeeded)
+        #expect(Self.present(mm, d, pages: 4) == "..PP")
+        #expect(mm.load(d) == .success(0))
+        #expect(mm.load(d + 2 * page) == .success(1))
+        #expect(mm.madvise(d, page, .keepOnFork).error == .EINVAL)
+        #expect(mm.madvise(d, page, .doDump).error == .EINVAL)
+        #expect(mm.madvise(d, page, .dontDump).succeeded)
+        let f = mm.system.makeFile(path: "/data/dp", size: 4 * page)
+        #expect(mm.mmap(Self.base + 0x10_0000, 4 * page, .read, [.droppable, .fixed], file: f).error == .EINVAL)
+        #expect(mm.mmap(Self.base + 0x10_0000, 4 * page, .read, dropFlags.union(.locked)).error == .EINVAL)
+        #expect(mm.mmap(Self.base + 0x10_0000, 4 * page, .read, dropFlags.union(.growsDown)).error == .EINVAL)
+        let plain = mm.mmap(d + 4 * page, 4 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(layout(mm) == [line(d, d + 4 * page, "rw-p"), line(plain, plain + 4 * page, "rw-p")])
+        #expect(mm.mlock(d, 4 * page).succeeded)
+        #expect(Self.present(mm, d, pages: 4) == "PPPP")
+        #expect(mm.usage(start: d, end: d + 1).first?.usage.locked == 0)
+        #expect(mm.mlockall(2).succeeded)
+        let e = mm.mmap(Self.base + 0x20_0000, 4 * page, rw, dropFlags).must()
+        #expect(Self.present(mm, e, pages: 4) == "PPPP")
+        #expect(mm.smapsText().contains("VmFlags: rd wr mr mw me nr wf dd dp"))
+        #expect(mm.munlockall().succeeded)
+        let child = mm.fork()
+        #expect(child.load(d + 2 * page) == .success(0))
+    }
+
     // MARK: Stack growth
 
     /// A fault below a VM_GROWSDOWN VMA grows it (expand_downwards), unless RLIMIT_STACK is
