@@ -282,6 +282,7 @@ extension AddressSpace {
         if r == .installed {
             count(.anonFaults)
             count(.rssAnon)
+            if s.flags.contains(.locked) { mlockAnon(f, 1) }
         }
         return r.outcome
     }
@@ -334,6 +335,7 @@ extension AddressSpace {
             if r == .installed {
                 count(.fileCOWFaults)
                 count(.rssAnon)
+                if s.flags.contains(.locked) { mlockAnon(nf, 1) }
             }
             return r.outcome
         }
@@ -415,6 +417,15 @@ extension AddressSpace {
         }
     }
 
+    /// `mlock_new_folio()` / `munlock_vma_folio()` for anonymous pages: `delta` mappings in
+    /// VM_LOCKED VMAs.
+    @usableFromInline @inline(__always)
+    func mlockAnon(_ f: FrameNumber, _ delta: Int32) {
+        let p = frames.page(f)
+        guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else { return }
+        p.pointee.mlockCount.wrappingAdd(delta, ordering: .relaxed)
+    }
+
     /// `do_wp_page()`: a write to a present read-only PTE.
     @inlinable
     func wpFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
@@ -445,6 +456,10 @@ extension AddressSpace {
         let r = installPTE(ptep, page, orig: orig, new: e, v: v, frame: nf)
         if r == .installed {
             count(.cowFaults)
+            if s.flags.contains(.locked) {
+                mlockAnon(nf, 1)
+                if !isZero { mlockAnon(old, -1) }
+            }
             if isZero {
                 count(.rssAnon)
             } else {

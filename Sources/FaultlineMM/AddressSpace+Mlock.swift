@@ -153,11 +153,22 @@ extension AddressSpace {
         }
     }
 
-    /// `mlock_fixup()`: VM_SPECIAL, hugetlb and droppable VMAs are left as they are.
+    /// `mlock_fixup()`: VM_SPECIAL, hugetlb and droppable VMAs are left as they are; the
+    /// present anonymous pages of a range that becomes locked (or unlocked) count one more
+    /// (one fewer) locked mapping (`mlock_vma_pages_range()`).
     func mlockFixup(_ v: VMARef, _ start: UInt64, _ end: UInt64, _ newFlags: VMFlags) -> Result<VMARef, Errno> {
         let old = v.vmFlags
         if newFlags == old || !old.isDisjoint(with: [.io, .pfnMap, .dontExpand, .mixedMap, .hugeTLB, .droppable]) { return .success(v) }
-        return modifyFlags(v, start, end, newFlags)
+        let r = modifyFlags(v, start, end, newFlags)
+        if case .success = r, old.contains(.locked) != newFlags.contains(.locked) {
+            let delta: Int32 = newFlags.contains(.locked) ? 1 : -1
+            rcuRead.readLock()
+            forEachPresentPTE(start, end) { _, _, e in
+                if e & PTE.special == 0 { mlockAnon(PTE.frame(e), delta) }
+            }
+            rcuRead.readUnlock()
+        }
+        return r
     }
 
     /// `apply_mlockall_flags()`: `mm->def_flags` for later mappings, and with MCL_CURRENT the

@@ -129,6 +129,7 @@ extension AddressSpace {
         var cleared = 0
         var anon = 0, file = 0, shmem = 0
         let shmemVMA = vma?.vmFile?.isShmem ?? false
+        let lockedVMA = vma?.vmFlags.contains(.locked) ?? false
         let reclaim = reclaimTables && end - start >= Linux.pmdSize
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
@@ -159,6 +160,7 @@ extension AddressSpace {
                         // child's munmap does not stop the parent's MADV_FREE in a new child).
                         if old & PTE.dirty != 0 && !isAnon { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
                         if isAnon { anon += 1 } else if shmemVMA { shmem += 1 } else { file += 1 }
+                        if isAnon && lockedVMA { p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed) }
                         if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                             freed.append(f)
                         }

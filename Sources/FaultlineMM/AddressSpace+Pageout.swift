@@ -28,7 +28,11 @@ extension AddressSpace {
             if !slot.pointee.compareExchange(expected: old, desired: old & ~(PTE.dirty | PTE.accessed),
                                              ordering: .acquiringAndReleasing).exchanged { return }
             p.pointee.flags.bitwiseAnd(~PageMeta.Flag.dirty, ordering: .relaxed)
-            p.pointee.flags.bitwiseOr(PageMeta.Flag.lazyFree, ordering: .relaxed)
+            // folio_mark_lazyfree(): not for an unevictable (mlocked) folio, though its PTE
+            // here was cleaned (probed: a fork child's MADV_FREE of its locked parent's page).
+            if p.pointee.mlockCount.load(ordering: .relaxed) <= 0 {
+                p.pointee.flags.bitwiseOr(PageMeta.Flag.lazyFree, ordering: .relaxed)
+            }
             changed = true
         }
         rcuRead.readUnlock()

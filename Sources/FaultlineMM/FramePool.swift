@@ -16,6 +16,10 @@ public struct PageMeta: ~Copyable {
     public let mapcount: Atomic<Int32>
     /// `PageMeta.Flag` bits.
     public let flags: Atomic<UInt32>
+    /// `folio->mlock_count` of an anonymous page: its mappings in VM_LOCKED VMAs. While
+    /// above zero the page is unevictable, and MADV_FREE does not make it lazy-free (even
+    /// through a mapping that is not locked, such as a fork child's).
+    public let mlockCount: Atomic<Int32>
 
     public enum Flag {
         public static let anon: UInt32 = 1 << 0
@@ -36,6 +40,7 @@ public struct PageMeta: ~Copyable {
         refcount = Atomic(0)
         mapcount = Atomic(0)
         flags = Atomic(Flag.free)
+        mlockCount = Atomic(0)
     }
 }
 
@@ -151,6 +156,7 @@ public final class FramePool: @unchecked Sendable {
         p.pointee.refcount.store(1, ordering: .relaxed)
         p.pointee.mapcount.store(0, ordering: .relaxed)
         p.pointee.flags.store(flags, ordering: .relaxed)
+        p.pointee.mlockCount.store(0, ordering: .relaxed)
         if zeroed { pointer(f).initializeMemory(as: UInt64.self, repeating: 0, count: Int(Linux.pageSize) / 8) }
         inUse.wrappingAdd(1, ordering: .relaxed)
         return f

@@ -159,4 +159,28 @@ struct MlockTests {
         #expect(none.mlockall(1).error == .EPERM)
         #expect(none.mmap(0, page, rw, [.private, .anonymous, .locked]).error == .EPERM)
     }
+
+    /// A page mlocked in the parent is unevictable: a fork child's MADV_FREE cleans its own
+    /// PTE but does not make the page lazy-free, until the parent's copy-on-write (or munlock)
+    /// leaves the old page unlocked (difftest, 10,000 × 40 from seed 20000).
+    @Test(arguments: designs)
+    func mlockedPagesAreNotLazyFree(design: Design) {
+        let mm = makeSpace(design) { $0.capIPCLock = true }
+        let a = mm.mmap(Self.base, 50 * page, rw, [.private, .anonymous, .fixed]).must()
+        #expect(mm.mlock(a + 6 * page, 2 * page).succeeded)
+        let child = mm.fork()
+        #expect(child.madvise(a + 7 * page, 3 * page, .free).succeeded)
+        #expect(child.usage(start: a + 6 * page, end: a + 6 * page + 1).first?.usage.lazyFree == 0)
+        #expect(mm.munlock(a + 6 * page, 2 * page).succeeded)
+        #expect(child.madvise(a + 6 * page, 2 * page, .free).succeeded)
+        #expect(child.usage(start: a + 6 * page, end: a + 6 * page + 1).first?.usage.lazyFree == 2 * page)
+        // Copy-on-write in the locked parent moves the lock to the new page.
+        let other = mm.mmap(Self.base + 0x10_0000, 2 * page, rw, [.private, .anonymous, .fixed, .locked]).must()
+        let child2 = mm.fork()
+        #expect(child2.madvise(other, 2 * page, .free).succeeded)
+        #expect(child2.usage(start: other, end: other + 1).first?.usage.lazyFree == 0)
+        #expect(mm.store(other, 1).succeeded)
+        #expect(child2.madvise(other, 2 * page, .free).succeeded)
+        #expect(child2.usage(start: other, end: other + 1).first?.usage.lazyFree == page)
+    }
 }
