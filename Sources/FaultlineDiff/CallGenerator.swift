@@ -192,13 +192,9 @@ struct CallGenerator {
     /// mlock, mlock2, munlock aimed at VMAs (unaligned starts and holes mixed in); now and
     /// then mlockall (MCL_FUTURE locks and populates every later mapping) or munlockall.
     mutating func mlock(_ mm: AddressSpace) -> MemoryCall {
-        var addr = address(mm)
-        var len = length()
-        let vmas = mm.mapsLines(in: window)
-        if let v = vmas.isEmpty ? nil : pick(vmas), chance(70) {
-            addr = v.start + (chance(50) ? 0 : below((v.end - v.start) / page) * page)
-            len = min(chance(50) ? v.end - addr : (1 + below(8)) * page, 64 * page)
-        }
+        let aimed = aimedRange(mm, percent: 70, shortPages: 8, maxPages: 64)
+        var addr = aimed.0
+        let len = aimed.1
         if chance(5) { addr += 1 + below(page - 1) }
         switch below(100) {
         case 0..<40: return .mlock(addr: addr, length: len)
@@ -212,19 +208,28 @@ struct CallGenerator {
         }
     }
 
+    /// A range anywhere `address` and `length` draw, or `percent`% of the time aimed at a VMA:
+    /// from its start or a page inside it, to its end or 1…`shortPages` pages (at most
+    /// `maxPages` when aimed).
+    mutating func aimedRange(_ mm: AddressSpace, percent: UInt64, shortPages: UInt64,
+                             maxPages: UInt64 = UInt64.max / 4096) -> (UInt64, UInt64) {
+        var addr = address(mm)
+        var len = length()
+        let vmas = mm.mapsLines(in: window)
+        if let v = vmas.isEmpty ? nil : pick(vmas), chance(percent) {
+            addr = v.start + (chance(50) ? 0 : below((v.end - v.start) / page) * page)
+            len = min(chance(50) ? v.end - addr : (1 + below(shortPages)) * page, maxPages * page)
+        }
+        return (addr, len)
+    }
+
     /// What the model's copies of the files can hold (their page-cache tables).
     static let fileCapacityPages: UInt64 = 96
 
     /// Sealing is rare (it makes later calls on that memory EPERM), aimed at VMAs, with the
     /// argument errors mixed in.
     mutating func mseal(_ mm: AddressSpace) -> MemoryCall {
-        var addr = address(mm)
-        var len = length()
-        let vmas = mm.mapsLines(in: window)
-        if let v = vmas.isEmpty ? nil : pick(vmas), chance(60) {
-            addr = v.start + (chance(50) ? 0 : below((v.end - v.start) / page) * page)
-            len = chance(50) ? v.end - addr : (1 + below(3)) * page
-        }
+        let (addr, len) = aimedRange(mm, percent: 60, shortPages: 3)
         return .mseal(addr: addr, length: len, flags: chance(5) ? 1 : 0)
     }
 

@@ -228,7 +228,7 @@ public final class DiffRunner {
         for (i, f) in fileSpecs.enumerated() {
             let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1),
                                        capacity: CallGenerator.fileCapacityPages * Linux.pageSize)
-            for page in 0..<file.sizeInPages { file.readAhead(page) }
+            file.readIntoCache()
             files[Int32(3 + i)] = file
         }
         return (mm, files)

@@ -304,9 +304,9 @@ extension AddressSpace {
     /// hold only part of the space), and Linux's own bounds. Computed while the tree cannot
     /// change.
     func unmapBounds(_ gone: [VMARef]) -> UnmapBounds {
-        guard let first = gone.first, gone.last != nil else { return UnmapBounds(floor: 0, ceiling: 0, linuxFloor: 0, linuxCeiling: 0) }
+        guard let first = gone.first, let last = gone.last else { return UnmapBounds(floor: 0, ceiling: 0, linuxFloor: 0, linuxCeiling: 0) }
         let linuxFloor = tree.prev(before: first.vmStart).map { $0.vmEnd } ?? 0
-        let linuxCeiling = tree.find(from: gone.last!.vmEnd).map { $0.vmStart } ?? 0
+        let linuxCeiling = tree.find(from: last.vmEnd).map { $0.vmStart } ?? 0
         var b = UnmapBounds(floor: linuxFloor, ceiling: linuxCeiling, linuxFloor: linuxFloor, linuxCeiling: linuxCeiling)
         let limit = tableFreeLimit
         if limit.isEmpty { (b.floor, b.ceiling) = (1, 1); return b }   // nothing held: free nothing

@@ -194,6 +194,14 @@ public final class MMFile: @unchecked Sendable {
         return true
     }
 
+    /// Reads every page of the file into the cache (what reading it once leaves); false when
+    /// frames ran out.
+    @discardableResult
+    public func readIntoCache() -> Bool {
+        for index in 0..<sizeInPages where !readAhead(index) { return false }
+        return true
+    }
+
     /// The I/O wait of a page-cache miss: sleep (it would be a blocked task).
     func simulateIO() { fl_sleep_ns(ioLatencyNs) }
 

@@ -81,7 +81,7 @@ struct GuardRegionTests {
         #expect(mm.madvise(s + page, page, .guardInstall).succeeded)
         let q = mm.mmap(Self.base + 0x30_0000, 8 * page, .read, [.private, .fixed], file: f).must()
         #expect(mm.madvise(q + page, page, .guardInstall).succeeded)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         let r = mm.mmap(Self.base + 0x40_0000, 4 * page, .read, [.shared, .fixed], file: f).must()
         #expect(mm.madvise(r + page, page, .guardInstall).succeeded)
         #expect(mm.madvise(r + page, page, .guardRemove).succeeded)
@@ -112,7 +112,7 @@ struct GuardRegionTests {
     func fileMappingsTakeMarkersToo(design: Design) {
         let mm = makeSpace(design)
         let f = mm.system.makeFile(path: "/data/gf", size: 4 * page, contents: [UInt8](repeating: 3, count: Int(4 * page)))
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         let m = mm.mmap(Self.base, 8 * page, .read, [.shared, .fixed], file: f).must()
         #expect(mm.madvise(m + page, page, .guardInstall).succeeded)
         #expect(Self.picture(mm, m, pages: 8) == ".G......")

@@ -27,7 +27,7 @@ struct MemoryFidelityTests {
     static func cachedFile(_ mm: AddressSpace, _ path: String, size: UInt64, contents: [UInt8]? = nil,
                            capacity: UInt64? = nil) -> MMFile {
         let f = mm.system.makeFile(path: path, size: size, contents: contents, capacity: capacity)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         return f
     }
 

@@ -83,7 +83,7 @@ struct MlockTests {
         #expect(Self.present(mm, w, pages: 4) == "PPPP")
         #expect(Self.lockedKB(mm, w) == 16)
         let f = mm.system.makeFile(path: "/data/ml", size: page + 100)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         let s = mm.mmap(Self.base + 0x30_0000, 4 * page, .read, [.shared, .fixed], file: f).must()
         #expect(mm.mlock(s, 4 * page).error == .ENOMEM)
         #expect(Self.present(mm, s, pages: 4) == "PP..")

@@ -258,7 +258,7 @@ struct RegressionTests {
     func mremapGivesTheDestinationAPageTable(design: Design) {
         let mm = makeSpace(design)
         let f = mm.system.makeFile(path: "/data/f0", size: 5 * page + 100)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         let region: UInt64 = 0x6000_0020_0000    // a 2 MiB-aligned region, nothing mapped yet
         let src: UInt64 = 0x6000_0080_0000
         _ = mm.mmap(src, 36 * page, rw, [.private, .anonymous, .fixed]).must()
@@ -281,7 +281,7 @@ struct RegressionTests {
     func truncationUnmapsInForkedChildrenToo(design: Design) {
         let mm = makeSpace(design)
         let f = mm.system.makeFile(path: "/data/f0", size: 5 * page + 100)
-        for i in 0..<f.sizeInPages { f.readAhead(i) }
+        f.readIntoCache()
         let a = mm.mmap(0x6000_0000_0000, 8 * page, [.read, .exec], [.shared, .fixed], file: f, offset: page).must()
         #expect(mm.load(a).succeeded)
         let child = mm.fork()
@@ -319,7 +319,7 @@ struct RegressionTests {
         let mm = makeSpace(design)
         let f1 = mm.system.makeFile(path: "/data/f1", size: 64 * page)
         let f2 = mm.system.makeFile(path: "/data/f2", size: 2 * page)
-        for f in [f1, f2] { for i in 0..<f.sizeInPages { f.readAhead(i) } }
+        for f in [f1, f2] { f.readIntoCache() }
         let region: UInt64 = 0x6000_0020_0000
         let a = mm.mmap(region + 0x17_1000, 4 * page, rw, [.shared, .fixed], file: f1, offset: 0x25000).must()
         #expect(mm.load(a + 0x157c).succeeded)
