@@ -239,7 +239,14 @@ struct RWSemaphoreTests {
     @Test func statisticsCountAcquisitionsAndWaits() {
         let stats = PerThreadCounters(width: RWSemStat.width)
         let s = RealRWSem(stats: stats)
+        // All three start together: thread start-up under ASan on a loaded 2-core box can
+        // outlast a whole loop, and threads that never overlap never contend.
+        let started = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        started.value.initialize(to: Atomic(0))
+        defer { started.value.deallocate() }
         Threads.run(3) { _ in
+            started.value.pointee.wrappingAdd(1, ordering: .acquiringAndReleasing)
+            while started.value.pointee.load(ordering: .acquiring) < 3 { fl_yield() }
             for k in 0..<2000 {
                 if k % 4 == 0 {
                     s.lockWrite()
