@@ -1,4 +1,5 @@
 import FaultlineMM
+import Glibc
 
 /// Bytes decoded into a sequence of memory calls (`MemoryCall`s, each also rendered to strace
 /// syntax and read back), page touches and forks on the model, under a design the first byte picks. After every call the address space must be
@@ -90,7 +91,10 @@ public enum SyscallFuzz {
                 let a = addr(), l = len()
                 let k = u8()
                 let adv = k < 190 ? Int32(k % 26) : k < 210 ? 102 + Int32(k & 1) : Int32(bitPattern: UInt32(k) << 24)
-                let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue, Advice.willNeed.rawValue]
+                // Populating is a fault per page and installing guards a marker per page (tables
+                // allocated for all of them): bounded, as mmap's populate is.
+                let populates: Set<Int32> = [Advice.populateRead.rawValue, Advice.populateWrite.rawValue,
+                                             Advice.willNeed.rawValue, Advice.guardInstall.rawValue]
                 return (.madvise(addr: a, length: populates.contains(adv) ? min(l, SyscallFuzz.populateLimit) : l, advice: adv), nil)
             case 23:
                 let a = addr(), l = len(), k = u8()
@@ -120,6 +124,12 @@ public enum SyscallFuzz {
         }
     }
 
+    /// `FAULTLINE_FUZZ_TRACE=1` prints each step of an input (to see what a crash or timeout
+    /// artifact does: `fuzz-syscalls ARTIFACT`).
+    static let trace = getenv("FAULTLINE_FUZZ_TRACE") != nil
+
+    static func log(_ s: String) { var s = s + "\n"; s.withUTF8 { _ = write(2, $0.baseAddress, $0.count) } }
+
     public static func run(_ input: UnsafeBufferPointer<UInt8>) {
         var r = Bytes(b: input)
         let design = Design.selectable[Int(r.u8()) % Design.selectable.count]
@@ -146,12 +156,14 @@ public enum SyscallFuzz {
                 let text = call.strace()
                 precondition((try? MemoryCall(strace: text)) == shown, "\(text) does not read back as \(shown)")
                 let got = call.run(on: mm, file: file)
+                if trace { log("space \(Int(op >> 5) % spaces.count): \(text) = \(got)") }
                 if case let .mmap(a, _, _, f, _, _) = call, got.succeeded {
                     precondition(Linux.offsetInPage(got.value) == 0, "mmap returned \(got)")
                     precondition(!f.contains(.fixed) || got.value == a, "MAP_FIXED placed elsewhere")
                 }
             case 11:
                 if spaces.count < 3 { spaces.append(mm.fork()) }
+                if trace { log("fork: \(spaces.count) spaces") }
             case 12...21:
                 let a = r.addr()
                 let v = r.u8()
@@ -170,6 +182,12 @@ public enum SyscallFuzz {
             var problems: [String] = []
             var mappings = FrameMappings()
             mm.checkQuiescent(&problems, &mappings)
+            // What the caps above cannot bound (a locked VMA grown by mremap is populated with
+            // the zero page, without frames): an input whose page tables outgrow 64 MiB ends
+            // here, as walking them after every step would outlast libFuzzer's timeout.
+            let tables = mm.reachablePageTables
+            if trace { log("  step \(steps) op \(op & 0x1f): \(mappings.count.values.reduce(0, +)) frame PTEs, \(tables) page tables") }
+            if tables > 16384 { break }
             precondition(problems.isEmpty, problems.joined(separator: "\n"))
         }
         let problems = system.checkQuiescent(spaces)
