@@ -20,6 +20,9 @@ struct CallGenerator {
     var thpReaimed = 0
     var eofTailReaimed = 0
     var readaheadReaimed = 0
+    /// PROCMAP_QUERY draws come from their own stream: a query changes nothing, so adding
+    /// them leaves every seed's calls, loads and stores as they were.
+    var queryRNG: SplitMix64
 
     init(seed: UInt64, window: Range<UInt64>, heap: UInt64, heapCompare: UInt64, files: [(path: String, size: UInt64)]) {
         // The seed is mixed before it becomes the state: SplitMix64 steps its state by the
@@ -28,6 +31,7 @@ struct CallGenerator {
         // calls).
         var mixer = SplitMix64(seed: seed ^ 0x1234_5678)
         rng = SplitMix64(seed: mixer.next())
+        queryRNG = SplitMix64(seed: mixer.next() ^ 0x5052_4f43_4d41_5051)   // "PROCMAPQ"
         self.window = window
         heapStart = heap
         self.heapCompare = heapCompare
@@ -287,6 +291,43 @@ struct CallGenerator {
 
     /// Now and then, after a fork, the sequence moves to the parent or back to the child, so
     /// that both write to what they share (each must see its own).
+    /// Whether a PROCMAP_QUERY goes before the next step (`percent` of steps), from the
+    /// query stream.
+    mutating func wantsQuery(percent: UInt64) -> Bool { queryRNG.next() % 100 < percent }
+
+    /// A PROCMAP_QUERY aimed at the edges: at or around a VMA's start and end, inside one, in
+    /// a hole, beyond the top of the address space; every combination of flags, now and then
+    /// an unknown one; no name buffer, a roomy one, or one too small; now and then a struct
+    /// size the kernel refuses (too small, over a page) or accepts (larger, zero-filled).
+    mutating func procmapQuery(_ mm: AddressSpace) -> ProcmapQuery {
+        func q(_ n: UInt64) -> UInt64 { queryRNG.next() % max(n, 1) }
+        let vmas = mm.mapsLines(in: window) + mm.mapsLines(in: heapStart..<(heapCompare + (64 << 20)))
+        var a: UInt64
+        switch q(10) {
+        case 0...5 where !vmas.isEmpty:
+            let v = vmas[Int(q(UInt64(vmas.count)))]
+            switch q(5) {
+            case 0: a = v.start
+            case 1: a = v.end - 1
+            case 2: a = v.end
+            case 3: a = v.start &- 1
+            default: a = v.start + q((v.end - v.start) / page) * page + q(page)
+            }
+        case 6, 7:
+            a = window.lowerBound + q((window.upperBound - window.lowerBound) / page) * page + q(page)
+        case 8:
+            a = [0, Linux.taskSize - 1, Linux.taskSize, UInt64.max - page + 1][Int(q(4))]
+        default:
+            a = window.upperBound - (1 + q(64)) * page
+        }
+        var flags = q(64)
+        if q(20) == 0 { flags |= 1 << (6 + q(58)) }
+        let names: [UInt32] = [0, 0, 256, 256, 4096, 1 + UInt32(q(12))]
+        let sizes: [UInt64] = [ProcmapQuery.structSize, 16, 8192, 200]
+        let size = q(12) == 0 ? sizes[Int(1 + q(3))] : ProcmapQuery.structSize
+        return ProcmapQuery(address: a, flags: flags, size: size, nameBufferSize: names[Int(q(UInt64(names.count)))])
+    }
+
     mutating func processSwitch(hasParent: Bool, hasChild: Bool) -> ProcessSwitch? {
         guard hasParent || hasChild, chance(6) else { return nil }
         if hasParent && hasChild { return chance(50) ? .parent : .child }

@@ -32,12 +32,15 @@ public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
     case call(MemoryCall)
     case access(MemoryAccess)
     case switchTo(ProcessSwitch)
+    /// A PROCMAP_QUERY ioctl on `/proc/self/maps`.
+    case query(ProcmapQuery)
 
     var hostCommand: String {
         switch self {
         case .call(let c): c.hostCommand
         case .access(let a): a.hostCommand
         case .switchTo(let p): p.rawValue
+        case .query(let q): q.hostCommand
         }
     }
 
@@ -46,6 +49,7 @@ public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
         case .call(let c): c.strace()
         case .access(let a): a.description
         case .switchTo(let p): "[the sequence moves to the \(p.rawValue)]"
+        case .query(let q): q.description
         }
     }
 
@@ -59,6 +63,7 @@ public enum DiffStep: Hashable, Sendable, CustomStringConvertible {
 public enum StepOutcome: Hashable, Sendable {
     case call(SyscallResult)
     case access(AccessOutcome)
+    case query(ProcmapAnswer)
 
     /// The coverage key: `ok`, an errno's name, or the signal.
     var coverageKey: String {
@@ -66,6 +71,8 @@ public enum StepOutcome: Hashable, Sendable {
         case .call(let r): r.errnoName ?? "ok"
         case .access(.signal(let e)): AccessOutcome.signal(e).description
         case .access: "ok"
+        case .query(.failed(let e)): e.description
+        case .query: "ok"
         }
     }
 }
@@ -87,6 +94,8 @@ public struct Divergence: CustomStringConvertible {
             return a.text(outcome: r)
         case let (.switchTo(p), .call(r)):
             return "[the sequence moves to the \(p.rawValue)" + (r.errnoName.map { ": none, \($0)" } ?? "") + "]"
+        case let (.query(q), .query(r)):
+            return q.text(outcome: r)
         default:
             return s.description + " = ?"
         }
@@ -212,11 +221,27 @@ public final class DiffRunner {
         cfg.startBrk = layout.startBrk
         cfg.mmapBase = cfg.taskSize
         cfg.tree = tree
+        // The helper's stack is named as the host names it (PROCMAP_QUERY walks out to it).
+        cfg.startStack = layout.lines.first { $0.path == "[stack]" }?.start
         let mm = AddressSpace(system: system, design: design, configuration: cfg)
+        // Outside the window the helper's own mappings are mirrored with what PROCMAP_QUERY
+        // reports of them: permissions, file offset and name, file-backed or not.
+        var standIns: [String: MMFile] = [:]
         for line in layout.lines where line.end <= cfg.taskSize && line.path != "[heap]" {
             let isPlug = layout.plugs.contains { $0.overlaps(line.start..<line.end) }
             let flags: VMFlags = isPlug ? [.mayRead, .mayWrite, .mayExec, .noReserve] : AddressSpace.flags(forPerms: line.perms)
-            mm.mirror(start: line.start, end: line.end, flags: flags, anonymous: layout.anon.contains(line.start))
+            var file: MMFile?
+            var special: String?
+            if !isPlug && line.inode != 0 && line.path.hasPrefix("/") {
+                let size = line.offset + (line.end - line.start)
+                file = standIns[line.path] ?? system.makeFile(path: line.path, size: size)
+                standIns[line.path] = file
+            } else if !isPlug && line.path.hasPrefix("[") && line.path != "[stack]" {
+                special = line.path
+            }
+            mm.mirror(start: line.start, end: line.end, flags: flags, file: file,
+                      pgoff: file == nil ? nil : line.offset >> Linux.pageShift,
+                      anonymous: layout.anon.contains(line.start), specialName: special)
         }
         if layout.brk > layout.startBrk {
             _ = mm.brk(layout.brk)
@@ -278,6 +303,8 @@ public final class DiffRunner {
             return .access(a.run(on: procs.mm))
         case .switchTo(let p):
             return .call(SyscallResult(raw: procs.switchTo(p) ? 0 : -Int64(Errno.ESRCH.rawValue)))
+        case .query(let q):
+            return .query(q.run(on: procs.mm))
         }
     }
 
@@ -312,6 +339,12 @@ public final class DiffRunner {
                 }
                 ho = .call(SyscallResult(raw: v))
                 coverage["to " + p.rawValue, default: [:]][ho.coverageKey, default: 0] += 1
+            case .query(let q):
+                guard let a = ProcmapAnswer(hostLine: Substring(line)) else {
+                    throw HostError(description: "helper answered \(q) with: \(line)")
+                }
+                ho = .query(a)
+                coverage["PROCMAP_QUERY", default: [:]][ho.coverageKey, default: 0] += 1
             }
             hostOutcomes.append(ho)
             let mo = runModel(step, &procs, files)
@@ -362,6 +395,10 @@ public final class DiffRunner {
 
     /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
     /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
+    /// PROCMAP_QUERY ioctls go before this percentage of steps (drawn from a stream of their
+    /// own: the calls, loads and stores of a seed are the same with or without them).
+    public var queryPercent = 10
+
     public func generate(seed: UInt64, calls: Int, accessPercent: Int = 45) -> [DiffStep] {
         var g = CallGenerator(seed: seed, window: layout.window, heap: layout.startBrk,
                               heapCompare: Linux.pageAlign(layout.brk), files: fileSpecs.map { ($0.0, $0.1) })
@@ -372,6 +409,9 @@ public final class DiffRunner {
         while made < calls {
             let step: DiffStep
             g.fileSizes = (0..<fileSpecs.count).map { files[Int32(3 + $0)]!.size }
+            if queryPercent > 0 && g.wantsQuery(percent: UInt64(queryPercent)) {
+                steps.append(.query(g.procmapQuery(procs.mm)))
+            }
             if let to = g.processSwitch(hasParent: procs.hasParent, hasChild: procs.hasChild) {
                 step = .switchTo(to)
             } else if g.below(100) < UInt64(accessPercent) {

@@ -2,10 +2,12 @@ import FaultlineMM
 import Glibc
 
 /// Bytes decoded into a sequence of memory calls (`MemoryCall`s, each also rendered to strace
-/// syntax and read back), page touches and forks on the model, under a design the first byte picks. After every call the address space must be
-/// consistent (`checkQuiescent`: tree, VMAs, locks and counts at rest, every PTE allowed by
-/// its VMA and mapping a live frame); a byte stored must read back; at the end every frame's
-/// reference and map counts must match the page tables of every space. Violations trap.
+/// syntax and read back), page touches, PROCMAP_QUERY ioctls and forks on the model, under a
+/// design the first byte picks. After every call the address space must be consistent
+/// (`checkQuiescent`: tree, VMAs, locks and counts at rest, every PTE allowed by its VMA and
+/// mapping a live frame); a byte stored must read back; a query's lock-free answer must be
+/// the locked maps'; at the end every frame's reference and map counts must match the page
+/// tables of every space. Violations trap.
 public enum SyscallFuzz {
     /// The window most addresses fall in, so that calls meet each other's mappings.
     static let base: UInt64 = 0x7000_0000_0000
@@ -130,6 +132,39 @@ public enum SyscallFuzz {
 
     static func log(_ s: String) { var s = s + "\n"; s.withUTF8 { _ = write(2, $0.baseAddress, $0.count) } }
 
+    /// PROCMAP_QUERY's answer worked out from maps lines read under `mmap_lock`: the fuzzer's
+    /// oracle for the lock-free walk.
+    static func procmapReference(_ q: ProcmapQuery, _ lines: [MapsLine]) -> Result<ProcmapVMA, Errno> {
+        if q.size < 24 { return .failure(.EINVAL) }
+        if q.size > 4096 { return .failure(.E2BIG) }
+        if q.flags & ~0x3f != 0 { return .failure(.EINVAL) }
+        let next = q.flags & 0x10 != 0
+        guard let l = lines.first(where: { l in
+            guard l.end > q.address, next || l.start <= q.address else { return false }
+            let p = Array(l.perms)
+            let has: [UInt64: Bool] = [1: p[0] == "r", 2: p[1] == "w", 4: p[2] == "x", 8: p[3] == "s", 0x20: l.inode != 0]
+            return has.allSatisfy { bit, yes in q.flags & bit == 0 || yes }
+        }) else { return .failure(.ENOENT) }
+        // Without COVERING_OR_NEXT only the covering VMA may answer.
+        if !next, let covering = lines.first(where: { $0.end > q.address }), covering.start != l.start { return .failure(.ENOENT) }
+        let p = Array(l.perms)
+        var v = ProcmapVMA(start: l.start, end: l.end,
+                           flags: (p[0] == "r" ? 1 : 0) | (p[1] == "w" ? 2 : 0) | (p[2] == "x" ? 4 : 0) | (p[3] == "s" ? 8 : 0),
+                           pageSize: Linux.pageSize, offset: l.offset, nameSize: 0, name: "")
+        let buffer = q.size >= 84 ? q.nameBufferSize : 0
+        if buffer > 0 && !l.path.isEmpty {
+            if UInt32(l.path.utf8.count + 1) > buffer { return .failure(.ENAMETOOLONG) }
+            v.nameSize = UInt32(l.path.utf8.count + 1)
+            v.name = l.path
+        }
+        if q.size < 32 { v.start = 0 }
+        if q.size < 40 { v.end = 0 }
+        if q.size < 48 { v.flags = 0 }
+        if q.size < 56 { v.pageSize = 0 }
+        if q.size < 64 { v.offset = 0 }
+        return .success(v)
+    }
+
     public static func run(_ input: UnsafeBufferPointer<UInt8>) {
         var r = Bytes(b: input)
         let design = Design.selectable[Int(r.u8()) % Design.selectable.count]
@@ -176,6 +211,17 @@ public enum SyscallFuzz {
                 }
             case 22:
                 if spaces.count > 1 { spaces.remove(at: Int(r.u8()) % spaces.count) }
+            case 26:
+                // PROCMAP_QUERY through the design's lock-free maps walk must answer as the
+                // locked maps read does.
+                let k = r.u8(), n = r.u8()
+                let sizes: [UInt64] = [ProcmapQuery.structSize, 16, 24, 8192, 200, 64]
+                let q = ProcmapQuery(address: r.addr(), flags: UInt64(k & 0x7f), size: k & 0x80 != 0 ? sizes[Int(n % 6)] : ProcmapQuery.structSize,
+                                     nameBufferSize: n & 0x80 != 0 ? UInt32(n & 0x1f) : 256)
+                let got = mm.procmapQuery(q)
+                let want = SyscallFuzz.procmapReference(q, mm.mapsLines(reader: .locked))
+                if trace { log("space \(Int(op >> 5) % spaces.count): \(q.description) = \(got)") }
+                precondition(got == want, "\(q): lock-free \(got), locked maps say \(want)")
             default:
                 _ = mm.fault(r.addr(), [.read, .write, .exec][Int(r.u8()) % 3])
             }

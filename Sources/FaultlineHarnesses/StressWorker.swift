@@ -445,6 +445,36 @@ final class StressWorker: @unchecked Sendable {
             }
             if covered < hi { violation("\(reader) maps shows a gap at \(hex(covered)) in mapped own slot \(k) (\(hex(lo))-\(hex(hi)))") }
         }
+        procmapQueryOwnSlot()
+    }
+
+    /// PROCMAP_QUERY, through the design's lock-free walk, for a page of one of our slots
+    /// while the others change theirs: a mapped slot answers with a VMA covering the page and
+    /// the slot's permissions; an unmapped one with ENOENT, or (covering or next) a VMA that
+    /// starts beyond the slot.
+    func procmapQueryOwnSlot() {
+        let k = rng.below(slots.count)
+        let s = slots[k]
+        let lo = layout.slot(index, k)
+        let a = lo + UInt64(rng.below(StressLayout.pagesPerSlot)) * Linux.pageSize
+        let next = rng.chance(50)
+        let r = mm.procmapQuery(ProcmapQuery(address: a, flags: next ? ProcmapQuery.coveringOrNext : 0))
+        switch (s.mapped, r) {
+        case (true, .success(let v)):
+            let want: UInt64 = (s.prot.contains(.read) ? 1 : 0) | (s.prot.contains(.write) ? 2 : 0) | (s.kind.isShared ? 8 : 0)
+            if v.start > a || v.end <= a || v.flags != want {
+                violation("PROCMAP_QUERY at \(hex(a)) of mapped own slot \(k) answered \(hex(v.start))-\(hex(v.end)) flags \(v.flags), want \(want)")
+            }
+        case (true, .failure(let e)):
+            violation("PROCMAP_QUERY at \(hex(a)) of mapped own slot \(k) failed: \(e)")
+        case (false, .success(let v)):
+            if !next || v.start < lo + StressLayout.slotBytes {
+                violation("PROCMAP_QUERY at \(hex(a)) of unmapped own slot \(k) answered \(hex(v.start))-\(hex(v.end))")
+            }
+        case (false, .failure(let e)):
+            // ENOENT: nothing here, or (covering or next) nothing mapped above.
+            if e != .ENOENT { violation("PROCMAP_QUERY at \(hex(a)) of unmapped own slot \(k) failed: \(e)") }
+        }
     }
 }
 

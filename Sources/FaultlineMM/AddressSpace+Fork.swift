@@ -27,7 +27,7 @@ extension AddressSpace {
                 child.setAnonVMA(n, a.bits, chain: v.anonChainLength + 1)
                 withExtendedLifetime(a) {}
             }
-            n.pointee.detached.store(false, ordering: .relaxed)
+            child.vmaMarkAttached(n)
             // dup_mmap(): the copy goes into the file's i_mmap beside the original.
             n.vmFile?.iMmapLink(n, child)
             entries.append(RangeEntry(first: n.vmStart, last: n.vmEnd - 1, value: n))

@@ -68,6 +68,10 @@ extension AddressSpace {
             }
             let rc = v.pointee.refcount.load(ordering: .relaxed)
             if rc != 1 { problems.append("\(where_): reference count \(rc) at rest") }
+            // vm_refcnt: the tree's reference only (a reader or a writer left one behind).
+            let vrc = v.pointee.vmRefcnt.load(ordering: .relaxed)
+            if vrc != 1 { problems.append("\(where_): vm_refcnt \(hex8(UInt64(vrc))) at rest") }
+            if v.pointee.vmMM.load(ordering: .relaxed) != mmBits { problems.append("\(where_): vm_mm is another address space") }
         }
         // Every present PTE: inside a VMA that allows it, mapping a live frame.
         var reported = 0

@@ -99,38 +99,42 @@ extension AddressSpace {
     /// COLD/PAGEOUT reclaim, GUARD_INSTALL/GUARD_REMOVE set and clear markers, WILLNEED
     /// validates only.
     func doMadviseRead(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
-        madviseWalk(start, end) { v, s, e in
-            if !mayModifySealed(v, advice) { return .failure(.EPERM) }
-            switch advice {
-            case .dontNeed, .dontNeedLocked, .free:
-                let forbidden: VMFlags = advice == .dontNeedLocked ? [.pfnMap] : [.pfnMap, .locked]
-                if !v.vmFlags.isDisjoint(with: forbidden) { return .failure(.EINVAL) }
-                if advice == .free {
-                    if !v.isAnonymous { return .failure(.EINVAL) }
-                    madviseFree(s, e)
-                    return .success(e)
-                }
-                zapRange(s, e, vma: v, dropMarkers: false, reclaimTables: true)
-            case .cold, .pageOut:
-                if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
-                if advice == .pageOut { madvisePageout(s, e, vma: v) }
-            case .remove:
-                // madvise_remove(): a hole punched in the file under the shared mapping.
-                if v.vmFlags.contains(.locked) { return .failure(.EINVAL) }
-                guard let file = v.vmFile else { return .failure(.EINVAL) }
-                if !v.vmFlags.isSuperset(of: [.shared, .mayWrite]) { return .failure(.EACCES) }
-                let first = v.vmPgoff &+ ((s &- v.vmStart) >> Linux.pageShift)
-                file.punchHole(pages: first..<(first &+ ((e &- s) >> Linux.pageShift)))
-            case .guardInstall:
-                if !isValidGuardVMA(v, allowLocked: false) { return .failure(.EINVAL) }
-                guardInstall(v, s, e)
-            case .guardRemove:
-                if !isValidGuardVMA(v, allowLocked: true) { return .failure(.EINVAL) }
-                guardRemove(s, e)
-            default:
-                break
+        madviseWalk(start, end) { v, s, e in madviseReadVMA(v, s, e, advice) }
+    }
+
+    /// One VMA's part `[s, e)` of madvise advice that leaves VMAs alone (`madvise_vma_behavior`):
+    /// the end of the part done, or the errno.
+    func madviseReadVMA(_ v: VMARef, _ s: UInt64, _ e: UInt64, _ advice: Advice) -> Result<UInt64, Errno> {
+        if !mayModifySealed(v, advice) { return .failure(.EPERM) }
+        switch advice {
+        case .dontNeed, .dontNeedLocked, .free:
+            let forbidden: VMFlags = advice == .dontNeedLocked ? [.pfnMap] : [.pfnMap, .locked]
+            if !v.vmFlags.isDisjoint(with: forbidden) { return .failure(.EINVAL) }
+            if advice == .free {
+                if !v.isAnonymous { return .failure(.EINVAL) }
+                madviseFree(s, e)
+                return .success(e)
             }
-            return .success(e)
+            zapRange(s, e, vma: v, dropMarkers: false, reclaimTables: true)
+        case .cold, .pageOut:
+            if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
+            if advice == .pageOut { madvisePageout(s, e, vma: v) }
+        case .remove:
+            // madvise_remove(): a hole punched in the file under the shared mapping.
+            if v.vmFlags.contains(.locked) { return .failure(.EINVAL) }
+            guard let file = v.vmFile else { return .failure(.EINVAL) }
+            if !v.vmFlags.isSuperset(of: [.shared, .mayWrite]) { return .failure(.EACCES) }
+            let first = v.vmPgoff &+ ((s &- v.vmStart) >> Linux.pageShift)
+            file.punchHole(pages: first..<(first &+ ((e &- s) >> Linux.pageShift)))
+        case .guardInstall:
+            if !isValidGuardVMA(v, allowLocked: false) { return .failure(.EINVAL) }
+            guardInstall(v, s, e)
+        case .guardRemove:
+            if !isValidGuardVMA(v, allowLocked: true) { return .failure(.EINVAL) }
+            guardRemove(s, e)
+        default:
+            break
         }
+        return .success(e)
     }
 }

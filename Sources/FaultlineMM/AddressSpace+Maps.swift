@@ -62,7 +62,13 @@ extension AddressSpace {
                             device: file.deviceString, inode: file.inode, path: file.path)
         }
         var name = ""
-        if v.vmStart <= brkValue && v.vmEnd >= startBrkValue {
+        let nameID = v.anonNameID
+        if nameID & AnonNames.specialMapping != 0 {
+            // A special mapping mirrored from another process (`[vdso]`, `[vvar]`).
+            name = AnonNames.shared.name(nameID & ~AnonNames.specialMapping)
+        } else if v.vmStart < brkValue && v.vmEnd > startBrkValue {
+            // vma_is_initial_heap(): strictly overlapping [start_brk, brk) — a VMA that only
+            // touches start_brk is not the heap (PROCMAP_QUERY found the difference).
             name = "[heap]"
         } else if let stack = config.startStack, v.vmStart <= stack && v.vmEnd >= stack {
             name = "[stack]"

@@ -10,15 +10,23 @@ extension AddressSpace {
     ///   - file: the file it maps, if any.
     ///   - pgoff: the file page at `start` (default: 0 for a file, `start`'s page number for anonymous memory).
     ///   - anonymous: the VMA has anonymous pages, so it has an anon_vma.
+    ///   - specialName: the name of a special mapping (`[vdso]`, `[vvar]`), shown in maps as it is.
     public func mirror(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile? = nil, pgoff: UInt64? = nil,
-                       anonymous: Bool = false) {
+                       anonymous: Bool = false, specialName: String? = nil) {
         precondition(start < end && Linux.offsetInPage(start) == 0 && Linux.offsetInPage(end) == 0)
-        withWriter(.mirror, { start..<end }) { mirrorLocked(start: start, end: end, flags: flags, file: file, pgoff: pgoff, anonymous: anonymous) }
+        withWriter(.mirror, { start..<end }) {
+            mirrorLocked(start: start, end: end, flags: flags, file: file, pgoff: pgoff, anonymous: anonymous,
+                         specialName: specialName)
+        }
     }
 
-    func mirrorLocked(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile?, pgoff: UInt64?, anonymous: Bool) {
+    func mirrorLocked(start: UInt64, end: UInt64, flags: VMFlags, file: MMFile?, pgoff: UInt64?, anonymous: Bool,
+                      specialName: String? = nil) {
         precondition(findIntersection(start, end) == nil, "mirrored VMA overlaps")
         let v = vmaAlloc(start: start, end: end, flags: flags, pgoff: pgoff ?? (file == nil ? start >> Linux.pageShift : 0), file: file)
+        if let specialName {
+            v.pointee.anonName.store(AnonNames.shared.id(specialName) | AnonNames.specialMapping, ordering: .relaxed)
+        }
         vmaLink(v)
         if anonymous { prepareAnonVMA(v) }
     }

@@ -23,7 +23,8 @@ extension AddressSpace {
     func vmaEndRead(_ v: VMARef) { v.pointee.lock.unlockRead() }
 
     /// `lock_vma_under_rcu()` (Linux 6.4): find the VMA under RCU and read-lock it; fail if it
-    /// was detached meanwhile or no longer covers the address. An anonymous VMA without an
+    /// was detached meanwhile (the caller looks again: VMA_LOCK_MISS) or no longer covers the
+    /// address. An anonymous VMA without an
     /// anon_vma fails too (preparing one needs `mmap_lock` in 6.4). The caller holds RCU.
     @inlinable @inline(__always)
     func lockVMAUnderRCU(_ address: UInt64, recheck: Bool = true) -> Result<VMARef, AbortReason> {
@@ -54,9 +55,15 @@ extension AddressSpace {
             rcuRead.readLock()
             let vma: VMARef
             switch lockVMAUnderRCU(address, recheck: recheckAfterTrylock) {
+            case .failure(.detached):
+                // "The area was replaced with another one": look again (VMA_LOCK_MISS).
+                rcuRead.readUnlock()
+                count(.vmaLockMiss)
+                continue
             case .failure(let r):
                 rcuRead.readUnlock()
                 countAbort(r)
+                count(.vmaLockAbort)
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)
             case .success(let v):
@@ -68,19 +75,23 @@ extension AddressSpace {
             switch outcome {
             case .done:
                 count(.speculativeSuccesses)
+                count(.vmaLockSuccess)
                 return .success(())
             case .error(let e):
                 // Under the VMA lock the VMA cannot change: the error is final.
+                count(.vmaLockSuccess)
                 return .failure(e)
             case .needIO(let file, let index):
                 count(.retries)
                 count(.majorFaults)
+                count(.vmaLockRetry)
                 file.readAhead(index)
                 if retryUnderVMALock { continue }
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)
             case .abort(let r):
                 countAbort(r)
+                count(.vmaLockRetry)
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)
             }

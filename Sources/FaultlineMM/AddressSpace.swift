@@ -13,6 +13,9 @@ public final class MMSystem: @unchecked Sendable {
     /// much as an IPI is taken mid-fault on Linux.
     public let tlbRCU = RCU()
     let vmaSlab: RCUSlab
+    /// VMAs of designs whose cache is `SLAB_TYPESAFE_BY_RCU` (Linux 6.15): freed objects are
+    /// reused at once, never poisoned.
+    let vmaTypesafeSlab: RCUSlab
     let tableSlab: RCUSlab
     /// VMA-tree nodes walked by the quiescent checks' tree invariants, all address spaces
     /// together: proof that a (release-built) stress or fuzz run checked its trees.
@@ -29,6 +32,7 @@ public final class MMSystem: @unchecked Sendable {
         self.rcu = rcu
         self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu, poison: poison)
         vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu, poison: poison)
+        vmaTypesafeSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
     }
 
@@ -46,7 +50,7 @@ public final class MMSystem: @unchecked Sendable {
     }
 
     /// Live VMAs and page-table pages, counting those waiting for a grace period.
-    public var liveVMAs: Int { vmaSlab.liveObjects }
+    public var liveVMAs: Int { vmaSlab.liveObjects + vmaTypesafeSlab.liveObjects }
     public var livePageTables: Int { tableSlab.liveObjects }
 }
 
@@ -267,10 +271,25 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// `vm_area_alloc()` + init: a detached VMA holding a reference to `file`.
     func vmaAlloc(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: MMFile?) -> VMARef {
-        let raw = system.vmaSlab.allocate()
         let fileBits = file.map { UInt(bitPattern: Unmanaged.passRetained($0).toOpaque()) } ?? 0
+        let mm = UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+        if designType.vmaCacheTypesafeByRCU {
+            let (raw, reused) = system.vmaTypesafeSlab.allocateTypesafe()
+            let v = raw.assumingMemoryBound(to: VMA.self)
+            if reused {
+                v.pointee.reinitialize(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm)
+                count(.vmaReused)
+            } else {
+                // No statistics: the object outlives this address space.
+                raw.bindMemory(to: VMA.self, capacity: 1)
+                    .initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm, lockStats: nil))
+            }
+            return v
+        }
+        let raw = system.vmaSlab.allocate()
         let v = raw.bindMemory(to: VMA.self, capacity: 1)
-        v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, lockStats: designState.vmaLockStats))
+        v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm,
+                             lockStats: designState.vmaLockStats))
         return v
     }
 
@@ -303,6 +322,17 @@ public final class AddressSpace: @unchecked Sendable {
             vmas.removeAll { d.freeWaitsForSectionEnd($0) }
         }
         guard !vmas.isEmpty else { return }
+        if d.vmaCacheTypesafeByRCU {
+            // vm_area_free() to a SLAB_TYPESAFE_BY_RCU cache: detached, so no reader holds a
+            // reference (vma_mark_detached waited them out); its pointer may still be read.
+            for v in vmas {
+                let f = v.pointee.fileBits.exchange(0, ordering: .relaxed)
+                if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
+                AnonVMA.release(v.pointee.anonVMABits.exchange(0, ordering: .relaxed))
+                system.vmaTypesafeSlab.freeTypesafe(UnsafeMutableRawPointer(v))
+            }
+            return
+        }
         let box = Shared(vmas)
         let slab = system.vmaSlab
         system.rcu.callRCU {
@@ -361,11 +391,29 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
+    /// `vma_mark_attached()`: in the tree, `vm_refcnt` 1.
+    func vmaMarkAttached(_ v: VMARef) {
+        v.pointee.detached.store(false, ordering: .releasing)
+        v.pointee.vmRefcnt.store(1, ordering: .releasing)
+    }
+
+    /// `vma_mark_detached()`: out of the tree. Under the 6.15 lock, readers that raised
+    /// `vm_refcnt` meanwhile (they will see the write mark and leave) are waited out, so that
+    /// no reader holds a VMA that is freed.
+    func vmaMarkDetached(_ v: VMARef) {
+        v.pointee.detached.store(true, ordering: .releasing)
+        if designType.vmaCacheTypesafeByRCU {
+            vmaRefcntDetach(v)
+        } else {
+            v.pointee.vmRefcnt.store(0, ordering: .releasing)
+        }
+    }
+
     /// Inserts a VMA (`vma_link`).
     func vmaLink(_ v: VMARef) {
         vmaStartWrite(v)
         tree.store(v.vmStart, v.vmEnd, v)
-        v.pointee.detached.store(false, ordering: .releasing)
+        vmaMarkAttached(v)
         mapCountWord.wrappingAdd(1, ordering: .relaxed)
         v.vmFile?.iMmapLink(v, self)
     }
@@ -375,7 +423,7 @@ public final class AddressSpace: @unchecked Sendable {
         vmaStartWrite(v)
         v.vmFile?.iMmapUnlink(v)
         tree.store(v.vmStart, v.vmEnd, nil)
-        v.pointee.detached.store(true, ordering: .releasing)
+        vmaMarkDetached(v)
         mapCountWord.wrappingSubtract(1, ordering: .relaxed)
     }
 
@@ -450,6 +498,14 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case faultAroundPages
     /// Pages MADV_PAGEOUT reclaimed: unmapped, and dropped from the page cache if clean.
     case pagedOut
+    /// The kernel's per-VMA-lock fault events (`/proc/vmstat`, CONFIG_PER_VMA_LOCK_STATS), as
+    /// it defines them: `vma_lock_success` a fault handled under the VMA lock (an access
+    /// error too); `vma_lock_abort` no VMA could be locked; `vma_lock_retry` the fault under
+    /// the VMA lock asked to be retried (under `mmap_lock`, or the VMA lock again); and
+    /// `vma_lock_miss` a look-up repeated because the VMA found was detached.
+    case vmaLockSuccess, vmaLockAbort, vmaLockRetry, vmaLockMiss
+    /// VMAs allocated from a SLAB_TYPESAFE_BY_RCU cache by reusing a freed one.
+    case vmaReused
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

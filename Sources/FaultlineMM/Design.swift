@@ -15,6 +15,10 @@ public enum Design: String, CaseIterable, Sendable {
     case perVMA = "per-vma"
     /// Per-VMA locks where a fault that must wait for I/O retries under the VMA lock.
     case perVMARetry = "per-vma-retry"
+    /// Linux 6.15–6.18's per-VMA lock: a reference count, VMAs reused at once
+    /// (SLAB_TYPESAFE_BY_RCU), MADV_DONTNEED/MADV_FREE and maps under the VMA lock. The
+    /// host's own design.
+    case perVMA615 = "per-vma-6.15"
     /// Lespinasse's fine-grained locking: a short lock for the VMA tree plus a range lock
     /// (Kogan–Dice–Issa list lock) held for the operation's range.
     case range
@@ -23,12 +27,14 @@ public enum Design: String, CaseIterable, Sendable {
     /// Test-only broken controls (`faultline stress --design broken-…` must fail; never in
     /// `compare`): `spf-mmseq` with the validation removed; per-VMA locks without the
     /// re-check after the trylock; per-VMA locks whose mprotect marks nothing; `spf-vmaseq`
-    /// without the bump on mprotect; `range` whose munmap zaps outside the range it holds.
+    /// without the bump on mprotect; `range` whose munmap zaps outside the range it holds;
+    /// `per-vma-6.15` without the re-checks a reused VMA needs.
     case brokenSPF = "broken-spf"
     case brokenPerVMARecheck = "broken-per-vma-recheck"
     case brokenUnmarkedMprotect = "broken-unmarked-mprotect"
     case brokenSPFVMASeqMprotect = "broken-spf-vmaseq-mprotect"
     case brokenRangeZap = "broken-range-zap"
+    case brokenPerVMA615Recheck = "broken-per-vma-6.15-recheck"
 
     /// Calls `visitor` with the design's type (and `mm`, passed as an argument so that it is
     /// borrowed, never retained): one switch, each arm specialised for its design — how the
@@ -41,6 +47,7 @@ public enum Design: String, CaseIterable, Sendable {
         case .spfVMASeq: visitor.visit(SPFVMASeqDesign.self, mm)
         case .perVMA: visitor.visit(PerVMADesign.self, mm)
         case .perVMARetry: visitor.visit(PerVMARetryDesign.self, mm)
+        case .perVMA615: visitor.visit(PerVMA615Design.self, mm)
         case .range: visitor.visit(RangeDesign.self, mm)
         case .rangeTree: visitor.visit(RangeTreeDesign.self, mm)
         case .brokenSPF: visitor.visit(BrokenSPFDesign.self, mm)
@@ -48,6 +55,7 @@ public enum Design: String, CaseIterable, Sendable {
         case .brokenUnmarkedMprotect: visitor.visit(BrokenUnmarkedMprotectDesign.self, mm)
         case .brokenSPFVMASeqMprotect: visitor.visit(BrokenSPFVMASeqMprotectDesign.self, mm)
         case .brokenRangeZap: visitor.visit(BrokenRangeZapDesign.self, mm)
+        case .brokenPerVMA615Recheck: visitor.visit(BrokenPerVMA615RecheckDesign.self, mm)
         }
     }
 

@@ -27,6 +27,14 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     public var mapsFallbacks: UInt64 = 0
     /// TLB shootdowns (`flush_tlb_range` after permissions were taken away).
     public var tlbFlushes: UInt64 = 0
+    /// The kernel's VMA_LOCK_SUCCESS / _ABORT / _RETRY / _MISS events (per-VMA designs;
+    /// `MMStat.vmaLockSuccess` has the definitions).
+    public var vmaLockSuccess: UInt64 = 0
+    public var vmaLockAbort: UInt64 = 0
+    public var vmaLockRetry: UInt64 = 0
+    public var vmaLockMiss: UInt64 = 0
+    /// VMAs reused at once from a SLAB_TYPESAFE_BY_RCU cache (per-vma-6.15).
+    public var vmasReused: UInt64 = 0
 
     public init() {}
 
@@ -36,6 +44,46 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         case faults, locklessSuccesses = "speculativeSuccesses", aborts, abortReasons, fallbacks, retries, majorFaults
         case mmapLockAcquisitions, mmapLockContended, mmapLockWaitNs, vmaLockAcquisitions, vmaLockContended, vmaLockWaitNs
         case rangeLockContended, rangeLockWaitNs, mapsVMAs, mapsFallbacks, tlbFlushes
+        case vmaLockSuccess, vmaLockAbort, vmaLockRetry, vmaLockMiss, vmasReused
+    }
+
+    /// Results files written before a counter existed read it as 0.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        func u(_ k: CodingKeys) throws -> UInt64 { try c.decodeIfPresent(UInt64.self, forKey: k) ?? 0 }
+        faults = try u(.faults)
+        locklessSuccesses = try u(.locklessSuccesses)
+        aborts = try u(.aborts)
+        abortReasons = try c.decodeIfPresent([String: UInt64].self, forKey: .abortReasons) ?? [:]
+        fallbacks = try u(.fallbacks)
+        retries = try u(.retries)
+        majorFaults = try u(.majorFaults)
+        mmapLockAcquisitions = try u(.mmapLockAcquisitions)
+        mmapLockContended = try u(.mmapLockContended)
+        mmapLockWaitNs = try u(.mmapLockWaitNs)
+        vmaLockAcquisitions = try u(.vmaLockAcquisitions)
+        vmaLockContended = try u(.vmaLockContended)
+        vmaLockWaitNs = try u(.vmaLockWaitNs)
+        rangeLockContended = try u(.rangeLockContended)
+        rangeLockWaitNs = try u(.rangeLockWaitNs)
+        mapsVMAs = try u(.mapsVMAs)
+        mapsFallbacks = try u(.mapsFallbacks)
+        tlbFlushes = try u(.tlbFlushes)
+        vmaLockSuccess = try u(.vmaLockSuccess)
+        vmaLockAbort = try u(.vmaLockAbort)
+        vmaLockRetry = try u(.vmaLockRetry)
+        vmaLockMiss = try u(.vmaLockMiss)
+        vmasReused = try u(.vmasReused)
+    }
+
+    /// The kernel's per-VMA-lock events under their `/proc/vmstat` names, and the VMAs reused
+    /// at once; nil when the design took no VMA lock.
+    public var vmaLockEventsLine: String? {
+        if vmaLockSuccess | vmaLockAbort | vmaLockRetry | vmaLockMiss == 0 { return nil }
+        var s = "VMA lock events: vma_lock_success \(vmaLockSuccess), vma_lock_abort \(vmaLockAbort), "
+            + "vma_lock_retry \(vmaLockRetry), vma_lock_miss \(vmaLockMiss)"
+        if vmasReused > 0 { s += "; VMAs reused at once (SLAB_TYPESAFE_BY_RCU) \(vmasReused)" }
+        return s
     }
 
     /// Speculative/lockless attempts that aborted, per fault handled.
@@ -47,6 +95,7 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         \.mmapLockAcquisitions, \.mmapLockContended, \.mmapLockWaitNs,
         \.vmaLockAcquisitions, \.vmaLockContended, \.vmaLockWaitNs,
         \.rangeLockContended, \.rangeLockWaitNs, \.mapsVMAs, \.mapsFallbacks, \.tlbFlushes,
+        \.vmaLockSuccess, \.vmaLockAbort, \.vmaLockRetry, \.vmaLockMiss, \.vmasReused,
     ]
 
     public static func + (a: DesignCounters, b: DesignCounters) -> DesignCounters {
@@ -96,6 +145,11 @@ extension AddressSpace {
         c.mapsVMAs = v(.mapsVMAs)
         c.mapsFallbacks = v(.mapsFallbacks)
         c.tlbFlushes = v(.tlbFlushes)
+        c.vmaLockSuccess = v(.vmaLockSuccess)
+        c.vmaLockAbort = v(.vmaLockAbort)
+        c.vmaLockRetry = v(.vmaLockRetry)
+        c.vmaLockMiss = v(.vmaLockMiss)
+        c.vmasReused = v(.vmaReused)
         let l = lockStats.sums()
         c.mmapLockAcquisitions = l[RWSemStat.readAcquired.rawValue] &+ l[RWSemStat.writeAcquired.rawValue]
         c.mmapLockContended = l[RWSemStat.readContended.rawValue] &+ l[RWSemStat.writeContended.rawValue]

@@ -42,8 +42,9 @@ public enum Linux {
 
 /// Linux errno values returned by the model's calls.
 public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable {
-    case EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, EBADF = 9, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14
-    case EBUSY = 16, EEXIST = 17, EINVAL = 22, EFBIG = 27, ENOSPC = 28, ENOSYS = 38, EOVERFLOW = 75, EOPNOTSUPP = 95
+    case EPERM = 1, ENOENT = 2, ESRCH = 3, EINTR = 4, E2BIG = 7, EBADF = 9, EAGAIN = 11, ENOMEM = 12, EACCES = 13, EFAULT = 14
+    case EBUSY = 16, EEXIST = 17, EINVAL = 22, EFBIG = 27, ENOSPC = 28, ENAMETOOLONG = 36, ENOSYS = 38, EOVERFLOW = 75
+    case EOPNOTSUPP = 95
 
     public var description: String {
         switch self {
@@ -51,6 +52,7 @@ public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable
         case .ENOENT: "ENOENT"
         case .ESRCH: "ESRCH"
         case .EINTR: "EINTR"
+        case .E2BIG: "E2BIG"
         case .EBADF: "EBADF"
         case .EAGAIN: "EAGAIN"
         case .ENOMEM: "ENOMEM"
@@ -61,6 +63,7 @@ public enum Errno: Int32, Error, CustomStringConvertible, Sendable, CaseIterable
         case .EINVAL: "EINVAL"
         case .EFBIG: "EFBIG"
         case .ENOSPC: "ENOSPC"
+        case .ENAMETOOLONG: "ENAMETOOLONG"
         case .ENOSYS: "ENOSYS"
         case .EOVERFLOW: "EOVERFLOW"
         case .EOPNOTSUPP: "EOPNOTSUPP"

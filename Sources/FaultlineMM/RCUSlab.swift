@@ -90,4 +90,33 @@ final class RCUSlab: @unchecked Sendable {
     }
 
     var liveObjects: Int { live.load(ordering: .relaxed) }
+
+    // MARK: SLAB_TYPESAFE_BY_RCU
+
+    /// Freed objects that are still initialised (`SLAB_TYPESAFE_BY_RCU`): reused at once, last
+    /// freed first, so a reader's stale pointer really may meet a new object.
+    var reusable: [UnsafeMutableRawPointer] = []
+
+    /// An object for a `SLAB_TYPESAFE_BY_RCU` cache: one freed earlier (`reused`: still
+    /// initialised, and readers may be looking at it) or fresh, uninitialised memory.
+    func allocateTypesafe() -> (object: UnsafeMutableRawPointer, reused: Bool) {
+        precondition(!poison, "SLAB_TYPESAFE_BY_RCU caches are never poisoned (readers may read freed objects)")
+        let r: (UnsafeMutableRawPointer, Bool) = lock.withLock {
+            if let p = reusable.popLast() { return (p, true) }
+            if let p = free.popLast() { return (p, false) }
+            let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
+            slabs.append(slab)
+            for i in 1..<perSlab { free.append(slab + i * objectSize) }
+            return (slab, false)
+        }
+        live.wrappingAdd(1, ordering: .relaxed)
+        return r
+    }
+
+    /// `kmem_cache_free()` to a `SLAB_TYPESAFE_BY_RCU` cache: back at once, no grace period;
+    /// the memory stays an initialised object of this type until the slab goes.
+    func freeTypesafe(_ p: UnsafeMutableRawPointer) {
+        live.wrappingSubtract(1, ordering: .relaxed)
+        lock.withLock { reusable.append(p) }
+    }
 }

@@ -32,8 +32,15 @@ public struct VMA: ~Copyable {
     /// (`get_vma`/`put_vma`). Memory is freed after an RCU grace period here, so the count is
     /// kept for the cache-line traffic it costs and checked (1 at rest) by the stress test.
     public let refcount: Atomic<Int>
+    /// `vm_refcnt` (Linux 6.15's VMA lock): 0 detached, 1 attached, one more per reader, and
+    /// `VMA_LOCK_OFFSET` more while a writer waits for the readers to leave.
+    public let vmRefcnt: Atomic<UInt32>
+    /// `vm_mm`: the owning address space (an opaque `AddressSpace` pointer). A VMA from a
+    /// `SLAB_TYPESAFE_BY_RCU` cache may be reused by another address space while a reader
+    /// still holds its pointer: 6.15 readers re-check it.
+    public let vmMM: Atomic<UInt>
 
-    init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, lockStats: PerThreadCounters?) {
+    init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, mm: UInt, lockStats: PerThreadCounters?) {
         self.start = Atomic(start)
         self.end = Atomic(end)
         self.flags = Atomic(flags.rawValue)
@@ -48,6 +55,31 @@ public struct VMA: ~Copyable {
         detached = Atomic(true)
         seq = SeqCount()
         refcount = Atomic(1)
+        vmRefcnt = Atomic(0)
+        vmMM = Atomic(mm)
+    }
+
+    /// `VMA_LOCK_OFFSET`: what a writer adds to `vm_refcnt`; readers fail while it is there.
+    public static let lockOffset: UInt32 = 0x4000_0000
+    /// `VMA_REF_LIMIT`: readers may raise `vm_refcnt` below this only.
+    public static let refLimit: UInt32 = lockOffset - 1
+
+    /// `vm_area_alloc()` of an object reused from the `SLAB_TYPESAFE_BY_RCU` cache: readers
+    /// that still hold its old pointer may read any field and try to raise `vm_refcnt`, so
+    /// every field is stored atomically and `vm_refcnt` stays 0 (detached) until attached.
+    func reinitialize(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, mm: UInt) {
+        self.start.store(start, ordering: .relaxed)
+        self.end.store(end, ordering: .relaxed)
+        self.flags.store(flags.rawValue, ordering: .relaxed)
+        self.pgoff.store(pgoff, ordering: .relaxed)
+        fileBits.store(file, ordering: .relaxed)
+        anonVMABits.store(0, ordering: .relaxed)
+        anonChain.store(0, ordering: .relaxed)
+        anonName.store(0, ordering: .relaxed)
+        lockSeq.store(UInt64.max, ordering: .relaxed)
+        detached.store(true, ordering: .relaxed)
+        refcount.store(1, ordering: .relaxed)
+        vmMM.store(mm, ordering: .releasing)
     }
 }
 
@@ -116,9 +148,11 @@ public final class AnonVMA: @unchecked Sendable {
     }
 }
 
-/// Interned `anon_name` strings (`[anon:NAME]` in maps).
+/// Interned `anon_name` strings (`[anon:NAME]` in maps), and the names of special mappings
+/// mirrored from another process (an id with `specialMapping` set, shown as it is).
 final class AnonNames: @unchecked Sendable {
     static let shared = AnonNames()
+    static let specialMapping: UInt32 = 1 << 31
     let lock = SpinLock()
     var names: [String] = [""]
     var ids: [String: UInt32] = [:]

@@ -276,13 +276,27 @@ public final class TraceReplayer {
         return ran
     }
 
+    /// PROCMAP_QUERY by name (strace 6.11+) or by number (older: `_IOC(...)` or hex).
+    static func isProcmapQuery(_ request: String) -> Bool {
+        request == "PROCMAP_QUERY" || request == "_IOC(_IOC_READ|_IOC_WRITE, 0x66, 0x11, 0x68)"
+            || request.lowercased() == "0xc0686611"
+    }
+
     func replay(_ c: TraceCall, at index: Int) {
         let decoded: MemoryCall?
         do { decoded = try MemoryCall.decode(c) } catch {
             skip("undecodable")
             return
         }
-        guard let call = decoded else { skip("other: " + c.name); return }
+        guard let call = decoded else {
+            if c.name == "ioctl" && c.args.count > 1 && Self.isProcmapQuery(c.args[1]) {
+                // Its answer is written to the struct, which strace 6.1 does not print.
+                skip("PROCMAP_QUERY (answer not in the trace)")
+            } else {
+                skip("other: " + c.name)
+            }
+            return
+        }
         // `= ?`: normal for exit (it does not return); any other call's effect is unknown.
         if c.result.value == nil && !call.endsTask {
             skip("no result")

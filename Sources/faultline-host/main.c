@@ -3,8 +3,9 @@
 // window with PROT_NONE plugs (leaving room after the heap for brk), so that wherever the
 // kernel's top-down search starts, a mapping whose address it chooses lands in the window.
 // It reports its layout, then reads one command per line from stdin ("syscall NR ARGS…",
-// "load"/"store", "fork", and "parent"/"child", which hand the sequence to another process
-// of the sequence) and answers with the
+// "load"/"store", "pmq" (a PROCMAP_QUERY ioctl on /proc/self/maps), "fork", and
+// "parent"/"child", which hand the sequence to another process of the sequence) and answers
+// with the
 // result (or the signal a load or store raised), the maps lines that intersect the window
 // or the heap area, each window VMA's pagemap entries and smaps Rss/Anonymous/LazyFree/Locked, and the
 // pagemap entries of the heap above its initial break.
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
 #include <sys/stat.h>
@@ -256,6 +258,56 @@ static void print_state(unsigned long long hlo, unsigned long long hhi) {
 
 // "load ADDR" / "store ADDR VALUE": one byte, through the MMU. A fault that the kernel
 // turns into a signal is caught and reported as "signal SIGNO CODE".
+// struct procmap_query (Linux 6.11, include/uapi/linux/fs.h), defined here: the C library's
+// headers on this machine predate it.
+struct procmap_query {
+    uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags, vma_page_size, vma_offset, inode;
+    uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+    uint64_t vma_name_addr, build_id_addr;
+};
+#define PROCMAP_QUERY _IOWR('f', 17, struct procmap_query)
+
+// "pmq ADDR FLAGS SIZE NAMESIZE": one PROCMAP_QUERY on a descriptor of /proc/self/maps opened
+// for it (and closed, so descriptor numbers stay as the calls expect). The struct is zeroed
+// up to a page (bytes past the kernel's struct must be zero), with a name buffer of NAMESIZE
+// bytes. Answers "result -ERRNO" or
+// "result 0 START END FLAGS PAGESIZE OFFSET NAMESIZE [NAME]".
+static union { struct procmap_query q; char page[4096]; } pmq_arg;
+static char pmq_name[4096];
+
+static void do_procmap_query(char *args) {
+    unsigned long long addr = 0, flags = 0, size = 0;
+    unsigned namesz = 0;
+    if (sscanf(args, "%llu %llu %llu %u", &addr, &flags, &size, &namesz) != 4) {
+        printf("error pmq %s\n", args);
+        return;
+    }
+    memset(&pmq_arg, 0, sizeof pmq_arg);
+    pmq_arg.q.size = size;
+    pmq_arg.q.query_flags = flags;
+    pmq_arg.q.query_addr = addr;
+    if (namesz > sizeof pmq_name) namesz = sizeof pmq_name;
+    pmq_arg.q.vma_name_size = namesz;
+    pmq_arg.q.vma_name_addr = namesz ? (uint64_t)(uintptr_t)pmq_name : 0;
+    memset(pmq_name, 0, sizeof pmq_name);
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        printf("error open maps %d\n", errno);
+        return;
+    }
+    int r = ioctl(fd, PROCMAP_QUERY, &pmq_arg);
+    int e = errno;
+    close(fd);
+    if (r < 0) {
+        printf("result %d\n", -e);
+        return;
+    }
+    struct procmap_query *q = &pmq_arg.q;
+    printf("result 0 %llu %llu %llu %llu %llu %u%s%s\n", (unsigned long long)q->vma_start, (unsigned long long)q->vma_end,
+           (unsigned long long)q->vma_flags, (unsigned long long)q->vma_page_size, (unsigned long long)q->vma_offset,
+           q->vma_name_size, q->vma_name_size ? " " : "", q->vma_name_size ? pmq_name : "");
+}
+
 static void do_access(int store, char *args) {
     char *end = NULL;
     volatile unsigned char *a = (volatile unsigned char *)(uintptr_t)strtoull(args, &end, 0);
@@ -446,6 +498,11 @@ int main(int argc, char **argv) {
         }
         if (!strcmp(line, "maps")) {
             print_maps(0, TASK_SIZE, 0, 0);
+            continue;
+        }
+        if (!strcmp(line, "pmq")) {
+            do_procmap_query(args);
+            print_state(heap_lo, heap_hi);
             continue;
         }
         if (!strcmp(line, "load") || !strcmp(line, "store")) {

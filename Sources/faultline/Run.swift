@@ -118,6 +118,7 @@ struct Run: ParsableCommand {
         print(formatTable(rows))
         if let c = r.counters {
             print("faults \(c.faults), lockless \(c.locklessSuccesses), aborts \(c.aborts), fallbacks \(c.fallbacks), retries \(c.retries)")
+            if let events = c.vmaLockEventsLine { print(events) }
         }
         if let m = r.mapsReads { print("maps reads: \(m)") }
         if let p = r.replayPasses { print("passes over the trace: \(p), calls the model refused: \(r.replayErrors ?? 0)") }

@@ -97,6 +97,7 @@ struct Stress: ParsableCommand {
             + "VMA locks \(c.vmaLockContended) (\(fmt(Double(c.vmaLockWaitNs) / 1e6, 1)) ms), "
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
+        if let events = c.vmaLockEventsLine { out += events + "\n" }
         if r.passed {
             out += "PASSED: 0 violations"
         } else {

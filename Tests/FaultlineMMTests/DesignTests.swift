@@ -51,6 +51,13 @@ struct DesignTests {
         case .perVMA, .perVMARetry:
             #expect(c.locklessSuccesses == 63)
             #expect(c.abortReasons["no-anon-vma"] == 1)
+            // 6.4: an anonymous VMA without an anon_vma is not locked (VMA_LOCK_ABORT).
+            #expect(c.vmaLockSuccess == 63 && c.vmaLockAbort == 1 && c.vmaLockRetry == 0)
+        case .perVMA615:
+            // 6.7+: vmf_anon_prepare() prepares it under the VMA lock, with mmap_lock
+            // read-trylocked: every fault succeeds under the VMA lock.
+            #expect(c.locklessSuccesses == 64 && c.aborts == 0)
+            #expect(c.vmaLockSuccess == 64 && c.vmaLockAbort == 0 && c.vmaLockRetry == 0)
         case .range, .rangeTree:
             // The first fault needs the short lock throughout (it prepares the anon_vma).
             #expect(c.locklessSuccesses == 63)
@@ -71,7 +78,7 @@ struct DesignTests {
         case .spfMMSeq, .spfVMASeq, .brokenSPF:
             // Anonymous memory only.
             #expect(c.abortReasons["not-anonymous"]! >= 1 && c.locklessSuccesses == 0)
-        case .perVMA, .perVMARetry, .range, .rangeTree:
+        case .perVMA, .perVMARetry, .perVMA615, .range, .rangeTree:
             #expect(c.locklessSuccesses >= 7)
         case .global:
             #expect(c.locklessSuccesses == 0)
@@ -80,7 +87,7 @@ struct DesignTests {
         }
     }
 
-    @Test(arguments: [Design.perVMA, .perVMARetry, .global])
+    @Test(arguments: [Design.perVMA, .perVMARetry, .perVMA615, .global])
     func ioFaultsRetryWhereTheDesignSays(design: Design) {
         let mm = makeSpace(design)
         let f = mm.system.makeFile(path: "/data/slow", size: 4 * page, ioLatencyNs: 100_000)
@@ -88,11 +95,13 @@ struct DesignTests {
         #expect(mm.load(a).succeeded)
         let c = mm.designCounters
         #expect(c.retries == 1 && c.majorFaults == 1)
-        if design == .perVMA {
+        if design == .perVMA || design == .perVMA615 {
             // VM_FAULT_RETRY under the VMA lock is retried under mmap_lock.
             #expect(c.fallbacks == 1 && c.locklessSuccesses == 0)
+            #expect(c.vmaLockRetry == 1 && c.vmaLockSuccess == 0)
         } else if design == .perVMARetry {
             #expect(c.fallbacks == 0 && c.locklessSuccesses == 1)
+            #expect(c.vmaLockRetry == 1 && c.vmaLockSuccess == 1)
         }
     }
 

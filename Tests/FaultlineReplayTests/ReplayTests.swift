@@ -390,4 +390,15 @@ struct ReplaySemanticsTests {
         #expect(s.summaryLine == "1 calls replayed, 0 mismatches, 3 skipped")
         #expect(s.skippedByReason["other: wait4"] == 1 && s.skippedByReason["other: msync"] == 1)
     }
+
+    @Test("PROCMAP_QUERY is counted on its own, by name or by number (its answer is not in the line)")
+    func procmapQueryCounted() throws {
+        let (s, _) = try replay("""
+        1 ioctl(3</proc/1/maps>, PROCMAP_QUERY, {size=104, query_flags=0, query_addr=0x1000}) = 0
+        1 ioctl(3</proc/1/maps>, _IOC(_IOC_READ|_IOC_WRITE, 0x66, 0x11, 0x68), 0x7ffc0000) = -1 ENOENT (No such file or directory)
+        1 ioctl(1, TCGETS, {c_iflag=ICRNL}) = 0
+        """)
+        #expect(s.skippedByReason["PROCMAP_QUERY (answer not in the trace)"] == 2)
+        #expect(s.skippedByReason["other: ioctl"] == 1)
+    }
 }

@@ -89,3 +89,30 @@ extension VMASeqDesign {
         mm.mapsLineUnderVMASeq(from) ?? mm.mapsLineFallback(from)
     }
 }
+
+/// Designs built on Linux 6.15's VMA lock: `vm_refcnt` is the lock, VMAs are reused at once
+/// from a SLAB_TYPESAFE_BY_RCU cache, `mm_lock_seq` is a sequence count (6.14: odd while
+/// `mmap_lock` is held for write), and MADV_DONTNEED/MADV_FREE and the maps reader run under
+/// the VMA lock (6.17). A conforming design chooses its fault.
+public protocol RefcountVMALockedDesign: MMDesign {}
+
+extension RefcountVMALockedDesign {
+    public static var vmaCacheTypesafeByRCU: Bool { true }
+    public static var locklessMapsSummary: String {
+        "takes each VMA's reference under RCU and re-checks it (lock_next_vma); mmap_lock for that VMA when that fails"
+    }
+    /// `mmap_write_lock()` → `mm_lock_seqcount_begin()`.
+    public static func writerBegin(_ mm: AddressSpace) { mm.mmLockSeq.wrappingAdd(1, ordering: .releasing) }
+    public static func vmaStartWrite(_ mm: AddressSpace, _ v: VMARef) { mm.vmaRefcntMark(v) }
+    /// `vma_end_write_all()` → `mm_lock_seqcount_end()`: every mark ends at once.
+    public static func endVMAWrites(_ mm: AddressSpace) { mm.vmaLockUnmarkAll() }
+    public static func forkBegin(_ mm: AddressSpace, _ parents: [VMARef]) {
+        for v in parents { mm.vmaStartWrite(v) }
+    }
+    public static func madviseRead(_ mm: AddressSpace, _ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
+        mm.madviseReadPerVMARefcnt(start, end, advice)
+    }
+    public static func nextMapsLine(_ mm: AddressSpace, _ from: UInt64) -> MapsLine? {
+        mm.lockNextVMARefcnt(from) ?? mm.mapsLineFallback(from)
+    }
+}

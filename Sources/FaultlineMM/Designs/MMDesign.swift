@@ -19,6 +19,9 @@ public protocol MMDesign {
     /// Whether the design's readers take no lock on the VMA tree (then it needs the RCU-safe
     /// maple tree).
     static var readsTreeLocklessly: Bool { get }
+    /// Whether VMAs come from a `SLAB_TYPESAFE_BY_RCU` cache (Linux 6.15): a freed VMA is
+    /// reused at once instead of after a grace period, and detaching waits for readers.
+    static var vmaCacheTypesafeByRCU: Bool { get }
     /// Whether Lespinasse's COW race (`faultline cowrace`) loses the child's write.
     static func losesCOWRace(allowSpeculativeCOW: Bool) -> Bool
 
@@ -64,6 +67,7 @@ public protocol MMDesign {
 extension MMDesign {
     public static var isBrokenControl: Bool { false }
     public static var readsTreeLocklessly: Bool { true }
+    public static var vmaCacheTypesafeByRCU: Bool { false }
     public static func losesCOWRace(allowSpeculativeCOW: Bool) -> Bool { false }
     public static func makeState() -> DesignState { DesignState() }
 
