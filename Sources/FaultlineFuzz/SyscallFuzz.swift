@@ -135,9 +135,7 @@ public enum SyscallFuzz {
     /// PROCMAP_QUERY's answer worked out from maps lines read under `mmap_lock`: the fuzzer's
     /// oracle for the lock-free walk.
     static func procmapReference(_ q: ProcmapQuery, _ lines: [MapsLine]) -> Result<ProcmapVMA, Errno> {
-        if q.size < 24 { return .failure(.EINVAL) }
-        if q.size > 4096 { return .failure(.E2BIG) }
-        if q.flags & ~0x3f != 0 { return .failure(.EINVAL) }
+        if let e = q.argumentError { return .failure(e) }
         let next = q.flags & 0x10 != 0
         guard let l = lines.first(where: { l in
             guard l.end > q.address, next || l.start <= q.address else { return false }
@@ -151,18 +149,13 @@ public enum SyscallFuzz {
         var v = ProcmapVMA(start: l.start, end: l.end,
                            flags: (p[0] == "r" ? 1 : 0) | (p[1] == "w" ? 2 : 0) | (p[2] == "x" ? 4 : 0) | (p[3] == "s" ? 8 : 0),
                            pageSize: Linux.pageSize, offset: l.offset, nameSize: 0, name: "")
-        let buffer = q.size >= 84 ? q.nameBufferSize : 0
+        let buffer = q.effectiveNameBuffer
         if buffer > 0 && !l.path.isEmpty {
             if UInt32(l.path.utf8.count + 1) > buffer { return .failure(.ENAMETOOLONG) }
             v.nameSize = UInt32(l.path.utf8.count + 1)
             v.name = l.path
         }
-        if q.size < 32 { v.start = 0 }
-        if q.size < 40 { v.end = 0 }
-        if q.size < 48 { v.flags = 0 }
-        if q.size < 56 { v.pageSize = 0 }
-        if q.size < 64 { v.offset = 0 }
-        return .success(v)
+        return .success(v.copiedOut(size: q.size))
     }
 
     public static func run(_ input: UnsafeBufferPointer<UInt8>) {

@@ -229,9 +229,11 @@ extension AddressSpace {
             if !vmEnoughMemory(charged) { return .failure(.ENOMEM) }
         }
         // mmap_region(): a droppable VMA is never locked (mlockall's def_flags included), though
-        // the populate that VM_LOCKED asked for still runs (probed).
-        let regionFlags = vmFlags.contains(.droppable) ? vmFlags.subtracting([.locked, .lockOnFault]) : vmFlags
-        switch mmapRegion(file: file, addr: addr, len: len, flags: regionFlags, pgoff: pgoff) {
+        // the populate that VM_LOCKED asked for still runs (probed). VM_LOCKED is cleared only
+        // once the VMA exists (__mmap_complete): the merge is tried with it, so a droppable
+        // mapping under MCL_FUTURE never merges with a neighbour (probed: difftest seed 33253).
+        switch mmapRegion(file: file, addr: addr, len: len, flags: vmFlags, pgoff: pgoff,
+                          neverLocked: vmFlags.contains(.droppable)) {
         case .failure(let e): return .failure(e)
         case .success:
             let populate = vmFlags.contains(.locked) || (flags.contains(.populate) && !flags.contains(.nonBlock))
@@ -245,7 +247,8 @@ extension AddressSpace {
     }
 
     /// `mmap_region()`: unmaps what the range overlapped, then extends a neighbour or adds a VMA.
-    func mmapRegion(file: MMFile?, addr: UInt64, len: UInt64, flags inFlags: VMFlags, pgoff: UInt64) -> Result<Void, Errno> {
+    func mmapRegion(file: MMFile?, addr: UInt64, len: UInt64, flags inFlags: VMFlags, pgoff: UInt64,
+                    neverLocked: Bool = false) -> Result<Void, Errno> {
         let end = addr + len
         if findIntersection(addr, end) != nil {
             switch detachRange(addr, end) {
@@ -264,6 +267,7 @@ extension AddressSpace {
             f = MMFile.shmem(size: len, frames: frames)   // shmem_zero_setup()
             p = 0
         }
+        if neverLocked { flags.subtract([.locked, .lockOnFault]) }
         let v = vmaAlloc(start: addr, end: end, flags: flags, pgoff: p, file: f)
         vmaLink(v)
         return .success(())

@@ -72,29 +72,48 @@ extension AddressSpace {
             let outcome = faultCore(VMASnapshot(vma), address, kind, LockedFault(mayPrepareAnonVMA: false))
             vmaEndRead(vma)
             rcuRead.readUnlock()
-            switch outcome {
-            case .done:
-                count(.speculativeSuccesses)
-                count(.vmaLockSuccess)
-                return .success(())
-            case .error(let e):
-                // Under the VMA lock the VMA cannot change: the error is final.
-                count(.vmaLockSuccess)
-                return .failure(e)
-            case .needIO(let file, let index):
-                count(.retries)
-                count(.majorFaults)
-                count(.vmaLockRetry)
-                file.readAhead(index)
-                if retryUnderVMALock { continue }
-                count(.fallbacks)
-                return faultUnderMmapLock(address, kind)
-            case .abort(let r):
-                countAbort(r)
-                count(.vmaLockRetry)
+            switch endVMALockedFault(outcome) {
+            case .finished(let r):
+                return r
+            case .retry(let waitedForIO):
+                if waitedForIO && retryUnderVMALock { continue }
                 count(.fallbacks)
                 return faultUnderMmapLock(address, kind)
             }
         }
     }
+
+    /// How a fault that ran under a VMA lock ends, counted as the kernel counts it: finished
+    /// (done, or a signal: `VMA_LOCK_SUCCESS` — under the VMA lock the VMA cannot change, so
+    /// the error is final), or to be retried (`VMA_LOCK_RETRY`: after the I/O it waited for,
+    /// or an abort the VMA lock cannot get past).
+    @inlinable @inline(__always)
+    func endVMALockedFault(_ outcome: FaultOutcome) -> VMALockedFaultEnd {
+        switch outcome {
+        case .done:
+            count(.speculativeSuccesses)
+            count(.vmaLockSuccess)
+            return .finished(.success(()))
+        case .error(let e):
+            count(.vmaLockSuccess)
+            return .finished(.failure(e))
+        case .needIO(let file, let index):
+            count(.retries)
+            count(.majorFaults)
+            count(.vmaLockRetry)
+            file.readAhead(index)
+            return .retry(waitedForIO: true)
+        case .abort(let r):
+            countAbort(r)
+            count(.vmaLockRetry)
+            return .retry(waitedForIO: false)
+        }
+    }
+}
+
+/// See `AddressSpace.endVMALockedFault`.
+@usableFromInline
+enum VMALockedFaultEnd {
+    case finished(Result<Void, FaultError>)
+    case retry(waitedForIO: Bool)
 }

@@ -156,12 +156,17 @@ extension AddressSpace {
     /// `brk(2)`: the new break, or the current one when the request is refused.
     public func brk(_ addr: UInt64) -> UInt64 {
         defer { returnToUser() }
-        let old = Linux.pageAlign(brkValue)
-        let r = withWriter(.brk, { brkRange(addr) }) { doBrk(addr) }
-        // mlockall(MCL_FUTURE): the heap's growth is populated (mm_populate, errors ignored).
-        if defFlags.contains(.locked) && Linux.pageAlign(r) > old && r == addr {
-            _ = populateAfterWriter(old, Linux.pageAlign(r), mode: .mapPopulate)
+        // What to populate is decided inside the writer section: the break and mm->def_flags
+        // may change as soon as it ends.
+        var grown: Range<UInt64>? = nil
+        let r = withWriter(.brk, { brkRange(addr) }) { () -> UInt64 in
+            let old = Linux.pageAlign(brkValue)
+            let r = doBrk(addr)
+            // mlockall(MCL_FUTURE): the heap's growth is populated (mm_populate, errors ignored).
+            if defFlags.contains(.locked) && Linux.pageAlign(r) > old && r == addr { grown = old..<Linux.pageAlign(r) }
+            return r
         }
+        if let g = grown { _ = populateAfterWriter(g.lowerBound, g.upperBound, mode: .mapPopulate) }
         return r
     }
 

@@ -181,24 +181,10 @@ extension AddressSpace {
         }
         vmaEndReadRefcnt(vma)
         rcuRead.readUnlock()
-        switch outcome {
-        case .done:
-            count(.speculativeSuccesses)
-            count(.vmaLockSuccess)
-            return .success(())
-        case .error(let e):
-            count(.vmaLockSuccess)
-            return .failure(e)
-        case .needIO(let file, let index):
-            count(.retries)
-            count(.majorFaults)
-            count(.vmaLockRetry)
-            file.readAhead(index)
-            count(.fallbacks)
-            return faultUnderMmapLock(address, kind)
-        case .abort(let r):
-            countAbort(r)
-            count(.vmaLockRetry)
+        switch endVMALockedFault(outcome) {
+        case .finished(let r):
+            return r
+        case .retry:
             count(.fallbacks)
             return faultUnderMmapLock(address, kind)
         }

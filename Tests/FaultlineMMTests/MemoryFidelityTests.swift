@@ -370,6 +370,13 @@ struct MemoryFidelityTests {
         let e = mm.mmap(Self.base + 0x20_0000, 4 * page, rw, dropFlags).must()
         #expect(Self.present(mm, e, pages: 4) == "PPPP")
         #expect(mm.smapsText().contains("VmFlags: rd wr mr mw me nr wf dd dp"))
+        // The merge is tried with mlockall's VM_LOCKED still in the new VMA's flags (cleared
+        // once it exists): under MCL_FUTURE a droppable mapping never merges (difftest seed
+        // 33253, then probed).
+        #expect(mm.mprotect(e + page, 2 * page, .read).succeeded)
+        _ = mm.mmap(e + 2 * page, page, .read, dropFlags).must()
+        #expect(layout(mm).contains(line(e + page, e + 2 * page, "r--p")))
+        #expect(layout(mm).contains(line(e + 2 * page, e + 3 * page, "r--p")))
         #expect(mm.munlockall().succeeded)
         let child = mm.fork()
         #expect(child.load(d + 2 * page) == .success(0))

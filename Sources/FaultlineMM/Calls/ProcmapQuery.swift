@@ -37,6 +37,19 @@ public struct ProcmapQuery: Hashable, Sendable, CustomStringConvertible {
 
     public func text(outcome: ProcmapAnswer) -> String { description + " = " + outcome.description }
 
+    /// The errno the arguments alone earn: `copy_struct_from_user()` refuses a struct shorter
+    /// than up to `query_addr` (EINVAL) or larger than a page (E2BIG; the helper zeroes what
+    /// lies beyond the kernel's struct, as it must be); an unknown flag is EINVAL.
+    public var argumentError: Errno? {
+        if size < 24 { return .EINVAL }
+        if size > Linux.pageSize { return .E2BIG }
+        if flags & ~Self.knownFlags != 0 { return .EINVAL }
+        return nil
+    }
+
+    /// The name buffer the kernel sees: none unless the struct reaches `vma_name_size`.
+    public var effectiveNameBuffer: UInt32 { size >= 84 ? nameBufferSize : 0 }
+
     /// Runs the query on the model.
     public func run(on mm: AddressSpace) -> ProcmapAnswer {
         switch mm.procmapQuery(self) {
@@ -67,6 +80,20 @@ public struct ProcmapVMA: Hashable, Sendable {
         self.offset = offset
         self.nameSize = nameSize
         self.name = name
+    }
+}
+
+extension ProcmapVMA {
+    /// What `copy_to_user()` of `min(size, sizeof)` leaves the caller: fields beyond `size`
+    /// stay as the caller left them (zero).
+    public func copiedOut(size: UInt64) -> ProcmapVMA {
+        var v = self
+        if size < 32 { v.start = 0 }
+        if size < 40 { v.end = 0 }
+        if size < 48 { v.flags = 0 }
+        if size < 56 { v.pageSize = 0 }
+        if size < 64 { v.offset = 0 }
+        return v
     }
 }
 
@@ -109,11 +136,8 @@ extension AddressSpace {
     public func procmapQuery(_ q: ProcmapQuery) -> Result<ProcmapVMA, Errno> {
         // copy_struct_from_user(): smaller than up to query_addr is EINVAL, larger than a page
         // E2BIG (the helper zeroes what lies beyond the struct, as it must be).
-        if q.size < 24 { return .failure(.EINVAL) }
-        if q.size > Linux.pageSize { return .failure(.E2BIG) }
-        if q.flags & ~ProcmapQuery.knownFlags != 0 { return .failure(.EINVAL) }
-        // A name buffer is read only if the struct reaches vma_name_size.
-        let nameBuffer = q.size >= 84 ? q.nameBufferSize : 0
+        if let e = q.argumentError { return .failure(e) }
+        let nameBuffer = q.effectiveNameBuffer
         var from = q.address
         var found: MapsLine?
         while let line = designType.nextMapsLine(self, from) {
@@ -138,14 +162,7 @@ extension AddressSpace {
             v.nameSize = size
             v.name = line.path
         }
-        // copy_to_user() of min(size, sizeof): what lies beyond the caller's size stays as the
-        // caller left it (zero).
-        if q.size < 32 { v.start = 0 }
-        if q.size < 40 { v.end = 0 }
-        if q.size < 48 { v.flags = 0 }
-        if q.size < 56 { v.pageSize = 0 }
-        if q.size < 64 { v.offset = 0 }
-        return .success(v)
+        return .success(v.copiedOut(size: q.size))
     }
 
     /// `vma_flags` from a maps line's permissions.

@@ -1,0 +1,135 @@
+import FaultlineMM
+import FaultlineWorkloads
+import Foundation
+
+/// `faultline calibrate`: how well one design of the model predicts the host's scaling. Per
+/// workload, the N-thread ÷ 1-thread throughput ratio of every repetition — the host's and the
+/// model's, measured interleaved in one run — the spread of each, and the model's error
+/// against the host's median. A lab whose model collapses where Linux scales ranks designs on
+/// costs Linux does not have; one that cannot say how noisy the host is cannot say it matches.
+public struct Calibration: Sendable, Codable {
+    /// Median, lowest and highest of a set of ratios.
+    public struct Spread: Sendable, Codable, Equatable {
+        public var median: Double
+        public var min: Double
+        public var max: Double
+        public var count: Int
+
+        public init?(_ xs: [Double]) {
+            guard !xs.isEmpty else { return nil }
+            median = Comparison.median(xs)
+            min = xs.min()!
+            max = xs.max()!
+            count = xs.count
+        }
+    }
+
+    public struct Row: Sendable, Codable {
+        public var workload: String
+        /// The N of N ÷ 1 threads.
+        public var threads: Int
+        public var host: Spread
+        public var model: Spread
+        /// model median ÷ host median − 1.
+        public var error: Double
+        /// |error| within the tolerance.
+        public var within: Bool
+    }
+
+    public var design: String
+    public var tolerance: Double
+    public var rows: [Row]
+    /// What the run held steady on the host and what it could not, one line each.
+    public var conditions: [String]
+
+    /// The ratios of `comparison`'s cells: each repetition's N-thread cell over the same
+    /// repetition's 1-thread cell, for the host and for `design`.
+    public init(_ comparison: Comparison, design: String, tolerance: Double = 0.15, conditions: [String] = []) {
+        self.design = design
+        self.tolerance = tolerance
+        self.conditions = conditions
+        let cells = comparison.cells
+        func ratios(_ column: String, _ workload: String, _ n: Int) -> [Double] {
+            let one = cells.filter { $0.design == column && $0.workload == workload && $0.threads == 1 }
+            return cells.filter { $0.design == column && $0.workload == workload && $0.threads == n }.compactMap { c in
+                guard let base = one.first(where: { $0.rep == c.rep }), base.opsPerSecond > 0 else { return nil }
+                return c.opsPerSecond / base.opsPerSecond
+            }
+        }
+        var rows: [Row] = []
+        for w in comparison.workloads {
+            for n in comparison.threads where n > 1 {
+                guard let h = Spread(ratios("host", w, n)), let m = Spread(ratios(design, w, n)), h.median > 0 else { continue }
+                let e = m.median / h.median - 1
+                rows.append(Row(workload: w, threads: n, host: h, model: m, error: e, within: abs(e) <= tolerance))
+            }
+        }
+        self.rows = rows
+    }
+
+    /// Every row within the tolerance (and at least one row).
+    public var passed: Bool { !rows.isEmpty && rows.allSatisfy(\.within) }
+
+    /// The table `faultline calibrate` prints.
+    public func text() -> String {
+        func r(_ x: Double) -> String { String(format: "%.2f×", x) }
+        var lines = ["calibration of \(design) against the host: N-thread ÷ 1-thread throughput, per repetition (median, min–max)"]
+        let header = ["workload", "threads", "host", "host min–max", design, "model min–max", "error", ""]
+        var table = [header]
+        for row in rows {
+            table.append([row.workload, "\(row.threads) ÷ 1", r(row.host.median), r(row.host.min) + "–" + r(row.host.max),
+                          r(row.model.median), r(row.model.min) + "–" + r(row.model.max),
+                          String(format: "%+.0f%%", row.error * 100),
+                          row.within ? "within ±\(Int(tolerance * 100))%" : "OUTSIDE ±\(Int(tolerance * 100))%"])
+        }
+        let widths = (0..<header.count).map { i in table.map { $0[i].count }.max()! }
+        for t in table {
+            lines.append(t.enumerated().map { i, s in i < 2 ? s.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                : String(repeating: " ", count: widths[i] - s.count) + s }.joined(separator: "  "))
+        }
+        let inside = rows.filter(\.within).count
+        lines.append("\(inside) of \(rows.count) ratios within ±\(Int(tolerance * 100))% of the host's median")
+        if !conditions.isEmpty {
+            lines.append("host conditions:")
+            lines += conditions.map { "  " + $0 }
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// What shapes the host's numbers that the run does not control, read from this machine,
+    /// and what it does control.
+    public static func hostConditions(warmup: Double) -> [String] {
+        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read"]
+        func read(_ path: String) -> String? {
+            (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        /// The bracketed choice of a sysfs setting.
+        func chosen(_ path: String) -> Substring? {
+            read(path)?.split(separator: " ").first { $0.hasPrefix("[") }.map { $0.dropFirst().dropLast() }
+        }
+        if let mode = chosen("/sys/kernel/mm/transparent_hugepage/enabled") {
+            out.append("not controlled: transparent huge pages \(mode) (the model has none: under `always` the host's anonymous faults may map 2 MiB at once)")
+        }
+        if let mode = chosen("/sys/kernel/mm/transparent_hugepage/shmem_enabled") {
+            out.append("not controlled: shmem huge pages \(mode) (page_fault3's shared file faults)")
+        }
+        let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        var kernelThreads: [String: Int] = [:]
+        for p in procs where Int(p) != nil {
+            guard let comm = read("/proc/\(p)/comm") else { continue }
+            for name in ["kdamond", "khugepaged", "kcompactd", "kswapd"] where comm.hasPrefix(name) {
+                kernelThreads[name, default: 0] += 1
+            }
+        }
+        if let n = kernelThreads["kdamond"] {
+            out.append("not controlled: \(n) DAMON kdamond thread\(n == 1 ? "" : "s") running (they sample and may act on this process's memory)")
+        }
+        for name in ["khugepaged", "kcompactd", "kswapd"] where kernelThreads[name] != nil {
+            out.append("not controlled: \(name) runs (background work the model does not have)")
+        }
+        if let cpuinfo = read("/proc/cpuinfo"), cpuinfo.contains(" hypervisor") {
+            out.append("not controlled: a virtual machine (the hypervisor flag): other guests and the host's scheduling are invisible here")
+        }
+        return out
+    }
+}

@@ -1,0 +1,68 @@
+import FaultlineMM
+import FaultlineReport
+import FaultlineWorkloads
+import Foundation
+import Testing
+
+/// `faultline calibrate`'s arithmetic: each repetition's N-thread cell over the same
+/// repetition's 1-thread cell, medians and spreads, the error and the tolerance.
+@Suite("Calibration")
+struct CalibrationTests {
+    static let summary = LatencyHistogram().summary
+
+    func cell(_ design: String, _ workload: String, _ threads: Int, _ rep: Int, _ ops: Double) -> CellResult {
+        CellResult(design: design, workload: workload, threads: threads, rep: rep, seconds: 1, ops: UInt64(ops),
+                   opsPerSecond: ops, latencyNs: Self.summary, latencyCurve: [], counters: nil, mapsReads: nil)
+    }
+
+    func comparison(_ cells: [CellResult]) -> Comparison {
+        Comparison(machine: .current(), designs: ["host", "per-vma-6.15"], workloads: ["page_fault1", "mmap1"],
+                   threads: [1, 2], repetitions: 3, secondsPerCell: 1, sizeMiB: 1, cells: cells)
+    }
+
+    @Test func ratiosPairTheSameRepetition() {
+        var cells: [CellResult] = []
+        // Host: 2 threads ÷ 1 thread per repetition = 2.0, 1.5, 1.0 → median 1.5.
+        for (rep, (one, two)) in [(100.0, 200.0), (100, 150), (200, 200)].enumerated() {
+            cells += [cell("host", "page_fault1", 1, rep, one), cell("host", "page_fault1", 2, rep, two)]
+        }
+        // Model: 1.6, 1.7, 1.8 → median 1.7, +13% of the host's.
+        for (rep, r) in [1.6, 1.7, 1.8].enumerated() {
+            cells += [cell("per-vma-6.15", "page_fault1", 1, rep, 1000), cell("per-vma-6.15", "page_fault1", 2, rep, 1000 * r)]
+        }
+        // mmap1: the model collapses where the host holds (0.5 against 1.0): outside.
+        for rep in 0..<3 {
+            cells += [cell("host", "mmap1", 1, rep, 10), cell("host", "mmap1", 2, rep, 10),
+                      cell("per-vma-6.15", "mmap1", 1, rep, 10), cell("per-vma-6.15", "mmap1", 2, rep, 5)]
+        }
+        let c = Calibration(comparison(cells), design: "per-vma-6.15", tolerance: 0.15)
+        #expect(c.rows.count == 2)
+        let pf = c.rows.first { $0.workload == "page_fault1" }!
+        #expect(pf.threads == 2)
+        #expect(abs(pf.host.median - 1.5) < 1e-9 && pf.host.min == 1.0 && pf.host.max == 2.0 && pf.host.count == 3)
+        #expect(abs(pf.model.median - 1.7) < 1e-9)
+        #expect(abs(pf.error - (1.7 / 1.5 - 1)) < 1e-9 && pf.within)
+        let m = c.rows.first { $0.workload == "mmap1" }!
+        #expect(abs(m.error + 0.5) < 1e-9 && !m.within)
+        #expect(!c.passed)
+        let text = c.text()
+        #expect(text.contains("+13%") && text.contains("within ±15%"))
+        #expect(text.contains("-50%") && text.contains("OUTSIDE ±15%"))
+        #expect(text.contains("1 of 2 ratios within ±15%"))
+    }
+
+    @Test func aWorkloadWithoutHostCellsHasNoRow() {
+        let cells = [cell("per-vma-6.15", "page_fault1", 1, 0, 10), cell("per-vma-6.15", "page_fault1", 2, 0, 20)]
+        let c = Calibration(comparison(cells), design: "per-vma-6.15")
+        #expect(c.rows.isEmpty && !c.passed)
+    }
+
+    @Test func hostConditionsSayWhatWasNotControlled() {
+        let lines = Calibration.hostConditions(warmup: 0.1)
+        #expect(lines.first?.hasPrefix("controlled:") == true)
+        // A machine that exposes its THP setting has it said.
+        if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
+            #expect(lines.contains { $0.contains("transparent huge pages") })
+        }
+    }
+}
