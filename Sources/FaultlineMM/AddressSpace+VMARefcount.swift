@@ -56,10 +56,18 @@ extension AddressSpace {
     @inlinable @inline(__always)
     func address0(_ v: VMARef) -> UInt64 { v.pointee.start.load(ordering: .relaxed) }
 
-    /// `vma_end_read()` → `vma_refcount_put()` (a waiting writer polls the count).
+    /// `vma_end_read()` → `vma_refcount_put()`: the reader that leaves the VMA to a waiting
+    /// writer alone (`is_vma_writer_only()`) wakes it (`rcuwait_wake_up()`).
     @inlinable @inline(__always)
     func vmaEndReadRefcnt(_ v: VMARef) {
-        v.pointee.vmRefcnt.wrappingSubtract(1, ordering: .releasing)
+        let left = v.pointee.vmRefcnt.wrappingSubtract(1, ordering: .releasing).newValue
+        if left == VMA.lockOffset + 1 || left == VMA.lockOffset { wakeVMAWriter(v) }
+    }
+
+    @usableFromInline
+    func wakeVMAWriter(_ v: VMARef) {
+        v.pointee.writerWake.wrappingAdd(1, ordering: .releasing)
+        _ = fl_futex_wake(v.writerWakeWord, 1)
     }
 
     /// `lock_vma_under_rcu()` (6.15+): look up, lock; a VMA detached meanwhile is looked up
@@ -108,12 +116,21 @@ extension AddressSpace {
         let stats = designState.vmaLockStats.slots
         stats.add(RWSemStat.writeAcquired.rawValue)
         if v.pointee.vmRefcnt.load(ordering: .acquiring) == target { return true }
-        // rcuwait_wait_event(): the last reader out wakes the writer; here the writer polls.
+        // rcuwait_wait_event(): sleep until the last reader out wakes the writer (a short spin
+        // first: a reader holds the VMA for one fault). The wake count is read before the
+        // check, so a wake between the check and the sleep is not lost.
         let t0 = fl_now_ns()
         var spins = 0
-        while v.pointee.vmRefcnt.load(ordering: .acquiring) != target {
-            spins += 1
-            if spins < 256 { fl_cpu_relax() } else if spins < 4096 { fl_yield() } else { fl_sleep_ns(10_000) }
+        let word = v.writerWakeWord
+        while true {
+            let wakes = v.pointee.writerWake.load(ordering: .acquiring)
+            if v.pointee.vmRefcnt.load(ordering: .acquiring) == target { break }
+            if spins < 128 {
+                spins += 1
+                fl_cpu_relax()
+                continue
+            }
+            _ = fl_futex_wait(word, wakes, -1)
         }
         stats.add(RWSemStat.writeContended.rawValue)
         stats.add(RWSemStat.writeWaitNs.rawValue, fl_now_ns() - t0)

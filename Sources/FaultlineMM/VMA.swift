@@ -39,6 +39,10 @@ public struct VMA: ~Copyable {
     /// `SLAB_TYPESAFE_BY_RCU` cache may be reused by another address space while a reader
     /// still holds its pointer: 6.15 readers re-check it.
     public let vmMM: Atomic<UInt>
+    /// The futex word a writer waiting for this VMA's readers sleeps on, bumped by the reader
+    /// that leaves it the writer's alone (`mm->vma_writer_wait` and `rcuwait_wake_up()`; kept
+    /// in the VMA, whose memory outlives any address space a reused VMA passed through).
+    public let writerWake: Atomic<UInt32>
 
     init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, mm: UInt, lockStats: PerThreadCounters?) {
         self.start = Atomic(start)
@@ -57,6 +61,7 @@ public struct VMA: ~Copyable {
         refcount = Atomic(1)
         vmRefcnt = Atomic(0)
         vmMM = Atomic(mm)
+        writerWake = Atomic(0)
     }
 
     /// `VMA_LOCK_OFFSET`: what a writer adds to `vm_refcnt`; readers fail while it is there.
@@ -96,6 +101,12 @@ extension UnsafeMutablePointer where Pointee == VMA {
     public var vmFile: MMFile? {
         let b = pointee.fileBits.load(ordering: .relaxed)
         return b == 0 ? nil : Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: b)!).takeUnretainedValue()
+    }
+
+    /// `writerWake`'s own 32-bit word, for futex calls (an atomic's storage is at a stable
+    /// address: borrowing it gives that address).
+    @usableFromInline var writerWakeWord: UnsafeMutablePointer<UInt32> {
+        withUnsafePointer(to: pointee.writerWake) { UnsafeMutableRawPointer(mutating: $0).assumingMemoryBound(to: UInt32.self) }
     }
 
     @usableFromInline var fileBits: UInt { pointee.fileBits.load(ordering: .relaxed) }

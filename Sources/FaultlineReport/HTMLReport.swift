@@ -250,6 +250,24 @@ extension Comparison {
         }
         b += "</div>\n"
 
+        // The model's Linux design against the host that runs it (faultline calibrate).
+        let linux = Design.perVMA615.rawValue
+        if designs.contains("host") && designs.contains(linux) {
+            let cal = Calibration(self, design: linux)
+            if !cal.rows.isEmpty {
+                b += "<h2>Calibration: does \(linux) scale as the host does?</h2><p class=\"note\">The host runs Linux's own design; each repetition's N-thread throughput over the same repetition's 1-thread throughput, median and min–max over repetitions; the error is the model's median against the host's (±\(Int(cal.tolerance * 100))% is the goal). <code>faultline calibrate</code> runs only this, with more repetitions, and says what on the host it could not hold steady.</p>"
+                b += "<table><tr><th>workload</th><th>threads</th><th>host</th><th>host min–max</th><th>\(esc(linux))</th><th>model min–max</th><th>error</th></tr>\n"
+                func x(_ v: Double) -> String { String(format: "%.2f×", v) }
+                for r in cal.rows {
+                    let colour = r.within ? "#2e7d32" : "#c62828"
+                    b += "<tr><td>\(esc(r.workload))</td><td>\(r.threads) ÷ 1</td><td>\(x(r.host.median))</td><td>\(x(r.host.min))–\(x(r.host.max))</td>"
+                    b += "<td>\(x(r.model.median))</td><td>\(x(r.model.min))–\(x(r.model.max))</td>"
+                    b += "<td style=\"color:\(colour)\">\(String(format: "%+.0f%%", r.error * 100))</td></tr>\n"
+                }
+                b += "</table>\n"
+            }
+        }
+
         b += "<h2>All results</h2><table><tr><th>workload</th><th>design</th><th>threads</th><th>ops/s</th><th>min</th><th>max</th><th>× global</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th><th>abort rate</th></tr>\n"
         for r in rows {
             b += "<tr><td>\(esc(r.workload))</td><td>\(esc(r.design))</td><td>\(r.threads)</td><td>\(esc(si(r.opsPerSecond)))</td><td>\(esc(si(r.minOpsPerSecond)))</td><td>\(esc(si(r.maxOpsPerSecond)))</td>"

@@ -14,7 +14,8 @@ struct Calibrate: ParsableCommand {
         prints the median and spread of those ratios on the host and in the model, the \
         model's error against the host's median, and what on the host it could not hold \
         steady (THP, DAMON, a hypervisor). Writes DIR/results.json (every cell, as compare \
-        does) and DIR/calibration.json. --check exits 1 when a ratio is outside the tolerance.
+        does, with results.csv and index.html) and DIR/calibration.json. --check exits 1 when a \
+        ratio is outside the tolerance.
         """
     )
 
@@ -36,7 +37,7 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Tolerance of the error, in percent.")
     var tolerance: Double = 15
 
-    @Option(help: "Directory for results.json and calibration.json.")
+    @Option(help: "Directory for results.json, results.csv, index.html and calibration.json.")
     var out: String = "calibration"
 
     @Flag(help: "Exit 1 when any ratio is outside the tolerance.")
@@ -77,14 +78,14 @@ struct Calibrate: ParsableCommand {
         let calibration = Calibration(comparison, design: design, tolerance: tolerance / 100,
                                       conditions: Calibration.hostConditions(warmup: o.base.warmup))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-        try comparison.json().write(to: URL(fileURLWithPath: out + "/results.json"))
+        try comparison.write(to: out)
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try enc.encode(calibration).write(to: URL(fileURLWithPath: out + "/calibration.json"))
         let m = comparison.machine
         print("faultline calibrate — \(m.date), \(m.cpu), \(m.cpus) CPUs, Linux \(m.kernel)")
         print(calibration.text())
-        print("wrote \(out)/results.json, \(out)/calibration.json")
+        print("wrote \(out)/results.json, \(out)/results.csv, \(out)/index.html, \(out)/calibration.json")
         if check && !calibration.passed { throw ExitCode(1) }
     }
 }

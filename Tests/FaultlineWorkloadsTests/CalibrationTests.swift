@@ -49,6 +49,10 @@ struct CalibrationTests {
         #expect(text.contains("+13%") && text.contains("within ±15%"))
         #expect(text.contains("-50%") && text.contains("OUTSIDE ±15%"))
         #expect(text.contains("1 of 2 ratios within ±15%"))
+        // compare's report has the same section when it ran the host and per-vma-6.15.
+        let html = comparison(cells).html()
+        #expect(html.contains("<h2>Calibration: does per-vma-6.15 scale as the host does?</h2>"))
+        #expect(html.contains("+13%</td>") && html.contains("-50%</td>"))
     }
 
     @Test func aWorkloadWithoutHostCellsHasNoRow() {
