@@ -65,6 +65,8 @@ struct VMARefcountTests {
 
     @Test func aVMADetachedAfterTheLookUpIsLookedUpAgain() {
         let hook = HookAction()
+        // The action holds the address spaces whose hook holds it: break the cycle at the end.
+        defer { hook.action = nil }
         let mm = spaces(.perVMA615, count: 1, hook)[0]
         let a = mm.mmap(0, 4 * page, rw, anonPrivate).must()
         hook.action = { _ = mm.munmap(a, 4 * page) }
@@ -78,6 +80,8 @@ struct VMARefcountTests {
     @Test(arguments: [Design.perVMA615, .brokenPerVMA615Recheck])
     func aVMAReusedElsewhereInTheSameSpaceIsRechecked(design: Design) {
         let hook = HookAction()
+        // The action holds the address spaces whose hook holds it: break the cycle at the end.
+        defer { hook.action = nil }
         let mm = spaces(design, count: 1, hook)[0]
         let a = mm.mmap(0x6000_0000_0000, 4 * page, rw, [.private, .anonymous, .fixed]).must()
         #expect(mm.store(a + page, 1).succeeded)   // the anon_vma exists
@@ -109,6 +113,8 @@ struct VMARefcountTests {
     @Test(arguments: [Design.perVMA615, .brokenPerVMA615Recheck])
     func aVMAReusedByAnotherSpaceIsRechecked(design: Design) {
         let hook = HookAction()
+        // The action holds the address spaces whose hook holds it: break the cycle at the end.
+        defer { hook.action = nil }
         let s = spaces(design, count: 2, hook)
         let a = s[0].mmap(0x6000_0000_0000, 4 * page, rw, [.private, .anonymous, .fixed]).must()
         #expect(s[0].store(a + page, 1).succeeded)
