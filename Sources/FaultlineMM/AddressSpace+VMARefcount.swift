@@ -48,7 +48,7 @@ extension AddressSpace {
             vmaEndReadRefcnt(v)
             return .failed(.seqChanged)
         }
-        designState.vmaLockStats.slots.add(RWSemStat.readAcquired.rawValue)
+        vmaLockSlots.add(RWSemStat.readAcquired.rawValue)
         return nil
     }
 
@@ -113,7 +113,7 @@ extension AddressSpace {
             old = r.original
         }
         let target = VMA.lockOffset + (detaching ? 0 : 1)
-        let stats = designState.vmaLockStats.slots
+        let stats = vmaLockSlots
         stats.add(RWSemStat.writeAcquired.rawValue)
         if v.pointee.vmRefcnt.load(ordering: .acquiring) == target { return true }
         // rcuwait_wait_event(): sleep until the last reader out wakes the writer (a short spin

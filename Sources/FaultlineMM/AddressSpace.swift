@@ -227,6 +227,9 @@ public final class AddressSpace: @unchecked Sendable {
     @exclusivity(unchecked) var pendingVMAFrees: [VMARef] = []
     /// Design state that only some designs use (range locks).
     public let designState: DesignState
+    /// `designState.vmaLockStats.slots`, kept here so that a 6.15 read lock counts without
+    /// reading a class reference on the fault path.
+    @usableFromInline let vmaLockSlots: CounterSlots
 
     public init(system: MMSystem, design: Design = .global, configuration: Configuration = Configuration()) {
         precondition(design.allowsTree(configuration.tree), "\(design.rawValue) needs the maple tree")
@@ -248,6 +251,7 @@ public final class AddressSpace: @unchecked Sendable {
         startBrkWord = Atomic(configuration.startBrk)
         brkWord = Atomic(configuration.startBrk)
         designState = designType.makeState()
+        vmaLockSlots = designState.vmaLockStats.slots
     }
 
     deinit {
@@ -272,7 +276,7 @@ public final class AddressSpace: @unchecked Sendable {
     /// `vm_area_alloc()` + init: a detached VMA holding a reference to `file`.
     func vmaAlloc(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: MMFile?) -> VMARef {
         let fileBits = file.map { UInt(bitPattern: Unmanaged.passRetained($0).toOpaque()) } ?? 0
-        let mm = UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())
+        let mm = mmBits
         if designType.vmaCacheTypesafeByRCU {
             let (raw, reused) = system.vmaTypesafeSlab.allocateTypesafe()
             let v = raw.assumingMemoryBound(to: VMA.self)
@@ -308,6 +312,14 @@ public final class AddressSpace: @unchecked Sendable {
         v.pointee.anonChain.store(bits == 0 ? 0 : max(chain, 1), ordering: .relaxed)
     }
 
+    /// What `vm_area_free()` lets go of: the file and the anon_vma (the fields are cleared, so
+    /// a reader of a freed SLAB_TYPESAFE_BY_RCU object finds neither).
+    static func vmaDropReferences(_ v: VMARef) {
+        let f = v.pointee.fileBits.exchange(0, ordering: .relaxed)
+        if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
+        AnonVMA.release(v.pointee.anonVMABits.exchange(0, ordering: .relaxed))
+    }
+
     /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
     func vmaFreeDeferred(_ vmasIn: [VMARef]) {
         var vmas = vmasIn
@@ -326,9 +338,7 @@ public final class AddressSpace: @unchecked Sendable {
             // vm_area_free() to a SLAB_TYPESAFE_BY_RCU cache: detached, so no reader holds a
             // reference (vma_mark_detached waited them out); its pointer may still be read.
             for v in vmas {
-                let f = v.pointee.fileBits.exchange(0, ordering: .relaxed)
-                if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
-                AnonVMA.release(v.pointee.anonVMABits.exchange(0, ordering: .relaxed))
+                Self.vmaDropReferences(v)
                 system.vmaTypesafeSlab.freeTypesafe(UnsafeMutableRawPointer(v))
             }
             return
@@ -337,9 +347,7 @@ public final class AddressSpace: @unchecked Sendable {
         let slab = system.vmaSlab
         system.rcu.callRCU {
             for v in box.value {
-                let f = v.fileBits
-                if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
-                AnonVMA.release(v.anonVMA)
+                Self.vmaDropReferences(v)
                 v.deinitialize(count: 1)
             }
             slab.retireNow(box.value.map { UnsafeMutableRawPointer($0) })

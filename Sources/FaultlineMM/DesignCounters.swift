@@ -50,30 +50,10 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     /// Results files written before a counter existed read it as 0.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        func u(_ k: CodingKeys) throws -> UInt64 { try c.decodeIfPresent(UInt64.self, forKey: k) ?? 0 }
-        faults = try u(.faults)
-        locklessSuccesses = try u(.locklessSuccesses)
-        aborts = try u(.aborts)
+        for (field, key) in Self.fieldKeys {
+            self[keyPath: field] = try c.decodeIfPresent(UInt64.self, forKey: key) ?? 0
+        }
         abortReasons = try c.decodeIfPresent([String: UInt64].self, forKey: .abortReasons) ?? [:]
-        fallbacks = try u(.fallbacks)
-        retries = try u(.retries)
-        majorFaults = try u(.majorFaults)
-        mmapLockAcquisitions = try u(.mmapLockAcquisitions)
-        mmapLockContended = try u(.mmapLockContended)
-        mmapLockWaitNs = try u(.mmapLockWaitNs)
-        vmaLockAcquisitions = try u(.vmaLockAcquisitions)
-        vmaLockContended = try u(.vmaLockContended)
-        vmaLockWaitNs = try u(.vmaLockWaitNs)
-        rangeLockContended = try u(.rangeLockContended)
-        rangeLockWaitNs = try u(.rangeLockWaitNs)
-        mapsVMAs = try u(.mapsVMAs)
-        mapsFallbacks = try u(.mapsFallbacks)
-        tlbFlushes = try u(.tlbFlushes)
-        vmaLockSuccess = try u(.vmaLockSuccess)
-        vmaLockAbort = try u(.vmaLockAbort)
-        vmaLockRetry = try u(.vmaLockRetry)
-        vmaLockMiss = try u(.vmaLockMiss)
-        vmasReused = try u(.vmasReused)
     }
 
     /// The kernel's per-VMA-lock events under their `/proc/vmstat` names, and the VMAs reused
@@ -89,14 +69,20 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     /// Speculative/lockless attempts that aborted, per fault handled.
     public var abortRate: Double { faults == 0 ? 0 : Double(aborts) / Double(faults) }
 
-    /// The plain counters, for arithmetic over all of them (key paths are immutable values).
-    nonisolated(unsafe) static let fields: [WritableKeyPath<DesignCounters, UInt64>] = [
-        \.faults, \.locklessSuccesses, \.aborts, \.fallbacks, \.retries, \.majorFaults,
-        \.mmapLockAcquisitions, \.mmapLockContended, \.mmapLockWaitNs,
-        \.vmaLockAcquisitions, \.vmaLockContended, \.vmaLockWaitNs,
-        \.rangeLockContended, \.rangeLockWaitNs, \.mapsVMAs, \.mapsFallbacks, \.tlbFlushes,
-        \.vmaLockSuccess, \.vmaLockAbort, \.vmaLockRetry, \.vmaLockMiss, \.vmasReused,
+    /// The plain counters with their JSON keys, for arithmetic over all of them and decoding
+    /// (key paths are immutable values).
+    nonisolated(unsafe) static let fieldKeys: [(WritableKeyPath<DesignCounters, UInt64>, CodingKeys)] = [
+        (\.faults, .faults), (\.locklessSuccesses, .locklessSuccesses), (\.aborts, .aborts),
+        (\.fallbacks, .fallbacks), (\.retries, .retries), (\.majorFaults, .majorFaults),
+        (\.mmapLockAcquisitions, .mmapLockAcquisitions), (\.mmapLockContended, .mmapLockContended),
+        (\.mmapLockWaitNs, .mmapLockWaitNs), (\.vmaLockAcquisitions, .vmaLockAcquisitions),
+        (\.vmaLockContended, .vmaLockContended), (\.vmaLockWaitNs, .vmaLockWaitNs),
+        (\.rangeLockContended, .rangeLockContended), (\.rangeLockWaitNs, .rangeLockWaitNs),
+        (\.mapsVMAs, .mapsVMAs), (\.mapsFallbacks, .mapsFallbacks), (\.tlbFlushes, .tlbFlushes),
+        (\.vmaLockSuccess, .vmaLockSuccess), (\.vmaLockAbort, .vmaLockAbort), (\.vmaLockRetry, .vmaLockRetry),
+        (\.vmaLockMiss, .vmaLockMiss), (\.vmasReused, .vmasReused),
     ]
+    nonisolated(unsafe) static let fields = fieldKeys.map(\.0)
 
     public static func + (a: DesignCounters, b: DesignCounters) -> DesignCounters {
         var d = DesignCounters()

@@ -51,17 +51,23 @@ final class RCUSlab: @unchecked Sendable {
                 if poison && !poisonIntact(p) { poisonViolations.wrappingAdd(1, ordering: .relaxed) }
                 return p
             }
-            let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
-            slabs.append(slab)
-            for i in 1..<perSlab {
-                if poison { poisonObject(slab + i * objectSize) }
-                free.append(slab + i * objectSize)
-            }
-            return slab
+            return newSlabLocked()
         }
         p.initializeMemory(as: UInt8.self, repeating: 0, count: objectSize)
         live.wrappingAdd(1, ordering: .relaxed)
         return p
+    }
+
+    /// A fresh slab (lock held): its first object for the caller, the rest (poisoned if the
+    /// cache poisons) on the free list.
+    private func newSlabLocked() -> UnsafeMutableRawPointer {
+        let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
+        slabs.append(slab)
+        for i in 1..<perSlab {
+            if poison { poisonObject(slab + i * objectSize) }
+            free.append(slab + i * objectSize)
+        }
+        return slab
     }
 
     /// Back at once: nobody else can reach `p`.
@@ -103,11 +109,7 @@ final class RCUSlab: @unchecked Sendable {
         precondition(!poison, "SLAB_TYPESAFE_BY_RCU caches are never poisoned (readers may read freed objects)")
         let r: (UnsafeMutableRawPointer, Bool) = lock.withLock {
             if let p = reusable.popLast() { return (p, true) }
-            if let p = free.popLast() { return (p, false) }
-            let slab = UnsafeMutableRawPointer.allocate(byteCount: objectSize * perSlab, alignment: alignment)
-            slabs.append(slab)
-            for i in 1..<perSlab { free.append(slab + i * objectSize) }
-            return (slab, false)
+            return (free.popLast() ?? newSlabLocked(), false)
         }
         live.wrappingAdd(1, ordering: .relaxed)
         return r

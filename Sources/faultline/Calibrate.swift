@@ -55,11 +55,8 @@ struct Calibrate: ParsableCommand {
         }
         if reps < 2 { throw ValidationError("--reps must be at least 2 (one repetition has no spread)") }
         if seconds <= 0 || tolerance <= 0 { throw ValidationError("--seconds and --tolerance must be positive") }
-        if let t = threads {
-            let xs = t.split(separator: ",").compactMap { Int($0) }
-            if xs.count != t.split(separator: ",").count || !xs.contains(1) || xs.count < 2 || xs.contains(where: { $0 < 1 || $0 > 512 }) {
-                throw ValidationError("--threads takes comma-separated counts including 1 and at least one more, e.g. 1,2")
-            }
+        if let t = threads, parseThreadCounts(t).map({ $0.contains(1) && Set($0).count >= 2 }) != true {
+            throw ValidationError("--threads takes comma-separated counts including 1 and at least one more, e.g. 1,2")
         }
     }
 
@@ -69,7 +66,7 @@ struct Calibrate: ParsableCommand {
         o.workloads = workloads.compactMap(Workload.init(rawValue:))
         args.apply(&o.base)
         o.base.seconds = seconds
-        if let t = threads { o.threads = t.split(separator: ",").compactMap { Int($0) } }
+        if let t = threads { o.threads = parseThreadCounts(t)! }
         if o.threads.count < 2 { o.threads = [1, 2] }   // one CPU: still a 2-thread ratio
         o.repetitions = reps
         var comparison = Comparison.run(o) { progressLine($0) }

@@ -54,16 +54,11 @@ struct Compare: ParsableCommand {
             }
             if design.isBrokenControl { throw ValidationError("\(d) is a broken control, for faultline stress only") }
         }
-        if let t = threads, parseThreads(t) == nil { throw ValidationError("--threads takes comma-separated counts, e.g. 1,2") }
+        if let t = threads, parseThreadCounts(t) == nil { throw ValidationError("--threads takes comma-separated counts, e.g. 1,2") }
         if let r = reps, r < 1 { throw ValidationError("--reps must be positive") }
         if let s = seconds, s <= 0 { throw ValidationError("--seconds must be positive") }
     }
 
-    func parseThreads(_ s: String) -> [Int]? {
-        let xs = s.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !xs.isEmpty, xs.allSatisfy({ $0 != nil && $0! >= 1 && $0! <= 512 }) else { return nil }
-        return xs.map { $0! }
-    }
 
     func run() throws {
         var o = CompareOptions()
@@ -77,7 +72,7 @@ struct Compare: ParsableCommand {
             o.base.warmup = 0.05
             if args.size == 128 { o.base.size = 32 << 20 }
         }
-        if let t = threads { o.threads = parseThreads(t)! }
+        if let t = threads { o.threads = parseThreadCounts(t)! }
         if let r = reps { o.repetitions = r }
         if let s = seconds { o.base.seconds = s }
         let started = Date()
@@ -94,4 +89,11 @@ struct Compare: ParsableCommand {
         print(String(format: "%d cells in %.0f s; wrote %@/results.json, %@/results.csv, %@/index.html",
                      result.cells.count, Date().timeIntervalSince(started), out, out, out))
     }
+}
+
+/// `--threads 1,2,4`: comma-separated counts from 1 to 512; nil when any is not one.
+func parseThreadCounts(_ s: String) -> [Int]? {
+    let xs = s.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !xs.isEmpty, xs.allSatisfy({ $0 != nil && $0! >= 1 && $0! <= 512 }) else { return nil }
+    return xs.map { $0! }
 }
