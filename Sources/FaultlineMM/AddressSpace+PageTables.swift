@@ -395,6 +395,12 @@ extension AddressSpace {
         return n
     }
 
+    /// Whether `kind` at `address` would fault: the MMU's check of the PTE as it stands
+    /// (`pte_access_permitted()`), no fault taken. For a recorded fault stream's check.
+    public func accessFaults(_ address: UInt64, _ kind: AccessKind) -> Bool {
+        !Self.pteAllows(pteValue(address), kind)
+    }
+
     /// The PTE of `address`, 0 when none (for tests and invariant checks).
     public func pteValue(_ address: UInt64) -> UInt64 {
         rcuRead.readLock()

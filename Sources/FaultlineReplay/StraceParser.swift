@@ -53,11 +53,20 @@ public enum TraceEvent: Equatable, Sendable {
     case signal(pid: Int, line: Int, name: String)
     /// A call strace began but never finished (`<unfinished ...>` with no `resumed`).
     case unfinished(pid: Int, line: Int, name: String)
+    /// A page fault `faultline record` took from perf (`--- page_fault_user {…} ---`).
+    case fault(RecordedFault)
+    /// A mapping execve made, from perf's MMAP2 record (`--- exec_map {…} ---`).
+    case execMap(ExecMapping)
+    /// File pages entering the page cache (`--- page_cache_add {…} ---`).
+    case pageCacheAdd(PageCacheAdd)
 
     public var pid: Int {
         switch self {
         case .call(let c): c.pid
         case .exited(let p, _, _), .killed(let p, _, _), .signal(let p, _, _), .unfinished(let p, _, _): p
+        case .fault(let f): f.pid
+        case .execMap(let m): m.pid
+        case .pageCacheAdd(let a): a.pid
         }
     }
 
@@ -68,6 +77,9 @@ public enum TraceEvent: Equatable, Sendable {
         case .killed(_, let l, let s): return .killed(pid: p, line: l, signal: s)
         case .signal(_, let l, let n): return .signal(pid: p, line: l, name: n)
         case .unfinished(_, let l, let n): return .unfinished(pid: p, line: l, name: n)
+        case .fault(var f): f.pid = p; return .fault(f)
+        case .execMap(var m): m.pid = p; return .execMap(m)
+        case .pageCacheAdd(var a): a.pid = p; return .pageCacheAdd(a)
         }
     }
 
@@ -75,6 +87,9 @@ public enum TraceEvent: Equatable, Sendable {
         switch self {
         case .call(let c): c.line
         case .exited(_, let l, _), .killed(_, let l, _), .signal(_, let l, _), .unfinished(_, let l, _): l
+        case .fault(let f): f.line
+        case .execMap(let m): m.line
+        case .pageCacheAdd(let a): a.line
         }
     }
 }
@@ -95,6 +110,9 @@ public struct ParsedTrace: Sendable {
     public var malformed: [TraceSyntaxError] = []
     /// Whether lines carried pid prefixes (`strace -f`).
     public var hasPids = false
+    /// The files `faultline record` described in its header (`# file {…}`), by path: the
+    /// replay sizes them and keys their page cache from the recording, not this machine.
+    public var files: [String: RecordedFile] = [:]
     /// The pid of the first event: the process strace started or attached to first.
     public var firstPid: Int? { events.first?.pid }
 
@@ -204,6 +222,14 @@ public enum StraceParser {
         }
         var s = full.drop(while: { $0 == " " })
         if s.hasPrefix("strace: ") || s.hasPrefix("[ Process PID=") { return }
+        // `faultline record`'s header: strace itself never starts a line with '#'.
+        if s.hasPrefix("#") {
+            if s.hasPrefix(RecordedFile.headerPrefix) {
+                let f = try RecordedFile(s.dropFirst(2), fail: fail)
+                trace.files[f.path] = f
+            }
+            return
+        }
         var pid = defaultPid
         if s.hasPrefix("[pid ") {
             let afterTag = s.dropFirst(5).drop(while: { $0 == " " })
@@ -223,8 +249,10 @@ public enum StraceParser {
             }
         }
         // Timestamps: 02:20:44[.669029] (-t, -tt), 1795746044.703188 (-ttt), 0.000123 (-r).
+        var stampNs: UInt64? = nil
         if let c = s.first, c.isNumber {
             let stamp = s.prefix(while: { $0.isNumber || $0 == ":" || $0 == "." })
+            stampNs = Recording.parseSeconds(stamp)
             let after = s.dropFirst(stamp.count)
             guard after.first == " " || after.first == "\t" else { throw fail("expected a system call after the number") }
             s = after.drop(while: { $0 == " " || $0 == "\t" })
@@ -248,6 +276,20 @@ public enum StraceParser {
         if s.hasPrefix("--- ") {
             guard s.hasSuffix(" ---") else { throw fail("unterminated --- line") }
             let body = s.dropFirst(4)
+            if body.hasPrefix(RecordedFault.userTag + " {") || body.hasPrefix(RecordedFault.kernelTag + " {") {
+                var f = try RecordedFault(body.dropLast(4), pid: pid, line: number, fail: fail)
+                f.time = stampNs
+                trace.events.append(.fault(f))
+                return
+            }
+            if body.hasPrefix(PageCacheAdd.tag + " {") {
+                trace.events.append(.pageCacheAdd(try PageCacheAdd(body.dropLast(4), pid: pid, line: number, fail: fail)))
+                return
+            }
+            if body.hasPrefix(ExecMapping.tag + " {") {
+                trace.events.append(.execMap(try ExecMapping(body.dropLast(4), pid: pid, line: number, fail: fail)))
+                return
+            }
             let name = body.hasPrefix("stopped by ") ? body.dropFirst(11).prefix(while: { $0 != " " })
                                                     : body.prefix(while: { $0 != " " })
             trace.events.append(.signal(pid: pid, line: number, name: String(name)))

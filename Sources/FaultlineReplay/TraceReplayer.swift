@@ -15,6 +15,8 @@ public struct ReplayOptions: Sendable {
     /// Infer a mapping a recorded success needs even inside memory the trace itself mapped,
     /// unmapped or saw fail (`--lenient`; counted). Off: such a call is a mismatch.
     public var inferIntoTouched = false
+    /// `fault_around_bytes` (debugfs; 64 KiB by default): what a file read fault maps around it.
+    public var faultAroundBytes = 65_536
     public init() {}
 }
 
@@ -47,6 +49,8 @@ public struct ReplaySummary: Sendable {
     public var mapsPid: Int? = nil
     /// Lines skipped under `--lenient`.
     public var malformed = 0
+    /// The recorded faults checked against the model (`faultline record` traces).
+    public var faults = FaultCheck()
 
     public var skipped: Int { skippedByReason.values.reduce(0, +) }
 
@@ -55,7 +59,8 @@ public struct ReplaySummary: Sendable {
 
 /// One process of the trace: an address space shared by its threads.
 final class ReplayProcess {
-    let mm: AddressSpace
+    /// Replaced only while empty: when execve's stack says where `[stack]` is.
+    var mm: AddressSpace
     var heapKnown = false
     var tasks = 0
     /// The operations each task ran on this address space, in order (for the timed mode).
@@ -64,6 +69,11 @@ final class ReplayProcess {
     var brkStart: UInt64? = nil
     /// What the trace has shown of this address space (see `TouchedMemory`).
     var touched = TouchedMemory()
+    /// The trace showed the mappings execve made (`exec_map` lines): nothing is inferred.
+    var layoutKnown = false
+    /// The last recorded faults on this address space: task, event index, what it made
+    /// present (`raceKey`), time.
+    var recentFaults: [(pid: Int, index: Int, key: UInt64, time: UInt64?)] = []
     init(mm: AddressSpace) { self.mm = mm }
 }
 
@@ -85,11 +95,31 @@ public final class TraceReplayer {
     var doneEarly: [Int: SyscallResult] = [:]
     /// The chosen process as it ended (or as the trace left it).
     var chosenProcess: ReplayProcess? = nil
+    /// Recorded faults followed by a SIGSEGV or SIGBUS to their task (event index → signal).
+    var signalAfterFault: [Int: String] = [:]
+    var faultCheck = FaultCheck()
+    /// File pages (by `major:minor inode`) that entered the host's page cache during the
+    /// recording: not cached until their `page_cache_add`.
+    var coldPages: [String: Set<UInt64>] = [:]
+    /// Pages added before the replay made the file (cached from its start).
+    var addedEarly: [String: Set<UInt64>] = [:]
+    /// `major:minor inode` → the file, for `page_cache_add`.
+    var filesByInode: [String: MMFile] = [:]
+    /// Each task's latest event index so far (for the fault check's race test).
+    var lastEvent: [Int: Int] = [:]
+    /// The trace carries recorded faults: files start in the page cache, as the host's were.
+    let hasFaults: Bool
 
     public init(trace: ParsedTrace, options: ReplayOptions = ReplayOptions()) {
         self.trace = trace
         self.options = options
-        system = MMSystem(frames: options.frames)
+        // A recorded fault stream starts with its files in the page cache: frames for them on
+        // top of the replay's own.
+        let faults = trace.events.contains { if case .fault = $0 { true } else { false } }
+        let extents = Self.mappedExtents(trace)
+        system = MMSystem(frames: options.frames + (faults ? Self.cachePages(trace, extents) : 0))
+        hasFaults = faults
+        fileExtents = extents
         chosenPid = options.pid ?? trace.firstPid
         summary.mapsPid = chosenPid
         summary.malformed = trace.malformed.count
@@ -99,6 +129,17 @@ public final class TraceReplayer {
     /// Clone children and file extents, known before the replay reaches them: a child's first
     /// line can come before its parent's clone returns.
     func prepass() {
+        var lastFault: [Int: Int] = [:]
+        for (i, e) in trace.events.enumerated() {
+            switch e {
+            case .fault(let f): lastFault[f.pid] = i
+            case .signal(let pid, _, let name):
+                if let i = lastFault.removeValue(forKey: pid), name == "SIGSEGV" || name == "SIGBUS" { signalAfterFault[i] = name }
+            case .pageCacheAdd(let a):
+                coldPages["\(a.device) \(a.inode)", default: []].formUnion(a.index..<(a.index &+ a.pages))
+            default: lastFault[e.pid] = nil
+            }
+        }
         for case .call(let c) in trace.events {
             guard let m = try? MemoryCall.decode(c) else { continue }
             switch m {
@@ -106,18 +147,51 @@ public final class TraceReplayer {
                 if let child = c.result.childPid {
                     clones[child, default: []].append((c.pid, flags.sharesVM))
                 }
-            case let .mmap(_, len, _, flags, fd, off) where !flags.contains(.anonymous):
-                if let path = fd.path { fileExtents[path] = max(fileExtents[path] ?? 0, off &+ len) }
-            case let .ftruncate(fd, len) where c.result.succeeded:
-                if let path = fd.path { fileExtents[path] = max(fileExtents[path] ?? 0, len) }
             default: break
             }
         }
     }
 
+    /// How far into each file the trace maps (or truncates) it.
+    static func mappedExtents(_ trace: ParsedTrace) -> [String: UInt64] {
+        var extents: [String: UInt64] = [:]
+        for e in trace.events {
+            switch e {
+            case .execMap(let m) where m.isFile:
+                extents[m.path] = max(extents[m.path] ?? 0, m.offset &+ (m.end - m.start))
+            case .call(let c):
+                switch try? MemoryCall.decode(c) {
+                case let .mmap(_, len, _, flags, fd, off)? where !flags.contains(.anonymous):
+                    if let path = fd.path { extents[path] = max(extents[path] ?? 0, off &+ len) }
+                case let .ftruncate(fd, len)? where c.result.succeeded:
+                    if let path = fd.path { extents[path] = max(extents[path] ?? 0, len) }
+                default: break
+                }
+            default: break
+            }
+        }
+        return extents
+    }
+
+    /// Frames to set aside for a recorded trace's files in the page cache: the mapped part of
+    /// each file the recording described, at most `maxCachePages` in all (a trace that claims
+    /// more leaves the rest uncached, counted, rather than exhausting memory: 256 MiB holds
+    /// every file the gallery's programs map).
+    static func cachePages(_ trace: ParsedTrace, _ extents: [String: UInt64]) -> Int {
+        var n: UInt64 = 0
+        for (path, f) in trace.files where f.regular {
+            guard let e = extents[path] else { continue }
+            n &+= Linux.pageAlign(min(f.size, e, maxFileBytes)) >> Linux.pageShift
+        }
+        return Int(min(n, maxCachePages))
+    }
+
+    static let maxCachePages: UInt64 = 1 << 16
+
     func newProcess() -> ReplayProcess {
         var cfg = AddressSpace.Configuration()
         cfg.tree = options.tree
+        cfg.faultAroundPages = max(1, options.faultAroundBytes / Int(Linux.pageSize))
         summary.processes += 1
         return ReplayProcess(mm: AddressSpace(system: system, design: options.design, configuration: cfg))
     }
@@ -157,8 +231,12 @@ public final class TraceReplayer {
 
     /// Records what the model ran, for the timed mode.
     func note(_ pid: Int, _ p: ReplayProcess, _ call: MemoryCall, file: MMFile? = nil) {
+        note(pid, p, ScriptStep(call: call, file: file))
+    }
+
+    func note(_ pid: Int, _ p: ReplayProcess, _ step: ScriptStep) {
         if p.script[pid] == nil { p.taskOrder.append(pid) }
-        p.script[pid, default: []].append(ScriptStep(call: call, file: file))
+        p.script[pid, default: []].append(step)
     }
 
     /// Runs `call` on `p`'s address space and notes it for the timed mode.
@@ -169,21 +247,44 @@ public final class TraceReplayer {
 
     func file(_ path: String) -> MMFile {
         if let f = files[path] { return f }
-        var st = stat()
         // The page-cache table is sized by the file: a trace that maps far into a file (or a
         // malformed one) gets at most `maxFileBytes` of it; faults beyond read as past EOF.
         let extent = min(fileExtents[path] ?? Linux.pageSize, Self.maxFileBytes)
         let isShm = path.hasPrefix("/memfd:") || path.hasPrefix("/dev/shm/") || path.hasPrefix("/SYSV")
+        // What the file was: as the recording described it, else as it is on this machine.
+        var described = trace.files[path]
+        if described == nil {
+            var st = stat()
+            if stat(path, &st) == 0 {
+                let dev = UInt64(st.st_dev)
+                let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
+                let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
+                described = RecordedFile(device: "\(major):\(minor)", inode: UInt64(st.st_ino), size: UInt64(st.st_size),
+                                         path: path, regular: (st.st_mode & S_IFMT) == S_IFREG)
+            }
+        }
         let f: MMFile
-        if stat(path, &st) == 0 {
-            let dev = UInt64(st.st_dev)
-            let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
-            let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
-            // A regular file has its size here; a device (/dev/zero) reads as zeros throughout.
-            let size = (st.st_mode & S_IFMT) == S_IFREG ? min(UInt64(st.st_size), Self.maxFileBytes) : extent
+        if let d = described {
+            // A regular file has its size; a device (/dev/zero) reads as zeros throughout.
+            let size = d.regular ? min(d.size, Self.maxFileBytes) : extent
             f = MMFile(path: path, size: size, capacity: max(size, extent), frames: system.frames,
-                       isShmem: isShm, device: (major, minor), inode: UInt64(st.st_ino),
-                       placement: (st.st_mode & S_IFMT) == S_IFREG && !isShm ? .thpAligned : .plain)
+                       isShmem: isShm, device: (d.major, d.minor), inode: d.inode,
+                       placement: d.regular && !isShm ? .thpAligned : .plain)
+            let key = "\(d.device) \(d.inode)"
+            filesByInode[key] = f
+            // Files the recording described have frames set aside; others are warmed only while
+            // that leaves the replay most of its own. A file left cold shows as extra faults.
+            if hasFaults && !isShm && d.regular && (trace.files[path] != nil || f.sizeInPages <= UInt64(options.frames / 8)) {
+                let cold = (coldPages[key] ?? []).subtracting(addedEarly[key] ?? [])
+                var ok = true
+                // The part the trace maps (the rest no fault can reach).
+                let mapped = min(f.sizeInPages, Linux.pageAlign(extent) >> Linux.pageShift)
+                for i in 0..<mapped where !cold.contains(i) && ok { ok = f.readAhead(i) }
+                if ok { faultCheck.warmedFiles += 1 } else { faultCheck.unwarmedFiles += 1 }
+                if !cold.isEmpty { faultCheck.coldFiles += 1 }
+            } else if hasFaults && !isShm && d.regular {
+                faultCheck.unwarmedFiles += 1
+            }
         } else {
             f = MMFile(path: path, size: extent, frames: system.frames, isShmem: isShm, device: isShm ? (0, 1) : (0, 0))
         }
@@ -198,10 +299,21 @@ public final class TraceReplayer {
     /// Runs the whole trace.
     public func run() -> ReplaySummary {
         for (i, e) in trace.events.enumerated() {
+            defer { lastEvent[e.pid] = i }
             switch e {
             case .call(let c): replay(c, at: i)
             case .exited(let pid, _, _), .killed(let pid, _, _): endTask(pid)
             case .signal: break
+            case .fault(let f): replayFault(f, at: i)
+            case .execMap(let m): replayExecMap(m)
+            case .pageCacheAdd(let a):
+                let key = "\(a.device) \(a.inode)"
+                if let f = filesByInode[key] {
+                    let end = min(a.index &+ a.pages, f.sizeInPages, Linux.pageAlign(fileExtents[f.path] ?? 0) >> Linux.pageShift)
+                    if a.index < end { for i in a.index..<end { f.readAhead(i) } }
+                } else {
+                    addedEarly[key, default: []].formUnion(a.index..<(a.index &+ a.pages))
+                }
             case .unfinished(_, _, let name):
                 // A trace cut short, or a thread killed mid-call; exit and execve never return.
                 if name != "exit" && name != "exit_group" && name != "execve" { skip("unfinished") }
@@ -211,6 +323,7 @@ public final class TraceReplayer {
             summary.maps = p.mm.mapsLines()
             chosenProcess = p
         }
+        summary.faults = faultCheck
         return summary
     }
 
@@ -416,9 +529,13 @@ public final class TraceReplayer {
             summary.replayed += 1
             let r = run(call, c.pid, p, file: file(fd.path ?? "fd \(fd.number) of pid \(c.pid)"))
             if !Self.agrees(r, rec) { mismatch(c, Self.text(r)) }
-        case .clone:
+        case .clone(let flags):
             summary.replayed += 1
-            if let child = rec.childPid { _ = process(of: child) }
+            if let child = rec.childPid {
+                _ = process(of: child)
+                // The timed replay starts a thread only once its creator got here.
+                if flags.sharesVM { note(c.pid, p, ScriptStep(.spawn(task: child))) }
+            }
         case .execve:
             guard rec.succeeded else { skip("failed execve"); return }
             summary.replayed += 1
@@ -458,7 +575,8 @@ public final class TraceReplayer {
         var made = 0
         var refused: [Range<UInt64>] = []
         for h in holes {
-            let (untouched, touched) = p.touched.split(h)
+            // With execve's layout known, every hole is one the trace has shown.
+            let (untouched, touched) = p.layoutKnown ? ([], [h]) : p.touched.split(h)
             var parts = untouched.map { ($0, "\(reason): memory mapped before the trace began") }
             if options.inferIntoTouched {
                 parts += touched.map { ($0, "\(reason): into memory the trace touched (lenient)") }

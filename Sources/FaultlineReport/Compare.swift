@@ -62,9 +62,17 @@ extension Comparison {
                 }
             }
         }
-        return Comparison(machine: .current(), designs: o.columns, workloads: o.workloads.map(\.rawValue) + o.replays.map(\.name), threads: threads,
-                          repetitions: o.repetitions, secondsPerCell: o.base.seconds,
-                          sizeMiB: Double(o.base.size) / 1_048_576, cells: cells)
+        var c = Comparison(machine: .current(), designs: o.columns, workloads: o.workloads.map(\.rawValue) + o.replays.map(\.name), threads: threads,
+                           repetitions: o.repetitions, secondsPerCell: o.base.seconds,
+                           sizeMiB: Double(o.base.size) / 1_048_576, cells: cells)
+        if !o.replays.isEmpty {
+            c.replayChecks = Dictionary(uniqueKeysWithValues: o.replays.map { w in
+                (w.name, ReplayCheck(calls: w.summary.replayed, callMismatches: w.summary.mismatches.count,
+                                     faults: w.summary.faults.userTotal.recorded, faultsMatched: w.summary.faults.matchedFraction,
+                                     faultsExtra: w.summary.faults.extraFraction, threads: w.script.tasks.count))
+            })
+        }
+        return c
     }
 
     /// Writes `results.json`, `results.csv` and `index.html` into `directory`.

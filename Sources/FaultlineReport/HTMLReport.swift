@@ -250,6 +250,24 @@ extension Comparison {
         }
         b += "</div>\n"
 
+        // Recorded programs (faultline record → replay:FILE, compare --workloads gallery).
+        let replayed = workloads.filter { $0.hasPrefix("replay:") }
+        if !replayed.isEmpty {
+            b += "<h2>Recorded programs</h2><p class=\"note\">Each trace's threads replay on threads of their own, each in its recorded order, a thread starting when its creator reaches the clone; one operation is a recorded call or a recorded fault (an access, which faults unless another thread mapped the page first). Check: the trace replayed once in order against the model when loaded — call mismatches, and the share of recorded faults the model also took (matched) or would have added (extra); <code>faultline replay --check FILE</code> lists them. Refused: operations the model returned an error for, per pass (threads replay with no order between them but the clones).</p>"
+            b += "<table><tr><th>program</th><th>design</th><th>threads</th><th>ops/s</th><th>calls/s</th><th>faults/s</th><th>× global</th><th>refused/pass</th><th>check</th></tr>\n"
+            for w in replayed {
+                let check = replayChecks?[w].map { c in
+                    "\(c.calls) calls, \(c.callMismatches) mismatches; \(c.faults) faults, " + String(format: "%.1f%% matched, %.1f%% extra", 100 * c.faultsMatched, 100 * c.faultsExtra)
+                } ?? ""
+                for r in rows where r.workload == w {
+                    func rate(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "" }
+                    b += "<tr><td>\(esc(String(w.dropFirst(7))))</td><td>\(esc(r.design))</td><td>\(r.threads)</td><td>\(rate(r.opsPerSecond))</td><td>\(rate(r.callsPerSecond))</td><td>\(rate(r.faultsPerSecond))</td>"
+                    b += "<td>\(r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "")</td><td>\(r.refusedPerPass.map { String(format: "%.0f", $0) } ?? "")</td><td>\(esc(check))</td></tr>\n"
+                }
+            }
+            b += "</table>\n"
+        }
+
         // The model's Linux design against the host that runs it (faultline calibrate).
         let linux = Design.perVMA615.rawValue
         if designs.contains("host") && designs.contains(linux) {

@@ -50,6 +50,32 @@ public struct Row: Sendable, Codable {
     public var mapsReadsPerSecond: Double?
     /// Host: page faults the kernel took per operation.
     public var hostFaultsPerOp: Double?
+    /// A recorded trace's timed replay: medians of its calls/s and recorded faults/s (its
+    /// operations are both), and the operations the model refused per pass (threads replay
+    /// with no order between them but the clones).
+    public var callsPerSecond: Double? = nil
+    public var faultsPerSecond: Double? = nil
+    public var refusedPerPass: Double? = nil
+}
+
+/// How a replayed trace agreed with the model when it was loaded (`replay --check`'s figures).
+public struct ReplayCheck: Sendable, Codable, Equatable {
+    public var calls: Int
+    public var callMismatches: Int
+    public var faults: Int
+    /// Matched (raced included) and extra shares of the recorded user faults.
+    public var faultsMatched: Double
+    public var faultsExtra: Double
+    public var threads: Int
+
+    public init(calls: Int, callMismatches: Int, faults: Int, faultsMatched: Double, faultsExtra: Double, threads: Int) {
+        self.calls = calls
+        self.callMismatches = callMismatches
+        self.faults = faults
+        self.faultsMatched = faultsMatched
+        self.faultsExtra = faultsExtra
+        self.threads = threads
+    }
 }
 
 /// Everything `faultline compare` measured.
@@ -68,6 +94,8 @@ public struct Comparison: Sendable, Codable {
     /// The command line that produced it (`faultline compare …`); nil in files from before it
     /// was recorded.
     public var command: String?
+    /// Replayed traces (`replay:FILE`, `gallery`) by workload name: how they checked.
+    public var replayChecks: [String: ReplayCheck]? = nil
 
     public init(machine: MachineInfo, designs: [String], workloads: [String], threads: [Int], repetitions: Int,
                 secondsPerCell: Double, sizeMiB: Double, cells: [CellResult]) {
@@ -90,7 +118,7 @@ public struct Comparison: Sendable, Codable {
 
     /// What one operation of `workload` is.
     static func unit(_ workload: String) -> String {
-        if workload.hasPrefix("replay:") { return "calls" }
+        if workload.hasPrefix("replay:") { return "calls and faults" }
         return Workload(rawValue: workload)?.unit ?? "ops"
     }
 
@@ -121,13 +149,19 @@ public struct Comparison: Sendable, Codable {
                     let reads = cs.compactMap(\.mapsReads)
                     let hostFaults = cs.compactMap(\.hostFaults)
                     let totalOps = cs.reduce(0) { $0 + $1.ops }
+                    let calls = cs.compactMap(\.callsPerSecond), faults = cs.compactMap(\.faultsPerSecond)
+                    let passes = cs.compactMap(\.replayPasses).reduce(0, +)
+                    let refused = cs.compactMap(\.replayErrors).reduce(0, +)
                     group.append(Row(design: d, workload: w, threads: t, opsPerSecond: median(ops),
                                      minOpsPerSecond: ops.min()!, maxOpsPerSecond: ops.max()!, ratioToGlobal: nil,
                                      latencyNs: h.summary, latencyCurve: h.curve, counters: counters,
                                      abortRate: counters.map { $0.abortRate },
                                      mapsReadsPerSecond: reads.isEmpty ? nil : Double(reads.reduce(0, +)) / secs,
                                      hostFaultsPerOp: hostFaults.isEmpty || totalOps == 0 ? nil
-                                        : Double(hostFaults.reduce(0, +)) / Double(totalOps)))
+                                        : Double(hostFaults.reduce(0, +)) / Double(totalOps),
+                                     callsPerSecond: calls.isEmpty ? nil : median(calls),
+                                     faultsPerSecond: faults.isEmpty ? nil : median(faults),
+                                     refusedPerPass: passes == 0 ? nil : Double(refused) / Double(passes)))
                 }
                 if let g = group.first(where: { $0.design == Design.global.rawValue }), g.opsPerSecond > 0 {
                     for i in group.indices { group[i].ratioToGlobal = group[i].opsPerSecond / g.opsPerSecond }

@@ -38,6 +38,9 @@ extension Comparison {
                     var note = ""
                     if let m = r.mapsReadsPerSecond { note = "maps reads/s \(si(m))" }
                     if let f = r.hostFaultsPerOp { note = String(format: "kernel faults/op %.2f", f) }
+                    if let c = r.callsPerSecond, let f = r.faultsPerSecond {
+                        note = "calls/s \(si(c)), faults/s \(si(f))" + (r.refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")
+                    }
                     cells.append([r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                   r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                   duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),

@@ -2,11 +2,16 @@ import CFaultline
 import FaultlineMM
 import FaultlineReplay
 import FaultlineSync
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension TraceReplayer {
     /// Replays `script` under `design` for about `seconds`: each pass builds a fresh address
     /// space and runs every traced thread on its own OS thread, in its recorded order (no order
-    /// between threads, as on the real machine). One operation is one call.
+    /// between threads, as on the real machine). One operation is one call or one recorded
+    /// fault (an access, which faults unless another thread already mapped the page).
     public func timed(_ script: ReplayScript, design: Design, seconds: Double, warmupPasses: Int = 1,
                       workload: String, rep: Int = 0) -> CellResult {
         let n = script.tasks.count
@@ -20,19 +25,32 @@ extension TraceReplayer {
         repeat {
             var cfg = AddressSpace.Configuration()
             if design.allowsTree(options.tree) { cfg.tree = options.tree }
+            cfg.startStack = script.startStack
+            cfg.faultAroundPages = max(1, options.faultAroundBytes / Int(Linux.pageSize))
             let mm = AddressSpace(system: system, design: design, configuration: cfg)
             if let b = script.brkStart { _ = mm.setBrkStart(b) }
             let results = UnsafeMutablePointer<(start: UInt64, end: UInt64, errors: UInt64, hist: LatencyHistogram)>.allocate(capacity: n)
             results.initialize(repeating: (0, 0, 0, LatencyHistogram()), count: n)
             let box = Shared(results)
+            // A thread runs once the task that created it reached the clone (the trace's one
+            // order between threads); the roots start at once.
+            let go = UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: n)
+            for i in 0..<n { (go + i).initialize(to: Atomic(false)) }
+            for r in script.roots { go[r].store(true, ordering: .releasing) }
+            let gate = Shared(go)
             let threads = (0..<n).map { i in
                 Threads.spawn {
                     let list = script.tasks[i]
                     var h = LatencyHistogram()
                     var errs: UInt64 = 0
+                    while !gate.value[i].load(ordering: .acquiring) { sched_yield() }
                     let t0 = fl_now_ns()
                     var last = t0
                     for op in list {
+                        if let child = op.spawnedTask {
+                            gate.value[child].store(true, ordering: .releasing)
+                            continue
+                        }
                         if !op.run(on: mm) { errs &+= 1 }
                         let now = fl_now_ns()
                         h.record(now &- last)
@@ -42,6 +60,8 @@ extension TraceReplayer {
                 }
             }
             for t in threads { Threads.join(t) }
+            go.deinitialize(count: n)
+            go.deallocate()
             let c = mm.designCounters
             if passes >= warmupPasses {
                 let start = (0..<n).map { results[$0].start }.min() ?? 0
@@ -66,6 +86,10 @@ extension TraceReplayer {
         r.histogram = hist
         r.replayErrors = errors
         r.replayPasses = passes - warmupPasses
+        let faults = UInt64(script.faults) * UInt64(passes - warmupPasses)
+        r.replayFaults = faults
+        r.faultsPerSecond = Double(faults) / secs
+        r.callsPerSecond = Double(ops - faults) / secs
         return r
     }
 }
@@ -94,7 +118,7 @@ public struct ReplayWorkload: @unchecked Sendable {
         let r = TraceReplayer(trace: parsed, options: o)
         summary = r.run()
         guard let s = r.script, s.operations > 0 else {
-            throw LoadError(description: "\(path): the traced process made no memory calls to replay")
+            throw LoadError(description: "\(path): the traced process made no memory calls or faults to replay")
         }
         replayer = r
         script = s

@@ -34,6 +34,11 @@ public struct CellResult: Sendable, Codable {
     public var replayErrors: UInt64? = nil
     /// Timed trace replay: measured passes over the trace.
     public var replayPasses: Int? = nil
+    /// Timed replay of a recorded trace: the recorded faults among `ops`, and the rates of
+    /// faults and of calls apart (`opsPerSecond` is both together).
+    public var replayFaults: UInt64? = nil
+    public var faultsPerSecond: Double? = nil
+    public var callsPerSecond: Double? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -53,7 +58,7 @@ public struct CellResult: Sendable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
-        case replayErrors, replayPasses
+        case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
     }
 }
 

@@ -21,8 +21,12 @@ struct Compare: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Columns: host and designs (default: host and every design).")
     var designs: [String] = ["host"] + Design.selectable.map(\.rawValue)
 
-    @Option(parsing: .upToNextOption, help: "Workloads (default: \(Workload.defaults.map(\.rawValue).joined(separator: " "))); replay:FILE replays an strace log, each traced thread on its own thread.")
+    @Option(parsing: .upToNextOption, help: "Workloads (default: \(Workload.defaults.map(\.rawValue).joined(separator: " "))); replay:FILE replays a trace (strace log or faultline record), each traced thread on its own thread; gallery replays every trace of --gallery.")
     var workloads: [String] = Workload.defaults.map(\.rawValue)
+
+    @Option(help: "The directory `gallery` takes its recorded traces (*.trace) from.")
+    var gallery = "gallery"
+
 
     @Option(help: "Thread counts, comma-separated (default: 1 and the CPUs available).")
     var threads: String?
@@ -45,8 +49,8 @@ struct Compare: ParsableCommand {
     var json = false
 
     func validate() throws {
-        for w in workloads where !w.hasPrefix("replay:") && Workload(rawValue: w) == nil {
-            throw ValidationError("unknown workload \(w); choose replay:FILE or one of \(Workload.allCases.map(\.rawValue).joined(separator: ", "))")
+        for w in workloads where !w.hasPrefix("replay:") && w != "gallery" && Workload(rawValue: w) == nil {
+            throw ValidationError("unknown workload \(w); choose replay:FILE, gallery, or one of \(Workload.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         for d in designs where d != "host" {
             guard let design = Design(rawValue: d) else {
@@ -64,7 +68,10 @@ struct Compare: ParsableCommand {
         var o = CompareOptions()
         o.columns = designs
         o.workloads = workloads.compactMap(Workload.init(rawValue:))
-        o.replays = try workloads.filter { $0.hasPrefix("replay:") }.map { try loadReplay(String($0.dropFirst(7))) }
+        o.replays = try workloads.flatMap { w -> [String] in
+            if w.hasPrefix("replay:") { return [String(w.dropFirst(7))] }
+            return w == "gallery" ? try galleryTraces(gallery) : []
+        }.map { try loadReplay($0) }
         args.apply(&o.base)
         if quick {
             o.repetitions = 1

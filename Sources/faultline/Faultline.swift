@@ -5,7 +5,7 @@ struct Faultline: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "faultline",
         abstract: "A Linux-faithful address space in user space, and a lab for mmap-locking designs.",
-        subcommands: [Compare.self, Calibrate.self, ResultsCommand.self, Bench.self, Difftest.self, ReplayCommand.self, Run.self, Stress.self, Seed.self, CowRaceCommand.self]
+        subcommands: [Compare.self, Calibrate.self, ResultsCommand.self, Bench.self, Difftest.self, RecordCommand.self, ReplayCommand.self, Run.self, Stress.self, Seed.self, CowRaceCommand.self]
     )
 }
 

@@ -121,7 +121,12 @@ struct Run: ParsableCommand {
             if let events = c.vmaLockEventsLine { print(events) }
         }
         if let m = r.mapsReads { print("maps reads: \(m)") }
-        if let p = r.replayPasses { print("passes over the trace: \(p), calls the model refused: \(r.replayErrors ?? 0)") }
+        if let p = r.replayPasses {
+            print("passes over the trace: \(p), operations the model refused: \(r.replayErrors ?? 0)")
+            if let f = r.faultsPerSecond, let c = r.callsPerSecond, (r.replayFaults ?? 0) > 0 {
+                print(String(format: "recorded faults: %.0f/s, calls: %.0f/s", f, c))
+            }
+        }
     }
 
     func runWorkload(_ o: inout WorkloadOptions) -> CellResult {

@@ -18,3 +18,16 @@ public func replay(_ text: String, design: Design = .global, pid: Int? = nil) th
     let r = TraceReplayer(trace: try StraceParser.parse(text), options: o)
     return (r.run(), r)
 }
+
+/// The gallery of recorded programs (`faultline record`; gallery/README.md says how).
+public let galleryDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .appendingPathComponent("../../gallery").standardized
+
+public func loadGallery(_ name: String) throws -> String {
+    try String(contentsOf: galleryDirectory.appendingPathComponent(name), encoding: .utf8)
+}
+
+/// Replays `text` with `options` (design, fault-around) and returns the summary.
+public func replay(_ text: String, options: ReplayOptions) throws -> ReplaySummary {
+    TraceReplayer(trace: try StraceParser.parse(text), options: options).run()
+}

@@ -197,13 +197,17 @@ struct ReplayReportTests {
         let rows = c.rows.filter { $0.workload == "replay:calls" }
         #expect(rows.map(\.design) == ["global", "per-vma"])
         #expect(rows.allSatisfy { $0.threads == 4 && $0.opsPerSecond > 0 })
-        #expect(c.textTable().contains("replay:calls, 4 threads (calls/s"))
+        #expect(c.textTable().contains("replay:calls, 4 threads (calls and faults/s"))
         let counter = ElementCounter()
         let parser = XMLParser(data: Data(c.html().utf8))
         parser.delegate = counter
         #expect(parser.parse())
-        #expect(counter.texts.contains("calls per second"))
+        #expect(counter.texts.contains("calls and faults per second"))
         #expect(counter.texts.contains("replay:calls (4 threads)"))
+        // The trace's own section: its check as it loaded, its rates by design.
+        #expect(counter.texts.contains("Recorded programs"))
+        #expect(counter.texts.contains("252 calls, 0 mismatches; 0 faults, 100.0% matched, 0.0% extra"))
+        #expect(c.replayChecks?["replay:calls"]?.calls == 252)
         // page_fault1: throughput, scaling, latency, faults; the trace: throughput, latency, and
         // faults (its MAP_POPULATE and MADV_POPULATE_WRITE fault pages in).
         #expect(counter.counts["svg"] == 7)
@@ -217,7 +221,7 @@ struct ReplayReportTests {
         #expect(page == recorded.markdown(source: "r/results.json"))
         #expect(page.contains("- Command: `faultline compare --threads 1,2`"))
         #expect(page.contains("Linux \(c.machine.kernel)") && page.contains(c.machine.cpu))
-        #expect(page.contains("## replay:calls, 4 threads (calls/s)") && page.contains("## page_fault1, 2 threads (page faults/s)"))
+        #expect(page.contains("## replay:calls, 4 threads (calls and faults/s)") && page.contains("## page_fault1, 2 threads (page faults/s)"))
         let perVMA = try #require(back.rows.first { $0.design == "per-vma" && $0.workload == "page_fault1" && $0.threads == 2 })
         #expect(page.contains("| per-vma | \(si(perVMA.opsPerSecond)) | "))
         let headline = try #require(back.headlineMarkdown(source: "r/results.json"))
