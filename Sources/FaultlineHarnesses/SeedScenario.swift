@@ -99,11 +99,12 @@ public enum SeedScenario {
     }
 
     /// Runs every design, interleaved round by round (the machine's noise hits all alike).
-    public static func run(_ o: Options, progress: (String) -> Void = { _ in }) -> [Row] {
+    /// `progress(done, total, label)` before each design's round.
+    public static func run(_ o: Options, progress: (Int, Int, String) -> Void = { _, _, _ in }) -> [Row] {
         var rows = o.designs.map { Row(design: $0.rawValue, solo: [], besideCPU: [], contended: [], fractions: [], cpuFractions: []) }
         for round in 0..<o.rounds {
             for (i, d) in o.designs.enumerated() {
-                progress("round \(round + 1)/\(o.rounds): \(d.rawValue)")
+                progress(round * o.designs.count + i, o.rounds * o.designs.count, "round \(round + 1)/\(o.rounds): \(d.rawValue)")
                 let solo = trial(d, o, beside: .none)
                 let cpu = trial(d, o, beside: .cpu)
                 let cont = trial(d, o, beside: .mm)

@@ -141,8 +141,9 @@ public final class DesignStress: @unchecked Sendable {
         violationLock.withLock { if violations.count < 200 { violations.append(s) } }
     }
 
-    /// Runs the stress for `options.seconds` and reports.
-    public func run() -> StressReport {
+    /// Runs the stress for `options.seconds` and reports; `progress(epochsDone, epochsPlanned,
+    /// label)` after each epoch's check.
+    public func run(progress: (Int, Int, String) -> Void = { _, _, _ in }) -> StressReport {
         let n = options.threads
         let workers = (0..<n).map { StressWorker(stress: self, index: $0, seed: options.seed &+ UInt64($0) &* 0x9E37_79B9) }
         let start = fl_now_ns()
@@ -166,6 +167,8 @@ public final class DesignStress: @unchecked Sendable {
                 report.firstViolationAfter = Double(fl_now_ns() - start) / 1e9
             }
             let done = last || fl_now_ns() >= deadline || (found && options.stopOnViolation)
+            let planned = max(report.epochs + 1, Int((options.seconds / options.epoch).rounded(.up)) + 1)
+            progress(report.epochs, planned, "epoch \(report.epochs) checked, \(violationCount.load(ordering: .relaxed)) violations")
             if done { stop.store(true, ordering: .sequentiallyConsistent) }
             pause.store(false, ordering: .sequentiallyConsistent)
             if done { break }

@@ -25,7 +25,8 @@ extension Comparison {
     /// Runs every column × workload × thread count, `repetitions` times; within a repetition the
     /// columns are interleaved (and their order rotates), so slow drift of the machine spreads
     /// over all of them.
-    public static func run(_ o: CompareOptions, progress: (String) -> Void = { _ in }) -> Comparison {
+    /// `progress(done, total, label)` before each cell.
+    public static func run(_ o: CompareOptions, progress: (Int, Int, String) -> Void = { _, _, _ in }) -> Comparison {
         let threads = Array(Set(o.threads)).sorted()
         let maxT = threads.max() ?? 1
         let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o.base, workloads: o.workloads, threads: maxT))
@@ -43,8 +44,8 @@ extension Comparison {
                     let k = rep % max(o.columns.count, 1)
                     let order = Array(o.columns[k...] + o.columns[..<k])
                     for c in order {
+                        progress(done, total, "rep \(rep + 1) \(w.rawValue) \(t) thread\(t == 1 ? "" : "s") \(c)")
                         done += 1
-                        progress("[\(done)/\(total)] rep \(rep + 1) \(w.rawValue) \(t) thread\(t == 1 ? "" : "s") \(c)")
                         if c == "host" {
                             if w.runsOnHost { cells.append(WorkloadRunner.runHost(options: opts, rep: rep)) }
                         } else if let d = Design(rawValue: c) {
@@ -56,8 +57,8 @@ extension Comparison {
             for w in o.replays {
                 let k = rep % max(designColumns.count, 1)
                 for c in Array(designColumns[k...] + designColumns[..<k]) {
+                    progress(done, total, "rep \(rep + 1) \(w.name) \(w.script.tasks.count) threads \(c)")
                     done += 1
-                    progress("[\(done)/\(total)] rep \(rep + 1) \(w.name) \(w.script.tasks.count) threads \(c)")
                     cells.append(w.run(design: Design(rawValue: c)!, seconds: o.base.seconds, rep: rep))
                 }
             }

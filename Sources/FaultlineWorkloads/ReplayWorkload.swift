@@ -12,8 +12,10 @@ extension TraceReplayer {
     /// space and runs every traced thread on its own OS thread, in its recorded order (no order
     /// between threads, as on the real machine). One operation is one call or one recorded
     /// fault (an access, which faults unless another thread already mapped the page).
+    /// `progress(elapsedMs, totalMs, label)` after each pass.
     public func timed(_ script: ReplayScript, design: Design, seconds: Double, warmupPasses: Int = 1,
-                      workload: String, rep: Int = 0) -> CellResult {
+                      workload: String, rep: Int = 0,
+                      progress: (Int, Int, String) -> Void = { _, _, _ in }) -> CellResult {
         let n = script.tasks.count
         var hist = LatencyHistogram()
         var ops: UInt64 = 0
@@ -77,6 +79,9 @@ extension TraceReplayer {
             results.deinitialize(count: n)
             results.deallocate()
             passes += 1
+            let total = Int(seconds * 1000)
+            progress(min(total - 1, Int((fl_now_ns() &+ UInt64(seconds * 1e9) &- deadline) / 1_000_000)), max(total, 1),
+                     "pass \(passes), \(errors) refused")
         } while fl_now_ns() < deadline || passes <= warmupPasses
         system.rcu.barrier()
         let secs = Double(max(busyNs, 1)) / 1e9

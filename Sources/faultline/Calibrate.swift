@@ -69,9 +69,13 @@ struct Calibrate: ParsableCommand {
         if let t = threads { o.threads = parseThreadCounts(t)! }
         if o.threads.count < 2 { o.threads = [1, 2] }   // one CPU: still a 2-thread ratio
         o.repetitions = reps
-        var comparison = Comparison.run(o) { progressLine($0) }
+        var progress: Progress? = nil
+        var comparison = Comparison.run(o) { done, total, label in
+            if progress == nil { progress = Progress(total: total) }
+            progress!.step(done, label)
+        }
         comparison.command = (["faultline"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
-        progressLine(nil)
+        progress?.finish()
         let calibration = Calibration(comparison, design: design, tolerance: tolerance / 100,
                                       conditions: Calibration.hostConditions(warmup: o.base.warmup))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)

@@ -83,9 +83,13 @@ struct Compare: ParsableCommand {
         if let r = reps { o.repetitions = r }
         if let s = seconds { o.base.seconds = s }
         let started = Date()
-        var result = Comparison.run(o) { progressLine($0) }
+        var progress: Progress? = nil
+        var result = Comparison.run(o) { done, total, label in
+            if progress == nil { progress = Progress(total: total) }
+            progress!.step(done, label)
+        }
         result.command = (["faultline"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
-        progressLine(nil)
+        progress?.finish()
         try result.write(to: out)
         if json {
             print(String(decoding: try result.json(), as: UTF8.self))

@@ -68,24 +68,26 @@ struct Difftest: ParsableCommand {
         runner.tree = tree
         var failures = 0
         var ran = 0
+        // Off a terminal, a line every 10 s: a 10,000-sequence run is an hour of lines otherwise.
+        let progress = Progress(total: sequences, minInterval: 10)
         for i in 0..<sequences {
             let s = seed &+ UInt64(i)
             let calls = runner.generate(seed: s, calls: steps, accessPercent: accesses)
             ran += 1
-            progressLine("sequence \(i + 1)/\(sequences) (seed \(s)), \(failures) disagreements")
+            progress.step(i, "sequence seed \(s), \(failures) disagreements")
             if verbose {
                 print("sequence seed \(s):")
                 for c in calls { print("  " + c.description) }
             }
             guard let d = try runner.run(calls) else { continue }
             failures += 1
-            progressLine(nil)
+            progress.finish()
             let small = try runner.shrink(calls, d)
             print("disagreement in sequence seed \(s) at step \(d.index + 1); shrunk to \(small.index + 1) steps:")
             print(small.description)
             if failures >= maxFailures { break }
         }
-        progressLine(nil)
+        progress.finish()
         print("\(ran) sequences, \(failures) disagreements (design \(design.rawValue), \(maps.rawValue) maps, \(accesses)% loads and stores)")
         // What the host answered, so a reader sees what the agreement covered.
         for (name, outcomes) in runner.coverage.sorted(by: { $0.key < $1.key }) {

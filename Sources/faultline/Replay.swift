@@ -98,7 +98,12 @@ struct ReplayCommand: ParsableCommand {
             for line in s.maps { print(line) }
         }
         if threads, let script = r.script {
-            let cell = r.timed(script, design: design, seconds: seconds, workload: "replay:" + trace)
+            var progress: Progress? = nil
+            let cell = r.timed(script, design: design, seconds: seconds, workload: "replay:" + trace) { done, total, label in
+                if progress == nil { progress = Progress(total: total, minInterval: 10, percent: true) }
+                progress!.step(done, label)
+            }
+            progress?.finish()
             print(String(format: "timed: %d threads, %d passes, %.0f ops/s (%.0f calls/s, %.0f faults/s), p50 %d ns, p99 %d ns, %d refused (threads replay unordered)",
                          cell.threads, cell.replayPasses ?? 0, cell.opsPerSecond, cell.callsPerSecond ?? 0, cell.faultsPerSecond ?? 0,
                          cell.latencyNs.p50, cell.latencyNs.p99, cell.replayErrors ?? 0))

@@ -49,8 +49,12 @@ struct Seed: ParsableCommand {
         o.seconds = seconds
         o.rounds = rounds
         o.regionPages = pages
-        let rows = SeedScenario.run(o) { progressLine($0) }
-        progressLine(nil)
+        var progress: Progress? = nil
+        let rows = SeedScenario.run(o) { done, total, label in
+            if progress == nil { progress = Progress(total: total) }
+            progress!.step(done, label)
+        }
+        progress?.finish()
         if json {
             print(try encodeJSON(rows))
             return

@@ -67,7 +67,13 @@ struct Stress: ParsableCommand {
         o.seed = seed
         o.mapsReader = maps
         o.epoch = epoch
-        let report = DesignStress(options: o).run()
+        var progress: Progress? = nil
+        let report = DesignStress(options: o).run { done, total, label in
+            // Off a terminal, a line every 10 s.
+            if progress == nil { progress = Progress(total: total, minInterval: 10) }
+            progress!.step(min(done - 1, total - 1), label)
+        }
+        progress?.finish()
         if json {
             struct Out: Codable {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
