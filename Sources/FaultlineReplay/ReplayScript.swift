@@ -15,6 +15,9 @@ public struct ScriptStep: @unchecked Sendable {
     }
     public var operation: Operation
     public var file: MMFile?
+    /// Steps of other tasks that must be done first (task index in the script — the pid while
+    /// the checked replay builds it — and how many of its steps): the trace's cross-thread order.
+    public var after: [(task: Int, count: Int)] = []
 
     public init(call: MemoryCall, file: MMFile? = nil) {
         operation = .call(call)
@@ -63,9 +66,11 @@ public struct ReplayScript: @unchecked Sendable {
     public var operations: Int { tasks.reduce(0) { $0 + $1.lazy.filter { $0.spawnedTask == nil }.count } }
     /// The tasks no other task of the script spawns: they start at once.
     public var roots: [Int] {
-        let spawned = Set(tasks.flatMap { $0.compactMap(\.spawnedTask) })
+        let spawned = Set(tasks.flatMap { $0.compactMap(\.spawnedTask) }.filter { $0 >= 0 })
         return tasks.indices.filter { !spawned.contains($0) }
     }
+    /// Cross-thread waits the trace's order put into the script.
+    public var waits: Int { tasks.reduce(0) { $0 + $1.reduce(0) { $0 + $1.after.count } } }
     /// Of `operations`, the recorded faults.
     public var faults: Int { tasks.reduce(0) { $0 + $1.lazy.filter(\.isFault).count } }
 }
@@ -75,11 +80,14 @@ extension TraceReplayer {
     public var script: ReplayScript? {
         guard let p = chosenProcess, let pid = chosenPid else { return nil }
         let index = Dictionary(uniqueKeysWithValues: p.taskOrder.enumerated().map { ($1, $0) })
-        // A spawn of a thread that did nothing the script keeps is dropped.
+        // Pids become indices; a spawn of a thread that did nothing stays as a no-op, so that
+        // step counts (which `after` names) stay as they were.
         let tasks = p.taskOrder.map { t in
-            p.script[t]!.compactMap { step -> ScriptStep? in
-                guard let child = step.spawnedTask else { return step }
-                return index[child].map { ScriptStep(.spawn(task: $0)) }
+            p.script[t]!.map { step -> ScriptStep in
+                var s = step
+                if let child = step.spawnedTask { s = ScriptStep(.spawn(task: index[child] ?? -1)) }
+                s.after = step.after.compactMap { a in index[a.task].map { ($0, a.count) } }
+                return s
             }
         }
         return ReplayScript(pid: pid, tasks: tasks, brkStart: p.brkStart, startStack: p.mm.config.startStack)

@@ -71,6 +71,11 @@ final class ReplayProcess {
     var touched = TouchedMemory()
     /// The trace showed the mappings execve made (`exec_map` lines): nothing is inferred.
     var layoutKnown = false
+    /// Which step last changed each range, the waits each task already has (timed replay's
+    /// cross-thread order), and the break as the script moves it.
+    var owners = RangeOwners()
+    var waited: [Int: [Int: Int]] = [:]
+    var noteBrk: UInt64? = nil
     /// The last recorded faults on this address space: task, event index, what it made
     /// present (`raceKey`), time.
     var recentFaults: [(pid: Int, index: Int, key: UInt64, time: UInt64?)] = []
@@ -236,7 +241,62 @@ public final class TraceReplayer {
 
     func note(_ pid: Int, _ p: ReplayProcess, _ step: ScriptStep) {
         if p.script[pid] == nil { p.taskOrder.append(pid) }
-        p.script[pid, default: []].append(step)
+        var s = step
+        let count = (p.script[pid]?.count ?? 0) + 1
+        // The ranges the step needs and changes: it runs after whichever other task changed
+        // them last, and now owns what it changes.
+        let (reads, changes) = Self.ranges(of: step, brk: &p.noteBrk)
+        let me = RangeOwners.Owner(task: pid, count: count)
+        var waits: [RangeOwners.Owner] = []
+        for r in reads { waits += p.owners.read(r, by: me) }
+        for r in changes { waits += p.owners.change(r, by: me) }
+        for o in waits where o.task != pid && o.count > (p.waited[pid]?[o.task] ?? 0) {
+            s.after.append((o.task, o.count))
+            p.waited[pid, default: [:]][o.task] = o.count
+        }
+        p.script[pid, default: []].append(s)
+    }
+
+    /// What a step reads of the address space and what it changes (page-aligned; a change
+    /// reads too), for the timed replay's cross-thread order. `brk` follows the break as the script moves it.
+    static func ranges(of step: ScriptStep, brk: inout UInt64?) -> (reads: [Range<UInt64>], changes: [Range<UInt64>]) {
+        func span(_ a: UInt64, _ l: UInt64) -> Range<UInt64>? {
+            let lo = Linux.pageAlignDown(a), end = a &+ l
+            guard l > 0, end > a else { return nil }
+            let hi = Linux.pageAlign(end)
+            return hi > lo ? lo..<hi : nil
+        }
+        switch step.operation {
+        case .access(let a, _):
+            return ([Linux.pageAlignDown(a)..<(Linux.pageAlignDown(a) &+ Linux.pageSize)], [])
+        case let .mirror(start, end, _, _, _):
+            return ([], [start..<end])
+        case .spawn:
+            return ([], [])
+        case .call(let c):
+            switch c {
+            case let .mmap(a, l, _, flags, _, _):
+                // Only a placed mapping has a known range (a failed one ran with the hint).
+                guard flags.contains(.fixed) || flags.contains(.fixedNoReplace), let r = span(a, l) else { return ([], []) }
+                return ([], [r])
+            case let .munmap(a, l), let .mprotect(a, l, _), let .mseal(a, l, _),
+                 let .mlock(a, l), let .mlock2(a, l, _), let .munlock(a, l):
+                guard let r = span(a, l) else { return ([], []) }
+                return ([], [r])
+            case let .madvise(a, l, _):
+                guard let r = span(a, l) else { return ([], []) }
+                return ([r], [])
+            case let .mremap(a, oldLen, newLen, _, newAddr):
+                let old = span(a, max(oldLen, Linux.pageSize)), new = span(newAddr == 0 ? a : newAddr, newLen)
+                return ([], [old, new].compactMap { $0 })
+            case .brk(let a):
+                defer { if a != 0 { brk = a } }
+                guard a != 0, let b = brk, a != b else { return ([], []) }
+                return ([], [Linux.pageAlignDown(min(a, b))..<Linux.pageAlign(max(a, b))])
+            default:
+                return ([], [])
+            }
+        }
     }
 
     /// Runs `call` on `p`'s address space and notes it for the timed mode.
@@ -496,7 +556,7 @@ public final class TraceReplayer {
             if addr == 0, !p.heapKnown, let v = rec.value {
                 // load_elf_binary() placed the heap here (randomised).
                 p.heapKnown = mm.setBrkStart(v)
-                if p.heapKnown { p.brkStart = v }
+                if p.heapKnown { p.brkStart = v; p.noteBrk = v }
             }
             p.heapKnown = true
             let before = mm.currentBrk

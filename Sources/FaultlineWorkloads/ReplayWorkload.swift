@@ -10,8 +10,10 @@ import Glibc
 extension TraceReplayer {
     /// Replays `script` under `design` for about `seconds`: each pass builds a fresh address
     /// space and runs every traced thread on its own OS thread, in its recorded order (no order
-    /// between threads, as on the real machine). One operation is one call or one recorded
-    /// fault (an access, which faults unless another thread already mapped the page).
+    /// between threads but what the trace proves: a thread starts at its creator's clone, and
+    /// a step waits for the other threads' steps it followed on ranges it needs or changes
+    /// (`ScriptStep.after`). One operation is one call or one recorded fault (an access, which
+    /// faults unless another thread already mapped the page).
     /// `progress(elapsedMs, totalMs, label)` after each pass.
     public func timed(_ script: ReplayScript, design: Design, seconds: Double, warmupPasses: Int = 1,
                       workload: String, rep: Int = 0,
@@ -40,6 +42,11 @@ extension TraceReplayer {
             for i in 0..<n { (go + i).initialize(to: Atomic(false)) }
             for r in script.roots { go[r].store(true, ordering: .releasing) }
             let gate = Shared(go)
+            // Steps each task has finished: a step the trace ordered after another task's
+            // waits for it (`ScriptStep.after`).
+            let doneSteps = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: n)
+            for i in 0..<n { (doneSteps + i).initialize(to: Atomic(0)) }
+            let done = Shared(doneSteps)
             let threads = (0..<n).map { i in
                 Threads.spawn {
                     let list = script.tasks[i]
@@ -48,15 +55,19 @@ extension TraceReplayer {
                     while !gate.value[i].load(ordering: .acquiring) { sched_yield() }
                     let t0 = fl_now_ns()
                     var last = t0
-                    for op in list {
-                        if let child = op.spawnedTask {
-                            gate.value[child].store(true, ordering: .releasing)
-                            continue
+                    for (k, op) in list.enumerated() {
+                        for w in op.after {
+                            while done.value[w.task].load(ordering: .acquiring) < w.count { sched_yield() }
                         }
-                        if !op.run(on: mm) { errs &+= 1 }
-                        let now = fl_now_ns()
-                        h.record(now &- last)
-                        last = now
+                        if let child = op.spawnedTask {
+                            if child >= 0 { gate.value[child].store(true, ordering: .releasing) }
+                        } else {
+                            if !op.run(on: mm) { errs &+= 1 }
+                            let now = fl_now_ns()
+                            h.record(now &- last)
+                            last = now
+                        }
+                        done.value[i].store(k + 1, ordering: .releasing)
                     }
                     box.value[i] = (t0, last, errs, h)
                 }
@@ -64,6 +75,8 @@ extension TraceReplayer {
             for t in threads { Threads.join(t) }
             go.deinitialize(count: n)
             go.deallocate()
+            doneSteps.deinitialize(count: n)
+            doneSteps.deallocate()
             let c = mm.designCounters
             if passes >= warmupPasses {
                 let start = (0..<n).map { results[$0].start }.min() ?? 0

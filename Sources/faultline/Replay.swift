@@ -104,9 +104,9 @@ struct ReplayCommand: ParsableCommand {
                 progress!.step(done, label)
             }
             progress?.finish()
-            print(String(format: "timed: %d threads, %d passes, %.0f ops/s (%.0f calls/s, %.0f faults/s), p50 %d ns, p99 %d ns, %d refused (threads replay unordered)",
+            print(String(format: "timed: %d threads, %d passes, %.0f ops/s (%.0f calls/s, %.0f faults/s), p50 %d ns, p99 %d ns, %d refused; %d cross-thread waits per pass (the trace's order on shared ranges)",
                          cell.threads, cell.replayPasses ?? 0, cell.opsPerSecond, cell.callsPerSecond ?? 0, cell.faultsPerSecond ?? 0,
-                         cell.latencyNs.p50, cell.latencyNs.p99, cell.replayErrors ?? 0))
+                         cell.latencyNs.p50, cell.latencyNs.p99, cell.replayErrors ?? 0, script.waits))
         }
         print(s.summaryLine)
         var extra = "\(s.inferred) mappings inferred (\(s.inferredBytes / 1024) KiB), \(s.processes) address spaces, \(s.threads) tasks"

@@ -248,4 +248,69 @@ struct TimedReplayTests {
         #expect(cell.ops == UInt64(script.operations) * UInt64(cell.replayPasses ?? 0))
         #expect(cell.opsPerSecond > 0)
     }
+
+    /// Thread 11 is created after the main thread maps a region, faults in it, and the main
+    /// thread unmaps it once thread 11 has touched it; thread 11 then maps a region the kernel
+    /// handed out where the first one was.
+    static let ordered = """
+    10 1.000000000 mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000
+    10 1.000000100 clone3({flags=CLONE_VM|CLONE_THREAD, exit_signal=0, stack=0x7f00, stack_size=0x1000}, 88) = 11
+    11 1.000000200 --- page_fault_user {address=0x7f0000000000, ip=0x401000, error_code=0x6} ---
+    11 1.000000300 --- page_fault_user {address=0x7f0000001000, ip=0x401000, error_code=0x6} ---
+    10 1.000000400 munmap(0x7f0000000000, 65536) = 0
+    11 1.000000500 mmap(NULL, 65536, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000000000
+    11 1.000000600 --- page_fault_user {address=0x7f0000002000, ip=0x401000, error_code=0x4} ---
+    11 1.000000700 exit(0) = ?
+    10 1.000000800 exit_group(0) = ?
+    """
+
+    @Test("Threads replay in the order the trace proves: clone, then mapping before use, use before unmapping", arguments: Design.selectable)
+    func traceOrder(_ d: Design) throws {
+        let (s, r) = try replay(Self.ordered)
+        #expect(s.mismatches.isEmpty)
+        let script = try #require(r.script)
+        #expect(script.tasks.count == 2)
+        // 11's first fault waits for nothing more than the clone gate; 10's munmap waits for
+        // 11's faults; 11's mmap waits for 10's munmap.
+        #expect(script.tasks[0].contains { !$0.after.isEmpty } && script.tasks[1].contains { !$0.after.isEmpty })
+        let cell = r.timed(script, design: d, seconds: 0.05, workload: "replay:ordered")
+        #expect((cell.replayPasses ?? 0) >= 1)
+        #expect(cell.replayErrors == 0, "every pass kept the trace's order")
+        #expect(cell.replayFaults == 3 * UInt64(cell.replayPasses ?? 0))
+    }
+
+    @Test("Without the order, the same trace fails in passes (the twin that shows the order matters)")
+    func withoutOrder() throws {
+        let (_, r) = try replay(Self.ordered)
+        var script = try #require(r.script)
+        for t in script.tasks.indices {
+            for k in script.tasks[t].indices { script.tasks[t][k].after = [] }
+        }
+        // Thread 11 (no longer waiting) maps over the range before 10 unmaps it, or faults
+        // after: some pass fails. Many short passes make it near certain.
+        var refused: UInt64 = 0
+        for _ in 0..<20 where refused == 0 {
+            refused += r.timed(script, design: .global, seconds: 0.02, workload: "replay:unordered").replayErrors ?? 0
+        }
+        #expect(refused > 0)
+    }
+}
+
+@Suite("Range owners: the timed replay's cross-thread order")
+struct RangeOwnersOrderTests {
+    @Test("A step waits for the last change of what it reads, a change waits for the reads since")
+    func order() throws {
+        let (_, r) = try replay(TimedReplayTests.ordered)
+        let script = try #require(r.script)
+        let main = script.tasks[0], worker = script.tasks[1]
+        // main: mmap, spawn, munmap, exit; the munmap (step 3) waits for the worker's second fault.
+        let munmap = try #require(main.firstIndex { if case .call(.munmap) = $0.operation { true } else { false } })
+        #expect(main[munmap].after.map(\.task) == [1])
+        #expect(main[munmap].after.first?.count == 2)
+        // worker: fault, fault, mmap (waits for the munmap: 3 steps of main), fault.
+        let mmap = try #require(worker.firstIndex { if case .call(.mmap) = $0.operation { true } else { false } })
+        #expect(worker[mmap].after.map(\.task) == [0] && worker[mmap].after.first?.count == munmap + 1)
+        // The worker's first fault follows the main thread's mmap (step 1).
+        #expect(worker[0].after.first.map { $0.task == 0 && $0.count == 1 } == true)
+    }
 }
