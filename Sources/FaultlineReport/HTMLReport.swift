@@ -199,7 +199,9 @@ extension Comparison {
         }
         b += "</div>\n"
 
-        if threads.count > 1 {
+        // Only workloads run at more than one thread count have a scaling line.
+        let scaled = workloads.filter { w in Set(rows.filter { $0.workload == w }.map(\.threads)).count > 1 }
+        if !scaled.isEmpty {
             b += "<h2>Scaling with threads</h2><div class=\"charts\">"
             for w in workloads {
                 let names = designs.filter { d in rows.contains { $0.design == d && $0.workload == w } }
@@ -254,15 +256,20 @@ extension Comparison {
         let replayed = workloads.filter { $0.hasPrefix("replay:") }
         if !replayed.isEmpty {
             b += "<h2>Recorded programs</h2><p class=\"note\">Each trace's threads replay on threads of their own, each in its recorded order, a thread starting when its creator reaches the clone and a step waiting for the other threads' steps it followed on the ranges it reads or changes (the order the trace proves; none other); one operation is a recorded call or a recorded fault (an access, which faults unless another thread mapped the page first). Check: the trace replayed once in order against the model when loaded — call mismatches, and the share of recorded faults the model also took (matched) or would have added (extra); <code>faultline replay --check FILE</code> lists them. Refused: operations the model returned an error for, per pass.</p>"
-            b += "<table><tr><th>program</th><th>design</th><th>threads</th><th>ops/s</th><th>calls/s</th><th>faults/s</th><th>× global</th><th>refused/pass</th><th>check</th></tr>\n"
+            b += "<table><tr><th>program</th><th>check</th><th>threads</th><th style=\"text-align:left\">design</th><th>ops/s</th><th>calls/s</th><th>faults/s</th><th>× global</th><th>refused/pass</th></tr>\n"
             for w in replayed {
                 let check = replayChecks?[w].map { c in
                     "\(c.calls) calls, \(c.callMismatches) mismatches; \(c.faults) faults, " + String(format: "%.1f%% matched, %.1f%% extra", 100 * c.faultsMatched, 100 * c.faultsExtra)
                 } ?? ""
-                for r in rows where r.workload == w {
-                    func rate(_ v: Double?) -> String { v.map { String(format: "%.0f", $0) } ?? "" }
-                    b += "<tr><td>\(esc(String(w.dropFirst(7))))</td><td>\(esc(r.design))</td><td>\(r.threads)</td><td>\(rate(r.opsPerSecond))</td><td>\(rate(r.callsPerSecond))</td><td>\(rate(r.faultsPerSecond))</td>"
-                    b += "<td>\(r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "")</td><td>\(r.refusedPerPass.map { String(format: "%.0f", $0) } ?? "")</td><td>\(esc(check))</td></tr>\n"
+                let rs = rows.filter { $0.workload == w }
+                for (k, r) in rs.enumerated() {
+                    func rate(_ v: Double?) -> String { v.map { si($0) } ?? "" }
+                    b += "<tr>"
+                    if k == 0 {
+                        b += "<td rowspan=\"\(rs.count)\">\(esc(String(w.dropFirst(7))))</td><td rowspan=\"\(rs.count)\" style=\"text-align:left\">\(esc(check))</td><td rowspan=\"\(rs.count)\">\(r.threads)</td>"
+                    }
+                    b += "<td style=\"text-align:left;white-space:nowrap\">\(esc(r.design))</td><td>\(rate(r.opsPerSecond))</td><td>\(rate(r.callsPerSecond))</td><td>\(rate(r.faultsPerSecond))</td>"
+                    b += "<td>\(r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "")</td><td>\(r.refusedPerPass.map { String(format: "%.0f", $0) } ?? "")</td></tr>\n"
                 }
             }
             b += "</table>\n"
