@@ -302,28 +302,44 @@ extension AddressSpace {
         // and the fault ends in SIGBUS; if it mapped the page, the fault is done.
         if kind != .write && config.faultAroundPages > 1 {
             faultAround(s, file, page, ptep, v)
-            if ptep.pointee.load(ordering: .acquiring) & PTE.present != 0 { return .done }
+            if ptep.pointee.load(ordering: .acquiring) & PTE.present != 0 {
+                // The fault was handled (a fault, as the kernel counts it) by mapping around it.
+                count(.faults)
+                count(.fileFaults)
+                return .done
+            }
         }
         if index >= file.sizeInPages { return .error(.bus) }
         // A reference of our own: truncation may drop the cache's at any moment.
         var cached = file.getPage(index)
         if cached == nil {
-            if file.ioLatencyNs > 0 {
+            // filemap_fault() -> do_sync_mmap_readahead() drops the lock (mmap_lock or the VMA
+            // lock) to read around the page, and the fault returns VM_FAULT_RETRY: the retry
+            // finds the pages cached and maps them around it (measured on 6.18: the first read
+            // fault of a cold file maps 16 pages). So does any read that waits for I/O.
+            let readsAround = file.readaheadPages > 1 && !file.isShmem && !s.flags.contains(.randRead)
+            if file.ioLatencyNs > 0 || readsAround {
                 guard v.mayWaitForIO else { return .abort(.lockContended) }
                 return .needIO(file, index)
             }
             guard let f = file.readPage(index) else { return .error(.oom) }
             cached = f
-        }
-        let cf = cached!
-        // do_async_mmap_readahead() -> page_cache_async_ra(): a fault that finds the page
-        // marked PG_readahead (= PG_reclaim) clears it, unless the VMA is MADV_RANDOM.
-        if !s.flags.contains(.randRead) {
-            let meta = frames.page(cf)
+        } else if !s.flags.contains(.randRead) {
+            // do_async_mmap_readahead() -> page_cache_async_ra(): a fault that finds the folio
+            // marked PG_readahead (= PG_reclaim) clears it and reads the next window ahead,
+            // unless the VMA is MADV_RANDOM.
+            let meta = frames.page(cached!)
             if meta.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim != 0 {
-                meta.pointee.flags.bitwiseAnd(~PageMeta.Flag.reclaim, ordering: .relaxed)
+                let order = meta.pointee.folioOrder
+                if let folio = file.folioRange(index) {
+                    for i in folio {
+                        if let g = file.cachedPage(i) { frames.page(g).pointee.flags.bitwiseAnd(~PageMeta.Flag.reclaim, ordering: .relaxed) }
+                    }
+                }
+                file.asyncReadahead(index & ~((1 << UInt64(order)) - 1), order: order)
             }
         }
+        let cf = cached!
         if hasFaultHook { config.faultHook!(.pageCacheFound, page) }
         let exec = s.flags.contains(.exec)
         if !shared && kind == .write {
@@ -341,6 +357,11 @@ extension AddressSpace {
         }
         // The PTE takes over our reference.
         let writable = shared && s.flags.contains(.write)
+        if frames.page(cf).pointee.folioOrder > 0,
+           let r = finishFaultFolio(s, file, page, index, ptep, cf, writable: writable, exec: exec, dirty: kind == .write, v) {
+            if r == .installed { count(kind == .write ? .sharedWriteFaults : .fileFaults) }
+            return r.outcome
+        }
         let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)
         if r == .installed {
@@ -348,6 +369,63 @@ extension AddressSpace {
             count(file.isShmem ? .rssShmem : .rssFile)
         }
         return r.outcome
+    }
+
+    /// `finish_fault()` on a large folio (6.18): when the whole folio lies in the VMA and in
+    /// this page table and none of its PTEs is set, all its pages are mapped by this one fault
+    /// (a write fault maps them all writable and dirty). nil when it does not fit: the caller
+    /// maps the page alone. Consumes `cf`'s reference when it returns non-nil.
+    @inlinable
+    func finishFaultFolio<V: FaultValidator>(_ s: VMASnapshot, _ file: MMFile, _ page: UInt64, _ index: UInt64,
+                                             _ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ cf: FrameNumber,
+                                             writable: Bool, exec: Bool, dirty: Bool, _ v: V) -> InstallResult? {
+        guard let folio = file.folioRange(index), folio.count > 1 else { return nil }
+        let n = folio.count
+        let headAddr = page &- (index &- folio.lowerBound) << Linux.pageShift
+        let endAddr = headAddr &+ UInt64(n) << Linux.pageShift
+        let tableSpan = UInt64(PageTablePage.entries) << Linux.pageShift
+        guard headAddr >= s.start, endAddr <= s.end, headAddr / tableSpan == (endAddr &- 1) / tableSpan,
+              s.pgoff &+ ((headAddr &- s.start) >> Linux.pageShift) == folio.lowerBound else { return nil }
+        let first = ptep - Int(index &- folio.lowerBound)
+        // References for the folio's other pages (the PTEs take them), all of this folio.
+        return withUnsafeTemporaryAllocation(of: FrameNumber.self, capacity: n) { refs -> InstallResult? in
+            var got = 0
+            func release() { for k in 0..<got where k != Int(index &- folio.lowerBound) { frames.put(refs[k]) } }
+            for k in 0..<n {
+                let i = folio.lowerBound &+ UInt64(k)
+                if i == index { refs[k] = cf; got += 1; continue }
+                guard let f = file.getPage(i), frames.page(f).pointee.folioOrder == frames.page(cf).pointee.folioOrder else {
+                    release()
+                    return nil
+                }
+                refs[k] = f
+                got += 1
+            }
+            if hasFaultHook { config.faultHook!(.beforeInstall, page) }
+            let table = PageTablePage(entry: ptep)
+            table.ptl.pointee.lock()
+            guard v.validate(), tableStillLinked(page, ptep) else {
+                table.ptl.pointee.unlock()
+                release()
+                frames.put(cf)
+                return .invalid
+            }
+            // pte_range_none(): any PTE already set, and the page is mapped alone.
+            for k in 0..<n where first[k].load(ordering: .relaxed) != 0 {
+                table.ptl.pointee.unlock()
+                release()
+                return nil
+            }
+            for k in 0..<n {
+                first[k].store(PTE.make(refs[k], writable: writable, exec: exec, dirty: dirty, pkey: PTE.pkeyBits(s.flags)),
+                               ordering: .releasing)
+                frames.page(refs[k]).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+            }
+            table.ptl.pointee.unlock()
+            count(.faults)
+            count(file.isShmem ? .rssShmem : .rssFile, UInt64(n))
+            return .installed
+        }
     }
 
     /// `do_fault_around()` + `filemap_map_pages()`: maps the pages of the faulting page's
@@ -395,7 +473,23 @@ extension AddressSpace {
                 return
             }
         }
-        for i in fromPTE..<toPTE {
+        // 6.18 maps a large folio whole when it lies in the VMA and this page table, even
+        // where it reaches past the window (measured: a read pass over a file cached in
+        // order-0…9 folios takes one fault per 16 pages of the small ones and one per folio
+        // of the large ones).
+        let vmaFirst = pteOff - min(pteOff, vmaOff)
+        let vmaEnd = min(entries, pteOff + ((s.end - s.start) >> Linux.pageShift) - vmaOff)
+        var lo = fromPTE, hi = toPTE
+        for edge in [fromPTE, toPTE &- 1] where edge >= fromPTE && edge < toPTE {
+            guard let r = file.folioRange(index0 &+ edge), r.count > 1 else { continue }
+            let back = (index0 &+ edge) &- r.lowerBound
+            guard back <= edge - vmaFirst else { continue }
+            let head = edge - back, end = head + UInt64(r.count)
+            guard end <= vmaEnd else { continue }
+            lo = min(lo, head)
+            hi = max(hi, end)
+        }
+        for i in lo..<hi {
             let slot = first + Int(i)
             if slot.pointee.load(ordering: .relaxed) != 0 { continue }
             let index = index0 &+ i

@@ -101,7 +101,7 @@ extension AddressSpace {
             count(.retries)
             count(.majorFaults)
             count(.vmaLockRetry)
-            file.readAhead(index)
+            file.readAround(index)
             return .retry(waitedForIO: true)
         case .abort(let r):
             countAbort(r)

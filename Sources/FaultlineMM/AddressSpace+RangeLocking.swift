@@ -85,7 +85,7 @@ extension AddressSpace {
             case .needIO(let file, let index):
                 count(.retries)
                 count(.majorFaults)
-                file.readAhead(index)
+                file.readAround(index)
             case .abort(let r):
                 countAbort(r)
                 count(.fallbacks)

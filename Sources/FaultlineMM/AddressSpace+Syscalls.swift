@@ -307,7 +307,7 @@ extension AddressSpace {
                 mmapLock.unlockRead()
                 count(.retries)
                 count(.majorFaults)
-                file.readAhead(index)
+                file.readAround(index)
                 mmapLock.lockRead()
             case .abort:
                 continue
@@ -382,7 +382,7 @@ extension AddressSpace {
                         case .abort: continue
                         case .needIO(let file, let index):
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
-                            file.readAhead(index)
+                            file.readAround(index)
                         case .error(let err):
                             // mm_populate() ignores errors: on at the next VMA.
                             if mode == .mapPopulate { a = stop; continue nextVMA }

@@ -34,7 +34,14 @@ public struct PageMeta: ~Copyable {
         /// `PG_reclaim` (the same bit as `PG_readahead`): a dirty file page reclaim unmapped
         /// and left for writeback. Fault-around skips it; a fault that finds it clears it.
         public static let reclaim: UInt32 = 1 << 7
+        /// Bits 8–11: the order of the page-cache folio the page belongs to (`folio_order()`;
+        /// folios are naturally aligned in the file, so the order finds the head).
+        public static let orderShift: UInt32 = 8
+        public static let orderMask: UInt32 = 0xF << 8
     }
+
+    /// The order of the folio this page-cache page belongs to.
+    @inlinable public var folioOrder: Int { Int((flags.load(ordering: .relaxed) & Flag.orderMask) >> Flag.orderShift) }
 
     init() {
         refcount = Atomic(0)

@@ -46,6 +46,18 @@ public final class MMFile: @unchecked Sendable {
 
     static let inodes = Atomic<UInt64>(1000)
 
+    /// The backing device's readahead window in pages (`bdi->ra_pages`, from `read_ahead_kb`;
+    /// Linux's default 128 KiB). 0 turns readahead off: a miss reads its page alone.
+    public var readaheadPages: Int = 32
+    /// The largest page-cache folio (`mapping_max_folio_order()`): PMD order for a regular
+    /// file (ext4 has large folios since 6.16), 0 for shared memory (its folios follow the
+    /// huge= setting, not readahead).
+    public var maxFolioOrder: Int
+    /// `struct file_ra_state` (Linux keeps one per open file; the model one per file, shared
+    /// by its mappings): the current window and the order its folios were read at.
+    var ra = ReadaheadState()
+    let raLock = SpinLock()
+
     /// - Parameters:
     ///   - path: the path `/proc/pid/maps` shows.
     ///   - size: bytes.
@@ -62,6 +74,7 @@ public final class MMFile: @unchecked Sendable {
                 device: (UInt32, UInt32) = (0xfe, 0), inode: UInt64? = nil, placement: FilePlacement? = nil) {
         self.path = path
         self.placement = placement ?? (isShmem ? .plain : .thpAligned)
+        maxFolioOrder = isShmem ? 0 : 9
         self.isShmem = isShmem
         self.ioLatencyNs = ioLatencyNs
         self.frames = frames

@@ -369,8 +369,11 @@ public final class TraceReplayer {
             case .pageCacheAdd(let a):
                 let key = "\(a.device) \(a.inode)"
                 if let f = filesByInode[key] {
-                    let end = min(a.index &+ a.pages, f.sizeInPages, Linux.pageAlign(fileExtents[f.path] ?? 0) >> Linux.pageShift)
-                    if a.index < end { for i in a.index..<end { f.readAhead(i) } }
+                    // As the host added it: one folio of that size (fault-around and a fault's
+                    // finish map a large folio whole).
+                    if a.index < Linux.pageAlign(fileExtents[f.path] ?? 0) >> Linux.pageShift {
+                        f.cacheFolio(a.index, pages: a.pages)
+                    }
                 } else {
                     addedEarly[key, default: []].formUnion(a.index..<(a.index &+ a.pages))
                 }
