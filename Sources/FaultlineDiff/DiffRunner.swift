@@ -253,7 +253,8 @@ public final class DiffRunner {
         for (i, f) in fileSpecs.enumerated() {
             let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1),
                                        capacity: CallGenerator.fileCapacityPages * Linux.pageSize)
-            file.readIntoCache()
+            // The helper wrote them moments ago: cached and dirty (writeback runs after 30 s).
+            file.readIntoCache(dirty: true)
             files[Int32(3 + i)] = file
         }
         return (mm, files)

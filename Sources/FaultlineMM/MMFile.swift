@@ -207,11 +207,14 @@ public final class MMFile: @unchecked Sendable {
         return true
     }
 
-    /// Reads every page of the file into the cache (what reading it once leaves); false when
-    /// frames ran out.
+    /// Reads every page of the file into the cache (what reading it once leaves) — dirty, as
+    /// writing it leaves it (writeback has not run yet); false when frames ran out.
     @discardableResult
-    public func readIntoCache() -> Bool {
-        for index in 0..<sizeInPages where !readAhead(index) { return false }
+    public func readIntoCache(dirty: Bool = false) -> Bool {
+        for index in 0..<sizeInPages {
+            guard readAhead(index) else { return false }
+            if dirty, let f = cachedPage(index) { frames.page(f).pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+        }
         return true
     }
 

@@ -29,6 +29,23 @@ struct RegressionTests {
         #expect(mm.mapCount == 0)
     }
 
+    /// Seed 5143 (per-vma-6.15), once faults read ahead: a file written moments ago is cached
+    /// and dirty; MADV_PAGEOUT of a page mapped once keeps it cached with PG_reclaim rather
+    /// than dropping it, so the next fault beside it finds it and reads nothing around it —
+    /// the host maps that one page (a clean file would be dropped, read around, and mapped
+    /// 16 pages at a time).
+    @Test(arguments: designs)
+    func pageoutOfAWrittenFileReadsNothingAround(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/f1", size: 64 * page)
+        f.readIntoCache(dirty: true)
+        let a = mm.mmap(0, 17 * page, [.read], [.private, .noReserve], file: f, offset: 29 * page).must()
+        #expect(mm.load(a + 10 * page + 0xc48).succeeded)
+        _ = mm.madvise(a, 17 * page, .pageOut)
+        #expect(mm.load(a + 11 * page + 0xf23).succeeded)
+        #expect(mm.presentPages(a, a + 17 * page) == 1, "the host maps the faulting page alone")
+    }
+
     /// Heuristic overcommit: one call may not charge more than RAM + swap (the host's, as the
     /// differential tester checks); MAP_NORESERVE and read-only private memory are not charged,
     /// and a 64 TiB MAP_NORESERVE shared mapping works (the page cache is sparse).
