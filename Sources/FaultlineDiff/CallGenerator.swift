@@ -19,7 +19,6 @@ struct CallGenerator {
     var stored: [UInt64] = []
     var thpReaimed = 0
     var eofTailReaimed = 0
-    var readaheadReaimed = 0
     /// PROCMAP_QUERY draws come from their own stream: a query changes nothing, so adding
     /// them leaves every seed's calls, loads and stores as they were.
     var queryRNG: SplitMix64
@@ -254,13 +253,6 @@ struct CallGenerator {
             thpReaimed += 1
             advice = pick([4, 8, 9, 20, 21])
         }
-        // MADV_REMOVE over a shared mapping of a regular file: the pages it punches out come
-        // back through the host's read-around, with large folios mapped whole (not modelled
-        // yet, issue 16). Shared anonymous memory (shmem) has no readahead: kept.
-        if advice == 9, touchesSharedFileMapping(mm, addr, len) {
-            readaheadReaimed += 1
-            advice = pick([4, 8, 20, 21])
-        }
         return .madvise(addr: addr, length: len, advice: advice)
     }
 
@@ -274,13 +266,6 @@ struct CallGenerator {
             let s = (max(m.start, lo) + pmd - 1) & ~(pmd - 1)
             return s + pmd <= min(m.end, hi)
         }
-    }
-
-    func touchesSharedFileMapping(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
-        let lo = addr & ~(page - 1)
-        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
-        guard hi > lo else { return false }
-        return mm.mapsLines(in: lo..<hi).contains { $0.perms.hasSuffix("s") && filePaths.contains($0.path) }
     }
 
     func touchesTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {

@@ -155,6 +155,8 @@ public final class DiffRunner {
     public let helperPath: String
     let directory: String
     let fileSpecs: [(String, UInt64)]
+    /// The helper's files' device readahead window, in pages.
+    let readaheadPages: Int
     var layout = HostLayout()
     /// What the host answered, per call name and outcome (`ok` or the errno), over every
     /// sequence run: what the 0 disagreements covered.
@@ -175,6 +177,7 @@ public final class DiffRunner {
         directory = String(cString: d)
         // Sizes with a partial last page, so that EOF and SIGBUS are exercised.
         fileSpecs = [(directory + "/f0", 5 * 4096 + 100), (directory + "/f1", 64 * 4096), (directory + "/f2", 3 * 4096 + 1)]
+        readaheadPages = Linux.hostReadaheadPages(for: directory)
         layout = try probeLayout()
     }
 
@@ -253,8 +256,10 @@ public final class DiffRunner {
         for (i, f) in fileSpecs.enumerated() {
             let file = system.makeFile(path: f.0, size: f.1, contents: Self.fileContents(index: i, size: f.1),
                                        capacity: CallGenerator.fileCapacityPages * Linux.pageSize)
-            // The helper wrote them moments ago: cached and dirty (writeback runs after 30 s).
+            // The helper wrote them moments ago: cached and dirty (writeback runs after 30 s);
+            // a page that leaves the cache comes back read around, as the helper's device reads.
             file.readIntoCache(dirty: true)
+            file.readaheadPages = readaheadPages
             files[Int32(3 + i)] = file
         }
         return (mm, files)
@@ -390,9 +395,6 @@ public final class DiffRunner {
     /// drew again: writeback zeroes that part of the page whenever it runs (the host's flusher
     /// decides when), so what a later load reads there is not the sequence's to say.
     public private(set) var eofTailReaimed = 0
-    /// MADV_REMOVE calls over a shared mapping of one of the files, redrawn: the punched pages
-    /// would come back through the host's read-around and large folios (issue 16).
-    public private(set) var readaheadReaimed = 0
 
     /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
     /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
@@ -426,7 +428,6 @@ public final class DiffRunner {
         }
         thpReaimed += g.thpReaimed
         eofTailReaimed += g.eofTailReaimed
-        readaheadReaimed += g.readaheadReaimed
         return steps
     }
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CFaultline
 
 /// Constants of Linux x86-64 (4-level paging), as the kernel defines them.
@@ -5,6 +8,21 @@ public enum Linux {
     /// `totalram_pages() + total_swap_pages` of this machine: the most one call may commit
     /// under the default heuristic overcommit (`vm.overcommit_memory = 0`).
     public static let hostCommitLimitPages: UInt64 = fl_commit_limit_pages()
+
+    /// `read_ahead_kb` of the device holding `directory`, in pages (`bdi->ra_pages`): what a
+    /// file there reads around a fault. Linux's default (128 KiB) when it cannot be read.
+    public static func hostReadaheadPages(for directory: String) -> Int {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { return 32 }
+        let dev = UInt64(st.st_dev)
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)
+        let minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+        guard let f = fopen("/sys/class/bdi/\(major):\(minor)/read_ahead_kb", "r") else { return 32 }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 32)
+        guard fgets(&buf, 32, f) != nil, let kb = Int(String(cString: buf).filter(\.isNumber)) else { return 32 }
+        return kb / 4
+    }
     /// This process's `RLIMIT_STACK` (bytes; `UInt64.max` when unlimited): how far a
     /// VM_GROWSDOWN VMA may grow (`acct_stack_growth`).
     public static let hostStackLimit: UInt64 = fl_stack_limit()

@@ -108,7 +108,7 @@ public enum WorkloadRunner {
                 let f = system.makeFile(path: "/workload/t\(t)", size: o.bytes,
                                         ioLatencyNs: o.workload == .appLaunch ? o.ioLatencyNs : 0)
                 // The host's files live in /tmp: the model's read ahead as its device does.
-                f.readaheadPages = hostReadaheadPages
+                f.readaheadPages = Linux.hostReadaheadPages(for: "/tmp")
                 return f
             }
             let target = ModelTarget(mm: mm, files: files, reader: o.mapsReader ?? design.naturalMapsReader,
@@ -121,22 +121,6 @@ public enum WorkloadRunner {
         system.rcu.barrier()
         return result
     }
-
-    /// `read_ahead_kb` of the device under /tmp (where the host's workload files are), in
-    /// pages: the model's workload files read ahead as the host's do. Linux's default (128
-    /// KiB) when it cannot be read.
-    public static let hostReadaheadPages: Int = {
-        var st = stat()
-        guard stat("/tmp", &st) == 0 else { return 32 }
-        let dev = UInt64(st.st_dev)
-        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)
-        let minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
-        guard let f = fopen("/sys/class/bdi/\(major):\(minor)/read_ahead_kb", "r") else { return 32 }
-        defer { fclose(f) }
-        var kb: Int = 0
-        guard fscanf_int(f, &kb), kb >= 0 else { return 32 }
-        return kb / 4
-    }()
 
     /// One cell on the host kernel (will-it-scale workloads and seed-mix).
     public static func runHost(options o: WorkloadOptions, rep: Int = 0) -> CellResult {
@@ -228,11 +212,3 @@ public enum WorkloadRunner {
     }
 }
 
-/// Reads one decimal integer from `f`.
-private func fscanf_int(_ f: UnsafeMutablePointer<FILE>, _ out: inout Int) -> Bool {
-    var buf = [CChar](repeating: 0, count: 32)
-    guard fgets(&buf, 32, f) != nil else { return false }
-    guard let v = Int(String(cString: buf).filter { $0.isNumber }) else { return false }
-    out = v
-    return true
-}

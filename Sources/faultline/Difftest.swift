@@ -95,9 +95,6 @@ struct Difftest: ParsableCommand {
             let parts = outcomes.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("  \(name): \(total) (\(parts))")
         }
-        if runner.readaheadReaimed > 0 {
-            print("  not generated: \(runner.readaheadReaimed) MADV_REMOVE over a shared file mapping (the punched pages return through read-around and large folios, not modelled yet); other advice drawn instead")
-        }
         if runner.eofTailReaimed > 0 {
             print("  not generated: \(runner.eofTailReaimed) stores past EOF into the last page of a shared file mapping (writeback zeroes them whenever the host's flusher runs); loads made instead")
         }
