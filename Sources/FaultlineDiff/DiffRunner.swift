@@ -395,6 +395,9 @@ public final class DiffRunner {
     /// drew again: writeback zeroes that part of the page whenever it runs (the host's flusher
     /// decides when), so what a later load reads there is not the sequence's to say.
     public private(set) var eofTailReaimed = 0
+    /// MADV_REMOVE calls over a shared mapping of one of the files, redrawn (see
+    /// `CallGenerator.madvise`).
+    public private(set) var punchReaimed = 0
 
     /// Generates `calls` system calls from `seed`, with loads and stores among them (each step
     /// an access with probability `accessPercent`), stepping a model to aim at live mappings.
@@ -428,6 +431,7 @@ public final class DiffRunner {
         }
         thpReaimed += g.thpReaimed
         eofTailReaimed += g.eofTailReaimed
+        punchReaimed += g.punchReaimed
         return steps
     }
 }

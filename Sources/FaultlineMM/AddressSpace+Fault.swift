@@ -465,7 +465,10 @@ extension AddressSpace {
             guard let f = file.cachedPage(index) else { return false }
             return frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim == 0
         }
-        if !file.isShmem {
+        // Only a fault beyond EOF (a SIGBUS) leaves the table out: a fault below EOF in a
+        // fresh region maps the last page (difftest seed 18908: a fork child's first fault on
+        // a shared file mapping).
+        if !file.isShmem && index0 &+ pteOff >= fileEnd {
             var i = fromPTE
             while i < toPTE && !usable(index0 &+ i) { i += 1 }
             if i < toPTE && index0 &+ i &+ 1 >= fileEnd && table.isAbsentInLinux {

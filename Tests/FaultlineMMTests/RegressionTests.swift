@@ -46,6 +46,22 @@ struct RegressionTests {
         #expect(mm.presentPages(a, a + 17 * page) == 1, "the host maps the faulting page alone")
     }
 
+    /// Seed 18908 (range-tree, once whole-page growth and read-ahead came in): a fork child's
+    /// first fault on a shared file mapping — below EOF, in a region with no page table yet —
+    /// maps the file's last page around it; only a fault beyond EOF leaves the table out.
+    @Test(arguments: designs)
+    func aForkChildsFaultBelowEOFMapsTheLastPage(design: Design) {
+        let mm = makeSpace(design)
+        let f = mm.system.makeFile(path: "/f2", size: 3 * page + 1)
+        f.readIntoCache(dirty: true)
+        let a = mm.mmap(0x6000_0020_0000 + 100 * page, 2 * page, [.write], [.shared, .populate], file: f, offset: 2 * page).must()
+        _ = mm.madvise(a, 2 * page, .pageOut)
+        #expect(mm.load(a + page + 0x6cb).succeeded)
+        let child = mm.fork()
+        #expect(child.load(a + 0xd7).succeeded)
+        #expect(child.presentPages(a, a + 2 * page) == 2, "the host maps both in the child")
+    }
+
     /// Heuristic overcommit: one call may not charge more than RAM + swap (the host's, as the
     /// differential tester checks); MAP_NORESERVE and read-only private memory are not charged,
     /// and a 64 TiB MAP_NORESERVE shared mapping works (the page cache is sparse).
