@@ -70,19 +70,14 @@ public struct RecordedFault: Equatable, Sendable {
 /// A mapping execve made before the program ran (the stack, the executable, the
 /// interpreter, the vDSO), from perf's MMAP2 record:
 /// `PID TIME --- exec_map {start=0x…, end=0x…, prot=r-xp, offset=0x…, dev=fe:00, ino=N, path="…"} ---`.
+@dynamicMemberLookup
 public struct ExecMapping: Equatable, Sendable {
     public var pid: Int
     public var line: Int
-    public var start: UInt64
-    public var end: UInt64
-    /// As maps prints them: `r-xp`.
-    public var perms: String
-    /// Bytes into the file (perf's `pgoff`, which it prints in bytes).
-    public var offset: UInt64
-    public var device: String
-    public var inode: UInt64
-    /// A file, `[stack]`, `[vdso]`, `[vvar]`, `[vvar_vclock]`, or `//anon` (anonymous memory).
-    public var path: String
+    /// The mapping as maps would print it; `offset` is in bytes (perf's `pgoff`, which it
+    /// prints in bytes), `path` a file, `[stack]`, `[vdso]`, `[vvar]`, `[vvar_vclock]`, or
+    /// `//anon` (anonymous memory).
+    public var map: MapsLine
 
     public static let tag = "exec_map"
 
@@ -90,23 +85,20 @@ public struct ExecMapping: Equatable, Sendable {
                 device: String = "00:00", inode: UInt64 = 0, path: String) {
         self.pid = pid
         self.line = line
-        self.start = start
-        self.end = end
-        self.perms = perms
-        self.offset = offset
-        self.device = device
-        self.inode = inode
-        self.path = path
+        map = MapsLine(start: start, end: end, perms: perms, offset: offset, device: device, inode: inode, path: path)
     }
 
+    public subscript<T>(dynamicMember key: KeyPath<MapsLine, T>) -> T { map[keyPath: key] }
+
     /// Anonymous memory (perf names it `//anon`).
-    public var isAnonymous: Bool { path == "//anon" || path.isEmpty }
+    public var isAnonymous: Bool { map.path == "//anon" || map.path.isEmpty }
     /// A kernel special mapping (`[vdso]`, `[vvar]`, …) other than the stack.
-    public var isSpecial: Bool { path.hasPrefix("[") && path != "[stack]" }
-    public var isFile: Bool { !isAnonymous && !path.hasPrefix("[") }
+    public var isSpecial: Bool { map.path.hasPrefix("[") && map.path != "[stack]" }
+    public var isFile: Bool { !isAnonymous && !map.path.hasPrefix("[") }
 
     public var body: String {
-        "\(Self.tag) {start=0x\(String(start, radix: 16)), end=0x\(String(end, radix: 16)), prot=\(perms), offset=0x\(String(offset, radix: 16)), dev=\(device), ino=\(inode), path=\"\(RecordSyntax.escape(path))\"}"
+        let m = map
+        return "\(Self.tag) {start=0x\(String(m.start, radix: 16)), end=0x\(String(m.end, radix: 16)), prot=\(m.perms), offset=0x\(String(m.offset, radix: 16)), dev=\(m.device), ino=\(m.inode), path=\"\(RecordSyntax.escape(m.path))\"}"
     }
 
     init(_ body: Substring, pid: Int, line: Int, fail: (String) -> TraceSyntaxError) throws {
