@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -127,7 +128,31 @@ int fl_membarrier_register(void) {
 }
 
 int fl_membarrier(void) {
-    return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
+    int err = errno;
+    // Readers that skip their fence rely on this barrier reaching them: when the expedited
+    // command fails, the global one (no registration; waits for a scheduler pass on every
+    // CPU) still orders every thread, and failing that, changing a page's protection makes
+    // the kernel interrupt every CPU running this mm for a TLB flush (the mprotect fallback
+    // user-space RCU used before membarrier existed).
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0) return 0;
+    static char *shared_page;
+    char *page = __atomic_load_n(&shared_page, __ATOMIC_ACQUIRE);
+    if (!page) {
+        void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return err;
+        char *expected = NULL;
+        if (__atomic_compare_exchange_n(&shared_page, &expected, (char *)p, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            page = p;
+        } else {
+            munmap(p, 4096);
+            page = expected;
+        }
+    }
+    *(volatile char *)page = 1;
+    if (mprotect(page, 4096, PROT_READ) != 0) return err;
+    if (mprotect(page, 4096, PROT_READ | PROT_WRITE) != 0) return err;
+    return 0;
 }
 
 void fl_yield(void) { sched_yield(); }

@@ -170,7 +170,13 @@ struct MapleWalker: @unchecked Sendable {
                 if i > 0 { lo = node.pivot(i &- 1) &+ 1 }
                 if i < end { hi = node.pivot(i) }
                 if node.isDead() { continue restart }
-                node = MapleNode(address: child)!
+                guard let next = MapleNode(address: child) else {
+                    // A live internal node has a child in every slot up to `end`: an empty one
+                    // means the node was reused under this reader (a grace period that did not
+                    // wait for it). Say what was seen, for the report.
+                    preconditionFailure("maple: empty child slot \(i) of live node 0x\(String(node.address, radix: 16)) (parent word 0x\(String(word, radix: 16)), now 0x\(String(node.parentWord(), radix: 16))) walking to \(index)")
+                }
+                node = next
             }
         }
     }
