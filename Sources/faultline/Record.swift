@@ -31,10 +31,12 @@ struct RecordCommand: ParsableCommand {
             help: "Merge a recording made elsewhere instead of running a program: CALLS (strace -f -y --timestamps=unix,ns) and PERF (perf script output; docs/record.md says how). The clock offset comes from the mappings both streams show.")
     var mergeFiles: [String] = []
 
-    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments.")
+    @Argument(parsing: .captureForPassthrough, help: "The program and its arguments (after --, or after the options).")
     var command: [String] = []
 
     func validate() throws {
+        // The program's arguments are captured as they are; a first `--help` is ours.
+        if command.first == "--help" || command.first == "-h" { throw CleanExit.helpRequest(self) }
         if !mergeFiles.isEmpty {
             if mergeFiles.count != 2 { throw ValidationError("--merge takes two files: CALLS PERF") }
             if !command.isEmpty && command != ["--"] { throw ValidationError("--merge records no program") }
