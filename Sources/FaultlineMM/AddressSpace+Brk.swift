@@ -26,6 +26,9 @@ extension AddressSpace {
                 return brk
             }
         }
+        // Growing past the top of the address space (the aligned break wraps): the memory
+        // check refuses it in Linux (do_brk_flags), and the break stays.
+        if newBrk < oldBrk || newBrk > config.taskSize { return origBrk }
         // Growing: the page after the new break, and the stack guard gap, must be free.
         if let next = tree.find(from: oldBrk), newBrk + Linux.pageSize > vmStartGap(next) { return origBrk }
         // do_brk_flags(): extend the brk VMA if it ends here, else add one.

@@ -101,7 +101,7 @@ extension AddressSpace {
             count(.retries)
             count(.majorFaults)
             count(.vmaLockRetry)
-            file.readAround(index)
+            guard file.readAround(index) else { return .finished(.failure(.oom)) }
             return .retry(waitedForIO: true)
         case .abort(let r):
             countAbort(r)

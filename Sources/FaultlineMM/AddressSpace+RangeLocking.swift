@@ -85,7 +85,7 @@ extension AddressSpace {
             case .needIO(let file, let index):
                 count(.retries)
                 count(.majorFaults)
-                file.readAround(index)
+                guard file.readAround(index) else { return .failure(.oom) }
             case .abort(let r):
                 countAbort(r)
                 count(.fallbacks)

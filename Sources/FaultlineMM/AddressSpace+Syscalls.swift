@@ -307,7 +307,7 @@ extension AddressSpace {
                 mmapLock.unlockRead()
                 count(.retries)
                 count(.majorFaults)
-                file.readAround(index)
+                guard file.readAround(index) else { return .failure(.oom) }
                 mmapLock.lockRead()
             case .abort:
                 continue
@@ -382,7 +382,11 @@ extension AddressSpace {
                         case .abort: continue
                         case .needIO(let file, let index):
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
-                            file.readAround(index)
+                            // Out of frames the page never comes: the fault's OOM.
+                            if !file.readAround(index) {
+                                if mode == .mapPopulate { a = stop; continue nextVMA }
+                                return .failure(.ENOMEM)
+                            }
                         case .error(let err):
                             // mm_populate() ignores errors: on at the next VMA.
                             if mode == .mapPopulate { a = stop; continue nextVMA }

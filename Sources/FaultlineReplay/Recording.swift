@@ -160,7 +160,10 @@ public enum Recording {
         guard p.count == 2, let sec = UInt64(p[0]), !p[1].isEmpty, p[1].count <= 9, let frac = UInt64(p[1]) else { return nil }
         var f = frac
         for _ in p[1].count..<9 { f *= 10 }
-        return sec * 1_000_000_000 + f
+        // A stamp past 2554 (or a damaged one) does not fit: no time rather than a trap.
+        let (ns, o1) = sec.multipliedReportingOverflow(by: 1_000_000_000)
+        let (t, o2) = ns.addingReportingOverflow(f)
+        return o1 || o2 ? nil : t
     }
 
     static func stamp(_ ns: UInt64) -> String {

@@ -17,6 +17,9 @@ public struct ReplayOptions: Sendable {
     public var inferIntoTouched = false
     /// `fault_around_bytes` (debugfs; 64 KiB by default): what a file read fault maps around it.
     public var faultAroundBytes = 65_536
+    /// Frames set aside for a recorded trace's files in the page cache, at most (256 MiB holds
+    /// every file the gallery's programs map); a trace that claims more leaves the rest uncached.
+    public var cacheFrames = 1 << 16
     public init() {}
 }
 
@@ -122,7 +125,7 @@ public final class TraceReplayer {
         // top of the replay's own.
         let faults = trace.events.contains { if case .fault = $0 { true } else { false } }
         let extents = Self.mappedExtents(trace)
-        system = MMSystem(frames: options.frames + (faults ? Self.cachePages(trace, extents) : 0))
+        system = MMSystem(frames: options.frames + (faults ? min(Self.cachePages(trace, extents), options.cacheFrames) : 0))
         hasFaults = faults
         fileExtents = extents
         chosenPid = options.pid ?? trace.firstPid
@@ -179,19 +182,16 @@ public final class TraceReplayer {
     }
 
     /// Frames to set aside for a recorded trace's files in the page cache: the mapped part of
-    /// each file the recording described, at most `maxCachePages` in all (a trace that claims
-    /// more leaves the rest uncached, counted, rather than exhausting memory: 256 MiB holds
-    /// every file the gallery's programs map).
+    /// each file the recording described (the caller caps it at `ReplayOptions.cacheFrames`: a
+    /// trace that claims more leaves the rest uncached, counted, rather than exhausting memory).
     static func cachePages(_ trace: ParsedTrace, _ extents: [String: UInt64]) -> Int {
         var n: UInt64 = 0
         for (path, f) in trace.files where f.regular {
             guard let e = extents[path] else { continue }
             n &+= Linux.pageAlign(min(f.size, e, maxFileBytes)) >> Linux.pageShift
         }
-        return Int(min(n, maxCachePages))
+        return Int(min(n, UInt64(Int.max)))
     }
-
-    static let maxCachePages: UInt64 = 1 << 16
 
     func newProcess() -> ReplayProcess {
         var cfg = AddressSpace.Configuration()
@@ -292,7 +292,8 @@ public final class TraceReplayer {
             case .brk(let a):
                 defer { if a != 0 { brk = a } }
                 guard a != 0, let b = brk, a != b else { return ([], []) }
-                return ([], [Linux.pageAlignDown(min(a, b))..<Linux.pageAlign(max(a, b))])
+                let lo = Linux.pageAlignDown(min(a, b)), hi = Linux.pageAlign(max(a, b))
+                return ([], hi > lo ? [lo..<hi] : [])
             default:
                 return ([], [])
             }

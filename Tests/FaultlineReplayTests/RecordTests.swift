@@ -49,6 +49,18 @@ struct RecordFormatTests {
         #expect(t?.malformed.first?.line == 2)
     }
 
+    @Test("A stamp too large for nanoseconds, and a break near the top of memory, parse and replay without a trap (fuzz-strace)")
+    func overflowingValues() throws {
+        let t = try StraceParser.parse("""
+        7 99999999999999999.000000001 --- page_fault_user {address=0x1000, ip=0x1000, error_code=0x4} ---
+        7 1.0 brk(NULL) = 0x1000
+        7 1.1 brk(0xfffffffffffff001) = 0x1000
+        """)
+        guard case .fault(let f) = t.events[0] else { Issue.record("not a fault"); return }
+        #expect(f.time == nil)
+        _ = TraceReplayer(trace: t).run()
+    }
+
     static let perfText = """
          0/0         0.000000000: PERF_RECORD_COMM: perf-exec:100/100
     100/100 10.000000000: PERF_RECORD_COMM exec: strace:100/100
@@ -307,6 +319,7 @@ struct FaultCheckTests {
         """
         var o = ReplayOptions()
         o.frames = 1024
+        o.cacheFrames = 4096
         let r = TraceReplayer(trace: try StraceParser.parse(text), options: o)
         let s = r.run()
         #expect(s.faults.userTotal.recorded == 1)
