@@ -483,8 +483,10 @@ extension AddressSpace {
         let vmaFirst = pteOff - min(pteOff, vmaOff)
         let vmaEnd = min(entries, pteOff + ((s.end - s.start) >> Linux.pageShift) - vmaOff)
         var lo = fromPTE, hi = toPTE
-        for edge in [fromPTE, toPTE &- 1] where edge >= fromPTE && edge < toPTE {
-            guard let r = file.folioRange(index0 &+ edge), r.count > 1 else { continue }
+        // The window's first and last entries (no array: this is every read fault's path).
+        for k in 0..<2 {
+            let edge = k == 0 ? fromPTE : toPTE &- 1
+            guard edge >= fromPTE && edge < toPTE, let r = file.folioRange(index0 &+ edge), r.count > 1 else { continue }
             let back = (index0 &+ edge) &- r.lowerBound
             guard back <= edge - vmaFirst else { continue }
             let head = edge - back, end = head + UInt64(r.count)

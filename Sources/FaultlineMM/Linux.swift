@@ -9,14 +9,18 @@ public enum Linux {
     /// under the default heuristic overcommit (`vm.overcommit_memory = 0`).
     public static let hostCommitLimitPages: UInt64 = fl_commit_limit_pages()
 
+    /// `gnu_dev_major()` / `gnu_dev_minor()` of a `st_dev`.
+    public static func deviceNumbers(_ dev: UInt64) -> (major: UInt32, minor: UInt32) {
+        (UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)),
+         UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff)))
+    }
+
     /// `read_ahead_kb` of the device holding `directory`, in pages (`bdi->ra_pages`): what a
     /// file there reads around a fault. Linux's default (128 KiB) when it cannot be read.
     public static func hostReadaheadPages(for directory: String) -> Int {
         var st = stat()
         guard stat(directory, &st) == 0 else { return 32 }
-        let dev = UInt64(st.st_dev)
-        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)
-        let minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+        let (major, minor) = deviceNumbers(UInt64(st.st_dev))
         guard let f = fopen("/sys/class/bdi/\(major):\(minor)/read_ahead_kb", "r") else { return 32 }
         defer { fclose(f) }
         var buf = [CChar](repeating: 0, count: 32)

@@ -146,9 +146,7 @@ public enum Recording {
             guard seen.insert(path).inserted else { return nil }
             var st = stat()
             guard stat(path, &st) == 0 else { return nil }
-            let dev = UInt64(st.st_dev)
-            let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff)
-            let minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+            let (major, minor) = Linux.deviceNumbers(UInt64(st.st_dev))
             return RecordedFile(device: "\(major):\(minor)", inode: UInt64(st.st_ino), size: UInt64(st.st_size), path: path,
                                 regular: (st.st_mode & S_IFMT) == S_IFREG)
         }

@@ -317,9 +317,7 @@ public final class TraceReplayer {
         if described == nil {
             var st = stat()
             if stat(path, &st) == 0 {
-                let dev = UInt64(st.st_dev)
-                let major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff))
-                let minor = UInt32(truncatingIfNeeded: (dev & 0xff) | ((dev >> 12) & ~0xff))
+                let (major, minor) = Linux.deviceNumbers(UInt64(st.st_dev))
                 described = RecordedFile(device: "\(major):\(minor)", inode: UInt64(st.st_ino), size: UInt64(st.st_size),
                                          path: path, regular: (st.st_mode & S_IFMT) == S_IFREG)
             }
