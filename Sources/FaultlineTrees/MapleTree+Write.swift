@@ -54,13 +54,23 @@ extension MapleCore {
     /// `mas_store()`: every index in `range` now maps to `value` (nil erases). Adjacent NULL
     /// ranges are coalesced, so a gap is always one slot in one leaf and the gap summaries
     /// are exact.
+    @usableFromInline
     func store(_ first: UInt64, _ last: UInt64, _ v: UInt) {
         precondition(first <= last, "empty range")
         var s = first
         var e = last
         if v == 0 {
-            if s > 0, let p = walker.walk(s - 1), p.leaf.leafSlot(p.slot) == 0 { s = p.bounds(p.slot).0 }
-            if e < UInt64.max, let p = walker.walk(e + 1), p.leaf.leafSlot(p.slot) == 0 { e = p.bounds(p.slot).1 }
+            // Widen an erase over its NULL neighbours; one walk when both are in one leaf.
+            var after: MapleLeafPosition? = nil
+            if s > 0, let p = walker.walk(s - 1) {
+                if p.leaf.leafSlot(p.slot) == 0 { s = p.bounds(p.slot).0 }
+                if e < p.hi {
+                    var q = p
+                    while q.slot < q.end && q.leaf.pivot(q.slot) <= e { q.slot += 1 }
+                    after = q
+                }
+            }
+            if e < UInt64.max, let p = after ?? walker.walk(e + 1), p.leaf.leafSlot(p.slot) == 0 { e = p.bounds(p.slot).1 }
         }
         beginWrite()
         guard let root = MapleNode(address: rootSlot.pointee.load(ordering: .relaxed)) else {
@@ -140,8 +150,8 @@ extension MapleCore {
     // MARK: Write bookkeeping
 
     func beginWrite() {
-        opAllocated.removeAll(keepingCapacity: true)
-        opRetired.removeAll(keepingCapacity: true)
+        opAllocated.removeAll()
+        opRetired.removeAll()
         opCountDelta = 0
     }
 
@@ -173,21 +183,22 @@ extension MapleCore {
             }
         }
         if newRoot == nil { height = 0 }
-        newRoot?.node.setParent(0)
-        for n in opAllocated where n.parentWordRelaxed() & MapleNode.freshBit != 0 {
+        if let r = newRoot?.node, r.parentWordRelaxed() & ~MapleNode.metaMask != 0 { r.setParent(0) }
+        for n in opAllocated.buffer where n.parentWordRelaxed() & MapleNode.freshBit != 0 {
             n.setParentWord(n.parentWordRelaxed() & ~MapleNode.freshBit)
         }
         // Publish (`rcu_assign_pointer(mt->ma_root, …)`), then mark the old nodes dead.
         rootSlot.pointee.store(newRoot?.node.address ?? 0, ordering: .releasing)
         entryCount.pointee.wrappingAdd(opCountDelta, ordering: .relaxed)
         guard !opRetired.isEmpty else { return }
-        for n in opRetired {
+        let retired = opRetired.buffer
+        for n in retired {
             n.setParentWord((n.parentWordRelaxed() & MapleNode.metaMask) | n.address)
         }
         if let rcu {
-            allocator.retire(opRetired, rcu: rcu)
+            allocator.retire(retired, rcu: rcu)
         } else {
-            for n in opRetired { allocator.release(n) }
+            for n in retired { allocator.release(n) }
         }
     }
 
@@ -276,33 +287,50 @@ extension MapleCore {
     /// Stores `[s, e] → v` inside `node`, which covers `[lo, hi]` and is to cover `[lo, newHi]`
     /// (`newHi > hi` only when the store runs past `hi`, so then `e == newHi`). Entries of the
     /// node outside `[s, e]` stay. Returns the replacement nodes, same height, covering
-    /// `[lo, newHi]`.
+    /// `[lo, newHi]` — or `node` itself when the store changed it in place (see `inPlace`).
     func place(_ node: MapleNode, lo: UInt64, hi: UInt64, newHi: UInt64,
                s: UInt64, e: UInt64, v: UInt, height h: Int) -> MaplePieces {
-        withEntries(MapleNode.leafSlots) { old in
-            let count = readEntries(node, hi: hi, into: old)
+        if h == 1 {
+            return withEntries(MapleNode.leafSlots) { old in
+                let count = readEntries(node, hi: hi, into: old)
+                if newHi == hi, let p = slotStore(node, old, count, lo: lo, hi: hi, s: s, e: e, v: v) { return p }
+                discard(node)
+                return placeInLeaf(old, count, lo: lo, s: s, e: e, v: v)
+            }
+        }
+        // Children i_s (holds s) … i_e (holds min(e, hi)), found from the pivots alone: most
+        // stores end in one child and leave this node as it is but for one slot.
+        let count = MapleNode.end(node.parentWordRelaxed()) + 1
+        let b = min(e, hi)
+        var iS = 0
+        while iS < count - 1 && node.pivot(iS) < s { iS += 1 }
+        var iE = iS
+        while iE < count - 1 && node.pivot(iE) < b { iE += 1 }
+        var inner = MaplePieces()
+        if iS == iE {
+            let loS = iS == 0 ? lo : node.pivot(iS - 1) + 1
+            let lastS = iS < count - 1 ? node.pivot(iS) : hi
+            let childNewHi = iS == count - 1 ? newHi : lastS
+            inner = place(MapleNode(address: node.childSlot(iS))!, lo: loS, hi: lastS, newHi: childNewHi,
+                          s: s, e: e, v: v, height: h - 1)
+            if newHi == hi, let p = nodeStore(node, count, slot: iS, child: inner, childHeight: h - 1, hi: hi) { return p }
+        }
+        return withEntries(MapleNode.leafSlots) { old in
+            _ = readEntries(node, hi: hi, into: old)
+            let loS = iS == 0 ? lo : old[iS - 1].last + 1
+            let childS = MapleNode(address: old[iS].slot)!
             discard(node)
-            if h == 1 { return placeInLeaf(old, count, lo: lo, s: s, e: e, v: v) }
-            // Children i_s (holds s) … i_e (holds min(e, hi)).
-            let b = min(e, hi)
-            var iS = 0
-            while old[iS].last < s { iS += 1 }
-            var iE = iS
-            while old[iE].last < b { iE += 1 }
             return withPieces(16) { kids in
                 var n = 0
                 for i in 0..<iS {
                     kids[n] = piece(of: MapleNode(address: old[i].slot)!, last: old[i].last, gap: old[i].gap)
                     n += 1
                 }
-                let loS = iS == 0 ? lo : old[iS - 1].last + 1
-                let childS = MapleNode(address: old[iS].slot)!
                 func add(_ p: MaplePieces) {
                     for k in 0..<p.count { kids[n] = p[k]; n += 1 }
                 }
                 if iS == iE {
-                    let childNewHi = iS == count - 1 ? newHi : old[iS].last
-                    add(place(childS, lo: loS, hi: old[iS].last, newHi: childNewHi, s: s, e: e, v: v, height: h - 1))
+                    add(inner)
                 } else {
                     for i in (iS + 1)..<iE { discardSubtree(MapleNode(address: old[i].slot)!, height: h - 1) }
                     // The new entry goes to the left child, which now reaches e; the right is cut.
@@ -321,6 +349,60 @@ extension MapleCore {
                 return rebuildParent(kids, n, childHeight: h - 1, lo: lo)
             }
         }
+    }
+
+    /// `mas_wr_slot_store()` at its simplest: `[s, e]` is exactly one slot of the leaf, so the
+    /// new value is one release store into the published node (a reader sees the old value or
+    /// the new, both whole). nil when the store changes the leaf's boundaries.
+    @inline(__always)
+    func slotStore(_ node: MapleNode, _ old: UnsafeMutablePointer<MapleEntry>, _ count: Int,
+                   lo: UInt64, hi: UInt64, s: UInt64, e: UInt64, v: UInt) -> MaplePieces? {
+        var i = 0
+        while old[i].last < e { i += 1 }
+        let first = i == 0 ? lo : old[i - 1].last &+ 1
+        guard first == s, old[i].last == e else { return nil }
+        // A NULL slot between two NULL neighbours would break the coalescing rule; `store`
+        // widened an erase to its NULL neighbours, so this only guards a non-NULL → NULL store.
+        if v == 0 && ((i > 0 && old[i - 1].slot == 0) || (i < count - 1 && old[i + 1].slot == 0)) { return nil }
+        let was = old[i].slot
+        if was != v {
+            node.setLeafSlot(i, v)
+            opCountDelta += (v != 0 ? 1 : 0) - (was != 0 ? 1 : 0)
+            old[i].slot = v
+        }
+        var gap: UInt64 = 0
+        var f = lo
+        for k in 0..<count {
+            if old[k].slot == 0 { gap = max(gap, span(f, old[k].last)) }
+            f = old[k].last &+ 1
+        }
+        var out = MaplePieces()
+        out.append(MaplePiece(node: node, last: hi, gap: gap, count: count))
+        return out
+    }
+
+    /// `mas_wr_node_store()` one level up: the child's replacement is one node of legal fill
+    /// covering the child's old range, so this node keeps its pivots and takes the new child
+    /// with one release store of the slot (the child's own contents were written before it);
+    /// the gap summary, writer-only data, is updated in place. nil when the node must be
+    /// rebuilt (the child split, merged or under-fills).
+    @inline(__always)
+    func nodeStore(_ node: MapleNode, _ count: Int, slot i: Int, child: MaplePieces, childHeight: Int,
+                   hi: UInt64) -> MaplePieces? {
+        guard child.count == 1 else { return nil }
+        let c = child.first
+        let minFill = childHeight == 1 ? MapleNode.leafMin : MapleNode.internalMin
+        guard c.count >= minFill else { return nil }
+        if c.node.address != node.childSlot(i) {
+            c.node.setParent(node.address)
+            node.setChildSlot(i, c.node.address)
+        }
+        if node.gap(i) != c.gap { node.setGap(i, c.gap) }
+        var gap: UInt64 = 0
+        for k in 0..<count { gap = max(gap, node.gap(k)) }
+        var out = MaplePieces()
+        out.append(MaplePiece(node: node, last: hi, gap: gap, count: count))
+        return out
     }
 
     func placeInLeaf(_ old: UnsafeMutablePointer<MapleEntry>, _ count: Int, lo: UInt64,

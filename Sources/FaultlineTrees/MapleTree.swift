@@ -8,10 +8,13 @@ import Synchronization
 ///
 /// RCU mode: readers (`lookup`, `find`, `next`, `prev`, `forEach`) take no lock — the caller
 /// holds an RCU read-side section of the tree's domain, or the writers' lock. A writer (callers
-/// serialise writers) never changes a published node's pivots or slots: it builds replacement
-/// nodes, publishes them with one release store (of the root or of the parent's slot), then
-/// marks each replaced node dead (its parent word points at itself) and hands it to RCU; it
-/// is reused only after a grace period. A reader that finds the node it just read dead walks
+/// serialise writers) never changes a published node's pivots: a store that keeps a leaf's
+/// boundaries writes the one slot in place (`mas_wr_slot_store`); otherwise it builds the
+/// lowest replacement nodes it can — one leaf when the ancestors keep their pivots
+/// (`mas_wr_node_store`), a new path when a node splits or merges — and publishes them with one
+/// release store (of the parent's slot or of the root), then marks each replaced node dead
+/// (its parent word points at itself) and hands it to RCU; it is reused only after a grace
+/// period. Gap summaries are writer data and are updated in place. A reader that finds the node it just read dead walks
 /// again from the root (`mas_dead_node` → `mas_reset`).
 ///
 /// See `MapleNode` for the node layout.
@@ -21,7 +24,7 @@ public final class MapleTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
     /// The lock-free read side, as a plain value (no reference counting on hot paths).
     public let reader: MapleReader<Value>
     /// The untyped tree: all writes and gap searches, on machine words.
-    let core: MapleCore
+    @usableFromInline let core: MapleCore
 
     /// - Parameters:
     ///   - rcu: the domain whose grace periods free replaced nodes; nil when every reader
@@ -41,14 +44,24 @@ public final class MapleTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
     /// Nodes currently allocated to the tree or waiting for a grace period.
     public var nodesInUse: Int { core.allocator.inUse }
 
+    /// Nodes built by writes so far: a store that keeps a leaf's boundaries builds none, a store
+    /// inside one leaf that neither splits nor under-fills it builds one.
+    public var nodesBuilt: Int { core.allocator.allocations }
+
     /// What a reader reads from a node poisoned after its grace period (see `init`).
     public static var poisonValue: UInt { MapleNodeAllocator.poisonNode.address }
 
     // MARK: Writers (callers serialise them)
 
+    /// Inlinable so that `Value?` is unwrapped in specialised code: unspecialised, it fetched
+    /// `Optional<Value>`'s metadata at run time on every store (about 300 instructions).
+    @inlinable
     public func store(_ range: ClosedRange<UInt64>, _ value: Value?) {
         core.store(range.lowerBound, range.upperBound, value?.mapleBits ?? 0)
     }
+
+    @inlinable
+    public func erase(_ range: ClosedRange<UInt64>) { core.store(range.lowerBound, range.upperBound, 0) }
 
     public func removeAll() { core.removeAll() }
 
@@ -74,6 +87,7 @@ public final class MapleTree<Value: MapleValue>: RangeTree, @unchecked Sendable 
 
 /// The untyped maple tree: root, writer state and node memory. Writers are serialised by the
 /// caller; readers go through `MapleWalker`.
+@usableFromInline
 final class MapleCore: @unchecked Sendable {
     let rootSlot: UnsafeMutablePointer<Atomic<UInt>>
     let entryCount: UnsafeMutablePointer<Atomic<Int>>
@@ -83,8 +97,8 @@ final class MapleCore: @unchecked Sendable {
     let allocator: MapleNodeAllocator
     let walker: MapleWalker
     /// Per-write bookkeeping.
-    @exclusivity(unchecked) var opAllocated: [MapleNode] = []
-    @exclusivity(unchecked) var opRetired: [MapleNode] = []
+    let opAllocated = MapleNodeList()
+    let opRetired = MapleNodeList()
     @exclusivity(unchecked) var opCountDelta = 0
 
     init(rcu: RCU?, poison: Bool) {
@@ -97,8 +111,6 @@ final class MapleCore: @unchecked Sendable {
         entryCount.initialize(to: Atomic(0))
         walker = MapleWalker(rootSlot: rootSlot)
         allocator = MapleNodeAllocator(poison: poison)
-        opAllocated.reserveCapacity(32)
-        opRetired.reserveCapacity(32)
     }
 
     deinit {
@@ -110,6 +122,37 @@ final class MapleCore: @unchecked Sendable {
     }
 
     var count: Int { entryCount.pointee.load(ordering: .relaxed) }
+}
+
+/// The nodes one write built or retired: a growable buffer the writer reuses (an `Array` here
+/// cost a uniqueness check and a call per append and per reset on every write).
+final class MapleNodeList {
+    var base: UnsafeMutablePointer<MapleNode>
+    var count = 0
+    var capacity = 32
+
+    init() { base = .allocate(capacity: 32) }
+    deinit { base.deallocate() }
+
+    @inline(__always)
+    func append(_ n: MapleNode) {
+        if count == capacity { grow() }
+        (base + count).initialize(to: n)
+        count += 1
+    }
+
+    @inline(never)
+    func grow() {
+        let bigger = UnsafeMutablePointer<MapleNode>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: base, count: count)
+        base.deallocate()
+        base = bigger
+        capacity *= 2
+    }
+
+    @inline(__always) func removeAll() { count = 0 }
+    @inline(__always) var isEmpty: Bool { count == 0 }
+    @inline(__always) var buffer: UnsafeBufferPointer<MapleNode> { UnsafeBufferPointer(start: base, count: count) }
 }
 
 /// Where a walk ended: the leaf, its bounds, the slot holding the index, and the leaf's end.
@@ -270,31 +313,105 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
     }
 
     /// Entries intersecting `window`, in order, one leaf at a time (a leaf's entries are read,
-    /// the leaf re-checked alive, then handed out).
+    /// the leaf re-checked alive, then handed out). A cursor (`mas_next_node`): the path from
+    /// the root is kept, and the next leaf is reached through the nearest ancestor with a slot
+    /// to the right instead of a new walk from the root. Pivots of a live node never change,
+    /// so the bounds kept on the path stay right while its nodes are alive; a dead one sends
+    /// the walk back to the root at the next index.
     @inlinable
     public func forEach(in window: ClosedRange<UInt64>, _ body: (RangeEntry<Value>) -> Bool) {
         var pos = window.lowerBound
         withUnsafeTemporaryAllocation(of: RangeEntry<Value>.self, capacity: MapleNode.leafSlots) { buf in
-            while true {
-                guard let p = walk(pos) else { return }
-                var n = 0
-                var i = p.slot
-                while i <= p.end {
-                    let v = p.leaf.leafSlot(i)
-                    let (first, last) = entryBounds(p, i)
-                    if first > window.upperBound { break }
-                    if v != 0 {
-                        buf.initializeElement(at: n, to: RangeEntry(first: first, last: last, value: Value(mapleBits: v)))
-                        n &+= 1
+            withUnsafeTemporaryAllocation(of: MapleCursorLevel.self, capacity: MapleCursorLevel.maxDepth) { pathBuf in
+                let path = pathBuf.baseAddress!
+                restart: while true {
+                    guard var node = MapleNode(address: walker.rootSlot.pointee.load(ordering: .acquiring)) else { return }
+                    var depth = 0
+                    var lo: UInt64 = 0
+                    var hi = UInt64.max
+                    var target = pos
+                    while true {
+                        // Descend to the leaf holding `target`, keeping the path.
+                        var word = node.parentWord()
+                        while !MapleNode.isLeaf(word) {
+                            let end = MapleNode.end(word)
+                            var i = 0
+                            while i < end && target > node.pivot(i) { i &+= 1 }
+                            let child = node.childSlot(i)
+                            let clo = i > 0 ? node.pivot(i &- 1) &+ 1 : lo
+                            let chi = i < end ? node.pivot(i) : hi
+                            if node.isDead() { continue restart }
+                            precondition(depth < MapleCursorLevel.maxDepth, "maple: tree deeper than the cursor")
+                            path[depth] = MapleCursorLevel(node: node, lo: lo, hi: hi, index: i, end: end)
+                            depth &+= 1
+                            guard let next = MapleNode(address: child) else { continue restart }
+                            node = next
+                            lo = clo
+                            hi = chi
+                            word = node.parentWord()
+                        }
+                        // The leaf: read from the slot holding `target`.
+                        let p = MapleLeafPosition(leaf: node, lo: lo, hi: hi, slot: 0, end: MapleNode.end(word))
+                        var i = 0
+                        while i < p.end && target > node.pivot(i) { i &+= 1 }
+                        var n = 0
+                        while i <= p.end {
+                            let v = node.leafSlot(i)
+                            let (first, last) = p.bounds(i)
+                            if first > window.upperBound { break }
+                            if v != 0 {
+                                buf.initializeElement(at: n, to: RangeEntry(first: first, last: last, value: Value(mapleBits: v)))
+                                n &+= 1
+                            }
+                            i &+= 1
+                        }
+                        if node.isDead() { continue restart }
+                        for k in 0..<n where !body(buf[k]) { return }
+                        if hi >= window.upperBound { return }
+                        pos = hi &+ 1
+                        target = pos
+                        // Up to the nearest ancestor with a slot to the right, then down its
+                        // leftmost edge (the descent above, from that child).
+                        while true {
+                            guard depth > 0 else { continue restart }
+                            depth &-= 1
+                            let up = path[depth]
+                            guard up.index < up.end else { continue }
+                            let k = up.index &+ 1
+                            let child = up.node.childSlot(k)
+                            if up.node.isDead() { continue restart }
+                            guard let next = MapleNode(address: child) else { continue restart }
+                            path[depth].index = k
+                            depth &+= 1
+                            lo = up.node.pivot(k &- 1) &+ 1
+                            hi = k < up.end ? up.node.pivot(k) : up.hi
+                            node = next
+                            break
+                        }
                     }
-                    i &+= 1
                 }
-                if p.leaf.isDead() { continue }
-                for k in 0..<n where !body(buf[k]) { return }
-                if p.hi >= window.upperBound { return }
-                pos = p.hi &+ 1
             }
         }
+    }
+}
+
+/// One level of `forEach`'s cursor: a node on the path, its bounds, the slot taken and its end.
+@frozen @usableFromInline
+struct MapleCursorLevel {
+    @usableFromInline static var maxDepth: Int { 48 }
+    @usableFromInline var node: MapleNode
+    @usableFromInline var lo: UInt64
+    @usableFromInline var hi: UInt64
+    @usableFromInline var index: Int
+    @usableFromInline var end: Int
+
+    @inlinable
+    init(node: MapleNode, lo: UInt64, hi: UInt64, index: Int, end: Int) {
+        self.node = node
+        self.lo = lo
+        self.hi = hi
+        self.index = index
+        self.end = end
     }
 }
 
@@ -303,7 +420,7 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
 /// records (one callback per write); after the grace period the callback hands back the
 /// records, not the nodes: it runs on the reclaimer's CPU, and linking the nodes there moved
 /// every node's line away from the writer (store + erase ran up to 2.2× slower). The writer
-/// links them into its free list itself when it runs out.
+/// hands the returned nodes out straight from the records' arrays when its free list is empty.
 final class MapleNodeAllocator: @unchecked Sendable {
     static let slabNodes = 64
     static let recordNodes = 24
@@ -315,23 +432,31 @@ final class MapleNodeAllocator: @unchecked Sendable {
     /// Retire records whose grace period is over, chained by `next` (their nodes unlinked).
     var returnedRecords: UnsafeMutablePointer<RetireRecord>?
     var returnedCount = 0
+    /// Records free for the writer (writer-only: the callback hands records back through
+    /// `returnedRecords`).
     var recordPool: UnsafeMutablePointer<RetireRecord>?
+    /// Returned records whose nodes the writer is handing out (writer-only), and how many
+    /// nodes they still hold.
+    var drain: UnsafeMutablePointer<RetireRecord>?
+    var drainCount = 0
+    /// `allocate()` calls (writer-only).
+    var allocations = 0
     var records: [UnsafeMutablePointer<RetireRecord>] = []
     let inFlight = Atomic<Int>(0)
     var total = 0
 
-    /// `struct rcu_head` plus up to `recordNodes` nodes; records of one write are chained.
+    /// `struct rcu_head` plus up to `recordNodes` nodes (in `nodes`, allocated with the record,
+    /// which is pooled); records of one write are chained.
     struct RetireRecord {
         var head: RCUHead
         var next: UnsafeMutablePointer<RetireRecord>?
         var count: Int
-        var nodes: (UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt,
-                    UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt, UInt)
+        let nodes: UnsafeMutablePointer<UInt>
     }
 
     /// Calls `body` with each node of the chain of records starting at `first`; returns the
     /// chain's last record and its node count.
-    @discardableResult
+    @discardableResult @inline(__always)
     static func forEachNode(in first: UnsafeMutablePointer<RetireRecord>,
                             _ body: (MapleNode) -> Void) -> (last: UnsafeMutablePointer<RetireRecord>, count: Int) {
         var last = first
@@ -339,9 +464,8 @@ final class MapleNodeAllocator: @unchecked Sendable {
         var r: UnsafeMutablePointer<RetireRecord>? = first
         while let rec = r {
             let n = rec.pointee.count
-            withUnsafeBytes(of: rec.pointee.nodes) { buf in
-                for j in 0..<n { body(MapleNode(address: buf.load(fromByteOffset: j * 8, as: UInt.self))!) }
-            }
+            let nodes = rec.pointee.nodes
+            for j in 0..<n { body(MapleNode(address: nodes[j])!) }
             count += n
             last = rec
             r = rec.pointee.next
@@ -351,20 +475,51 @@ final class MapleNodeAllocator: @unchecked Sendable {
 
     init(poison: Bool) { self.poison = poison }
 
-    var inUse: Int { total - freeCount - returnedLock.withLock { returnedCount } }
+    var inUse: Int { total - freeCount - drainCount - returnedLock.withLock { returnedCount } }
 
     @inline(__always)
     func link(_ n: MapleNode, _ next: UInt) { n.words[1].store(next, ordering: .relaxed) }
 
+    /// A free node: one this writer released (warm), else the next one of a record whose grace
+    /// period is over (taken from the record's array, so a node's memory is first touched when
+    /// it is built, not when it comes back), else a new slab.
     func allocate() -> MapleNode {
+        allocations &+= 1
         if freeHead == 0 {
-            takeReturned()
-            if freeHead == 0 { grow() }
+            if let n = takeFromRecords() { return n }
+            grow()
         }
         let n = MapleNode(address: freeHead)!
         freeHead = n.words[1].load(ordering: .relaxed)
         freeCount -= 1
         return n
+    }
+
+    @inline(__always)
+    func takeFromRecords() -> MapleNode? {
+        while true {
+            if let r = drain {
+                let k = r.pointee.count
+                if k > 0 {
+                    r.pointee.count = k - 1
+                    drainCount -= 1
+                    return MapleNode(address: r.pointee.nodes[k - 1])!
+                }
+                drain = r.pointee.next
+                r.pointee.next = recordPool
+                recordPool = r
+                continue
+            }
+            let (records, count) = returnedLock.withLock { () -> (UnsafeMutablePointer<RetireRecord>?, Int) in
+                let r = (returnedRecords, returnedCount)
+                returnedRecords = nil
+                returnedCount = 0
+                return r
+            }
+            guard let records else { return nil }
+            drain = records
+            drainCount += count
+        }
     }
 
     func grow() {
@@ -376,24 +531,6 @@ final class MapleNodeAllocator: @unchecked Sendable {
         for i in 0..<Self.slabNodes { release(MapleNode(words: words + 32 * i)) }
     }
 
-    /// Links the nodes of every returned record into the free list (on this, the writer's,
-    /// CPU) and gives the records back to the pool.
-    @inline(never)
-    func takeReturned() {
-        let records = returnedLock.withLock { () -> UnsafeMutablePointer<RetireRecord>? in
-            let r = returnedRecords
-            returnedRecords = nil
-            returnedCount = 0
-            return r
-        }
-        guard let first = records else { return }
-        let last = Self.forEachNode(in: first) { release($0) }.last
-        returnedLock.withLock {
-            last.pointee.next = recordPool
-            recordPool = first
-        }
-    }
-
     /// A node no reader can reach.
     @inline(__always)
     func release(_ n: MapleNode) {
@@ -402,30 +539,32 @@ final class MapleNodeAllocator: @unchecked Sendable {
         freeCount += 1
     }
 
+    /// A pooled record (a drained record goes back to the pool; new ones only while the
+    /// records in flight and being drained grow).
     func takeRecord() -> UnsafeMutablePointer<RetireRecord> {
-        if let r = returnedLock.withLock({ () -> UnsafeMutablePointer<RetireRecord>? in
-            let r = recordPool
-            recordPool = r?.pointee.next
+        if let r = recordPool {
+            recordPool = r.pointee.next
             return r
-        }) { return r }
+        }
         let r = UnsafeMutablePointer<RetireRecord>.allocate(capacity: 1)
+        r.initialize(to: RetireRecord(head: RCUHead(context: Unmanaged.passUnretained(self).toOpaque(), function: Self.batchDone),
+                                      next: nil, count: 0,
+                                      nodes: .allocate(capacity: Self.recordNodes)))
         records.append(r)
         return r
     }
 
     /// Hands a write's dead nodes to RCU (`call_rcu` once per write).
-    func retire(_ nodes: [MapleNode], rcu: RCU) {
+    func retire(_ nodes: UnsafeBufferPointer<MapleNode>, rcu: RCU) {
         var first: UnsafeMutablePointer<RetireRecord>? = nil
         var k = 0
         while k < nodes.count {
             let r = takeRecord()
             let n = min(Self.recordNodes, nodes.count - k)
-            r.initialize(to: RetireRecord(head: RCUHead(context: Unmanaged.passUnretained(self).toOpaque(), function: Self.batchDone),
-                                          next: first, count: n,
-                                          nodes: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)))
-            withUnsafeMutableBytes(of: &r.pointee.nodes) { buf in
-                for j in 0..<n { buf.storeBytes(of: nodes[k + j].address, toByteOffset: j * 8, as: UInt.self) }
-            }
+            r.pointee.head = RCUHead(context: Unmanaged.passUnretained(self).toOpaque(), function: Self.batchDone)
+            r.pointee.next = first
+            r.pointee.count = n
+            for j in 0..<n { r.pointee.nodes[j] = nodes[k + j].address }
             first = r
             k += n
         }
@@ -468,10 +607,14 @@ final class MapleNodeAllocator: @unchecked Sendable {
 
     func releaseAll() {
         for s in slabs { s.deallocate() }
-        for r in records { r.deallocate() }
+        for r in records {
+            r.pointee.nodes.deallocate()
+            r.deallocate()
+        }
         slabs.removeAll()
         records.removeAll()
         freeHead = 0
         returnedRecords = nil
+        drain = nil
     }
 }
