@@ -342,7 +342,7 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
                             let chi = i < end ? node.pivot(i) : hi
                             if node.isDead() { continue restart }
                             precondition(depth < MapleCursorLevel.maxDepth, "maple: tree deeper than the cursor")
-                            path[depth] = MapleCursorLevel(node: node, lo: lo, hi: hi, index: i, end: end)
+                            path[depth] = MapleCursorLevel(node: node, hi: hi, index: i, end: end)
                             depth &+= 1
                             guard let next = MapleNode(address: child) else { continue restart }
                             node = next
@@ -395,20 +395,22 @@ public struct MapleReader<Value: MapleValue>: @unchecked Sendable {
     }
 }
 
-/// One level of `forEach`'s cursor: a node on the path, its bounds, the slot taken and its end.
+/// One level of `forEach`'s cursor: a node on the path, its upper bound, the slot taken and
+/// its end.
 @frozen @usableFromInline
 struct MapleCursorLevel {
-    @usableFromInline static var maxDepth: Int { 48 }
+    /// Levels kept: a tree of 24 levels would hold more than 4^22 nodes. 24 × 32 bytes stays
+    /// under the 1 KiB that `withUnsafeTemporaryAllocation` keeps on the stack (above it, a
+    /// malloc per iteration).
+    @usableFromInline static var maxDepth: Int { 24 }
     @usableFromInline var node: MapleNode
-    @usableFromInline var lo: UInt64
     @usableFromInline var hi: UInt64
     @usableFromInline var index: Int
     @usableFromInline var end: Int
 
     @inlinable
-    init(node: MapleNode, lo: UInt64, hi: UInt64, index: Int, end: Int) {
+    init(node: MapleNode, hi: UInt64, index: Int, end: Int) {
         self.node = node
-        self.lo = lo
         self.hi = hi
         self.index = index
         self.end = end
