@@ -24,7 +24,8 @@ extension Comparison {
                 for r in rs {
                     var note = ""
                     if let m = r.mapsReadsPerSecond { note = "maps reads/s \(si(m))" }
-                    if let f = r.hostFaultsPerOp { note = String(format: "kernel faults/op %.2f", f) }
+                    if let f = r.hostFaultsPerOp { note = [note, String(format: "kernel faults/op %.2f", f)].filter { !$0.isEmpty }.joined(separator: "; ") }
+                    note = [r.roleLatencyNote, note].filter { !$0.isEmpty }.joined(separator: "; ")
                     let cells = [r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                  r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                  duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),

@@ -56,6 +56,10 @@ public struct Row: Sendable, Codable {
     public var callsPerSecond: Double? = nil
     public var faultsPerSecond: Double? = nil
     public var refusedPerPass: Double? = nil
+    /// Workloads whose workers each time one kind of operation (seed-mix, maps-reader,
+    /// maps-baseline): the fault workers' latency and the call workers' apart.
+    public var faultLatencyNs: LatencySummary? = nil
+    public var callLatencyNs: LatencySummary? = nil
 }
 
 /// How a replayed trace agreed with the model when it was loaded (`replay --check`'s figures).
@@ -152,6 +156,13 @@ public struct Comparison: Sendable, Codable {
                     let calls = cs.compactMap(\.callsPerSecond), faults = cs.compactMap(\.faultsPerSecond)
                     let passes = cs.compactMap(\.replayPasses).reduce(0, +)
                     let refused = cs.compactMap(\.replayErrors).reduce(0, +)
+                    var fh: LatencyHistogram? = nil, ch: LatencyHistogram? = nil
+                    if cs.allSatisfy({ $0.faultHistogram != nil && $0.callHistogram != nil }) {
+                        var f = LatencyHistogram(), c = LatencyHistogram()
+                        for x in cs { f.merge(x.faultHistogram!); c.merge(x.callHistogram!) }
+                        fh = f
+                        ch = c
+                    }
                     group.append(Row(design: d, workload: w, threads: t, opsPerSecond: median(ops),
                                      minOpsPerSecond: ops.min()!, maxOpsPerSecond: ops.max()!, ratioToGlobal: nil,
                                      latencyNs: h.summary, latencyCurve: h.curve, counters: counters,
@@ -161,7 +172,8 @@ public struct Comparison: Sendable, Codable {
                                         : Double(hostFaults.reduce(0, +)) / Double(totalOps),
                                      callsPerSecond: calls.isEmpty ? nil : median(calls),
                                      faultsPerSecond: faults.isEmpty ? nil : median(faults),
-                                     refusedPerPass: passes == 0 ? nil : Double(refused) / Double(passes)))
+                                     refusedPerPass: passes == 0 ? nil : Double(refused) / Double(passes),
+                                     faultLatencyNs: fh?.summary, callLatencyNs: ch?.summary))
                 }
                 if let g = group.first(where: { $0.design == Design.global.rawValue }), g.opsPerSecond > 0 {
                     for i in group.indices { group[i].ratioToGlobal = group[i].opsPerSecond / g.opsPerSecond }

@@ -23,6 +23,14 @@ public func duration(_ ns: UInt64) -> String {
     return "\(ns) ns"
 }
 
+extension Row {
+    /// "faults p99 …, calls p99 …" where the workload times the two kinds apart.
+    public var roleLatencyNote: String {
+        guard let f = faultLatencyNs, let c = callLatencyNs else { return "" }
+        return "faults p99 \(duration(f.p99)), calls p99 \(duration(c.p99))"
+    }
+}
+
 extension Comparison {
     /// The table `faultline compare` prints.
     public func textTable() -> String {
@@ -37,10 +45,11 @@ extension Comparison {
                 for r in rs {
                     var note = ""
                     if let m = r.mapsReadsPerSecond { note = "maps reads/s \(si(m))" }
-                    if let f = r.hostFaultsPerOp { note = String(format: "kernel faults/op %.2f", f) }
+                    if let f = r.hostFaultsPerOp { note = [note, String(format: "kernel faults/op %.2f", f)].filter { !$0.isEmpty }.joined(separator: "; ") }
                     if let c = r.callsPerSecond, let f = r.faultsPerSecond {
                         note = "calls/s \(si(c)), faults/s \(si(f))" + (r.refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")
                     }
+                    note = [r.roleLatencyNote, note].filter { !$0.isEmpty }.joined(separator: "; ")
                     cells.append([r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                   r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                   duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),
@@ -63,7 +72,8 @@ extension Comparison {
     }
 
     public static let csvHeader = "design,workload,threads,rep,seconds,ops,opsPerSecond,p50Ns,p90Ns,p99Ns,p999Ns,maxNs,"
-        + "faults,speculativeSuccesses,aborts,fallbacks,retries,mmapLockWaitNs,vmaLockWaitNs,rangeLockWaitNs,mapsReads,hostFaults"
+        + "faults,speculativeSuccesses,aborts,fallbacks,retries,mmapLockWaitNs,vmaLockWaitNs,rangeLockWaitNs,mapsReads,hostFaults,"
+        + "faultP99Ns,callP99Ns"
 
     /// One line per cell.
     public func csv() -> String {
@@ -78,6 +88,7 @@ extension Comparison {
                 k.map { String($0.fallbacks) } ?? "", k.map { String($0.retries) } ?? "", k.map { String($0.mmapLockWaitNs) } ?? "",
                 k.map { String($0.vmaLockWaitNs) } ?? "", k.map { String($0.rangeLockWaitNs) } ?? "",
                 c.mapsReads.map { String($0) } ?? "", c.hostFaults.map { String($0) } ?? "",
+                c.faultLatencyNs.map { String($0.p99) } ?? "", c.callLatencyNs.map { String($0.p99) } ?? "",
             ]
             out += fields.joined(separator: ",") + "\n"
         }

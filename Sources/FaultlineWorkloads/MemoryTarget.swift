@@ -89,6 +89,8 @@ public struct ModelTarget: MemoryTarget {
 /// The host kernel: real mappings, real page touches, real `/proc/self/maps`.
 public struct HostTarget: MemoryTarget {
     let fds: [Int32]
+    /// maps-reader: ns the reader pauses after each read() of 4 KiB (0: whole reads of 64 KiB).
+    let slowReaderNs: UInt64
 
     @inline(__always)
     public func perform(_ call: MemoryCall) -> SyscallResult { call.runOnHost() }
@@ -106,11 +108,16 @@ public struct HostTarget: MemoryTarget {
         guard fd >= 0 else { return 0 }
         defer { close(fd) }
         var lines = 0
-        var buf = [UInt8](repeating: 0, count: 65536)
+        // A slow reader pauses between reads of a page (about 50 lines): the kernel takes and
+        // drops its locks (or its RCU walk) inside each read(), so the pause holds nothing —
+        // the host cannot pause inside one read as the model's reader does.
+        let pause = slowReaderNs
+        var buf = [UInt8](repeating: 0, count: pause == 0 ? 65536 : 4096)
         while true {
             let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n <= 0 { break }
             for i in 0..<n where buf[i] == 10 { lines += 1 }
+            if pause > 0 { fl_sleep_ns(pause) }
         }
         return lines
     }

@@ -56,7 +56,7 @@ final class WorkerLoop<T: MemoryTarget> {
             case 1: mapNew()
             default: protectAndRemap()
             }
-        case .mapsReader:
+        case .mapsReader, .mapsBaseline:
             if index % 2 == 0 { faultAndDrop(o.bytes / 4) } else { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } }
         case .appLaunch:
             if index % 4 == 3 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launch() }

@@ -9,6 +9,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     case mmap2
     case seedMix = "seed-mix"
     case mapsReader = "maps-reader"
+    case mapsBaseline = "maps-baseline"
     case appLaunch = "app-launch"
     case mallocChurn = "malloc-churn"
     case metis
@@ -24,7 +25,8 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         case .mmap1: "loop: mmap + munmap a private anonymous region, untouched"
         case .mmap2: "loop: mmap + munmap a shared mapping of a file, untouched"
         case .seedMix: "threads round-robin: one faults its own region and re-faults after MADV_DONTNEED, one maps new memory, one mprotects/unmaps/remaps its own block — never overlapping"
-        case .mapsReader: "workers fault (even) and mmap/munmap (odd) beside an extra thread reading /proc/pid/maps of ~500 VMAs continuously (--slow-reader pauses inside the read)"
+        case .mapsReader: "workers fault (even) and mmap/munmap (odd) beside an extra thread reading /proc/pid/maps of ~500 VMAs continuously (--slow-reader pauses inside the read: the model every 32 lines, holding what its reader holds; the host between read() calls of 4 KiB, holding nothing)"
+        case .mapsBaseline: "maps-reader's workers and VMAs with no reader: the baseline its latencies are read against"
         case .appLaunch: "Android-style launch: 3 of 4 threads map a library file and fault its pages in (simulated I/O on a page-cache miss, cache dropped after each pass), 1 of 4 maps and unmaps memory"
         case .mallocChurn: "jemalloc-style arenas: write a random page of a 4 MiB chunk, purge 64 KiB with MADV_DONTNEED every 16 writes, replace the chunk every 256"
         case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
@@ -36,14 +38,14 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         switch self {
         case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
         case .mmap1, .mmap2: "mmap+munmap pairs"
-        case .seedMix, .mapsReader, .appLaunch, .mallocChurn: "operations (faults and calls)"
+        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn: "operations (faults and calls)"
         }
     }
 
     /// Whether the host kernel runs it too (the `host` column).
     public var runsOnHost: Bool {
         switch self {
-        case .pageFault1, .pageFault2, .pageFault3, .mmap1, .mmap2, .seedMix: true
+        case .pageFault1, .pageFault2, .pageFault3, .mmap1, .mmap2, .seedMix, .mapsReader, .mapsBaseline: true
         default: false
         }
     }
@@ -52,12 +54,30 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     /// copies), before the allowance for frames waiting for a grace period.
     var sizeMultiple: Double {
         switch self {
-        case .pageFault1, .seedMix, .mapsReader: 1
+        case .pageFault1, .seedMix, .mapsReader, .mapsBaseline: 1
         case .pageFault2: 2
         case .pageFault3, .appLaunch: 1
         case .mmap1, .mmap2: 0.05
         case .mallocChurn: 0.1
         case .metis: 0.25
+        }
+    }
+}
+
+/// What a worker's timed operations are, where a workload gives its workers one kind each.
+public enum WorkerRole: Sendable {
+    case faults
+    case calls
+}
+
+extension Workload {
+    /// The kind of operation worker `i` times, or nil where its operations are of both kinds
+    /// or the workload has one kind only (then the overall latency says it all).
+    public func role(ofWorker i: Int) -> WorkerRole? {
+        switch self {
+        case .seedMix: i % 3 == 0 ? .faults : .calls
+        case .mapsReader, .mapsBaseline: i % 2 == 0 ? .faults : .calls
+        default: nil
         }
     }
 }

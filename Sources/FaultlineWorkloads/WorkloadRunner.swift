@@ -30,6 +30,12 @@ public struct CellResult: Sendable, Codable {
     public var hostFaults: UInt64?
     /// The merged histogram (kept in memory to merge repetitions; not serialised).
     public var histogram = LatencyHistogram()
+    /// Workloads whose workers each do one kind of operation (`Workload.role`): the latency of
+    /// the fault workers' operations and of the call workers' apart, and their histograms.
+    public var faultLatencyNs: LatencySummary? = nil
+    public var callLatencyNs: LatencySummary? = nil
+    public var faultHistogram: LatencyHistogram? = nil
+    public var callHistogram: LatencyHistogram? = nil
     /// Timed trace replay: calls the model refused (threads replay without order between them).
     public var replayErrors: UInt64? = nil
     /// Timed trace replay: measured passes over the trace.
@@ -59,6 +65,7 @@ public struct CellResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
+        case faultLatencyNs, callLatencyNs
     }
 }
 
@@ -135,7 +142,7 @@ public enum WorkloadRunner {
             fds.append(fd)
         }
         defer { for fd in fds { close(fd) } }
-        var r = run(HostTarget(fds: fds), o, name: "host", rep: rep, faults: { Self.processFaults() }) { nil }
+        var r = run(HostTarget(fds: fds, slowReaderNs: o.slowReaderNs), o, name: "host", rep: rep, faults: { Self.processFaults() }) { nil }
         if r.hostFaults == nil { r.hostFaults = 0 }
         return r
     }
@@ -150,7 +157,7 @@ public enum WorkloadRunner {
         let withReader = o.workload == .mapsReader
         let parties = n + (withReader ? 1 : 0)
         let state = RunState(workers: parties)
-        if withReader { populateManyVMAs(target) }
+        if withReader || o.workload == .mapsBaseline { populateManyVMAs(target) }
         let box = Shared(target)
         let cpus = Threads.availableCPUs
         let threads = (0..<parties).map { i in
@@ -181,12 +188,23 @@ public enum WorkloadRunner {
         for t in threads { Threads.join(t) }
         var h = LatencyHistogram()
         for i in 0..<n { h.merge(state.hists[i]) }
+        var byRole: [WorkerRole: LatencyHistogram] = [:]
+        for i in 0..<n {
+            guard let role = o.workload.role(ofWorker: i) else { continue }
+            byRole[role, default: LatencyHistogram()].merge(state.hists[i])
+        }
         let secs = Double(t1 - t0) / 1e9
         let ops = ops1 &- ops0
         var r = CellResult(design: name, workload: o.workload.rawValue, threads: n, rep: rep, seconds: secs, ops: ops,
                            opsPerSecond: Double(ops) / secs, latencyNs: h.summary, latencyCurve: h.curve,
                            counters: nil, mapsReads: withReader ? reads1 &- reads0 : nil)
         r.histogram = h
+        if let f = byRole[.faults], let c = byRole[.calls] {
+            r.faultHistogram = f
+            r.callHistogram = c
+            r.faultLatencyNs = f.summary
+            r.callLatencyNs = c.summary
+        }
         if let c0, let c1 { r.counters = c1 - c0 }
         if let f0, let f1 { r.hostFaults = f1 &- f0 }
         return r

@@ -67,22 +67,38 @@ struct WorkloadTests {
                 #expect(c.faults == 0)
             case .mapsReader:
                 #expect((r.mapsReads ?? 0) > 0 && c.mapsVMAs > 0)
+            case .mapsBaseline:
+                // The same workers and VMAs, no reader.
+                #expect(r.mapsReads == nil && c.mapsVMAs == 0 && c.faults > 0)
             case .appLaunch:
                 #expect(c.majorFaults > 0 && c.retries > 0)
             case .seedMix, .mallocChurn:
                 #expect(c.faults > 0)
             }
             if d == .perVMA && [.pageFault1, .seedMix, .metis].contains(workload) { #expect(c.locklessSuccesses > 0) }
+            // Workers with one kind of operation each: faults and calls timed apart, and the
+            // two together are every sample.
+            if workload.role(ofWorker: 0) != nil {
+                let f = r.faultLatencyNs!, k = r.callLatencyNs!
+                #expect(f.samples > 0 && k.samples > 0 && f.samples + k.samples == r.latencyNs.samples)
+            } else {
+                #expect(r.faultLatencyNs == nil && r.callLatencyNs == nil)
+            }
         }
         // Final state: every frame, VMA and page table came back.
         #expect(system.frames.framesInUse == 0)
         #expect(system.liveVMAs == 0 && system.livePageTables == 0)
     }
 
-    @Test(arguments: [Workload.pageFault1, .mmap1, .seedMix])
+    @Test(arguments: [Workload.pageFault1, .mmap1, .seedMix, .mapsReader, .mapsBaseline])
     func theHostRunsTheSameLoop(workload: Workload) {
-        let r = WorkloadRunner.runHost(options: smallOptions(workload))
+        var o = smallOptions(workload)
+        // The host's slow reader pauses between reads of a page of maps.
+        if workload == .mapsReader { o.slowReaderNs = 50_000 }
+        let r = WorkloadRunner.runHost(options: o)
         #expect(r.design == "host" && r.ops > 0 && r.counters == nil)
+        #expect(((r.mapsReads ?? 0) > 0) == (workload == .mapsReader))
+        #expect((r.faultLatencyNs != nil) == (workload.role(ofWorker: 0) != nil))
         if workload == .pageFault1 {
             // Anonymous memory: one kernel fault per page written.
             let f = Double(r.hostFaults!) / Double(r.ops)
@@ -107,14 +123,20 @@ struct ReportTests {
     @Test
     func rowsAggregateTheRepetitions() {
         let c = Self.comparison
-        // host skips maps-reader: 2 reps × (3 × 2 + 3 × 2 + 2 × 2) cells.
-        #expect(c.cells.count == 2 * (6 + 6 + 4))
-        #expect(c.rows.count == 16)
+        // 2 reps × 3 workloads × 3 columns × 2 thread counts.
+        #expect(c.cells.count == 2 * 18)
+        #expect(c.rows.count == 18)
         let g = c.rows.first { $0.design == "global" && $0.workload == "page_fault1" && $0.threads == 2 }!
         #expect(g.ratioToGlobal == 1)
         #expect(g.minOpsPerSecond <= g.opsPerSecond && g.opsPerSecond <= g.maxOpsPerSecond)
         #expect(c.rows.first { $0.design == "host" && $0.workload == "mmap1" }!.hostFaultsPerOp != nil)
         #expect(c.textTable().contains("page_fault1, 2 threads"))
+        // maps-reader's fault and call workers are timed apart, host and model alike.
+        for d in ["host", "global", "per-vma"] {
+            let r = c.rows.first { $0.design == d && $0.workload == "maps-reader" && $0.threads == 2 }!
+            #expect(r.faultLatencyNs != nil && r.callLatencyNs != nil && r.mapsReadsPerSecond != nil, "\(d)")
+            #expect(c.textTable().contains(r.roleLatencyNote))
+        }
     }
 
     @Test
