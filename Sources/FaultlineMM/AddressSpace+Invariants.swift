@@ -58,7 +58,7 @@ extension AddressSpace {
             prevEnd = e
             if tree.lookup(s) != v || tree.lookup(e - 1) != v { problems.append("\(where_): tree does not map its range to it") }
             if v.pointee.detached.load(ordering: .relaxed) { problems.append("\(where_): in the tree but marked detached") }
-            if let file = v.vmFile, file.iMmapOwner(v) !== self { problems.append("\(where_): not in its file's i_mmap") }
+            if let file = v.vmFile, let p = file.iMmapProblem(v, self) { problems.append("\(where_): \(p)") }
             if v.pointee.lock.isLocked { problems.append("\(where_): VMA lock held at rest") }
             if v.pointee.seq.isWriting { problems.append("\(where_): VMA sequence count odd at rest") }
             // Only per-VMA locks mark (`mm_lock_seq` never moves otherwise, and a VMA starts

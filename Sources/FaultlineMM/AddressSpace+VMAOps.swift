@@ -47,16 +47,18 @@ extension AddressSpace {
         let n = vmaDup(v)
         let delta = (addr - v.vmStart) >> Linux.pageShift
         vmaStartWrite(v)
-        if newBelow {
-            n.setBounds(v.vmStart, addr)
-            vmaSetRange(v, start: addr, end: v.vmEnd, pgoff: v.vmPgoff + delta)
-        } else {
-            n.setBounds(addr, v.vmEnd)
-            n.setPgoff(v.vmPgoff + delta)
-            vmaSetRange(v, start: v.vmStart, end: addr, pgoff: v.vmPgoff)
+        return withIMmapWrite(v.vmFile) {
+            if newBelow {
+                n.setBounds(v.vmStart, addr)
+                vmaSetRange(v, start: addr, end: v.vmEnd, pgoff: v.vmPgoff + delta, iMmapHeld: true)
+            } else {
+                n.setBounds(addr, v.vmEnd)
+                n.setPgoff(v.vmPgoff + delta)
+                vmaSetRange(v, start: v.vmStart, end: addr, pgoff: v.vmPgoff, iMmapHeld: true)
+            }
+            vmaLink(n, iMmapHeld: true)
+            return n
         }
-        vmaLink(n)
-        return n
     }
 
     /// `split_vma()`: with the map-count check.
@@ -65,9 +67,10 @@ extension AddressSpace {
         return .success(splitVMA(v, at: addr, newBelow: newBelow))
     }
 
-    /// Removes a VMA that a merge absorbed; freed after a grace period.
+    /// Removes a VMA that a merge absorbed; freed after a grace period. The merge holds the
+    /// file's i_mmap lock (`withIMmapWrite`).
     func removeMerged(_ v: VMARef) {
-        vmaUnlink(v)
+        vmaUnlink(v, iMmapHeld: true)
         vmaFreeDeferred([v])
     }
 
@@ -110,9 +113,11 @@ extension AddressSpace {
             let newEnd = n.vmEnd
             inheritAnon(p, from: n)
             keepSticky(p, c.flags.union(n.vmFlags))
-            removeMerged(n)
-            vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff)
-            return p
+            return withIMmapWrite(p.vmFile) {
+                removeMerged(n)
+                vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff, iMmapHeld: true)
+                return p
+            }
         }
         if left, let p = prev {
             if c.anonVMA != 0 && p.anonVMA == 0 { vmaStartWrite(p); setAnonVMA(p, c.anonVMA, chain: 1) }
@@ -163,32 +168,38 @@ extension AddressSpace {
             inheritAnon(p, from: v)
             inheritAnon(p, from: n)
             keepSticky(p, newFlags.union(n.vmFlags))
-            removeMerged(v)
-            removeMerged(n)
-            vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff)
-            return .success(p)
+            return withIMmapWrite(v.vmFile) {
+                removeMerged(v)
+                removeMerged(n)
+                vmaSetRange(p, start: p.vmStart, end: newEnd, pgoff: p.vmPgoff, iMmapHeld: true)
+                return .success(p)
+            }
         }
         if mergeLeft, let p = prev {
             inheritAnon(p, from: v)
             keepSticky(p, newFlags)
-            if rightSide {
-                removeMerged(v)
-            } else {
-                vmaSetRange(v, start: end, end: v.vmEnd, pgoff: v.vmPgoff + pglen)
+            return withIMmapWrite(v.vmFile) {
+                if rightSide {
+                    removeMerged(v)
+                } else {
+                    vmaSetRange(v, start: end, end: v.vmEnd, pgoff: v.vmPgoff + pglen, iMmapHeld: true)
+                }
+                vmaSetRange(p, start: p.vmStart, end: end, pgoff: p.vmPgoff, iMmapHeld: true)
+                return .success(p)
             }
-            vmaSetRange(p, start: p.vmStart, end: end, pgoff: p.vmPgoff)
-            return .success(p)
         }
         if mergeRight, let n = next {
             inheritAnon(n, from: v)
             keepSticky(n, newFlags)
-            if leftSide {
-                removeMerged(v)
-            } else {
-                vmaSetRange(v, start: v.vmStart, end: start, pgoff: v.vmPgoff)
+            return withIMmapWrite(v.vmFile) {
+                if leftSide {
+                    removeMerged(v)
+                } else {
+                    vmaSetRange(v, start: v.vmStart, end: start, pgoff: v.vmPgoff, iMmapHeld: true)
+                }
+                vmaSetRange(n, start: start, end: n.vmEnd, pgoff: pgoff, iMmapHeld: true)
+                return .success(n)
             }
-            vmaSetRange(n, start: start, end: n.vmEnd, pgoff: pgoff)
-            return .success(n)
         }
         // No merge: split off what stays as it was.
         if v.vmStart < start {

@@ -417,26 +417,28 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
-    /// Inserts a VMA (`vma_link`).
-    func vmaLink(_ v: VMARef) {
+    /// Inserts a VMA (`vma_link`). `iMmapHeld`: the caller holds the file's i_mmap lock for
+    /// write (a split or merge, `withIMmapWrite`).
+    func vmaLink(_ v: VMARef, iMmapHeld: Bool = false) {
         vmaStartWrite(v)
         tree.store(v.vmStart, v.vmEnd, v)
         vmaMarkAttached(v)
         mapCountWord.wrappingAdd(1, ordering: .relaxed)
-        v.vmFile?.iMmapLink(v, self)
+        v.vmFile?.iMmapLink(v, self, held: iMmapHeld)
     }
 
     /// Removes a VMA from the tree (`vma_mark_detached`); the caller frees it.
-    func vmaUnlink(_ v: VMARef) {
+    func vmaUnlink(_ v: VMARef, iMmapHeld: Bool = false) {
         vmaStartWrite(v)
-        v.vmFile?.iMmapUnlink(v)
+        v.vmFile?.iMmapUnlink(v, held: iMmapHeld)
         tree.store(v.vmStart, v.vmEnd, nil)
         vmaMarkDetached(v)
         mapCountWord.wrappingSubtract(1, ordering: .relaxed)
     }
 
-    /// Changes a linked VMA's bounds (and pgoff), keeping the tree in step.
-    func vmaSetRange(_ v: VMARef, start: UInt64, end: UInt64, pgoff: UInt64) {
+    /// Changes a linked VMA's bounds (and pgoff), keeping the VMA tree and the file's i_mmap
+    /// in step.
+    func vmaSetRange(_ v: VMARef, start: UInt64, end: UInt64, pgoff: UInt64, iMmapHeld: Bool = false) {
         vmaStartWrite(v)
         let os = v.vmStart
         let oe = v.vmEnd
@@ -444,11 +446,23 @@ public final class AddressSpace: @unchecked Sendable {
         if end < oe { tree.store(end, oe, nil) }
         // A truncation reads the range under i_mmap's lock.
         let file = v.vmFile
-        file?.iMmapLock.lockWrite()
+        let lock = MMFile.mustLock(held: iMmapHeld)
+        if lock { file?.iMmapLock.lockWrite() }
         v.setBounds(start, end)
         v.setPgoff(pgoff)
-        file?.iMmapLock.unlockWrite()
+        if file != nil { file!.iMmap.update(v) }
+        if lock { file?.iMmapLock.unlockWrite() }
         tree.store(start, end, v)
+    }
+
+    /// `vma_prepare()` … `vma_complete()` for a file's VMAs: `body` changes, links and unlinks
+    /// them (passing `iMmapHeld: true`) with the file's i_mmap lock held for write throughout,
+    /// so a truncation sees the ranges before or after, never between.
+    func withIMmapWrite<T>(_ file: MMFile?, _ body: () -> T) -> T {
+        let f = MMFile._brokenIMmapSections ? nil : file
+        f?.iMmapLock.lockWrite()
+        defer { f?.iMmapLock.unlockWrite() }
+        return body()
     }
 
     /// VMAs intersecting `[start, end)`, in order (writer side).

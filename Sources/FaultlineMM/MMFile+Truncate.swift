@@ -12,31 +12,49 @@ import Synchronization
 //   mapping is gone), and the new pages read as zeros.
 //
 // Linux links a VMA into i_mmap and changes its range inside one i_mmap_lock_write section
-// per split or merge (vma_prepare .. vma_complete); the model takes the lock per link, unlink
-// and range change, so a truncation running at the same moment as a split could miss the
-// part being moved. Nothing truncates concurrently with splits yet; the reverse map of issue
-// 16 (reclaim) must close that window.
+// per split or merge (vma_prepare .. vma_complete), so that a truncation never sees a moment
+// where pages of the file are mapped by a VMA it cannot find. The model does the same: a
+// split or merge takes the file's `iMmapLock` for write around all its range changes, links
+// and unlinks (`AddressSpace.withIMmapWrite`); a lone link or unlink takes it itself.
 
 extension MMFile {
-    /// `vma_link_file()`: `v`, a VMA of `mm`, maps this file.
-    func iMmapLink(_ v: VMARef, _ mm: AddressSpace) {
-        iMmapLock.lockWrite()
-        iMmap[v] = Unmanaged.passUnretained(mm)
-        iMmapLock.unlockWrite()
+    /// Broken on purpose, for the control that shows the race test can fail: a split or merge
+    /// takes the i_mmap lock per link, unlink and range change (as the model did before),
+    /// not once around them all.
+    @_spi(Testing) nonisolated(unsafe) public static var _brokenIMmapSections = false
+
+    /// Whether a call made inside `withIMmapWrite` must take the lock itself.
+    @inline(__always)
+    static func mustLock(held: Bool) -> Bool { !held || _brokenIMmapSections }
+
+    /// `vma_link_file()`: `v`, a VMA of `mm`, maps this file. `held`: the caller holds
+    /// `iMmapLock` for write.
+    func iMmapLink(_ v: VMARef, _ mm: AddressSpace, held: Bool = false) {
+        let lock = Self.mustLock(held: held)
+        if lock { iMmapLock.lockWrite() }
+        iMmap.insert(v, mm)
+        if lock { iMmapLock.unlockWrite() }
     }
 
     /// `unlink_file_vma()`.
-    func iMmapUnlink(_ v: VMARef) {
-        iMmapLock.lockWrite()
-        iMmap.removeValue(forKey: v)
-        iMmapLock.unlockWrite()
+    func iMmapUnlink(_ v: VMARef, held: Bool = false) {
+        let lock = Self.mustLock(held: held)
+        if lock { iMmapLock.lockWrite() }
+        iMmap.remove(v)
+        if lock { iMmapLock.unlockWrite() }
     }
 
-    /// The address space `v` is linked into i_mmap with (for the invariant checks).
-    func iMmapOwner(_ v: VMARef) -> AddressSpace? {
+    /// What is wrong with `v`'s place in i_mmap, if anything: linked with `mm`, over the file
+    /// pages the VMA maps now.
+    func iMmapProblem(_ v: VMARef, _ mm: AddressSpace) -> String? {
         iMmapLock.lockRead()
         defer { iMmapLock.unlockRead() }
-        return iMmap[v]?.takeUnretainedValue()
+        guard let node = iMmap.nodes[v] else { return "not in its file's i_mmap" }
+        let e = node.pointee.payload
+        if e.mm.takeUnretainedValue() !== mm { return "in its file's i_mmap under another address space" }
+        let (first, last) = VMAIntervalTree.pages(of: v)
+        if e.first != first || e.last != last { return "i_mmap has file pages \(e.first)–\(e.last), the VMA maps \(first)–\(last)" }
+        return nil
     }
 
     /// VMAs mapping the file now (for checks).
@@ -44,6 +62,14 @@ extension MMFile {
         iMmapLock.lockRead()
         defer { iMmapLock.unlockRead() }
         return iMmap.count
+    }
+
+    /// The interval tree's own invariants, and each node's range its VMA's (for checks: call
+    /// with no split or merge of the file's VMAs running).
+    public func _checkIMmap() {
+        iMmapLock.lockRead()
+        defer { iMmapLock.unlockRead() }
+        iMmap._checkInvariants()
     }
 
     /// `do_truncate()` → `truncate_setsize()`: sets the size to `newSize`. ENOSPC when it is
@@ -77,16 +103,17 @@ extension MMFile {
     /// `unmap_mapping_range()` over file pages `pages`; without `evenCows` a private VMA's
     /// copies of them stay.
     func unmapMappingRange(pages: Range<UInt64>, evenCows: Bool) {
+        guard !pages.isEmpty else { return }
         iMmapLock.lockRead()
-        for (v, owner) in iMmap {
+        iMmap.forEachOverlap(pages.lowerBound, pages.upperBound - 1) { v, owner in
             let pgoff = v.vmPgoff
             let vmaPages = (v.vmEnd &- v.vmStart) >> Linux.pageShift
             let lo = max(pages.lowerBound, pgoff)
             let hi = min(pages.upperBound, pgoff &+ vmaPages)
-            guard lo < hi else { continue }
+            guard lo < hi else { return }
             let start = v.vmStart &+ (lo &- pgoff) << Linux.pageShift
             let end = v.vmStart &+ (hi &- pgoff) << Linux.pageShift
-            owner.takeUnretainedValue().unmapMappingRange(v, start, end, fileOnly: !evenCows)
+            owner.unmapMappingRange(v, start, end, fileOnly: !evenCows)
         }
         iMmapLock.unlockRead()
     }

@@ -40,9 +40,9 @@ public final class MMFile: @unchecked Sendable {
     /// `i_mmap_rwsem`: truncation walks `iMmap` for read; linking, unlinking and resizing a
     /// VMA of the file take it for write.
     let iMmapLock = RWSemaphore()
-    /// `i_mmap`: the VMAs mapping the file, each with its address space (a dictionary, not
-    /// Linux's interval tree: truncation visits every VMA of the file and skips those below).
-    var iMmap: [VMARef: Unmanaged<AddressSpace>] = [:]
+    /// `i_mmap`: the VMAs mapping the file, each with its address space, in an interval tree
+    /// over file pages (truncation and hole punching visit only the VMAs that map the pages).
+    var iMmap = VMAIntervalTree()
 
     static let inodes = Atomic<UInt64>(1000)
 
@@ -103,6 +103,7 @@ public final class MMFile: @unchecked Sendable {
     }
 
     deinit {
+        iMmap.removeAll()
         for c in 0..<chunkCount {
             guard let t = chunk(c) else { continue }
             for i in 0..<slotsInChunk(c) {
