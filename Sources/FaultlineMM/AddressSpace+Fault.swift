@@ -89,10 +89,38 @@ public enum FaultStage: Sendable {
 enum FaultOutcome {
     case done
     case error(FaultError)
-    /// The page is not cached and reading it takes time: drop locks, read, retry
-    /// (`VM_FAULT_RETRY`).
-    case needIO(MMFile, UInt64)
+    /// I/O to start with the fault's locks dropped, then retry (`VM_FAULT_RETRY`).
+    case needIO(FaultIO)
     case abort(AbortReason)
+}
+
+/// What a fault that returned `needIO` does with its locks dropped (`fpin =
+/// maybe_unlock_mmap_for_io()` in filemap_fault), before it is retried.
+@usableFromInline
+struct FaultIO {
+    @usableFromInline let file: MMFile
+    @usableFromInline let index: UInt64
+    /// nil: the page is not cached — read around it and wait (`do_sync_mmap_readahead`);
+    /// else the page was found marked PG_readahead (mark cleared) in a folio of this order —
+    /// start reading the next window (`do_async_mmap_readahead`), no wait.
+    @usableFromInline let asyncOrder: Int?
+
+    @usableFromInline
+    init(file: MMFile, index: UInt64, asyncOrder: Int?) {
+        self.file = file
+        self.index = index
+        self.asyncOrder = asyncOrder
+    }
+
+    /// False when out of frames for the faulting page itself.
+    @usableFromInline
+    func perform() -> Bool {
+        if let order = asyncOrder {
+            file.asyncReadahead(index, order: order)
+            return true
+        }
+        return file.readAround(index)
+    }
 }
 
 /// How `installPTE` ended. Only `installed` changed the page table: callers account for
@@ -320,14 +348,16 @@ extension AddressSpace {
             let readsAround = file.readaheadPages > 1 && !file.isShmem && !s.flags.contains(.randRead)
             if file.ioLatencyNs > 0 || readsAround {
                 guard v.mayWaitForIO else { return .abort(.lockContended) }
-                return .needIO(file, index)
+                return .needIO(FaultIO(file: file, index: index, asyncOrder: nil))
             }
             guard let f = file.readPage(index) else { return .error(.oom) }
             cached = f
         } else if !s.flags.contains(.randRead) {
             // do_async_mmap_readahead() -> page_cache_async_ra(): a fault that finds the folio
             // marked PG_readahead (= PG_reclaim) clears it and reads the next window ahead,
-            // unless the VMA is MADV_RANDOM.
+            // unless the VMA is MADV_RANDOM. Linux drops the fault's lock (mmap_lock or the
+            // VMA lock) to start that I/O and retries the fault, which then finds the page
+            // unmarked; a path that may not drop its lock (a speculative fault) reads inline.
             let meta = frames.page(cached!)
             if meta.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.reclaim != 0 {
                 let order = meta.pointee.folioOrder
@@ -336,7 +366,12 @@ extension AddressSpace {
                         if let g = file.cachedPage(i) { frames.page(g).pointee.flags.bitwiseAnd(~PageMeta.Flag.reclaim, ordering: .relaxed) }
                     }
                 }
-                file.asyncReadahead(index & ~((1 << UInt64(order)) - 1), order: order)
+                let start = index & ~((1 << UInt64(order)) - 1)
+                if v.mayWaitForIO {
+                    frames.put(cached!)
+                    return .needIO(FaultIO(file: file, index: start, asyncOrder: order))
+                }
+                file.asyncReadahead(start, order: order)
             }
         }
         let cf = cached!

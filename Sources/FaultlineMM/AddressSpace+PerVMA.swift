@@ -97,11 +97,11 @@ extension AddressSpace {
         case .error(let e):
             count(.vmaLockSuccess)
             return .finished(.failure(e))
-        case .needIO(let file, let index):
+        case .needIO(let io):
             count(.retries)
             count(.majorFaults)
             count(.vmaLockRetry)
-            guard file.readAround(index) else { return .finished(.failure(.oom)) }
+            guard io.perform() else { return .finished(.failure(.oom)) }
             return .retry(waitedForIO: true)
         case .abort(let r):
             countAbort(r)

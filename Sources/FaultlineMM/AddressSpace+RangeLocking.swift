@@ -82,10 +82,10 @@ extension AddressSpace {
                 return .success(())
             case .error(let e):
                 return .failure(e)
-            case .needIO(let file, let index):
+            case .needIO(let io):
                 count(.retries)
                 count(.majorFaults)
-                guard file.readAround(index) else { return .failure(.oom) }
+                guard io.perform() else { return .failure(.oom) }
             case .abort(let r):
                 countAbort(r)
                 count(.fallbacks)

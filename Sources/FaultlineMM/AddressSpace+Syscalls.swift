@@ -303,11 +303,11 @@ extension AddressSpace {
             case .error(let e):
                 mmapLock.unlockRead()
                 return .failure(e)
-            case .needIO(let file, let index):
+            case .needIO(let io):
                 mmapLock.unlockRead()
                 count(.retries)
                 count(.majorFaults)
-                guard file.readAround(index) else { return .failure(.oom) }
+                guard io.perform() else { return .failure(.oom) }
                 mmapLock.lockRead()
             case .abort:
                 continue
@@ -380,10 +380,10 @@ extension AddressSpace {
                         switch faultCore(VMASnapshot(vma), a, kind, LockedFault()) {
                         case .done: done = true
                         case .abort: continue
-                        case .needIO(let file, let index):
+                        case .needIO(let io):
                             // Populate may wait with the lock held (GUP without FOLL_UNLOCKABLE).
                             // Out of frames the page never comes: the fault's OOM.
-                            if !file.readAround(index) {
+                            if !io.perform() {
                                 if mode == .mapPopulate { a = stop; continue nextVMA }
                                 return .failure(.ENOMEM)
                             }

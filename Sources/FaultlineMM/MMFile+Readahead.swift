@@ -40,6 +40,7 @@ extension MMFile {
     public func asyncReadahead(_ index: UInt64, order folioOrder: Int) {
         let maxPages = UInt64(readaheadPages)
         guard maxPages > 1, !isShmem else { return }
+        asyncReadaheadHook?()
         raLock.lock()
         var r = ra
         let expected = (r.start &+ r.size &- r.asyncSize) & ~((1 << UInt64(folioOrder)) - 1)

@@ -56,6 +56,8 @@ public final class MMFile: @unchecked Sendable {
     /// `struct file_ra_state` (Linux keeps one per open file; the model one per file, shared
     /// by its mappings): the current window and the order its folios were read at.
     var ra = ReadaheadState()
+    /// Called as a fault starts an async readahead (tests: which locks are held then).
+    @_spi(Testing) public var asyncReadaheadHook: (() -> Void)?
     let raLock = SpinLock()
 
     /// - Parameters:

@@ -23,7 +23,7 @@ struct Calibrate: ParsableCommand {
     var design: String = Design.perVMA615.rawValue
 
     @Option(parsing: .upToNextOption, help: "Workloads that run on the host too.")
-    var workloads: [String] = ["page_fault1", "page_fault2", "page_fault3", "mmap1", "seed-mix"]
+    var workloads: [String] = ["page_fault1", "page_fault2", "page_fault3", "mmap1", "seed-mix", "maps-reader"]
 
     @Option(help: "Thread counts, comma-separated (default: 1 and the CPUs available).")
     var threads: String?

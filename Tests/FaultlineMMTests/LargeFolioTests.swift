@@ -1,4 +1,4 @@
-import FaultlineMM
+@_spi(Testing) import FaultlineMM
 import Testing
 
 /// Readahead in large folios and mapping them whole (6.18), against what the host did: a
@@ -49,6 +49,37 @@ struct LargeFolioTests {
     @Test("A read pass takes one fault per 16 small pages and one per large folio: 468, as the host")
     func reads() {
         #expect(pass(write: false).faults == 468)
+    }
+
+    /// filemap_fault() drops the fault's lock for do_async_mmap_readahead() and retries
+    /// (`fpin` → VM_FAULT_RETRY): with mmap_lock (global) and with the VMA lock (per-vma-6.15)
+    /// nothing of the fault is held while the next window is read, each window costs the
+    /// fault that found the mark one retry, and the fault count stays the host's. (A
+    /// speculative fault may not drop what it holds and would read inline; spf-vmaseq takes
+    /// shared file faults under mmap_lock, so it drops the lock as well.)
+    @Test("The async readahead runs with the fault's lock dropped, then the fault retries",
+          arguments: [Design.global, .perVMA615, .spfVMASeq])
+    func asyncReadaheadDropsTheLock(_ d: Design) {
+        let system = MMSystem(frames: Self.pages + 4096)
+        let mm = AddressSpace(system: system, design: d)
+        let file = system.makeFile(path: "/pf3", size: UInt64(Self.pages) * Linux.pageSize)
+        file.readaheadPages = 2048
+        var windows = 0
+        var heldMmapLock = 0
+        file.asyncReadaheadHook = {
+            windows += 1
+            if mm.mmapLock.tryLockWrite() { mm.mmapLock.unlockWrite() } else { heldMmapLock += 1 }
+        }
+        let len = UInt64(Self.pages) * Linux.pageSize
+        let base = mm.mmap(0, len, [.read, .write], [.shared], file: file, offset: 0).must()
+        let before = mm.designCounters
+        for p in 0..<UInt64(Self.pages) { #expect(mm.store(base + p * Linux.pageSize, 1).succeeded) }
+        let c = mm.designCounters - before
+        // One window of 2048 read around the first fault, then one async window per 2048.
+        #expect(windows == 15 || windows == 16, "\(windows) windows")
+        #expect(c.faults == 2772)
+        #expect(heldMmapLock == 0)
+        #expect(c.retries == UInt64(1 + windows) && c.majorFaults == c.retries)
     }
 
     @Test("Without readahead every page is its own folio and its own fault")
