@@ -259,8 +259,29 @@ struct RWSemaphoreTests {
                 }
             }
         }
-        #expect(stats.sum(RWSemStat.writeAcquired.rawValue) == 1500)
-        #expect(stats.sum(RWSemStat.readAcquired.rawValue) == 4500)
+        // A contention that does not depend on the scheduler: one thread holds the lock for
+        // write until the other two have said they are about to take it for read, and a while
+        // after (under ASan on a loaded 2-core box the loop above can run its threads one at a
+        // time: CI at 8d7a4da counted no contention).
+        let phase = Shared(UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: 1))
+        phase.value.initialize(to: Atomic(0))
+        defer { phase.value.deallocate() }
+        Threads.run(3) { t in
+            if t == 0 {
+                s.lockWrite()
+                phase.value.pointee.store(1, ordering: .releasing)
+                while phase.value.pointee.load(ordering: .acquiring) < 3 { fl_yield() }
+                fl_sleep_ns(20_000_000)
+                s.unlockWrite()
+            } else {
+                while phase.value.pointee.load(ordering: .acquiring) < 1 { fl_yield() }
+                phase.value.pointee.wrappingAdd(1, ordering: .acquiringAndReleasing)
+                s.lockRead()
+                s.unlockRead()
+            }
+        }
+        #expect(stats.sum(RWSemStat.writeAcquired.rawValue) == 1501)
+        #expect(stats.sum(RWSemStat.readAcquired.rawValue) == 4502)
         let contended = stats.sum(RWSemStat.readContended.rawValue) + stats.sum(RWSemStat.writeContended.rawValue)
         let waited = stats.sum(RWSemStat.readWaitNs.rawValue) + stats.sum(RWSemStat.writeWaitNs.rawValue)
         #expect(contended > 0)
