@@ -11,7 +11,7 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "Bytes per thread, in MiB (will-it-scale: 128).")
     var size: Double = 128
 
-    @Option(help: "maps-reader: µs the reader pauses every 32 lines inside its read (0: none).")
+    @Option(help: "maps-reader: µs the reader pauses: the model's every 32 lines inside its read, the host's between read()s of 4 KiB (0: none).")
     var slowReader: Double = 0
 
     @Option(help: "How the model reads maps in maps-reader: locked or lockless (default: each design's natural form).")
