@@ -66,10 +66,13 @@ struct LargeFolioTests {
         file.readaheadPages = 2048
         var windows = 0
         var heldMmapLock = 0
-        file.asyncReadaheadHook = {
+        // Weakly: the address space holds the file, which holds the hook (a cycle, a leak).
+        file.asyncReadaheadHook = { [weak mm] in
+            guard let mm else { return }
             windows += 1
             if mm.mmapLock.tryLockWrite() { mm.mmapLock.unlockWrite() } else { heldMmapLock += 1 }
         }
+        defer { file.asyncReadaheadHook = nil }
         let len = UInt64(Self.pages) * Linux.pageSize
         let base = mm.mmap(0, len, [.read, .write], [.shared], file: file, offset: 0).must()
         let before = mm.designCounters
