@@ -446,12 +446,12 @@ public final class AddressSpace: @unchecked Sendable {
         if end < oe { tree.store(end, oe, nil) }
         // A truncation reads the range under i_mmap's lock.
         let file = v.vmFile
-        let lock = MMFile.mustLock(held: iMmapHeld)
-        if lock { file?.iMmapLock.lockWrite() }
+        let lock = file?.mustLock(held: iMmapHeld) ?? false
+        if lock { file!.iMmapLock.lockWrite() }
         v.setBounds(start, end)
         v.setPgoff(pgoff)
-        if file != nil { file!.iMmap.update(v) }
-        if lock { file?.iMmapLock.unlockWrite() }
+        file?.iMmap.update(v)
+        if lock { file!.iMmapLock.unlockWrite() }
         tree.store(start, end, v)
     }
 
@@ -459,7 +459,7 @@ public final class AddressSpace: @unchecked Sendable {
     /// them (passing `iMmapHeld: true`) with the file's i_mmap lock held for write throughout,
     /// so a truncation sees the ranges before or after, never between.
     func withIMmapWrite<T>(_ file: MMFile?, _ body: () -> T) -> T {
-        let f = MMFile._brokenIMmapSections ? nil : file
+        let f = file?._brokenIMmapSections == true ? nil : file
         f?.iMmapLock.lockWrite()
         defer { f?.iMmapLock.unlockWrite() }
         return body()

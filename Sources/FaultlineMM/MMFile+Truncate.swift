@@ -18,19 +18,14 @@ import Synchronization
 // and unlinks (`AddressSpace.withIMmapWrite`); a lone link or unlink takes it itself.
 
 extension MMFile {
-    /// Broken on purpose, for the control that shows the race test can fail: a split or merge
-    /// takes the i_mmap lock per link, unlink and range change (as the model did before),
-    /// not once around them all.
-    @_spi(Testing) nonisolated(unsafe) public static var _brokenIMmapSections = false
-
     /// Whether a call made inside `withIMmapWrite` must take the lock itself.
     @inline(__always)
-    static func mustLock(held: Bool) -> Bool { !held || _brokenIMmapSections }
+    func mustLock(held: Bool) -> Bool { !held || _brokenIMmapSections }
 
     /// `vma_link_file()`: `v`, a VMA of `mm`, maps this file. `held`: the caller holds
     /// `iMmapLock` for write.
     func iMmapLink(_ v: VMARef, _ mm: AddressSpace, held: Bool = false) {
-        let lock = Self.mustLock(held: held)
+        let lock = mustLock(held: held)
         if lock { iMmapLock.lockWrite() }
         iMmap.insert(v, mm)
         if lock { iMmapLock.unlockWrite() }
@@ -38,7 +33,7 @@ extension MMFile {
 
     /// `unlink_file_vma()`.
     func iMmapUnlink(_ v: VMARef, held: Bool = false) {
-        let lock = Self.mustLock(held: held)
+        let lock = mustLock(held: held)
         if lock { iMmapLock.lockWrite() }
         iMmap.remove(v)
         if lock { iMmapLock.unlockWrite() }
@@ -49,12 +44,7 @@ extension MMFile {
     func iMmapProblem(_ v: VMARef, _ mm: AddressSpace) -> String? {
         iMmapLock.lockRead()
         defer { iMmapLock.unlockRead() }
-        guard let node = iMmap.nodes[v] else { return "not in its file's i_mmap" }
-        let e = node.pointee.payload
-        if e.mm.takeUnretainedValue() !== mm { return "in its file's i_mmap under another address space" }
-        let (first, last) = VMAIntervalTree.pages(of: v)
-        if e.first != first || e.last != last { return "i_mmap has file pages \(e.first)–\(e.last), the VMA maps \(first)–\(last)" }
-        return nil
+        return iMmap.problem(v, mm)
     }
 
     /// VMAs mapping the file now (for checks).
@@ -105,7 +95,7 @@ extension MMFile {
     func unmapMappingRange(pages: Range<UInt64>, evenCows: Bool) {
         guard !pages.isEmpty else { return }
         iMmapLock.lockRead()
-        iMmap.forEachOverlap(pages.lowerBound, pages.upperBound - 1) { v, owner in
+        iMmap.forEachOverlap(pages.lowerBound, pages.upperBound) { v, owner in
             let pgoff = v.vmPgoff
             let vmaPages = (v.vmEnd &- v.vmStart) >> Linux.pageShift
             let lo = max(pages.lowerBound, pgoff)

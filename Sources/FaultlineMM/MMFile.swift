@@ -43,6 +43,11 @@ public final class MMFile: @unchecked Sendable {
     /// `i_mmap`: the VMAs mapping the file, each with its address space, in an interval tree
     /// over file pages (truncation and hole punching visit only the VMAs that map the pages).
     var iMmap = VMAIntervalTree()
+    /// Broken on purpose, for the control that shows the race test can fail: a split or merge
+    /// of this file's VMAs takes the i_mmap lock per link, unlink and range change (as the
+    /// model did before), not once around them all. Per file, so that other tests running at
+    /// the same time keep the real protocol.
+    @_spi(Testing) public var _brokenIMmapSections = false
 
     static let inodes = Atomic<UInt64>(1000)
 

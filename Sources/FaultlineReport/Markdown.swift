@@ -22,10 +22,7 @@ extension Comparison {
                 out += "| design | ops/s | min–max | × global | p50 | p99 | p99.9 | abort rate | note |\n"
                 out += "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
                 for r in rs {
-                    var note = ""
-                    if let m = r.mapsReadsPerSecond { note = "maps reads/s \(si(m))" }
-                    if let f = r.hostFaultsPerOp { note = [note, String(format: "kernel faults/op %.2f", f)].filter { !$0.isEmpty }.joined(separator: "; ") }
-                    note = [r.roleLatencyNote, note].filter { !$0.isEmpty }.joined(separator: "; ")
+                    let note = r.note(replay: false)
                     let cells = [r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                  r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                  duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),

@@ -29,6 +29,18 @@ extension Row {
         guard let f = faultLatencyNs, let c = callLatencyNs else { return "" }
         return "faults p99 \(duration(f.p99)), calls p99 \(duration(c.p99))"
     }
+
+    /// The note column of the printed table (`replay`: a timed replay's rates replace the rest)
+    /// and of the results pages.
+    func note(replay: Bool) -> String {
+        var parts: [String] = []
+        if let m = mapsReadsPerSecond { parts.append("maps reads/s \(si(m))") }
+        if let f = hostFaultsPerOp { parts.append(String(format: "kernel faults/op %.2f", f)) }
+        if replay, let c = callsPerSecond, let f = faultsPerSecond {
+            parts = ["calls/s \(si(c)), faults/s \(si(f))" + (refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")]
+        }
+        return ([roleLatencyNote] + parts).filter { !$0.isEmpty }.joined(separator: "; ")
+    }
 }
 
 extension Comparison {
@@ -43,13 +55,7 @@ extension Comparison {
                 out += "\n\(w), \(t) thread\(t == 1 ? "" : "s") (\(unit)/s, median of \(repetitions))\n"
                 var cells = [["design", "ops/s", "min–max", "× global", "p50", "p99", "p99.9", "abort rate", "note"]]
                 for r in rs {
-                    var note = ""
-                    if let m = r.mapsReadsPerSecond { note = "maps reads/s \(si(m))" }
-                    if let f = r.hostFaultsPerOp { note = [note, String(format: "kernel faults/op %.2f", f)].filter { !$0.isEmpty }.joined(separator: "; ") }
-                    if let c = r.callsPerSecond, let f = r.faultsPerSecond {
-                        note = "calls/s \(si(c)), faults/s \(si(f))" + (r.refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")
-                    }
-                    note = [r.roleLatencyNote, note].filter { !$0.isEmpty }.joined(separator: "; ")
+                    let note = r.note(replay: true)
                     cells.append([r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                   r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                   duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),

@@ -12,31 +12,24 @@ public final class TreeRangeLock: RangeLock, @unchecked Sendable {
         @usableFromInline let node: UnsafeMutablePointer<RBNode<Entry>>
     }
 
-    /// A request: `[start, end)`, its mode, the subtree's maximum end (interval augmentation),
-    /// arrival order, how many earlier conflicting requests remain, and its futex word.
-    public struct Entry {
+    /// A request: `[start, end)`, its mode, the subtree's largest end (the interval-tree
+    /// augmentation), arrival order, how many earlier conflicting requests remain, and its
+    /// futex word.
+    public struct Entry: RBIntervalPayload {
         var start: UInt64
         var end: UInt64
-        var maxEnd: UInt64
+        public var subtreeEnd: UInt64
         var seq: UInt64
         var blocking: Int
         var isWriter: Bool
         let flag: UnsafeMutablePointer<Atomic<UInt32>>
-    }
 
-    enum Interval: RBAugmentation {
-        typealias Payload = Entry
-        @inline(__always)
-        static func recompute(_ node: UnsafeMutablePointer<RBNode<Entry>>) {
-            var m = node.pointee.payload.end
-            if let l = node.pointee.left, l.pointee.payload.maxEnd > m { m = l.pointee.payload.maxEnd }
-            if let r = node.pointee.right, r.pointee.payload.maxEnd > m { m = r.pointee.payload.maxEnd }
-            node.pointee.payload.maxEnd = m
-        }
+        public var intervalStart: UInt64 { start }
+        public var intervalEnd: UInt64 { end }
     }
 
     let spin = SpinLock()
-    @exclusivity(unchecked) var tree = RBTree<Entry, Interval>()
+    @exclusivity(unchecked) var tree = RBTree<Entry, RBIntervalAugmentation<Entry>>()
     @exclusivity(unchecked) var freeNodes: [UnsafeMutablePointer<RBNode<Entry>>] = []
     @exclusivity(unchecked) var nextSeq: UInt64 = 0
     let nodeBytes = MemoryLayout<RBNode<Entry>>.stride
@@ -57,7 +50,7 @@ public final class TreeRangeLock: RangeLock, @unchecked Sendable {
         let flag = (raw + nodeBytes).bindMemory(to: Atomic<UInt32>.self, capacity: 1)
         flag.initialize(to: Atomic(0))
         let node = raw.bindMemory(to: RBNode<Entry>.self, capacity: 1)
-        node.initialize(to: RBNode(payload: Entry(start: 0, end: 0, maxEnd: 0, seq: 0, blocking: 0,
+        node.initialize(to: RBNode(payload: Entry(start: 0, end: 0, subtreeEnd: 0, seq: 0, blocking: 0,
                                                   isWriter: false, flag: flag)))
         return node
     }
@@ -65,21 +58,11 @@ public final class TreeRangeLock: RangeLock, @unchecked Sendable {
     /// Calls `body` on every node whose range overlaps `[start, end)` (interval-tree search).
     @inline(__always)
     func forEachOverlap(_ start: UInt64, _ end: UInt64, _ body: (UnsafeMutablePointer<RBNode<Entry>>) -> Void) {
-        func visit(_ n: UnsafeMutablePointer<RBNode<Entry>>?) {
-            guard let n, n.pointee.payload.maxEnd > start else { return }
-            visit(n.pointee.left)
-            if n.pointee.payload.start < end {
-                if n.pointee.payload.end > start { body(n) }
-                visit(n.pointee.right)
-            }
-        }
-        visit(tree.root)
+        tree.forEachOverlap(start, end, body)
     }
 
     @inline(__always)
-    func insert(_ node: UnsafeMutablePointer<RBNode<Entry>>) {
-        tree.insert(node) { a, b in a.start < b.start }
-    }
+    func insert(_ node: UnsafeMutablePointer<RBNode<Entry>>) { tree.insertInterval(node) }
 
     /// `range_lock()` / `range_read_lock()`.
     public func lock(_ range: Range<UInt64>, mode: RangeLockMode) -> Handle {
@@ -93,7 +76,7 @@ public final class TreeRangeLock: RangeLock, @unchecked Sendable {
         }
         node.pointee.payload.start = range.lowerBound
         node.pointee.payload.end = range.upperBound
-        node.pointee.payload.maxEnd = range.upperBound
+        node.pointee.payload.subtreeEnd = range.upperBound
         node.pointee.payload.isWriter = writer
         node.pointee.payload.blocking = blocking
         node.pointee.payload.seq = nextSeq
@@ -122,7 +105,7 @@ public final class TreeRangeLock: RangeLock, @unchecked Sendable {
         let node = allocNode()
         node.pointee.payload.start = range.lowerBound
         node.pointee.payload.end = range.upperBound
-        node.pointee.payload.maxEnd = range.upperBound
+        node.pointee.payload.subtreeEnd = range.upperBound
         node.pointee.payload.isWriter = writer
         node.pointee.payload.blocking = 0
         node.pointee.payload.seq = nextSeq

@@ -287,7 +287,8 @@ extension MapleCore {
     /// Stores `[s, e] → v` inside `node`, which covers `[lo, hi]` and is to cover `[lo, newHi]`
     /// (`newHi > hi` only when the store runs past `hi`, so then `e == newHi`). Entries of the
     /// node outside `[s, e]` stay. Returns the replacement nodes, same height, covering
-    /// `[lo, newHi]` — or `node` itself when the store changed it in place (see `inPlace`).
+    /// `[lo, newHi]` — or `node` itself when the store changed it in place (`slotStore`,
+    /// `nodeStore`).
     func place(_ node: MapleNode, lo: UInt64, hi: UInt64, newHi: UInt64,
                s: UInt64, e: UInt64, v: UInt, height h: Int) -> MaplePieces {
         if h == 1 {
