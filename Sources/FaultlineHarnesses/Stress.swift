@@ -57,7 +57,8 @@ public struct StressReport: Sendable {
 /// mprotect(PROT_READ) returns, its signatures intact, maps lines covering exactly its mapped
 /// slots with their permissions. The epoch check adds the global invariants
 /// (`MMSystem.checkQuiescent`): PTEs only inside VMAs that allow them, frame reference and map
-/// counts equal to mappings, nothing free and mapped, no write after free.
+/// counts equal to mappings, nothing free and mapped, the anonymous reverse map finding every
+/// mapping of every page, no write after free.
 public final class DesignStress: @unchecked Sendable {
     public let options: StressOptions
     let system: MMSystem

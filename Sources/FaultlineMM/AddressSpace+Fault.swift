@@ -247,30 +247,6 @@ extension AddressSpace {
         return true
     }
 
-    /// `__anon_vma_prepare()`: reuses a neighbour's anon_vma when the two VMAs could merge but
-    /// for their protection (`find_mergeable_anon_vma`, next first), so that mprotect can merge
-    /// them again later; otherwise a new one. Called with the VMA tree stable (mmap_lock held).
-    @usableFromInline @inline(never)
-    func prepareAnonVMA(_ vma: VMARef) {
-        if let reuse = findMergeableAnonVMA(vma) {
-            AnonVMA.retain(reuse)
-            if vma.pointee.anonVMABits.compareExchange(expected: 0, desired: reuse, ordering: .acquiringAndReleasing).exchanged {
-                vma.pointee.anonChain.store(1, ordering: .relaxed)
-            } else {
-                AnonVMA.release(reuse)
-            }
-            return
-        }
-        let a = AnonVMA()
-        AnonVMA.retain(a.bits)
-        if vma.pointee.anonVMABits.compareExchange(expected: 0, desired: a.bits, ordering: .acquiringAndReleasing).exchanged {
-            vma.pointee.anonChain.store(1, ordering: .relaxed)
-        } else {
-            AnonVMA.release(a.bits)
-        }
-        withExtendedLifetime(a) {}
-    }
-
     /// `anon_vma_compatible(a, b)`: adjacent, same file, flags equal but for access rights,
     /// contiguous offsets.
     func anonCompatibleNeighbours(_ a: VMARef, _ b: VMARef) -> Bool {
@@ -305,6 +281,7 @@ extension AddressSpace {
         }
         guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+        setAnonRmap(f, s, page)
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
         if r == .installed {
@@ -379,6 +356,7 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         if !shared && kind == .write {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
+            setAnonRmap(nf, s, page)
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
@@ -577,13 +555,14 @@ extension AddressSpace {
             if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
                 && p.pointee.mapcount.load(ordering: .relaxed) == 1 && p.pointee.refcount.load(ordering: .relaxed) == 1 {
                 let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
-                if r == .installed { count(.reuseFaults) }
+                if r == .installed { moveAnonRmap(old, s); count(.reuseFaults) }
                 return r.outcome
             }
         }
         guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
+        setAnonRmap(nf, s, page)
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }
         let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))

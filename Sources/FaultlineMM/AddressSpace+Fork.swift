@@ -20,12 +20,9 @@ extension AddressSpace {
             let n = child.vmaDup(v)
             n.setFlags(f.subtracting([.locked, .lockOnFault]))
             if f.contains(.wipeOnFork) {
-                child.setAnonVMA(n, 0, chain: 0)
-            } else if v.anonVMA != 0 {
-                // anon_vma_fork(): a fresh anon_vma for the child, chained to the parent's.
-                let a = AnonVMA()
-                child.setAnonVMA(n, a.bits, chain: v.anonChainLength + 1)
-                withExtendedLifetime(a) {}
+                n.pointee.anonVMABits.store(0, ordering: .relaxed)
+            } else {
+                child.anonVMAFork(n, parent: v)
             }
             child.vmaMarkAttached(n)
             // dup_mmap(): the copy goes into the file's i_mmap beside the original.

@@ -4,6 +4,9 @@ import Synchronization
 /// Frame use seen by walking page tables: mapping PTEs per frame.
 public struct FrameMappings {
     public var count: [FrameNumber: Int32] = [:]
+    /// Per anon_vma (its bits): VMAs whose `anon_vma` it is, and chain entries linking to it.
+    var activeVMAs: [UInt: Int] = [:]
+    var chainEntries: [UInt: Int] = [:]
     public init() {}
 }
 
@@ -72,6 +75,7 @@ extension AddressSpace {
             let vrc = v.pointee.vmRefcnt.load(ordering: .relaxed)
             if vrc != 1 { problems.append("\(where_): vm_refcnt \(hex8(UInt64(vrc))) at rest") }
             if v.pointee.vmMM.load(ordering: .relaxed) != mmBits { problems.append("\(where_): vm_mm is another address space") }
+            if let p = anonChainProblem(v, &mappings) { problems.append("\(where_): \(p)") }
         }
         // Every present PTE: inside a VMA that allows it, mapping a live frame.
         var reported = 0
@@ -86,6 +90,7 @@ extension AddressSpace {
             let f = PTE.frame(pte)
             if f == FramePool.zeroFrame || Int(f) >= frames.capacity { report("maps frame \(f)"); return }
             if frames.isFree(f) { report("maps frame \(f), which is free") }
+            if let why = anonRmapProblem(f, v, a) { report(why) }
             mappings.count[f, default: 0] += 1
         }
         // Every other non-empty entry: a guard marker inside a VMA (unmapping drops them).
@@ -157,6 +162,7 @@ extension MMSystem {
             }
         }
         if reported > 20 { problems.append("… \(reported - 20) more frame problems") }
+        problems += rmapProblems(mappings)
         if inUse != frames.framesInUse { problems.append("frames in use: \(frames.framesInUse) counted, \(inUse) found") }
         let tables = spaces.reduce(0) { $0 + $1.reachablePageTables }
         if tables != livePageTables { problems.append("page tables: \(livePageTables) live, \(tables) reachable (leaked or freed while linked)") }
@@ -166,6 +172,102 @@ extension MMSystem {
         if p.frames + p.vmas + p.tables > 0 {
             problems.append("written after free: \(p.frames) frames, \(p.vmas) VMAs, \(p.tables) page tables")
         }
+        return problems
+    }
+}
+
+extension AddressSpace {
+    /// What is wrong with `v`'s anon_vma chain, if anything: every entry is `v`'s, over the
+    /// pages `v` maps, in its anon_vma's tree; all share one root; the VMA's own anon_vma is
+    /// among them; the length is counted right. Counts the links into `mappings`.
+    func anonChainProblem(_ v: VMARef, _ mappings: inout FrameMappings) -> String? {
+        let chain = v.anonChainEntries
+        if v.anonVMA != 0 { mappings.activeVMAs[v.anonVMA, default: 0] += 1 }
+        if chain.count != Int(v.anonChainLength) { return "anon_vma chain of \(chain.count) counted as \(v.anonChainLength)" }
+        if v.anonVMA != 0 && chain.isEmpty { return "anon_vma but no chain" }
+        let pages = VMAIntervalTree.pages(of: v)
+        var root: AnonVMA? = nil
+        var ownFound = v.anonVMA == 0
+        for avc in chain {
+            let e = avc.pointee.payload
+            let a = e.anonVMA.takeUnretainedValue()
+            mappings.chainEntries[a.bits, default: 0] += 1
+            if e.vma != v { return "anon_vma chain entry of another VMA" }
+            if e.first != pages.first || e.end != pages.end {
+                return "anon_vma chain entry over pages \(e.first)..<\(e.end), the VMA maps \(pages.first)..<\(pages.end)"
+            }
+            if root == nil { root = a.root } else if a.root !== root { return "anon_vma chain across two hierarchies" }
+            if a.bits == v.anonVMA { ownFound = true }
+            var inTree = false
+            a.tree.forEachOverlap(e.first, e.end) { if $0 == avc { inTree = true } }
+            if !inTree { return "anon_vma chain entry not in its anon_vma's tree" }
+        }
+        if !ownFound { return "its anon_vma is not in its chain" }
+        return nil
+    }
+
+    /// What is wrong with the reverse map of anonymous page `f` mapped at `address` in `v`: its
+    /// index must be the VMA's linear index of the address, its anon_vma in the VMA's chain.
+    func anonRmapProblem(_ f: FrameNumber, _ v: VMARef, _ address: UInt64) -> String? {
+        let p = frames.page(f)
+        guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else { return nil }
+        let index = p.pointee.index.load(ordering: .relaxed)
+        let want = v.vmPgoff &+ ((address &- v.vmStart) >> Linux.pageShift)
+        if index != want { return "anonymous page \(f) has index \(index), the VMA's linear index is \(want)" }
+        let m = p.pointee.mapping.load(ordering: .relaxed)
+        if m == 0 { return "anonymous page \(f) has no anon_vma" }
+        if !v.anonChainEntries.contains(where: { $0.pointee.payload.anonVMA.toOpaque() == UnsafeMutableRawPointer(bitPattern: m) }) {
+            return "anonymous page \(f)'s anon_vma is not in the chain of the VMA mapping it"
+        }
+        return nil
+    }
+}
+
+extension MMSystem {
+    /// The reverse map against the page tables: `rmap_walk_anon` finds every PTE of every
+    /// mapped anonymous page; each anon_vma counts the VMAs using it, its tree holds exactly the
+    /// chain entries linking to it, `num_children` counts its live children (a root itself);
+    /// no anon_vma is leaked.
+    func rmapProblems(_ mappings: FrameMappings) -> [String] {
+        var problems: [String] = []
+        // Only anon_vmas some chain links to are dereferenced: a broken design may leave a
+        // page whose anon_vma was freed, which is a problem to report, not to walk.
+        var all: [UInt: AnonVMA] = [:]
+        for bits in mappings.chainEntries.keys {
+            let a = AnonVMA.from(bits)
+            all[bits] = a
+            all[a.root.bits] = a.root
+        }
+        var reported = 0
+        for (f, n) in mappings.count where frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 {
+            let m = frames.page(f).pointee.mapping.load(ordering: .relaxed)
+            let found = all[m] == nil ? 0 : rmapMappings(f).count
+            if found != Int(n) {
+                reported += 1
+                if reported <= 20 {
+                    problems.append("rmap: anonymous page \(f) mapped by \(n) PTEs, the reverse map finds \(found)"
+                                    + (all[m] == nil ? " (its anon_vma is in no chain)" : ""))
+                }
+            }
+        }
+        if reported > 20 { problems.append("rmap: … \(reported - 20) more pages") }
+        var children: [UInt: Int] = [:]
+        for (_, a) in all where a.tree.root != nil { children[a.parent.bits, default: 0] += 1 }
+        for (bits, a) in all {
+            let tag = "anon_vma \(a.id)"
+            if a.tree.count != (mappings.chainEntries[bits] ?? 0) {
+                problems.append("\(tag): \(a.tree.count) entries in its tree, \(mappings.chainEntries[bits] ?? 0) chains link to it")
+            }
+            if a.numActiveVMAs != (mappings.activeVMAs[bits] ?? 0) {
+                problems.append("\(tag): num_active_vmas \(a.numActiveVMAs), \(mappings.activeVMAs[bits] ?? 0) VMAs use it")
+            }
+            if a.numChildren != (children[bits] ?? 0) {
+                problems.append("\(tag): num_children \(a.numChildren), \(children[bits] ?? 0) live children")
+            }
+            a.tree._checkIntervals()
+        }
+        for bits in mappings.activeVMAs.keys where all[bits] == nil { problems.append("a VMA's anon_vma is in no chain") }
+        if all.count != liveAnonVMACount { problems.append("anon_vmas: \(liveAnonVMACount) live, \(all.count) reachable (leaked)") }
         return problems
     }
 }

@@ -75,7 +75,7 @@ extension AddressSpace {
                 if !charge(r) { return .failure(.ENOMEM) }
                 let c = MergeCandidate(flags: vma.vmFlags, file: vma.fileBits, anonName: vma.anonNameID,
                                        anonVMA: vma.anonVMA, uncowed: vma.hadUncowedParents,
-                                       pgoff: vma.vmPgoff + pages(vma))
+                                       pgoff: vma.vmPgoff + pages(vma), anonSource: vma)
                 guard mergeNewRange(vma.vmEnd, vma.vmEnd + r.delta, c) != nil else {
                     return .failure(.ENOMEM)
                 }
@@ -202,7 +202,7 @@ extension AddressSpace {
         var pgoff = vma.vmPgoff + ((r.addr - vma.vmStart) >> Linux.pageShift)
         if vma.isAnonymous && vma.anonVMA == 0 { pgoff = r.newAddr >> Linux.pageShift }
         let c = MergeCandidate(flags: vma.vmFlags, file: vma.fileBits, anonName: vma.anonNameID,
-                               anonVMA: vma.anonVMA, uncowed: vma.hadUncowedParents, pgoff: pgoff)
+                               anonVMA: vma.anonVMA, uncowed: vma.hadUncowedParents, pgoff: pgoff, anonSource: vma)
         let vmaStart = vma.vmStart
         let newVMA: VMARef
         if let merged = mergeNewRange(r.newAddr, r.newAddr + r.newLen, c) {
@@ -213,6 +213,7 @@ extension AddressSpace {
             let n = vmaDup(vma)
             n.setBounds(r.newAddr, r.newAddr + r.newLen)
             n.setPgoff(pgoff)
+            anonVMAClone(n, from: vma)
             vmaLink(n)
             newVMA = n
         }
@@ -223,7 +224,7 @@ extension AddressSpace {
             vmaStartWrite(vma)
             vma.setFlags(vma.vmFlags.subtracting([.locked, .lockOnFault]))
             if newVMA != vma && r.addr == vma.vmStart && r.addr + r.oldLen == vma.vmEnd {
-                setAnonVMA(vma, 0, chain: 0)
+                Self.unlinkAnonVMAs(vma)
             }
         } else {
             // unmap_source_vma(): an ENOMEM here (no room to split) is swallowed.

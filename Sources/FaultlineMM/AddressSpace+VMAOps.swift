@@ -8,6 +8,8 @@ struct MergeCandidate {
     var anonVMA: UInt
     var uncowed: Bool
     var pgoff: UInt64
+    /// The VMA whose anon_vma (and chain) the range brings (mremap's source), if it has one.
+    var anonSource: VMARef? = nil
 }
 
 extension AddressSpace {
@@ -50,10 +52,14 @@ extension AddressSpace {
         return withIMmapWrite(v.vmFile) {
             if newBelow {
                 n.setBounds(v.vmStart, addr)
-                vmaSetRange(v, start: addr, end: v.vmEnd, pgoff: v.vmPgoff + delta, iMmapHeld: true)
             } else {
                 n.setBounds(addr, v.vmEnd)
                 n.setPgoff(v.vmPgoff + delta)
+            }
+            if !system._brokenSplitSkipsAnonClone { anonVMAClone(n, from: v) }
+            if newBelow {
+                vmaSetRange(v, start: addr, end: v.vmEnd, pgoff: v.vmPgoff + delta, iMmapHeld: true)
+            } else {
                 vmaSetRange(v, start: v.vmStart, end: addr, pgoff: v.vmPgoff, iMmapHeld: true)
             }
             vmaLink(n, iMmapHeld: true)
@@ -75,11 +81,15 @@ extension AddressSpace {
     }
 
     /// Gives `target` the anon_vma of `source` if it has none (`dup_anon_vma()`).
-    func inheritAnon(_ target: VMARef, from source: VMARef) {
-        if target.anonVMA == 0 && source.anonVMA != 0 {
-            vmaStartWrite(target)
-            setAnonVMA(target, source.anonVMA, chain: source.anonChainLength)
+    func inheritAnon(_ target: VMARef, from source: VMARef) { dupAnonVMA(target, from: source) }
+
+    /// `dup_anon_vma()` from the range a new-range merge places: its source VMA's anon_vma.
+    func inheritAnon(_ target: VMARef, from c: MergeCandidate) {
+        guard c.anonVMA != 0 && target.anonVMA == 0 else { return }
+        guard let source = c.anonSource, source.anonVMA == c.anonVMA else {
+            preconditionFailure("a merge candidate with an anon_vma but not its VMA")
         }
+        dupAnonVMA(target, from: source)
     }
 
     /// `vma_merge_new_range()`: places `[start, end)` by extending a neighbour when one (or
@@ -120,13 +130,13 @@ extension AddressSpace {
             }
         }
         if left, let p = prev {
-            if c.anonVMA != 0 && p.anonVMA == 0 { vmaStartWrite(p); setAnonVMA(p, c.anonVMA, chain: 1) }
+            inheritAnon(p, from: c)
             keepSticky(p, c.flags)
             vmaSetRange(p, start: p.vmStart, end: end, pgoff: p.vmPgoff)
             return p
         }
         if right, let n = next {
-            if c.anonVMA != 0 && n.anonVMA == 0 { vmaStartWrite(n); setAnonVMA(n, c.anonVMA, chain: 1) }
+            inheritAnon(n, from: c)
             keepSticky(n, c.flags)
             vmaSetRange(n, start: start, end: n.vmEnd, pgoff: c.pgoff)
             return n

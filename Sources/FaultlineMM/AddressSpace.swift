@@ -20,6 +20,11 @@ public final class MMSystem: @unchecked Sendable {
     /// VMA-tree nodes walked by the quiescent checks' tree invariants, all address spaces
     /// together: proof that a (release-built) stress or fuzz run checked its trees.
     public let treeNodesChecked = Atomic<Int>(0)
+    /// anon_vmas allocated and not yet freed (freeing waits for a grace period).
+    let liveAnonVMAs = LiveCount()
+    /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
+    /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
+    @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
 
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
@@ -190,6 +195,8 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// `mmap_lock`.
     public let mmapLock: RWSemaphore
+    /// `mm->page_table_lock`: serialises `anon_vma_prepare` of one VMA by concurrent faults.
+    let pageTableLock = SpinLock()
     /// Lespinasse's mm-wide sequence count: odd while an mmap writer is inside.
     public let mmSeq: SeqCount
     /// `mm_lock_seq` (per-VMA locks): a VMA whose `lockSeq` equals it is write-locked.
@@ -297,32 +304,30 @@ public final class AddressSpace: @unchecked Sendable {
         return v
     }
 
-    /// `vm_area_dup()`: same fields, same file and anon_vma (references taken).
+    /// `vm_area_dup()`: same fields, same file (a reference taken) and anon_vma, an empty
+    /// chain: the caller clones it (`anon_vma_clone` for a split or mremap's copy,
+    /// `anon_vma_fork` for fork) once the copy has its range.
     func vmaDup(_ src: VMARef) -> VMARef {
         let v = vmaAlloc(start: src.vmStart, end: src.vmEnd, flags: src.vmFlags, pgoff: src.vmPgoff, file: src.vmFile)
-        setAnonVMA(v, src.anonVMA, chain: src.anonChainLength)
+        v.pointee.anonVMABits.store(src.anonVMA, ordering: .relaxed)
         v.pointee.anonName.store(src.anonNameID, ordering: .relaxed)
         return v
     }
 
-    func setAnonVMA(_ v: VMARef, _ bits: UInt, chain: UInt32) {
-        AnonVMA.retain(bits)
-        let old = v.pointee.anonVMABits.exchange(bits, ordering: .releasing)
-        AnonVMA.release(old)
-        v.pointee.anonChain.store(bits == 0 ? 0 : max(chain, 1), ordering: .relaxed)
-    }
-
-    /// What `vm_area_free()` lets go of: the file and the anon_vma (the fields are cleared, so
-    /// a reader of a freed SLAB_TYPESAFE_BY_RCU object finds neither).
+    /// What `vm_area_free()` lets go of: the file (the field is cleared, so a reader of a
+    /// freed SLAB_TYPESAFE_BY_RCU object finds none). The anon_vma chain went before
+    /// (`unlink_anon_vmas` in `vmaFreeDeferred`).
     static func vmaDropReferences(_ v: VMARef) {
         let f = v.pointee.fileBits.exchange(0, ordering: .relaxed)
         if f != 0 { Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: f)!).release() }
-        AnonVMA.release(v.pointee.anonVMABits.exchange(0, ordering: .relaxed))
+        precondition(v.pointee.anonChainHeadBits.load(ordering: .relaxed) == 0, "VMA freed with its anon_vma chain linked")
     }
 
     /// `vm_area_free()` after a grace period: lockless readers may still hold the pointer.
     func vmaFreeDeferred(_ vmasIn: [VMARef]) {
         var vmas = vmasIn
+        // free_pgtables() / anon_vma_merge(): the pages are gone or moved to a survivor.
+        for v in vmas { Self.unlinkAnonVMAs(v) }
         // A VMA marked in this writer section may have to stay until the section's end (a
         // per-VMA count ends there): no grace period may free it before then. Asked of each
         // VMA, not of `markedVMAs`: range designs free VMAs with the short lock dropped, while
@@ -452,6 +457,7 @@ public final class AddressSpace: @unchecked Sendable {
         v.setPgoff(pgoff)
         file?.iMmap.update(v)
         if lock { file!.iMmapLock.unlockWrite() }
+        anonVMAUpdateRange(v)
         tree.store(start, end, v)
     }
 

@@ -20,6 +20,12 @@ public struct PageMeta: ~Copyable {
     /// above zero the page is unevictable, and MADV_FREE does not make it lazy-free (even
     /// through a mapping that is not locked, such as a fork child's).
     public let mlockCount: Atomic<Int32>
+    /// `folio->mapping` of an anonymous page: its `AnonVMA` (unretained bits; the VMAs that map
+    /// the page keep it alive). Valid only while the page is anonymous and mapped.
+    public let mapping: Atomic<UInt>
+    /// `folio->index` of an anonymous page: `linear_page_index()` of the address it was made
+    /// for, so `vma_address()` finds it in any VMA of the anon_vma's tree.
+    public let index: Atomic<UInt64>
 
     public enum Flag {
         public static let anon: UInt32 = 1 << 0
@@ -48,6 +54,8 @@ public struct PageMeta: ~Copyable {
         mapcount = Atomic(0)
         flags = Atomic(Flag.free)
         mlockCount = Atomic(0)
+        mapping = Atomic(0)
+        index = Atomic(0)
     }
 }
 

@@ -14,9 +14,13 @@ public struct VMA: ~Copyable {
     public let pgoff: Atomic<UInt64>
     /// `vm_file`: an `Unmanaged<MMFile>` the VMA holds a reference to, or 0.
     let fileBits: Atomic<UInt>
-    /// `anon_vma`, or 0 until the first anonymous page.
+    /// `anon_vma` (an unretained `AnonVMA`), or 0 until the first anonymous page.
     let anonVMABits: Atomic<UInt>
-    /// Length of `anon_vma_chain`: 1 for an anon_vma of its own, more after fork.
+    /// `anon_vma_chain`: its first entry (an `AVCNode`), or 0. Changed by the writer that
+    /// holds the VMA (and `page_table_lock` for `anon_vma_prepare`).
+    let anonChainHeadBits: Atomic<UInt>
+    /// The chain's length: 1 for an anon_vma of its own, more after fork. Read by
+    /// `find_mergeable_anon_vma` on neighbours (`list_is_singular`).
     let anonChain: Atomic<UInt32>
     /// `anon_name` (interned), 0 for none.
     let anonName: Atomic<UInt32>
@@ -51,6 +55,7 @@ public struct VMA: ~Copyable {
         self.pgoff = Atomic(pgoff)
         fileBits = Atomic(file)
         anonVMABits = Atomic(0)
+        anonChainHeadBits = Atomic(0)
         anonChain = Atomic(0)
         anonName = Atomic(0)
         lock = RWSemaphore(stats: lockStats, spinLimit: 256)
@@ -79,6 +84,7 @@ public struct VMA: ~Copyable {
         self.pgoff.store(pgoff, ordering: .relaxed)
         fileBits.store(file, ordering: .relaxed)
         anonVMABits.store(0, ordering: .relaxed)
+        anonChainHeadBits.store(0, ordering: .relaxed)
         anonChain.store(0, ordering: .relaxed)
         anonName.store(0, ordering: .relaxed)
         lockSeq.store(UInt64.max, ordering: .relaxed)
@@ -127,36 +133,6 @@ extension UnsafeMutablePointer where Pointee == VMA {
 
     func setFlags(_ f: VMFlags) { pointee.flags.store(f.rawValue, ordering: .relaxed) }
     func setPgoff(_ p: UInt64) { pointee.pgoff.store(p, ordering: .relaxed) }
-}
-
-/// `struct anon_vma`: identity for the merge rules, reference counted by the VMAs using it.
-public final class AnonVMA: @unchecked Sendable {
-    public let id: UInt64
-    let users = Atomic<Int>(0)
-    static let ids = Atomic<UInt64>(0)
-
-    init() { id = AnonVMA.ids.wrappingAdd(1, ordering: .relaxed).newValue }
-
-    var bits: UInt { UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()) }
-
-    static func from(_ bits: UInt) -> AnonVMA {
-        Unmanaged<AnonVMA>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
-    }
-
-    /// Takes a VMA's reference; the first one also retains the object.
-    static func retain(_ bits: UInt) {
-        guard bits != 0 else { return }
-        let a = from(bits)
-        if a.users.wrappingAdd(1, ordering: .relaxed).newValue == 1 { _ = Unmanaged.passRetained(a) }
-    }
-
-    static func release(_ bits: UInt) {
-        guard bits != 0 else { return }
-        let a = from(bits)
-        if a.users.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-            Unmanaged.passUnretained(a).release()
-        }
-    }
 }
 
 /// Interned `anon_name` strings (`[anon:NAME]` in maps), and the names of special mappings

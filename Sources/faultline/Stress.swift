@@ -20,8 +20,9 @@ struct Stress: ParsableCommand {
         mapped slots. Every thread also faults into the others' slots and churns a shared area. \
         Every epoch all threads park and the global invariants are checked: each present PTE \
         inside a VMA that allows it, frame reference and map counts equal to the PTEs mapping \
-        them, nothing free and mapped, nothing written after it was freed (freed frames, VMAs \
-        and page tables are poisoned). Exit status 1 with a report on any violation. \
+        them, nothing free and mapped, the reverse map finding every PTE of every anonymous \
+        page (each anon_vma's tree and counts checked), nothing written after it was freed \
+        (freed frames, VMAs and page tables are poisoned). Exit status 1 with a report on any violation. \
         Designs: \(Design.selectable.map(\.rawValue).joined(separator: ", ")). Broken controls, \
         which must fail: \(Design.allCases.filter(\.isBrokenControl).map(\.rawValue).joined(separator: ", ")).
         """
