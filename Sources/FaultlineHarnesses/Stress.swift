@@ -23,6 +23,8 @@ public struct StressOptions: Sendable {
     /// widening every design's race window so that other threads run inside it (0: never).
     public var delayOneIn: UInt64 = 64
     public var delayNs: UInt64 = 20_000
+    /// Swap device slots (0: none); its reads and writes take `ioLatencyNs`.
+    public var swapPages = 4096
     public init() {}
 }
 
@@ -41,6 +43,9 @@ public struct StressReport: Sendable {
     public var firstViolationAfter: Double?
     /// VMA-tree nodes the quiescent checks walked (the tree invariants run in release builds).
     public var treeNodesChecked = 0
+    /// Pages written to and read back from the swap device (0 without one).
+    public var swapOuts = 0
+    public var swapIns = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -87,6 +92,7 @@ public final class DesignStress: @unchecked Sendable {
         self.options = options
         layout = StressLayout(threads: options.threads)
         system = MMSystem(frames: layout.framesNeeded, poison: true)
+        if options.swapPages > 0 { system.swapOn(pages: options.swapPages, ioLatencyNs: options.ioLatencyNs) }
         var cfg = AddressSpace.Configuration()
         cfg.tree = options.tree
         if options.delayOneIn > 0 {
@@ -177,6 +183,8 @@ public final class DesignStress: @unchecked Sendable {
         for t in threads { Threads.join(t) }
         report.counters = mm.designCounters - c0
         report.treeNodesChecked = system.treeNodesChecked.load(ordering: .relaxed)
+        report.swapOuts = system.swap?.pagesOut ?? 0
+        report.swapIns = system.swap?.pagesIn ?? 0
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }
@@ -234,7 +242,7 @@ struct StressLayout: Sendable {
 enum StressOp: String, CaseIterable {
     case faultOwn = "fault-own", faultOther = "fault-other", faultShared = "fault-shared"
     case mmapSlot = "mmap-slot", munmapSlot = "munmap-slot", mprotectSlot = "mprotect-slot"
-    case dontneedSlot = "dontneed-slot", mremapSlot = "mremap-slot", verifySlot = "verify-slot"
+    case dontneedSlot = "dontneed-slot", mremapSlot = "mremap-slot", verifySlot = "verify-slot", pageoutSlot = "pageout-slot"
     case sharedOp = "shared-op", kernelPlaced = "kernel-placed", mapsRead = "maps-read"
 
     var index: Int { Self.allCases.firstIndex(of: self)! }

@@ -176,6 +176,7 @@ final class StressWorker: @unchecked Sendable {
         case (true, 55..<65), (false, 0..<22): unmapSlot(k)
         case (true, 65..<75), (false, 44..<58): dontneedSlot(k)
         case (true, 75..<80), (false, 58..<72): moveSlot(k)
+        case (true, 80..<85), (false, 72..<80): pageoutSlot(k)
         default: verifySlot(k)
         }
     }
@@ -272,6 +273,16 @@ final class StressWorker: @unchecked Sendable {
         }
     }
 
+    /// MADV_PAGEOUT: anonymous pages go to swap (with a device), clean file pages leave the
+    /// cache; whatever we wrote must read back (checked by the next verification).
+    func pageoutSlot(_ k: Int) {
+        count(.pageoutSlot)
+        let base = layout.slot(index, k)
+        if case .failure(let e) = mm.madvise(base, StressLayout.slotBytes, .pageOut) {
+            violation("madvise(PAGEOUT) of own slot \(k) failed: \(e)")
+        }
+    }
+
     func moveSlot(_ k: Int) {
         let free = (0..<slots.count).filter { !slots[$0].mapped }
         guard !free.isEmpty else { return verifySlot(k) }
@@ -319,6 +330,14 @@ final class StressWorker: @unchecked Sendable {
             checkPTEs(k, "at quiesce")
             for p in 0..<pages where s.expected[p] != SlotState.unknown {
                 let pte = mm.pteValue(page(k, p))
+                if PTE.isSwap(pte), let swap = mm.system.swap {
+                    // Swapped out: the words are in the swap cache or on the device.
+                    let v = swap.word(PTE.swapSlot(pte))
+                    if v != s.expected[p] {
+                        violation("own slot \(k) (\(s.kind)) page \(p) swapped out holding \(hex(v)), expected \(hex(s.expected[p])) at quiesce")
+                    }
+                    continue
+                }
                 if pte & PTE.present == 0 {
                     if s.kind == .anonPrivate && s.expected[p] != 0 {
                         violation("own slot \(k) page \(p): written \(hex(s.expected[p])) but no PTE at quiesce (lost page)")
@@ -352,7 +371,7 @@ final class StressWorker: @unchecked Sendable {
             }
         case 1: _ = mm.munmap(a, len)
         case 2: _ = mm.mprotect(a, len, prots[rng.below(3)])
-        case 3: _ = mm.madvise(a, len, .dontNeed)
+        case 3: _ = mm.madvise(a, len, rng.chance(50) ? .dontNeed : .pageOut)
         case 4:
             let to = sh.lowerBound + UInt64(rng.below(npages - 16)) * Linux.pageSize
             _ = mm.mremap(a, len, len, [.mayMove, .fixed], newAddress: to)

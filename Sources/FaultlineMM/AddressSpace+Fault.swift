@@ -98,28 +98,46 @@ enum FaultOutcome {
 /// maybe_unlock_mmap_for_io()` in filemap_fault), before it is retried.
 @usableFromInline
 struct FaultIO {
-    @usableFromInline let file: MMFile
+    @usableFromInline let file: MMFile?
     @usableFromInline let index: UInt64
     /// nil: the page is not cached — read around it and wait (`do_sync_mmap_readahead`);
     /// else the page was found marked PG_readahead (mark cleared) in a folio of this order —
     /// start reading the next window (`do_async_mmap_readahead`), no wait.
     @usableFromInline let asyncOrder: Int?
+    /// A swap-in: read `index` (the slot) of this device into the swap cache.
+    @usableFromInline let swap: SwapDevice?
 
     @usableFromInline
     init(file: MMFile, index: UInt64, asyncOrder: Int?) {
         self.file = file
         self.index = index
         self.asyncOrder = asyncOrder
+        swap = nil
+    }
+
+    @usableFromInline
+    init(swap: SwapDevice, slot: UInt32) {
+        file = nil
+        index = UInt64(slot)
+        asyncOrder = nil
+        self.swap = swap
     }
 
     /// False when out of frames for the faulting page itself.
     @usableFromInline
     func perform() -> Bool {
-        if let order = asyncOrder {
-            file.asyncReadahead(index, order: order)
+        if let swap {
+            // swapin_readahead(): into the swap cache; the retry maps it (a slot freed
+            // meanwhile is no error: the retry finds the PTE changed).
+            guard let f = swap.readIn(UInt32(truncatingIfNeeded: index)) else { return swap.count(UInt32(truncatingIfNeeded: index)) == 0 }
+            swap.frames.put(f)
             return true
         }
-        return file.readAround(index)
+        if let order = asyncOrder {
+            file!.asyncReadahead(index, order: order)
+            return true
+        }
+        return file!.readAround(index)
     }
 }
 
@@ -217,6 +235,7 @@ extension AddressSpace {
         let orig = ptep.pointee.load(ordering: .acquiring)
         // handle_pte_marker(): a guard region.
         if PTE.isGuard(orig) { return .error(.segvMapErr) }
+        if PTE.isSwap(orig) { return swapFault(s, page, ptep, orig, kind, v) }
         if orig & PTE.present != 0 {
             if Self.pteAllows(orig, kind) { return .done }
             if kind == .write && orig & PTE.writable == 0 {
@@ -407,7 +426,15 @@ extension AddressSpace {
             for k in 0..<n {
                 let i = folio.lowerBound &+ UInt64(k)
                 if i == index { refs[k] = cf; got += 1; continue }
-                guard let f = file.getPage(i), frames.page(f).pointee.folioOrder == frames.page(cf).pointee.folioOrder else {
+                guard let f = file.getPage(i) else {
+                    release()
+                    return nil
+                }
+                // Part of the folio left the cache and came back as small folios (MADV_PAGEOUT):
+                // not one folio any more (the reference just taken goes too: it leaked before
+                // the stress paged out file pages).
+                guard frames.page(f).pointee.folioOrder == frames.page(cf).pointee.folioOrder else {
+                    frames.put(f)
                     release()
                     return nil
                 }

@@ -7,6 +7,8 @@ public struct FrameMappings {
     /// Per anon_vma (its bits): VMAs whose `anon_vma` it is, and chain entries linking to it.
     var activeVMAs: [UInt: Int] = [:]
     var chainEntries: [UInt: Int] = [:]
+    /// Swap PTEs per swap slot.
+    var swapEntries: [UInt32: Int32] = [:]
     public init() {}
 }
 
@@ -99,7 +101,17 @@ extension AddressSpace {
             var a = s
             while a < e {
                 let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
-                if pte != 0 && pte & PTE.present == 0 {
+                if PTE.isSwap(pte) {
+                    let slot = PTE.swapSlot(pte)
+                    mappings.swapEntries[slot, default: 0] += 1
+                    let why = system.swap == nil ? "swap entry without a swap device"
+                        : Int(slot) >= system.swap!.slots || slot == 0 ? "swap entry for slot \(slot), not on the device"
+                        : tree.lookup(a) == nil ? "swap entry outside every VMA" : nil
+                    if let why {
+                        reported += 1
+                        if reported <= 20 { problems.append("\(tag) PTE at \(hex8(a)): " + why) }
+                    }
+                } else if pte != 0 && pte & PTE.present == 0 {
                     let why = !PTE.isGuard(pte) ? "unknown non-present entry \(hex8(pte))"
                         : tree.lookup(a) == nil ? "guard marker outside every VMA" : nil
                     if let why {
@@ -153,16 +165,17 @@ extension MMSystem {
             let maps = mappings.count[fn] ?? 0
             let mc = p.pointee.mapcount.load(ordering: .relaxed)
             let rc = p.pointee.refcount.load(ordering: .relaxed)
-            let want = maps + (flags & PageMeta.Flag.pageCache != 0 ? 1 : 0)
+            let want = maps + (flags & PageMeta.Flag.pageCache != 0 ? 1 : 0) + (flags & PageMeta.Flag.swapCache != 0 ? 1 : 0)
             if mc != maps || rc != want {
                 reported += 1
                 if reported <= 20 {
-                    problems.append("frame \(f): \(maps) mapping PTEs but mapcount \(mc), refcount \(rc) (expected \(want))")
+                    problems.append("frame \(f): \(maps) mapping PTEs but mapcount \(mc), refcount \(rc) (expected \(want)), flags \(hex8(UInt64(flags)))")
                 }
             }
         }
         if reported > 20 { problems.append("… \(reported - 20) more frame problems") }
         problems += rmapProblems(mappings)
+        problems += swapProblems(mappings)
         if inUse != frames.framesInUse { problems.append("frames in use: \(frames.framesInUse) counted, \(inUse) found") }
         let tables = spaces.reduce(0) { $0 + $1.reachablePageTables }
         if tables != livePageTables { problems.append("page tables: \(livePageTables) live, \(tables) reachable (leaked or freed while linked)") }
@@ -268,6 +281,38 @@ extension MMSystem {
         }
         for bits in mappings.activeVMAs.keys where all[bits] == nil { problems.append("a VMA's anon_vma is in no chain") }
         if all.count != liveAnonVMACount { problems.append("anon_vmas: \(liveAnonVMACount) live, \(all.count) reachable (leaked)") }
+        return problems
+    }
+}
+
+extension MMSystem {
+    /// The swap device against the page tables: each slot's count is the number of swap PTEs
+    /// holding it, a slot in use is referenced or cached, a cached frame is live, anonymous,
+    /// marked and knows its slot; no swap PTE without a device.
+    func swapProblems(_ mappings: FrameMappings) -> [String] {
+        guard let swap else {
+            return mappings.swapEntries.isEmpty ? [] : ["swap: \(mappings.swapEntries.count) slots in PTEs and no swap device"]
+        }
+        var problems: [String] = []
+        let (counts, cache, free) = swap.snapshot()
+        var used = 0
+        for slot in 1..<swap.slots {
+            let want = mappings.swapEntries[UInt32(slot)] ?? 0
+            if counts[slot] != want && problems.count < 20 {
+                problems.append("swap slot \(slot): count \(counts[slot]), \(want) swap PTEs")
+            }
+            if counts[slot] > 0 || cache[UInt32(slot)] != nil { used += 1 }
+        }
+        if swap.slots - 1 - free != used { problems.append("swap: \(swap.slots - 1 - free) slots allocated, \(used) referenced or cached") }
+        for (slot, f) in cache {
+            let p = frames.page(f)
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            if flags & PageMeta.Flag.free != 0 { problems.append("swap cache: slot \(slot) holds free frame \(f)") }
+            if flags & (PageMeta.Flag.swapCache | PageMeta.Flag.anon) != PageMeta.Flag.swapCache | PageMeta.Flag.anon {
+                problems.append("swap cache: frame \(f) of slot \(slot) not marked anonymous and in the swap cache")
+            }
+            if p.pointee.swapSlot.load(ordering: .relaxed) != slot { problems.append("swap cache: frame \(f) names slot \(p.pointee.swapSlot.load(ordering: .relaxed)), cached as \(slot)") }
+        }
         return problems
     }
 }

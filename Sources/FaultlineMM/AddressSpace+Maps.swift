@@ -195,6 +195,9 @@ extension AddressSpace {
         public var lazyFree: UInt64 = 0
         /// `Locked:`: the Pss of a VM_LOCKED VMA, 0 for any other.
         public var locked: UInt64 = 0
+        /// `Swap:` and `SwapPss:` (each entry's share of its slot).
+        public var swap: UInt64 = 0
+        public var swapPss: UInt64 = 0
     }
 
     /// Walks the VMA's PTEs (the zero page does not count).
@@ -207,6 +210,12 @@ extension AddressSpace {
             while a < e {
                 let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
                 a += Linux.pageSize
+                if PTE.isSwap(pte), let swap = system.swap {
+                    // smaps_pte_entry(): swap entries, SwapPss shared by the slot's users.
+                    u.swap += Linux.pageSize
+                    u.swapPss += (Linux.pageSize << pssShift) / UInt64(max(swap.count(PTE.swapSlot(pte)), 1))
+                    continue
+                }
                 guard pte & PTE.present != 0, pte & PTE.special == 0 else { continue }
                 let p = frames.page(PTE.frame(pte))
                 let mapcount = UInt64(max(p.pointee.mapcount.load(ordering: .relaxed), 1))
@@ -230,6 +239,7 @@ extension AddressSpace {
         rcuRead.readUnlock()
         u.pss >>= pssShift
         u.pssDirty >>= pssShift
+        u.swapPss >>= pssShift
         if v.vmFlags.contains(.locked) { u.locked = u.pss }
         return u
     }
@@ -271,7 +281,9 @@ extension AddressSpace {
             row("KSM:", 0)
             row("LazyFree:", u.lazyFree)
             for label in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
-                          "Shared_Hugetlb:", "Private_Hugetlb:", "Swap:", "SwapPss:"] { row(label, 0) }
+                          "Shared_Hugetlb:", "Private_Hugetlb:"] { row(label, 0) }
+            row("Swap:", u.swap)
+            row("SwapPss:", u.swapPss)
             row("Locked:", u.locked)
             let eligible = thpEligible(v) ? "1" : "0"
             out += "THPeligible:" + String(repeating: " ", count: 16 - "THPeligible:".count)

@@ -329,6 +329,9 @@ extension AddressSpace {
     func finishUnmap(_ gone: [VMARef], _ bounds: UnmapBounds) {
         guard let first = gone.first, let last = gone.last else { return }
         for v in gone { zapRange(v.vmStart, v.vmEnd, vma: v, dropMarkers: true) }
+        // free_pgtables(): the VMAs leave the reverse map before their tables go, so an rmap
+        // walk (holding the anon_vma lock) never reads a table being freed.
+        for v in gone { Self.unlinkAnonVMAs(v) }
         if bounds.ceiling == 0 || bounds.ceiling > bounds.floor {
             freePageTables(floor: bounds.floor, ceiling: bounds.ceiling, start: first.vmStart, end: last.vmEnd,
                            level: 4, table: pgd)

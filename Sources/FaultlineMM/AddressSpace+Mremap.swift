@@ -217,7 +217,11 @@ extension AddressSpace {
             vmaLink(n)
             newVMA = n
         }
+        // take_rmap_locks(): an rmap walk must not find the page at neither place mid-move.
+        let rmapLock = vma.anonChainHead?.pointee.payload.anonVMA.takeUnretainedValue()
+        rmapLock?.lockWrite()
         movePageTables(from: r.addr, to: r.newAddr, length: min(r.oldLen, r.newLen))
+        rmapLock?.unlockWrite()
         if r.flags.contains(.dontUnmap) {
             // dontunmap_complete(): the source stays, no longer locked; moved whole, it loses
             // its anon_vma.

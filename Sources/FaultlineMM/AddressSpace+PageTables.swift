@@ -126,6 +126,7 @@ extension AddressSpace {
     func zapRange(_ start: UInt64, _ end: UInt64, vma: VMARef?, dropMarkers: Bool, reclaimTables: Bool = false,
                   fileOnly: Bool = false) -> Int {
         var freed: [FrameNumber] = []
+        var swapFreed: [UInt32] = []
         var cleared = 0
         var anon = 0, file = 0, shmem = 0
         let shmemVMA = vma?.vmFile?.isShmem ?? false
@@ -142,13 +143,16 @@ extension AddressSpace {
                     a &+= Linux.pageSize
                     continue
                 }
-                if fileOnly && cur & PTE.present != 0
-                    && (cur & PTE.special != 0 || frames.page(PTE.frame(cur)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0) {
+                if fileOnly && (PTE.isSwap(cur) || cur & PTE.present != 0
+                    && (cur & PTE.special != 0 || frames.page(PTE.frame(cur)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0)) {
                     a &+= Linux.pageSize
                     continue
                 }
                 let old = slot.pointee.exchange(0, ordering: .acquiringAndReleasing)
-                if old & PTE.present != 0 {
+                if PTE.isSwap(old) {
+                    // zap_nonpresent_ptes(): free_swap_and_cache().
+                    swapFreed.append(PTE.swapSlot(old))
+                } else if old & PTE.present != 0 {
                     cleared += 1
                     if old & PTE.special == 0 {
                         let f = PTE.frame(old)
@@ -179,6 +183,7 @@ extension AddressSpace {
         if file != 0 { stats.slots.add(MMStat.rssFile.rawValue, UInt64(bitPattern: Int64(-file))) }
         if shmem != 0 { stats.slots.add(MMStat.rssShmem.rawValue, UInt64(bitPattern: Int64(-shmem))) }
         frames.freeDeferred(freed)
+        if !swapFreed.isEmpty, let swap = system.swap { for slot in swapFreed { swap.free(slot) } }
         return cleared
     }
 
@@ -291,6 +296,10 @@ extension AddressSpace {
                     child.allocPTE(a).pointee.store(old, ordering: .releasing)
                 } else if PTE.isGuard(old) {
                     // copy_nonpresent_pte(): guard markers go to the child.
+                    child.allocPTE(a).pointee.store(old, ordering: .releasing)
+                } else if PTE.isSwap(old) {
+                    // copy_nonpresent_pte(): the child's entry holds the slot too.
+                    system.swap!.duplicate(PTE.swapSlot(old))
                     child.allocPTE(a).pointee.store(old, ordering: .releasing)
                 }
                 a &+= Linux.pageSize

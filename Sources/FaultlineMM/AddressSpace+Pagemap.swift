@@ -40,6 +40,9 @@ extension AddressSpace {
                         if p.pointee.mapcount.load(ordering: .relaxed) == 1 { v |= Pagemap.exclusive }
                     }
                     out[Int((a - start) >> Linux.pageShift)] = v
+                } else if PTE.isSwap(pte) {
+                    // PM_SWAP (the type and offset bits are not compared).
+                    out[Int((a - start) >> Linux.pageShift)] = Pagemap.swapped
                 } else if PTE.isGuard(pte) {
                     // A marker is a swap-type entry: PM_SWAP with PM_GUARD_REGION.
                     out[Int((a - start) >> Linux.pageShift)] = Pagemap.swapped | Pagemap.guardRegion

@@ -37,6 +37,27 @@ extension AddressSpace {
         }
         rcuRead.readUnlock()
         if changed { flushTLBRange() }
+        if let swap = system.swap {
+            // madvise_free_pte_range(): a swapped-out page is dropped (reads back as zeros).
+            var slots: [UInt32] = []
+            rcuRead.readLock()
+            forEachPTETable(start, end) { table, s, e in
+                table.ptl.pointee.lock()
+                var a = s
+                while a < e {
+                    let slot = table.entry(ptIndex(a, level: 1))
+                    let cur = slot.pointee.load(ordering: .relaxed)
+                    if PTE.isSwap(cur) {
+                        slot.pointee.store(0, ordering: .releasing)
+                        slots.append(PTE.swapSlot(cur))
+                    }
+                    a &+= Linux.pageSize
+                }
+                table.ptl.pointee.unlock()
+            }
+            rcuRead.readUnlock()
+            for slot in slots { swap.free(slot) }
+        }
     }
 
     /// `madvise_cold_or_pageout_pte_range()` + `reclaim_pages()` without swap: pages mapped
@@ -51,6 +72,10 @@ extension AddressSpace {
         var freed: [FrameNumber] = []
         var dropFromCache: [(UInt64, FrameNumber)] = []
         var anon: Int64 = 0, filePages: Int64 = 0
+        var toSwap: [FrameNumber] = []
+        defer {
+            if !toSwap.isEmpty { count(.pagedOut, UInt64(system.reclaimAnon(toSwap))) }
+        }
         rcuRead.readLock()
         forEachPresentPTE(start, end) { slot, address, old in
             guard old & PTE.special == 0 else { return }
@@ -61,7 +86,15 @@ extension AddressSpace {
             let isAnon = flags & PageMeta.Flag.anon != 0
             let dirty = old & PTE.dirty != 0 || flags & PageMeta.Flag.dirty != 0
             // A droppable VMA's folios are never swap-backed: discarded, dirty or not.
-            if isAnon && !droppable && (flags & PageMeta.Flag.lazyFree == 0 || dirty) { return }
+            if isAnon && !droppable && (flags & PageMeta.Flag.lazyFree == 0 || dirty) {
+                // With a swap device, reclaim swaps it out (after the walk: isolated, with a
+                // reference of ours, as reclaim_pages() gets them).
+                if system.swap != nil && p.pointee.mlockCount.load(ordering: .relaxed) <= 0 && flags & PageMeta.Flag.swapCache == 0 {
+                    frames.get(f)
+                    toSwap.append(f)
+                }
+                return
+            }
             if !isAnon && file == nil { return }
             // try_to_unmap_one(): the PTE goes, its dirty bit moves to the page.
             guard slot.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else { return }

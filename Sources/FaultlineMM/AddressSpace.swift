@@ -22,9 +22,15 @@ public final class MMSystem: @unchecked Sendable {
     public let treeNodesChecked = Atomic<Int>(0)
     /// anon_vmas allocated and not yet freed (freeing waits for a grace period).
     let liveAnonVMAs = LiveCount()
+    /// The swap device (`swapon`), or nil: the host here has none, and difftest configures
+    /// the model as the host is.
+    public private(set) var swap: SwapDevice? = nil
     /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
     /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
     @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
+    /// Broken on purpose (tests): try_to_unmap clears only the first PTE it finds and counts
+    /// the others as unmapped too, so reclaim frees a page that is still mapped.
+    @_spi(Testing) public var _brokenTryToUnmapSkipsMappings = false
 
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
@@ -39,6 +45,13 @@ public final class MMSystem: @unchecked Sendable {
         vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu, poison: poison)
         vmaTypesafeSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
+    }
+
+    /// `swapon()`: an in-memory swap device of `pages` slots, each read or write taking
+    /// `ioLatencyNs`. Call before any address space uses the system.
+    public func swapOn(pages: Int, ioLatencyNs: UInt64 = 0) {
+        precondition(swap == nil, "one swap device per system")
+        swap = SwapDevice(pages: pages, ioLatencyNs: ioLatencyNs, frames: frames)
     }
 
     /// Writes after free found so far: (frames, VMAs, page tables).
@@ -493,6 +506,7 @@ public final class AddressSpace: @unchecked Sendable {
         for v in all {
             zapRange(v.vmStart, v.vmEnd, vma: v, dropMarkers: true)
             vmaUnlink(v)
+            Self.unlinkAnonVMAs(v)
         }
         freePageTables(floor: 0, ceiling: 0, start: 0, end: config.taskSize, level: 4, table: pgd, freeAll: true)
         endVMAWrites()
@@ -526,6 +540,8 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case faultAroundPages
     /// Pages MADV_PAGEOUT reclaimed: unmapped, and dropped from the page cache if clean.
     case pagedOut
+    /// Faults on a swap entry (`do_swap_page`), major or not.
+    case swapInFaults
     /// The kernel's per-VMA-lock fault events (`/proc/vmstat`, CONFIG_PER_VMA_LOCK_STATS), as
     /// it defines them: `vma_lock_success` a fault handled under the VMA lock (an access
     /// error too); `vma_lock_abort` no VMA could be locked; `vma_lock_retry` the fault under

@@ -26,6 +26,8 @@ public struct PageMeta: ~Copyable {
     /// `folio->index` of an anonymous page: `linear_page_index()` of the address it was made
     /// for, so `vma_address()` finds it in any VMA of the anon_vma's tree.
     public let index: Atomic<UInt64>
+    /// `folio->swap`: the swap slot of a page in the swap cache (`Flag.swapCache`).
+    public let swapSlot: Atomic<UInt32>
 
     public enum Flag {
         public static let anon: UInt32 = 1 << 0
@@ -44,6 +46,8 @@ public struct PageMeta: ~Copyable {
         /// folios are naturally aligned in the file, so the order finds the head).
         public static let orderShift: UInt32 = 8
         public static let orderMask: UInt32 = 0xF << 8
+        /// `PG_swapcache`: in a swap device's cache, its slot in `swapSlot` (one reference).
+        public static let swapCache: UInt32 = 1 << 12
     }
 
     /// The order of the folio this page-cache page belongs to.
@@ -56,6 +60,7 @@ public struct PageMeta: ~Copyable {
         mlockCount = Atomic(0)
         mapping = Atomic(0)
         index = Atomic(0)
+        swapSlot = Atomic(0)
     }
 }
 

@@ -21,6 +21,14 @@ public enum PTE {
 
     @inlinable @inline(__always)
     public static func isGuard(_ e: UInt64) -> Bool { e == guardMarker }
+    /// A swap entry (`swp_entry_t` in a non-present PTE): this tag, the slot from bit 12.
+    public static let swapTag: UInt64 = 1 << 11
+    @inlinable @inline(__always)
+    public static func isSwap(_ e: UInt64) -> Bool { e & (present | swapTag) == swapTag }
+    @inlinable @inline(__always)
+    public static func swapEntry(_ slot: UInt32) -> UInt64 { UInt64(slot) << 12 | swapTag }
+    @inlinable @inline(__always)
+    public static func swapSlot(_ e: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: e >> 12) }
 
     /// The protection-key bits a VMA's flags give its entries (`arch_vm_get_page_prot`).
     @inlinable @inline(__always)

@@ -17,7 +17,7 @@ struct Stress: ParsableCommand {
         signature into their pages and checks, after each of its own calls returns, what must \
         then be true whatever the other threads do: no PTE left after munmap or mremap, no \
         writable PTE after mprotect(PROT_READ), its words intact, maps showing exactly its \
-        mapped slots. Every thread also faults into the others' slots and churns a shared area. \
+        mapped slots (and pages it swapped out read back). Every thread also faults into the others' slots and churns a shared area. \
         Every epoch all threads park and the global invariants are checked: each present PTE \
         inside a VMA that allows it, frame reference and map counts equal to the PTEs mapping \
         them, nothing free and mapped, the reverse map finding every PTE of every anonymous \
@@ -49,6 +49,9 @@ struct Stress: ParsableCommand {
     @Option(help: "Seconds between quiescent checks.")
     var epoch: Double = 0.5
 
+    @Option(name: .customLong("swap-mib"), help: "Swap device size in MiB (0: none). MADV_PAGEOUT swaps anonymous pages out; faults read them back.")
+    var swapMiB: Int = 16
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -56,6 +59,7 @@ struct Stress: ParsableCommand {
         if seconds <= 0 || threads < 1 || threads > 512 || epoch <= 0 {
             throw ValidationError("--seconds and --epoch must be positive, --threads in 1...512")
         }
+        if swapMiB < 0 || swapMiB > 4096 { throw ValidationError("--swap-mib must be in 0...4096") }
         if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
     }
 
@@ -68,6 +72,7 @@ struct Stress: ParsableCommand {
         o.seed = seed
         o.mapsReader = maps
         o.epoch = epoch
+        o.swapPages = swapMiB * 256
         var progress: Progress? = nil
         let report = DesignStress(options: o).run { done, total, label in
             // Off a terminal, a line every 10 s.
@@ -79,12 +84,13 @@ struct Stress: ParsableCommand {
             struct Out: Codable {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
-                var treeNodesChecked: Int
+                var treeNodesChecked: Int, swapOuts: Int, swapIns: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
                                      violations: report.violations, firstViolationAfter: report.firstViolationAfter,
-                                     treeNodesChecked: report.treeNodesChecked)))
+                                     treeNodesChecked: report.treeNodesChecked,
+                                     swapOuts: report.swapOuts, swapIns: report.swapIns)))
         } else {
             print(render(report))
         }
@@ -104,6 +110,7 @@ struct Stress: ParsableCommand {
             + "VMA locks \(c.vmaLockContended) (\(fmt(Double(c.vmaLockWaitNs) / 1e6, 1)) ms), "
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
+        if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
         if let events = c.vmaLockEventsLine { out += events + "\n" }
         if r.passed {
             out += "PASSED: 0 violations"

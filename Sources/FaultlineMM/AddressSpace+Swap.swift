@@ -1,0 +1,180 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+// Swap (mm/memory.c do_swap_page, mm/rmap.c try_to_unmap, mm/vmscan.c shrink_folio_list):
+// an anonymous page reclaim takes is written to a slot of the swap device and every PTE that
+// mapped it — found through the reverse map, in every address space of the fork hierarchy —
+// becomes a swap entry; a fault on one reads the page back (a major fault, with the fault's
+// lock dropped for the I/O where the design can drop it) and maps it.
+
+extension AddressSpace {
+    /// `do_swap_page()`: a fault on a swap entry. The page comes from the swap cache, or is
+    /// read from the device — with the lock dropped and the fault retried when the read takes
+    /// time (`VM_FAULT_RETRY` after `swapin_readahead`), inline where the path may not drop
+    /// its lock. Mapped writable at once when no one else holds it (the entry was this PTE's
+    /// alone: `exclusive`); a write to a page still shared is copied as any COW.
+    @usableFromInline @inline(never)
+    func swapFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
+                                      _ orig: UInt64, _ kind: AccessKind, _ v: V) -> FaultOutcome {
+        guard let swap = system.swap else { preconditionFailure("a swap entry without a swap device") }
+        let slot = PTE.swapSlot(orig)
+        var cached = swap.lookup(slot)
+        if cached == nil {
+            if swap.ioLatencyNs > 0 {
+                guard v.mayWaitForIO else { return .abort(.lockContended) }
+                return .needIO(FaultIO(swap: swap, slot: slot))
+            }
+            cached = swap.readIn(slot)
+            if cached == nil {
+                // Out of frames, or the entry went (zapped) while we read: look again.
+                return ptep.pointee.load(ordering: .acquiring) == orig ? .error(.oom) : .done
+            }
+        }
+        let f = cached!
+        let p = frames.page(f)
+        let table = PageTablePage(entry: ptep)
+        table.ptl.pointee.lock()
+        guard v.validate(), tableStillLinked(page, ptep) else {
+            table.ptl.pointee.unlock()
+            frames.put(f)
+            return .abort(.pteChanged)
+        }
+        guard ptep.pointee.load(ordering: .relaxed) == orig else {
+            table.ptl.pointee.unlock()
+            frames.put(f)
+            return .done
+        }
+        // swap_free(): this PTE no longer holds the slot (at zero the page leaves the cache).
+        swap.free(slot)
+        // Exclusive: our reference is the only one left (no other PTE, no cache).
+        let exclusive = p.pointee.refcount.load(ordering: .acquiring) == 1
+        if p.pointee.mapping.load(ordering: .relaxed) == 0 {
+            // folio_add_new_anon_rmap(): a shared page belongs to the hierarchy's root, which
+            // every VMA that may map it chains to.
+            let own = s.vma.anonVMA
+            let a = exclusive || own == 0 ? own : AnonVMA.from(own).root.bits
+            p.pointee.mapping.store(a, ordering: .relaxed)
+            p.pointee.index.store(s.pgoff &+ ((page &- s.start) >> Linux.pageShift), ordering: .relaxed)
+        }
+        let writable = exclusive && s.flags.contains(.write)
+        let e = PTE.make(f, writable: writable, exec: s.flags.contains(.exec), dirty: writable && kind == .write,
+                         pkey: PTE.pkeyBits(s.flags))
+        ptep.pointee.store(e, ordering: .releasing)
+        p.pointee.mapcount.wrappingAdd(1, ordering: .relaxed)   // the PTE takes our reference
+        if s.flags.contains(.locked) { mlockAnon(f, 1) }
+        table.ptl.pointee.unlock()
+        count(.faults)
+        count(.swapInFaults)
+        count(.rssAnon)
+        if kind == .write && !writable && s.flags.contains(.write) {
+            // do_wp_page() in the same fault: the page is still someone else's too.
+            return wpFault(s, page, ptep, e, v)
+        }
+        return .done
+    }
+}
+
+extension MMSystem {
+    /// `try_to_unmap()` for an anonymous page in the swap cache: every PTE the reverse map
+    /// finds mapping `f` becomes a swap entry for `slot` (the slot counts each), under that
+    /// page table's lock; then one TLB flush. Returns the mappings left (one a concurrent
+    /// fork or fault added where the walk had passed): reclaim gives up on such a page.
+    func tryToUnmap(_ f: FrameNumber, slot: UInt32) -> Int32 {
+        let swap = swap!
+        let p = frames.page(f)
+        var unmapped = false
+        var found = 0
+        rmapWalkAnon(f) { mm, vma, address in
+            mm.rcuRead.readLock()
+            defer { mm.rcuRead.readUnlock() }
+            guard let ptep = mm.walkPTE(address) else { return }
+            let table = PageTablePage(entry: ptep)
+            table.ptl.pointee.lock()
+            defer { table.ptl.pointee.unlock() }
+            let old = ptep.pointee.load(ordering: .relaxed)
+            guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, mm.tableStillLinked(address, ptep) else { return }
+            found += 1
+            if _brokenTryToUnmapSkipsMappings && found > 1 {
+                // The broken control: counted as unmapped, the PTE left in place.
+                p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
+                return
+            }
+            swap.duplicate(slot)
+            ptep.pointee.store(PTE.swapEntry(slot), ordering: .releasing)
+            if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+            if vma.vmFlags.contains(.locked) { p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed) }
+            p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+            p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // the caller still holds one
+            mm.count(.rssAnon, UInt64(bitPattern: -1))
+            unmapped = true
+        }
+        // No access through an old PTE after this (flush_tlb_range of each mm, at once).
+        if unmapped { tlbRCU.synchronize() }
+        return p.pointee.mapcount.load(ordering: .relaxed)
+    }
+
+    /// `shrink_folio_list()` for anonymous pages, with the swap device: each page (the caller
+    /// holds a reference to each, as isolation does) goes to the swap cache with a new slot,
+    /// is unmapped everywhere, written out, and leaves the cache and memory unless someone
+    /// took it meanwhile. A page still mapped or taken stays in the swap cache, as in Linux.
+    /// Returns the pages freed. Callers hold no page-table lock.
+    func reclaimAnon(_ pages: [FrameNumber]) -> Int {
+        guard let swap else {
+            for f in pages { frames.put(f) }
+            return 0
+        }
+        var freed: [FrameNumber] = []
+        for f in pages {
+            let p = frames.page(f)
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            // Unevictable (mlocked), or already in the swap cache (a reclaim or read is on it).
+            guard flags & PageMeta.Flag.swapCache == 0, p.pointee.mlockCount.load(ordering: .relaxed) <= 0,
+                  let slot = swap.addToSwap(f) else {
+                frames.put(f)
+                continue
+            }
+            if tryToUnmap(f, slot: slot) != 0 {
+                // Still mapped somewhere: it stays, in the swap cache while swap PTEs hold it.
+                _ = swap.finishReclaim(f, slot: slot, refs: 0)
+                frames.put(f)
+                continue
+            }
+            swap.writeOut(f, slot)
+            p.pointee.flags.bitwiseAnd(~(PageMeta.Flag.dirty | PageMeta.Flag.lazyFree), ordering: .relaxed)
+            // Our reference and the cache's: if they are all, the page goes.
+            if swap.finishReclaim(f, slot: slot, refs: 2) {
+                freed.append(f)
+            } else {
+                frames.put(f)
+            }
+        }
+        // A lockless walker may have read a PTE to the page before it was unmapped.
+        frames.freeDeferred(freed)
+        return freed.count
+    }
+}
+
+extension AddressSpace {
+    /// Reclaims the anonymous page mapped at `address` as kswapd would (tests): through the
+    /// reverse map, wherever it is mapped. True if it was swapped out and freed.
+    @_spi(Testing) public func _reclaimAnon(at address: UInt64) -> Bool {
+        rcuRead.readLock()
+        var frame: FrameNumber? = nil
+        if let slot = walkPTE(address & Linux.pageMask) {
+            let table = PageTablePage(entry: slot)
+            table.ptl.pointee.lock()
+            let pte = slot.pointee.load(ordering: .relaxed)
+            if pte & PTE.present != 0 && pte & PTE.special == 0
+                && frames.page(PTE.frame(pte)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 {
+                frame = PTE.frame(pte)
+                frames.get(frame!)
+            }
+            table.ptl.pointee.unlock()
+        }
+        rcuRead.readUnlock()
+        guard let frame else { return false }
+        return system.reclaimAnon([frame]) == 1
+    }
+}
