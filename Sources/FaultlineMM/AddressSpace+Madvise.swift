@@ -96,8 +96,8 @@ extension AddressSpace {
     }
 
     /// The advice that leaves VMAs alone, under the read lock: DONTNEED/FREE zap or drop pages,
-    /// COLD/PAGEOUT reclaim, GUARD_INSTALL/GUARD_REMOVE set and clear markers, WILLNEED
-    /// validates only.
+    /// COLD/PAGEOUT reclaim, GUARD_INSTALL/GUARD_REMOVE set and clear markers, WILLNEED reads
+    /// swapped-out anonymous pages into the swap cache.
     func doMadviseRead(_ start: UInt64, _ end: UInt64, _ advice: Advice) -> Result<Void, Errno> {
         madviseWalk(start, end) { v, s, e in madviseReadVMA(v, s, e, advice) }
     }
@@ -132,6 +132,10 @@ extension AddressSpace {
         case .guardRemove:
             if !isValidGuardVMA(v, allowLocked: true) { return .failure(.EINVAL) }
             guardRemove(s, e)
+        case .willNeed:
+            // madvise_willneed() -> madvise_swapin() on anonymous memory (a file's readahead
+            // is not modelled here).
+            if v.isAnonymous, system.swap != nil { madviseSwapin(s, e) }
         default:
             break
         }

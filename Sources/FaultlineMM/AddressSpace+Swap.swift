@@ -75,6 +75,28 @@ extension AddressSpace {
     }
 }
 
+extension AddressSpace {
+    /// `madvise_swapin()` (`swapin_walk_pmd_entry` + `read_swap_cache_async`): every swapped-out
+    /// page of `[start, end)` is read into the swap cache, not mapped; the faults that come
+    /// later find it there (minor faults).
+    func madviseSwapin(_ start: UInt64, _ end: UInt64) {
+        guard let swap = system.swap else { return }
+        var slots: [UInt32] = []
+        rcuRead.readLock()
+        forEachPTETable(start, end) { table, s, e in
+            var a = s
+            while a < e {
+                let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
+                if PTE.isSwap(pte) { slots.append(PTE.swapSlot(pte)) }
+                a &+= Linux.pageSize
+            }
+        }
+        rcuRead.readUnlock()
+        // A slot freed meanwhile reads nothing (readIn checks its count under the lock).
+        for slot in slots { if let f = swap.readIn(slot) { frames.put(f) } }
+    }
+}
+
 extension MMSystem {
     /// `try_to_unmap()` for an anonymous page in the swap cache: every PTE the reverse map
     /// finds mapping `f` becomes a swap entry for `slot` (the slot counts each), under that

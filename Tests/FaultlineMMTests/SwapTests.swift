@@ -99,6 +99,29 @@ struct SwapTests {
     }
 }
 
+extension SwapTests {
+    /// MADV_WILLNEED reads swapped-out pages into the swap cache without mapping them: the
+    /// faults after it are minor. mlock brings swapped-out pages back (populate faults).
+    @Test(arguments: [Design.global, .perVMA615])
+    func willneedAndMlockSwapIn(design: Design) {
+        let mm = Self.space(design, latencyNs: 20_000)
+        _ = mm.mmap(Self.base, 8 * page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        Self.fill(mm, 8) { UInt8(50 + $0) }
+        _ = mm.madvise(Self.base, 8 * page, .pageOut).must()
+        _ = mm.madvise(Self.base, 4 * page, .willNeed).must()
+        #expect(mm.system.swap!.pagesIn == 4)
+        #expect(mm.pagemap(Self.base, Self.base + 4 * page).allSatisfy { $0 == Pagemap.swapped }, "read in, not mapped")
+        let major = mm.stats.sum(MMStat.majorFaults.rawValue)
+        for i in 0..<4 { #expect(mm.load(Self.base + UInt64(i) * page + 100).must() == UInt8(50 + i)) }
+        #expect(mm.stats.sum(MMStat.majorFaults.rawValue) == major, "found in the swap cache: minor faults")
+        _ = mm.mlock(Self.base + 4 * page, 4 * page).must()
+        #expect(mm.pagemap(Self.base + 4 * page, Self.base + 8 * page).allSatisfy { $0 & Pagemap.present != 0 })
+        #expect(mm.load(Self.base + 7 * page + 100).must() == 57)
+        #expect(mm.system.swap!.slotsInUse == 0)
+        #expect(mm.system.checkQuiescent([mm]) == [])
+    }
+}
+
 /// The broken control: a try_to_unmap that unmaps one mapping and calls the page unmapped lets
 /// reclaim free a page the child still maps, and the check says so.
 @Suite("Broken controls: swap", .serialized)
