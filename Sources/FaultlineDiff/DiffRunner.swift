@@ -138,7 +138,7 @@ public struct Divergence: CustomStringConvertible {
         }
         if hostState.usage != modelState.usage {
             func row(_ u: [VMAUsage]) -> String {
-                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB Locked \($0.lockedKB) kB" }.joined(separator: "; ")
+                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB Locked \($0.lockedKB) kB Swap \($0.swapKB) kB" }.joined(separator: "; ")
             }
             s += "  smaps, host:  " + row(hostState.usage) + "\n"
             s += "  smaps, model: " + row(modelState.usage) + "\n"
@@ -289,7 +289,7 @@ public final class DiffRunner {
         }
         for (start, u) in mm.usage(start: w.lowerBound, end: w.upperBound) {
             state.usage.append(VMAUsage(start: start, rssKB: u.rss >> 10, anonymousKB: u.anonymous >> 10, lazyFreeKB: u.lazyFree >> 10,
-                                        lockedKB: u.locked >> 10))
+                                        lockedKB: u.locked >> 10, swapKB: u.swap >> 10))
         }
         return state
     }

@@ -93,9 +93,9 @@ final class HostHelper {
                 state.appendPages(start, String(parts[2]))
             } else if l.hasPrefix("smaps ") {
                 let parts = l.split(separator: " ").compactMap { UInt64($0) }
-                guard parts.count == 5 else { throw HostError(description: "helper: " + l) }
+                guard parts.count == 6 else { throw HostError(description: "helper: " + l) }
                 state.usage.append(VMAUsage(start: parts[0], rssKB: parts[1], anonymousKB: parts[2], lazyFreeKB: parts[3],
-                                            lockedKB: parts[4]))
+                                            lockedKB: parts[4], swapKB: parts[5]))
             }
         }
         return (r, state)
@@ -145,13 +145,15 @@ struct PageRun: Equatable {
     }
 }
 
-/// One VMA's smaps `Rss:`, `Anonymous:`, `LazyFree:` and `Locked:`.
+/// One VMA's smaps `Rss:`, `Anonymous:`, `LazyFree:`, `Locked:` and `Swap:` (the model runs
+/// without a swap device when compared with a host that has none: both must show 0).
 struct VMAUsage: Equatable {
     var start: UInt64
     var rssKB: UInt64
     var anonymousKB: UInt64
     var lazyFreeKB: UInt64
     var lockedKB: UInt64
+    var swapKB: UInt64
 }
 
 /// What the differential tester compares after every step, besides the result.

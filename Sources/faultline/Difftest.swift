@@ -15,7 +15,7 @@ struct Difftest: ParsableCommand {
         processes stay alive and the sequence moves between them now and then. After every step the \
         result (value or errno, the byte loaded, or the signal), the maps lines of the window \
         and the heap (range, permissions, offset, path), every page's pagemap entry (present, \
-        file or shmem, mapped once) and each window VMA's smaps Rss, Anonymous and LazyFree must agree. \
+        file or shmem, mapped once) and each window VMA's smaps Rss, Anonymous, LazyFree, Locked and Swap must agree. \
         A disagreement is shrunk to a minimal sequence and printed in strace syntax. \
         Exit status 1 on any disagreement.
         """
