@@ -47,8 +47,8 @@ public final class MMSystem: @unchecked Sendable {
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
     }
 
-    /// `swapon()`: an in-memory swap device of `pages` slots, each read or write taking
-    /// `ioLatencyNs`. Call before any address space uses the system.
+    /// `swapon()`: an in-memory swap device of `pages` slots, each read taking `ioLatencyNs`
+    /// (writes are asynchronous). Call before any address space uses the system.
     public func swapOn(pages: Int, ioLatencyNs: UInt64 = 0) {
         precondition(swap == nil, "one swap device per system")
         swap = SwapDevice(pages: pages, ioLatencyNs: ioLatencyNs, frames: frames)

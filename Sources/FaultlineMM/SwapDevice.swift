@@ -19,7 +19,7 @@ import Glibc
 /// and the cache; callers may hold a PTE lock when they take it, never the reverse.
 public final class SwapDevice: @unchecked Sendable {
     public let slots: Int
-    /// Simulated latency of one page read or written (`swap_read_folio` / `swap_writepage`).
+    /// Simulated latency of one page read (`swap_read_folio`), which the faulting thread waits for.
     public let ioLatencyNs: UInt64
     let storage: UnsafeMutableRawPointer
     let lock = SpinLock()
@@ -35,7 +35,7 @@ public final class SwapDevice: @unchecked Sendable {
 
     /// - Parameters:
     ///   - pages: slots of 4 KiB (the device's size).
-    ///   - ioLatencyNs: time one page's read or write takes.
+    ///   - ioLatencyNs: time one page's read takes.
     init(pages: Int, ioLatencyNs: UInt64, frames: FramePool) {
         precondition(pages > 0)
         slots = pages + 1
@@ -146,9 +146,9 @@ public final class SwapDevice: @unchecked Sendable {
 
     // MARK: I/O
 
-    /// `swap_writepage()`: the page's contents go to its slot.
+    /// `swap_writepage()`: the page's contents go to its slot. Writeback is asynchronous in
+    /// Linux (the reclaimer does not wait for it): the write costs the caller no latency.
     func writeOut(_ f: FrameNumber, _ slot: UInt32) {
-        if ioLatencyNs > 0 { fl_sleep_ns(ioLatencyNs) }
         (storage + Int(slot) * Int(Linux.pageSize)).copyMemory(from: frames.pointer(f), byteCount: Int(Linux.pageSize))
         outCount.wrappingAdd(1, ordering: .relaxed)
     }

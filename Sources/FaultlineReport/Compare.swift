@@ -29,7 +29,7 @@ extension Comparison {
     public static func run(_ o: CompareOptions, progress: (Int, Int, String) -> Void = { _, _, _ in }) -> Comparison {
         let threads = Array(Set(o.threads)).sorted()
         let maxT = threads.max() ?? 1
-        let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o.base, workloads: o.workloads, threads: maxT))
+        let system = WorkloadRunner.makeSystem(o.base, workloads: o.workloads, threads: maxT)
         var cells: [CellResult] = []
         let designColumns = o.columns.filter { Design(rawValue: $0) != nil }
         let total = o.repetitions * (o.workloads.count * threads.count * o.columns.count + o.replays.count * designColumns.count)

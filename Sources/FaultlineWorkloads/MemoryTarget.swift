@@ -50,6 +50,9 @@ extension MemoryTarget {
     }
 
     @inline(__always)
+    public func pageout(_ a: UInt64, _ len: UInt64) { _ = perform(.madvise(addr: a, length: len, advice: Advice.pageOut.rawValue)) }
+
+    @inline(__always)
     public func dontneed(_ a: UInt64, _ len: UInt64) { _ = perform(.madvise(addr: a, length: len, advice: Advice.dontNeed.rawValue)) }
 }
 

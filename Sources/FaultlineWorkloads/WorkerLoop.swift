@@ -62,7 +62,26 @@ final class WorkerLoop<T: MemoryTarget> {
             if index % 4 == 3 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launch() }
         case .mallocChurn: mallocChurn()
         case .metis: metis()
+        case .swapChurn:
+            if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { swapChurn() }
         }
+    }
+
+    /// swap-churn's faulters: their own 1 MiB region written page by page (an op each), paged
+    /// out (not an op: as seed-mix's MADV_DONTNEED), written again: each write a swap-in fault.
+    func swapChurn() {
+        let l: UInt64 = 1 << 20
+        guard let a = target.mapAnon(l, at: nil) else { return }
+        let pages = Int(l / page)
+        while !stopped {
+            var p = a
+            for _ in 0..<pages {
+                op { target.write(p) }
+                p &+= page
+            }
+            target.pageout(a, l)
+        }
+        target.unmap(a, l)
     }
 
     /// page_fault1/2/3: map `--size`, write one byte per page (an op each), unmap.

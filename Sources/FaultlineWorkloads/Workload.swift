@@ -13,6 +13,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     case appLaunch = "app-launch"
     case mallocChurn = "malloc-churn"
     case metis
+    case swapChurn = "swap-churn"
 
     /// What `faultline compare` runs unless told otherwise.
     public static let defaults: [Workload] = [.pageFault1, .pageFault2, .pageFault3, .mmap1, .seedMix, .mapsReader]
@@ -30,6 +31,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         case .appLaunch: "Android-style launch: 3 of 4 threads map a library file and fault its pages in (simulated I/O on a page-cache miss, cache dropped after each pass), 1 of 4 maps and unmaps memory"
         case .mallocChurn: "jemalloc-style arenas: write a random page of a 4 MiB chunk, purge 64 KiB with MADV_DONTNEED every 16 writes, replace the chunk every 256"
         case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
+        case .swapChurn: "3 of 4 threads write their own 1 MiB region, page it out to the swap device with MADV_PAGEOUT and write it again (swap-in faults, each a read of --io-latency with the lock dropped where the design can), 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         }
     }
 
@@ -38,7 +40,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         switch self {
         case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
         case .mmap1, .mmap2: "mmap+munmap pairs"
-        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn: "operations (faults and calls)"
+        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn: "operations (faults and calls)"
         }
     }
 
@@ -55,6 +57,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     var sizeMultiple: Double {
         switch self {
         case .pageFault1, .seedMix, .mapsReader, .mapsBaseline: 1
+        case .swapChurn: 0.05
         case .pageFault2: 2
         case .pageFault3, .appLaunch: 1
         case .mmap1, .mmap2: 0.05
@@ -77,6 +80,7 @@ extension Workload {
         switch self {
         case .seedMix: i % 3 == 0 ? .faults : .calls
         case .mapsReader, .mapsBaseline: i % 2 == 0 ? .faults : .calls
+        case .swapChurn: i % 4 == 1 ? .calls : .faults
         default: nil
         }
     }

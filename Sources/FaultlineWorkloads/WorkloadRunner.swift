@@ -103,6 +103,15 @@ public enum WorkloadRunner {
     /// the host's first touch. Reused by every cell of a run (each cell ends with a barrier).
     public static func makeSystem(frames: Int) -> MMSystem { MMSystem(frames: frames, prefault: true) }
 
+    /// The system for runs of `o` over `workloads` at up to `threads` threads: `framesNeeded`
+    /// frames, and a swap device where a workload swaps (every faulter's 1 MiB region fits
+    /// on it; each page read takes `o.ioLatencyNs`).
+    public static func makeSystem(_ o: WorkloadOptions, workloads: [Workload], threads: Int) -> MMSystem {
+        let system = makeSystem(frames: framesNeeded(o, workloads: workloads, threads: threads))
+        if workloads.contains(.swapChurn) { system.swapOn(pages: 512 * (threads + 1), ioLatencyNs: o.ioLatencyNs) }
+        return system
+    }
+
     /// One cell on the model.
     public static func runModel(design: Design, options o: WorkloadOptions, system: MMSystem, rep: Int = 0) -> CellResult {
         // The cell's address space and files are released when this returns, before the

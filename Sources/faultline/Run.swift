@@ -20,7 +20,7 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "VMA index for global: maple or rbtree (the other designs always use the maple tree).")
     var tree: VMATreeKind = .maple
 
-    @Option(help: "app-launch: simulated I/O latency of a page-cache miss, in µs.")
+    @Option(help: "app-launch: simulated I/O latency of a page-cache miss; swap-churn: of a swap device read or write; in µs.")
     var ioLatency: Double = 50
 
     func apply(_ o: inout WorkloadOptions) {
@@ -140,7 +140,7 @@ struct Run: ParsableCommand {
         case .host:
             r = WorkloadRunner.runHost(options: o)
         case .design(let d):
-            let system = WorkloadRunner.makeSystem(frames: WorkloadRunner.framesNeeded(o, workloads: [workload], threads: threads))
+            let system = WorkloadRunner.makeSystem(o, workloads: [workload], threads: threads)
             r = WorkloadRunner.runModel(design: d, options: o, system: system)
         }
         return r
