@@ -293,11 +293,12 @@ extension Comparison {
             }
         }
 
-        b += "<h2>All results</h2><table><tr><th>workload</th><th>design</th><th>threads</th><th>ops/s</th><th>min</th><th>max</th><th>× global</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th><th>abort rate</th><th>faults p99</th><th>calls p99</th></tr>\n"
+        b += "<h2>All results</h2><table><tr><th>workload</th><th>design</th><th>threads</th><th>ops/s</th><th>min</th><th>max</th><th>× global</th><th>p50</th><th>p99</th><th>p99.9</th><th>max</th><th>abort rate</th><th>mmap_lock wait</th><th>major faults/s</th><th>faults p99</th><th>calls p99</th></tr>\n"
         for r in rows {
             b += "<tr><td>\(esc(r.workload))</td><td>\(esc(r.design))</td><td>\(r.threads)</td><td>\(esc(si(r.opsPerSecond)))</td><td>\(esc(si(r.minOpsPerSecond)))</td><td>\(esc(si(r.maxOpsPerSecond)))</td>"
             b += "<td>\(r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–")</td><td>\(esc(duration(r.latencyNs.p50)))</td><td>\(esc(duration(r.latencyNs.p99)))</td>"
             b += "<td>\(esc(duration(r.latencyNs.p999)))</td><td>\(esc(duration(r.latencyNs.max)))</td><td>\(r.abortRate.map { String(format: "%.3f", $0) } ?? "–")</td>"
+            b += "<td>\(esc(r.mmapLockWaitText))</td><td>\(esc(r.majorFaultsText))</td>"
             b += "<td>\(r.faultLatencyNs.map { esc(duration($0.p99)) } ?? "–")</td><td>\(r.callLatencyNs.map { esc(duration($0.p99)) } ?? "–")</td></tr>\n"
         }
         b += "</table>\n"

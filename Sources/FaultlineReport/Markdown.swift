@@ -13,20 +13,21 @@ extension Comparison {
         out += "- \(repetitions) repetition\(repetitions == 1 ? "" : "s") per cell, interleaved; "
             + String(format: "%.2f s measured per cell; %.0f MiB per thread\n", secondsPerCell, sizeMiB)
         out += "- ops/s is the median over the repetitions, min–max their spread, × global the ratio of medians"
-            + " to `global` in the same run; latencies are per operation over all repetitions.\n"
+            + " to `global` in the same run; latencies are per operation over all repetitions; mmap_lock wait is the"
+            + " model's share of thread time spent waiting for it (– for the host, or where the results file predates it).\n"
         for w in workloads {
             for t in threads {
                 let rs = rows.filter { $0.workload == w && $0.threads == t }
                 guard !rs.isEmpty else { continue }
                 out += "\n## \(w), \(t) thread\(t == 1 ? "" : "s") (\(Comparison.unit(w))/s)\n\n"
-                out += "| design | ops/s | min–max | × global | p50 | p99 | p99.9 | abort rate | note |\n"
-                out += "|---|---:|---:|---:|---:|---:|---:|---:|---|\n"
+                out += "| design | ops/s | min–max | × global | p50 | p99 | p99.9 | abort rate | mmap_lock wait | major faults/s | note |\n"
+                out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
                 for r in rs {
                     let note = r.note(replay: false)
                     let cells = [r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                  r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                  duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),
-                                 r.abortRate.map { String(format: "%.3f", $0) } ?? "–", note]
+                                 r.abortRate.map { String(format: "%.3f", $0) } ?? "–", r.mmapLockWaitText, r.majorFaultsText, note]
                     out += "| " + cells.joined(separator: " | ") + " |\n"
                 }
             }

@@ -60,6 +60,17 @@ public struct Row: Sendable, Codable {
     /// maps-baseline): the fault workers' latency and the call workers' apart.
     public var faultLatencyNs: LatencySummary? = nil
     public var callLatencyNs: LatencySummary? = nil
+    /// The model's share of thread time spent waiting for `mmap_lock` (read or write): the
+    /// waits summed over threads and repetitions ÷ (threads × measured seconds). Nil for the
+    /// host, and in results files from before it was kept.
+    public var mmapLockWaitShare: Double? = nil
+    /// The model's major faults (faults that waited for I/O) per second.
+    public var majorFaultsPerSecond: Double? = nil
+
+    /// `mmapLockWaitShare` as the tables print it.
+    var mmapLockWaitText: String { mmapLockWaitShare.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
+    /// `majorFaultsPerSecond` as the tables print it.
+    var majorFaultsText: String { majorFaultsPerSecond.map { si($0) } ?? "–" }
 }
 
 /// How a replayed trace agreed with the model when it was loaded (`replay --check`'s figures).
@@ -173,7 +184,9 @@ public struct Comparison: Sendable, Codable {
                                      callsPerSecond: calls.isEmpty ? nil : median(calls),
                                      faultsPerSecond: faults.isEmpty ? nil : median(faults),
                                      refusedPerPass: passes == 0 ? nil : Double(refused) / Double(passes),
-                                     faultLatencyNs: fh?.summary, callLatencyNs: ch?.summary))
+                                     faultLatencyNs: fh?.summary, callLatencyNs: ch?.summary,
+                                     mmapLockWaitShare: counters.flatMap { secs > 0 ? Double($0.mmapLockWaitNs) / (secs * Double(t) * 1e9) : nil },
+                                     majorFaultsPerSecond: counters.flatMap { secs > 0 ? Double($0.majorFaults) / secs : nil }))
                 }
                 if let g = group.first(where: { $0.design == Design.global.rawValue }), g.opsPerSecond > 0 {
                     for i in group.indices { group[i].ratioToGlobal = group[i].opsPerSecond / g.opsPerSecond }

@@ -53,13 +53,13 @@ extension Comparison {
                 guard !rs.isEmpty else { continue }
                 let unit = Comparison.unit(w)
                 out += "\n\(w), \(t) thread\(t == 1 ? "" : "s") (\(unit)/s, median of \(repetitions))\n"
-                var cells = [["design", "ops/s", "min–max", "× global", "p50", "p99", "p99.9", "abort rate", "note"]]
+                var cells = [["design", "ops/s", "min–max", "× global", "p50", "p99", "p99.9", "abort rate", "mmap_lock wait", "majors/s", "note"]]
                 for r in rs {
                     let note = r.note(replay: true)
                     cells.append([r.design, si(r.opsPerSecond), "\(si(r.minOpsPerSecond))–\(si(r.maxOpsPerSecond))",
                                   r.ratioToGlobal.map { String(format: "%.2f", $0) } ?? "–",
                                   duration(r.latencyNs.p50), duration(r.latencyNs.p99), duration(r.latencyNs.p999),
-                                  r.abortRate.map { String(format: "%.3f", $0) } ?? "–", note])
+                                  r.abortRate.map { String(format: "%.3f", $0) } ?? "–", r.mmapLockWaitText, r.majorFaultsText, note])
                 }
                 out += Self.format(cells)
             }
