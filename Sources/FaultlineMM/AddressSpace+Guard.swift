@@ -55,15 +55,8 @@ extension AddressSpace {
     /// `madvise_guard_remove()`: the markers of `[start, end)` go (tables are not allocated).
     func guardRemove(_ start: UInt64, _ end: UInt64) {
         rcuRead.readLock()
-        forEachPTETable(start, end) { table, s, e in
-            table.ptl.pointee.lock()
-            var a = s
-            while a < e {
-                let slot = table.entry(ptIndex(a, level: 1))
-                if PTE.isGuard(slot.pointee.load(ordering: .relaxed)) { slot.pointee.store(0, ordering: .releasing) }
-                a &+= Linux.pageSize
-            }
-            table.ptl.pointee.unlock()
+        forEachPTE(start, end) { slot, _, cur in
+            if PTE.isGuard(cur) { slot.pointee.store(0, ordering: .releasing) }
         }
         rcuRead.readUnlock()
     }

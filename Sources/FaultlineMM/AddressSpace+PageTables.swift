@@ -71,20 +71,30 @@ extension AddressSpace {
         walkLevel(pgd, level: 4, base: 0, start, end, body)
     }
 
-    /// Calls `body` with each present PTE of `[start, end)` (its slot, address and value),
-    /// each table's PTL held around its entries (`walk_page_range` with a `pte_entry`).
-    func forEachPresentPTE(_ start: UInt64, _ end: UInt64,
-                           _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, UInt64) -> Void) {
+    /// Calls `body` with each non-empty entry of `[start, end)` in an existing table (its slot,
+    /// address and value), each table's PTL held around its entries (`walk_page_range` with a
+    /// `pte_entry`). Callers hold an RCU read-side section.
+    @inline(__always)
+    func forEachPTE(_ start: UInt64, _ end: UInt64,
+                    _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, UInt64) -> Void) {
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
             var a = s
             while a < e {
                 let slot = table.entry(ptIndex(a, level: 1))
                 let old = slot.pointee.load(ordering: .acquiring)
-                if old & PTE.present != 0 { body(slot, a, old) }
+                if old != 0 { body(slot, a, old) }
                 a &+= Linux.pageSize
             }
             table.ptl.pointee.unlock()
+        }
+    }
+
+    /// `forEachPTE` for present entries only.
+    func forEachPresentPTE(_ start: UInt64, _ end: UInt64,
+                           _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, UInt64) -> Void) {
+        forEachPTE(start, end) { slot, a, old in
+            if old & PTE.present != 0 { body(slot, a, old) }
         }
     }
 

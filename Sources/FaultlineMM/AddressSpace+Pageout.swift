@@ -41,19 +41,10 @@ extension AddressSpace {
             // madvise_free_pte_range(): a swapped-out page is dropped (reads back as zeros).
             var slots: [UInt32] = []
             rcuRead.readLock()
-            forEachPTETable(start, end) { table, s, e in
-                table.ptl.pointee.lock()
-                var a = s
-                while a < e {
-                    let slot = table.entry(ptIndex(a, level: 1))
-                    let cur = slot.pointee.load(ordering: .relaxed)
-                    if PTE.isSwap(cur) {
-                        slot.pointee.store(0, ordering: .releasing)
-                        slots.append(PTE.swapSlot(cur))
-                    }
-                    a &+= Linux.pageSize
-                }
-                table.ptl.pointee.unlock()
+            forEachPTE(start, end) { slot, _, cur in
+                guard PTE.isSwap(cur) else { return }
+                slot.pointee.store(0, ordering: .releasing)
+                slots.append(PTE.swapSlot(cur))
             }
             rcuRead.readUnlock()
             for slot in slots { swap.free(slot) }
@@ -89,7 +80,7 @@ extension AddressSpace {
             if isAnon && !droppable && (flags & PageMeta.Flag.lazyFree == 0 || dirty) {
                 // With a swap device, reclaim swaps it out (after the walk: isolated, with a
                 // reference of ours, as reclaim_pages() gets them).
-                if system.swap != nil && p.pointee.mlockCount.load(ordering: .relaxed) <= 0 && flags & PageMeta.Flag.swapCache == 0 {
+                if system.swap != nil && p.pointee.mlockCount.load(ordering: .relaxed) <= 0 {
                     frames.get(f)
                     toSwap.append(f)
                 }

@@ -83,13 +83,8 @@ extension AddressSpace {
         guard let swap = system.swap else { return }
         var slots: [UInt32] = []
         rcuRead.readLock()
-        forEachPTETable(start, end) { table, s, e in
-            var a = s
-            while a < e {
-                let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
-                if PTE.isSwap(pte) { slots.append(PTE.swapSlot(pte)) }
-                a &+= Linux.pageSize
-            }
+        forEachPTE(start, end) { _, _, pte in
+            if PTE.isSwap(pte) { slots.append(PTE.swapSlot(pte)) }
         }
         rcuRead.readUnlock()
         // A slot freed meanwhile reads nothing (readIn checks its count under the lock).
@@ -138,9 +133,10 @@ extension MMSystem {
     }
 
     /// `shrink_folio_list()` for anonymous pages, with the swap device: each page (the caller
-    /// holds a reference to each, as isolation does) goes to the swap cache with a new slot,
-    /// is unmapped everywhere, written out, and leaves the cache and memory unless someone
-    /// took it meanwhile. A page still mapped or taken stays in the swap cache, as in Linux.
+    /// holds a reference to each, as isolation does) goes to the swap cache with a new slot
+    /// (or keeps the one it has there), is unmapped everywhere, written out (unless its copy on
+    /// the device is still good), and leaves the cache and memory unless someone took it
+    /// meanwhile. A page still mapped or taken stays in the swap cache, as in Linux.
     /// Returns the pages freed. Callers hold no page-table lock.
     func reclaimAnon(_ pages: [FrameNumber]) -> Int {
         guard let swap else {
@@ -150,10 +146,8 @@ extension MMSystem {
         var freed: [FrameNumber] = []
         for f in pages {
             let p = frames.page(f)
-            let flags = p.pointee.flags.load(ordering: .relaxed)
-            // Unevictable (mlocked), or already in the swap cache (a reclaim or read is on it).
-            guard flags & PageMeta.Flag.swapCache == 0, p.pointee.mlockCount.load(ordering: .relaxed) <= 0,
-                  let slot = swap.addToSwap(f) else {
+            // Unevictable (mlocked), the device full, or another reclaimer has it.
+            guard p.pointee.mlockCount.load(ordering: .relaxed) <= 0, let (slot, fresh) = swap.isolate(f) else {
                 frames.put(f)
                 continue
             }
@@ -163,7 +157,8 @@ extension MMSystem {
                 frames.put(f)
                 continue
             }
-            swap.writeOut(f, slot)
+            // pageout(): a page read back and not written since is on the device already.
+            if fresh || p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.dirty != 0 { swap.writeOut(f, slot) }
             p.pointee.flags.bitwiseAnd(~(PageMeta.Flag.dirty | PageMeta.Flag.lazyFree), ordering: .relaxed)
             // Our reference and the cache's: if they are all, the page goes.
             if swap.finishReclaim(f, slot: slot, refs: 2) {

@@ -59,20 +59,27 @@ public final class SwapDevice: @unchecked Sendable {
 
     // MARK: Slots
 
-    /// `folio_alloc_swap()` + `add_to_swap_cache()`: a free slot for `f`, which enters the
-    /// swap cache (taking a reference). Nil when the device is full or `f` is cached already.
-    func addToSwap(_ f: FrameNumber) -> UInt32? {
+    /// Reclaim takes `f` (isolation: one reclaimer at a time): a page already in the swap cache
+    /// keeps its slot, whose copy on the device is still good unless the page was dirtied
+    /// (`fresh` false); any other gets a free slot and enters the swap cache, taking a
+    /// reference (`folio_alloc_swap()` + `add_to_swap_cache()`; `fresh` true). Nil when the
+    /// device is full or another reclaimer has the page.
+    func isolate(_ f: FrameNumber) -> (slot: UInt32, fresh: Bool)? {
         lock.withLock {
-            // Another reclaimer has it (isolation: one at a time).
-            if frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.swapCache != 0 { return nil }
+            let p = frames.page(f)
+            if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.swapCache != 0 {
+                let s = p.pointee.swapSlot.load(ordering: .relaxed)
+                guard cache[s] == f, !underReclaim.contains(s) else { return nil }
+                underReclaim.insert(s)
+                return (s, false)
+            }
             guard let s = freeSlots.popLast() else { return nil }
             cache[s] = f
             underReclaim.insert(s)
-            let p = frames.page(f)
             p.pointee.swapSlot.store(s, ordering: .relaxed)
             p.pointee.flags.bitwiseOr(PageMeta.Flag.swapCache, ordering: .relaxed)
             frames.get(f)
-            return s
+            return (s, true)
         }
     }
 

@@ -63,25 +63,9 @@ final class WorkerLoop<T: MemoryTarget> {
         case .mallocChurn: mallocChurn()
         case .metis: metis()
         case .swapChurn:
-            if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { swapChurn() }
+            // The faulters page their 1 MiB out instead of dropping it: each write a swap-in.
+            if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { faultAndDrop(1 << 20, pageOut: true) }
         }
-    }
-
-    /// swap-churn's faulters: their own 1 MiB region written page by page (an op each), paged
-    /// out (not an op: as seed-mix's MADV_DONTNEED), written again: each write a swap-in fault.
-    func swapChurn() {
-        let l: UInt64 = 1 << 20
-        guard let a = target.mapAnon(l, at: nil) else { return }
-        let pages = Int(l / page)
-        while !stopped {
-            var p = a
-            for _ in 0..<pages {
-                op { target.write(p) }
-                p &+= page
-            }
-            target.pageout(a, l)
-        }
-        target.unmap(a, l)
     }
 
     /// page_fault1/2/3: map `--size`, write one byte per page (an op each), unmap.
@@ -109,8 +93,9 @@ final class WorkerLoop<T: MemoryTarget> {
         }
     }
 
-    /// The faulter: its own region, written page by page, dropped with MADV_DONTNEED, again.
-    func faultAndDrop(_ len: UInt64) {
+    /// The faulter: its own region, written page by page (an op each), dropped with
+    /// MADV_DONTNEED (or paged out with MADV_PAGEOUT: swap-churn; not an op), again.
+    func faultAndDrop(_ len: UInt64, pageOut: Bool = false) {
         let l = max(Linux.pageAlign(len), 16 * page)
         guard let a = target.mapAnon(l, at: nil) else { return }
         let pages = Int(l / page)
@@ -120,7 +105,7 @@ final class WorkerLoop<T: MemoryTarget> {
                 op { target.write(p) }
                 p &+= page
             }
-            target.dontneed(a, l)
+            if pageOut { target.pageout(a, l) } else { target.dontneed(a, l) }
         }
         target.unmap(a, l)
     }

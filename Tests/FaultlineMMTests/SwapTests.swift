@@ -73,6 +73,29 @@ struct SwapTests {
         #expect(mm.system.checkQuiescent([mm, child]) == [])
     }
 
+    /// A page faulted back by one side of a fork while the other still holds its entry stays in
+    /// the swap cache; paging it out again reuses its slot, and writes nothing (the device's
+    /// copy is still good).
+    @Test(arguments: [Design.global, .perVMA615])
+    func aCachedPageIsReclaimedUnderItsSlot(design: Design) {
+        let mm = Self.space(design)
+        _ = mm.mmap(Self.base, 4 * page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        Self.fill(mm, 4) { UInt8(70 + $0) }
+        let child = mm.fork()
+        #expect(mm._reclaimAnon(at: Self.base))
+        let swap = mm.system.swap!
+        #expect(mm.load(Self.base + 100).must() == 70)   // back in the parent, the child's entry holds the slot
+        #expect(swap.slotsInUse == 1 && swap.pagesOut == 1)
+        _ = mm.madvise(Self.base, page, .pageOut).must()
+        #expect(mm.pagemap(Self.base, Self.base + page)[0] == Pagemap.swapped)
+        #expect(swap.slotsInUse == 1 && swap.pagesOut == 1, "the same slot, nothing written")
+        #expect(mm.system.checkQuiescent([mm, child]) == [])
+        #expect(mm.load(Self.base + 100).must() == 70)
+        #expect(child.load(Self.base + 100).must() == 70)
+        #expect(swap.slotsInUse == 0)
+        #expect(mm.system.checkQuiescent([mm, child]) == [])
+    }
+
     /// fork duplicates swap entries; munmap, MADV_DONTNEED and MADV_FREE drop them (MADV_FREE's
     /// page reads back as zero); mremap moves them; a full device leaves the rest resident.
     @Test func whatCallsDoToSwapEntries() {
