@@ -25,6 +25,9 @@ public struct StressOptions: Sendable {
     public var delayNs: UInt64 = 20_000
     /// Swap device slots (0: none); its reads and writes take `ioLatencyNs`.
     public var swapPages = 4096
+    /// Memory in 4 KiB frames with reclaim on (kswapd and direct reclaim under a limit), or 0:
+    /// as many frames as the layout needs and no reclaim.
+    public var memoryPages = 0
     public init() {}
 }
 
@@ -46,6 +49,9 @@ public struct StressReport: Sendable {
     /// Pages written to and read back from the swap device (0 without one).
     public var swapOuts = 0
     public var swapIns = 0
+    /// Pages reclaim freed (kswapd, direct) and direct reclaim calls, under `--memory`.
+    public var reclaimed = 0
+    public var directReclaims = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -91,8 +97,9 @@ public final class DesignStress: @unchecked Sendable {
     public init(options: StressOptions) {
         self.options = options
         layout = StressLayout(threads: options.threads)
-        system = MMSystem(frames: layout.framesNeeded, poison: true)
+        system = MMSystem(frames: options.memoryPages > 0 ? options.memoryPages : layout.framesNeeded, poison: true)
         if options.swapPages > 0 { system.swapOn(pages: options.swapPages, ioLatencyNs: options.ioLatencyNs) }
+        if options.memoryPages > 0 { system.enableReclaim() }
         var cfg = AddressSpace.Configuration()
         cfg.tree = options.tree
         if options.delayOneIn > 0 {
@@ -185,6 +192,8 @@ public final class DesignStress: @unchecked Sendable {
         report.treeNodesChecked = system.treeNodesChecked.load(ordering: .relaxed)
         report.swapOuts = system.swap?.pagesOut ?? 0
         report.swapIns = system.swap?.pagesIn ?? 0
+        report.reclaimed = system.vmscan[.pgstealKswapd] + system.vmscan[.pgstealDirect]
+        report.directReclaims = system.vmscan[.directReclaims]
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }

@@ -301,6 +301,7 @@ extension AddressSpace {
         guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         setAnonRmap(f, s, page)
+        frames.lru.add(f)
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
         if r == .installed {
@@ -376,6 +377,7 @@ extension AddressSpace {
         if !shared && kind == .write {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
             setAnonRmap(nf, s, page)
+            frames.lru.add(nf)
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
@@ -562,7 +564,8 @@ extension AddressSpace {
     func mlockAnon(_ f: FrameNumber, _ delta: Int32) {
         let p = frames.page(f)
         guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else { return }
-        p.pointee.mlockCount.wrappingAdd(delta, ordering: .relaxed)
+        let n = p.pointee.mlockCount.wrappingAdd(delta, ordering: .relaxed).newValue
+        if (n > 0) != (n - delta > 0) { frames.lru.mlockChanged(f) }
     }
 
     /// `do_wp_page()`: a write to a present read-only PTE.
@@ -580,7 +583,7 @@ extension AddressSpace {
             let p = frames.page(old)
             // wp_can_reuse_anon_folio(): our own anonymous page, mapped once — just write-enable.
             if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
-                && p.pointee.mapcount.load(ordering: .relaxed) == 1 && p.pointee.refcount.load(ordering: .relaxed) == 1 {
+                && p.pointee.mapcount.load(ordering: .relaxed) == 1 && frames.refsBesidesLRUBatch(old) == 1 {
                 let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
                 if r == .installed { moveAnonRmap(old, s); count(.reuseFaults) }
                 return r.outcome
@@ -590,6 +593,7 @@ extension AddressSpace {
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         setAnonRmap(nf, s, page)
+        frames.lru.add(nf)
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }
         let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))

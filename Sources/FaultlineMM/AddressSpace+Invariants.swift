@@ -150,6 +150,10 @@ extension MMSystem {
     /// its mapcount, and one reference per mapping plus one if it is in a page cache; none is
     /// free and mapped; nothing was written after being freed; page tables are all reachable.
     public func checkQuiescent(_ spaces: [AddressSpace]) -> [String] {
+        pauseKswapd(true)
+        defer { pauseKswapd(false) }
+        // Every thread is stopped: their LRU batches can go to the lists.
+        frames.lru.drainAll()
         rcu.drain()
         var problems: [String] = []
         var mappings = FrameMappings()
@@ -176,6 +180,7 @@ extension MMSystem {
         if reported > 20 { problems.append("… \(reported - 20) more frame problems") }
         problems += rmapProblems(mappings)
         problems += swapProblems(mappings)
+        problems += lruProblems()
         if inUse != frames.framesInUse { problems.append("frames in use: \(frames.framesInUse) counted, \(inUse) found") }
         let tables = spaces.reduce(0) { $0 + $1.reachablePageTables }
         if tables != livePageTables { problems.append("page tables: \(livePageTables) live, \(tables) reachable (leaked or freed while linked)") }

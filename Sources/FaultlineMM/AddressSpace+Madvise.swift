@@ -118,7 +118,7 @@ extension AddressSpace {
             zapRange(s, e, vma: v, dropMarkers: false, reclaimTables: true)
         case .cold, .pageOut:
             if !v.vmFlags.isDisjoint(with: [.locked, .pfnMap, .hugeTLB]) { return .failure(.EINVAL) }
-            if advice == .pageOut { madvisePageout(s, e, vma: v) }
+            if advice == .pageOut { madvisePageout(s, e, vma: v) } else { madviseCold(s, e) }
         case .remove:
             // madvise_remove(): a hole punched in the file under the shared mapping.
             if v.vmFlags.contains(.locked) { return .failure(.EINVAL) }

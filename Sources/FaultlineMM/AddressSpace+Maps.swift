@@ -226,7 +226,10 @@ extension AddressSpace {
                 let pss = (size << pssShift) / mapcount
                 u.pss += pss
                 if dirty { u.pssDirty += pss }
-                if pte & PTE.accessed != 0 { u.referenced += size }
+                // smaps_account(): young, or PG_referenced.
+                if pte & PTE.accessed != 0 || flags & PageMeta.Flag.referenced != 0 {
+                    u.referenced += size
+                }
                 if flags & PageMeta.Flag.anon != 0 { u.anonymous += size }
                 if flags & PageMeta.Flag.lazyFree != 0 && !dirty { u.lazyFree += size }
                 if mapcount >= 2 {

@@ -174,7 +174,9 @@ extension AddressSpace {
                         // child's munmap does not stop the parent's MADV_FREE in a new child).
                         if old & PTE.dirty != 0 && !isAnon { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
                         if isAnon { anon += 1 } else if shmemVMA { shmem += 1 } else { file += 1 }
-                        if isAnon && lockedVMA { p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed) }
+                        if isAnon && lockedVMA && p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
+                            frames.lru.mlockChanged(f)
+                        }
                         if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
                             freed.append(f)
                         }
@@ -192,6 +194,9 @@ extension AddressSpace {
         if anon != 0 { stats.slots.add(MMStat.rssAnon.rawValue, UInt64(bitPattern: Int64(-anon))) }
         if file != 0 { stats.slots.add(MMStat.rssFile.rawValue, UInt64(bitPattern: Int64(-file))) }
         if shmem != 0 { stats.slots.add(MMStat.rssShmem.rawValue, UInt64(bitPattern: Int64(-shmem))) }
+        // free_pages_and_swap_cache(): lru_add_drain() first, so that pages this thread
+        // faulted lately are not held by its LRU batch once their mappings are gone.
+        if cleared > 0 { frames.lru.drainLocal() }
         frames.freeDeferred(freed)
         if !swapFreed.isEmpty, let swap = system.swap { for slot in swapFreed { swap.free(slot) } }
         return cleared

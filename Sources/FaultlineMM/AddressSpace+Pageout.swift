@@ -32,6 +32,9 @@ extension AddressSpace {
             // here was cleaned (probed: a fork child's MADV_FREE of its locked parent's page).
             if p.pointee.mlockCount.load(ordering: .relaxed) <= 0 {
                 p.pointee.flags.bitwiseOr(PageMeta.Flag.lazyFree, ordering: .relaxed)
+                // lru_lazyfree(): to the inactive file list, where reclaim discards it.
+                p.pointee.flags.bitwiseAnd(~PageMeta.Flag.referenced, ordering: .relaxed)
+                frames.lru.move(PTE.frame(old), active: false)
             }
             changed = true
         }
@@ -51,6 +54,28 @@ extension AddressSpace {
         }
     }
 
+    /// `madvise_cold_or_pageout_pte_range()` for MADV_COLD: each page mapped only here is made
+    /// old (its PTE's accessed bit and PG_referenced cleared) and moved to the head of its
+    /// inactive list (`folio_deactivate()`), so reclaim takes it before pages still in use.
+    func madviseCold(_ start: UInt64, _ end: UInt64) {
+        var deactivated: [FrameNumber] = []
+        rcuRead.readLock()
+        forEachPresentPTE(start, end) { slot, _, old in
+            guard old & PTE.special == 0 else { return }
+            let f = PTE.frame(old)
+            let p = frames.page(f)
+            guard p.pointee.mapcount.load(ordering: .relaxed) == 1 else { return }
+            if old & PTE.accessed != 0 {
+                _ = slot.pointee.compareExchange(expected: old, desired: old & ~PTE.accessed, ordering: .acquiringAndReleasing)
+            }
+            p.pointee.flags.bitwiseAnd(~PageMeta.Flag.referenced, ordering: .relaxed)
+            if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.unevictable == 0 { deactivated.append(f) }
+        }
+        for f in deactivated { frames.lru.move(f, active: false) }
+        rcuRead.readUnlock()
+        count(.deactivated, UInt64(deactivated.count))
+    }
+
     /// `madvise_cold_or_pageout_pte_range()` + `reclaim_pages()` without swap: pages mapped
     /// only here are reclaimed — a lazy-free anonymous page still clean is discarded, other
     /// anonymous pages stay (nowhere to write them), page-cache pages are unmapped and, when
@@ -65,8 +90,14 @@ extension AddressSpace {
         var anon: Int64 = 0, filePages: Int64 = 0
         var toSwap: [FrameNumber] = []
         defer {
-            if !toSwap.isEmpty { count(.pagedOut, UInt64(system.reclaimAnon(toSwap))) }
+            if !toSwap.isEmpty {
+                let (n, kept) = system.reclaimAnon(toSwap)
+                count(.pagedOut, UInt64(n))
+                frames.lru.putback(kept.map { ($0, nil) })
+            }
         }
+        // reclaim_pages() takes pages off the LRU: this thread's batch goes there first.
+        if system.swap != nil { frames.lru.drainLocal() }
         rcuRead.readLock()
         forEachPresentPTE(start, end) { slot, address, old in
             guard old & PTE.special == 0 else { return }
@@ -80,8 +111,7 @@ extension AddressSpace {
             if isAnon && !droppable && (flags & PageMeta.Flag.lazyFree == 0 || dirty) {
                 // With a swap device, reclaim swaps it out (after the walk: isolated, with a
                 // reference of ours, as reclaim_pages() gets them).
-                if system.swap != nil && p.pointee.mlockCount.load(ordering: .relaxed) <= 0 {
-                    frames.get(f)
+                if system.swap != nil && p.pointee.mlockCount.load(ordering: .relaxed) <= 0 && frames.lru.isolate(f) {
                     toSwap.append(f)
                 }
                 return

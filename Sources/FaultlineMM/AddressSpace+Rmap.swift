@@ -173,13 +173,8 @@ extension MMSystem {
     /// hierarchy's lock held for read. Each is a place the page may be mapped (the caller
     /// checks the PTE, as `page_vma_mapped_walk` does). The page must stay mapped meanwhile.
     public func rmapWalkAnon(_ f: FrameNumber, _ body: (AddressSpace, VMARef, UInt64) -> Void) {
-        let p = frames.page(f)
-        guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else { return }
-        let bits = p.pointee.mapping.load(ordering: .relaxed)
-        guard bits != 0 else { return }
-        let index = p.pointee.index.load(ordering: .relaxed)
-        let a = AnonVMA.from(bits)
-        a.lockRead()
+        guard let a = folioLockAnonVMARead(f) else { return }
+        let index = frames.page(f).pointee.index.load(ordering: .relaxed)
         a.tree.forEachOverlap(index, index &+ 1) { avc in
             let v = avc.pointee.payload.vma
             let mm = Unmanaged<AddressSpace>.fromOpaque(UnsafeRawPointer(bitPattern: v.pointee.vmMM.load(ordering: .relaxed))!)
@@ -187,6 +182,29 @@ extension MMSystem {
             body(mm, v, v.vmStart &+ ((index &- v.vmPgoff) << Linux.pageShift))
         }
         a.unlockRead()
+        a.put()
+    }
+
+    /// `folio_lock_anon_vma_read()`: the anon_vma of a mapped anonymous page, with a
+    /// reference and its root's lock held for read; nil if the page is not anonymous or no
+    /// longer mapped. The page's mapping is read under RCU (anon_vmas are freed after a grace
+    /// period) and trusted only while the page is still mapped after the reference is taken:
+    /// an unmapped page's anon_vma may be on its way out.
+    func folioLockAnonVMARead(_ f: FrameNumber) -> AnonVMA? {
+        let p = frames.page(f)
+        guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else { return nil }
+        rcu.readLock()
+        let bits = p.pointee.mapping.load(ordering: .acquiring)
+        guard bits != 0, p.pointee.mapcount.load(ordering: .acquiring) > 0 else { rcu.readUnlock(); return nil }
+        let a = AnonVMA.from(bits)
+        guard a.tryGet() else { rcu.readUnlock(); return nil }
+        rcu.readUnlock()
+        if p.pointee.mapcount.load(ordering: .acquiring) <= 0 || p.pointee.mapping.load(ordering: .acquiring) != bits {
+            a.put()
+            return nil
+        }
+        a.lockRead()
+        return a
     }
 
     /// The PTEs mapping `f` that `rmap_walk_anon` reaches (`page_vma_mapped_walk` at each).

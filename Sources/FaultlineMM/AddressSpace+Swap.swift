@@ -48,7 +48,7 @@ extension AddressSpace {
         // swap_free(): this PTE no longer holds the slot (at zero the page leaves the cache).
         swap.free(slot)
         // Exclusive: our reference is the only one left (no other PTE, no cache).
-        let exclusive = p.pointee.refcount.load(ordering: .acquiring) == 1
+        let exclusive = frames.refsBesidesLRUBatch(f) == 1
         if p.pointee.mapping.load(ordering: .relaxed) == 0 {
             // folio_add_new_anon_rmap(): a shared page belongs to the hierarchy's root, which
             // every VMA that may map it chains to.
@@ -121,7 +121,9 @@ extension MMSystem {
             swap.duplicate(slot)
             ptep.pointee.store(PTE.swapEntry(slot), ordering: .releasing)
             if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
-            if vma.vmFlags.contains(.locked) { p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed) }
+            if vma.vmFlags.contains(.locked) && p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
+                frames.lru.mlockChanged(f)
+            }
             p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
             p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // the caller still holds one
             mm.count(.rssAnon, UInt64(bitPattern: -1))
@@ -138,23 +140,21 @@ extension MMSystem {
     /// the device is still good), and leaves the cache and memory unless someone took it
     /// meanwhile. A page still mapped or taken stays in the swap cache, as in Linux.
     /// Returns the pages freed. Callers hold no page-table lock.
-    func reclaimAnon(_ pages: [FrameNumber]) -> Int {
-        guard let swap else {
-            for f in pages { frames.put(f) }
-            return 0
-        }
+    func reclaimAnon(_ pages: [FrameNumber]) -> (freed: Int, kept: [FrameNumber]) {
+        guard let swap else { return (0, pages) }
         var freed: [FrameNumber] = []
+        var kept: [FrameNumber] = []
         for f in pages {
             let p = frames.page(f)
             // Unevictable (mlocked), the device full, or another reclaimer has it.
             guard p.pointee.mlockCount.load(ordering: .relaxed) <= 0, let (slot, fresh) = swap.isolate(f) else {
-                frames.put(f)
+                kept.append(f)
                 continue
             }
             if tryToUnmap(f, slot: slot) != 0 {
                 // Still mapped somewhere: it stays, in the swap cache while swap PTEs hold it.
                 _ = swap.finishReclaim(f, slot: slot, refs: 0)
-                frames.put(f)
+                kept.append(f)
                 continue
             }
             // pageout(): a page read back and not written since is on the device already.
@@ -164,12 +164,12 @@ extension MMSystem {
             if swap.finishReclaim(f, slot: slot, refs: 2) {
                 freed.append(f)
             } else {
-                frames.put(f)
+                kept.append(f)
             }
         }
         // A lockless walker may have read a PTE to the page before it was unmapped.
         frames.freeDeferred(freed)
-        return freed.count
+        return (freed.count, kept)
     }
 }
 
@@ -186,12 +186,15 @@ extension AddressSpace {
             if pte & PTE.present != 0 && pte & PTE.special == 0
                 && frames.page(PTE.frame(pte)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 {
                 frame = PTE.frame(pte)
-                frames.get(frame!)
             }
             table.ptl.pointee.unlock()
         }
         rcuRead.readUnlock()
         guard let frame else { return false }
-        return system.reclaimAnon([frame]) == 1
+        frames.lru.drainAll()
+        guard frames.lru.isolate(frame) else { return false }
+        let (n, kept) = system.reclaimAnon([frame])
+        for f in kept { frames.lru.putback(f) }
+        return n == 1
     }
 }

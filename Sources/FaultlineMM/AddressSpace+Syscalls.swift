@@ -203,9 +203,15 @@ extension AddressSpace {
     public func access(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
         if address >= config.taskSize { return .failure(.segvMapErr) }
         rcuRead.readLock()
-        if let p = walkPTE(address), Self.pteAllows(p.pointee.load(ordering: .acquiring), kind) {
-            rcuRead.readUnlock()
-            return .success(())
+        if let p = walkPTE(address) {
+            let e = p.pointee.load(ordering: .acquiring)
+            if Self.pteAllows(e, kind) {
+                // The walker sets the accessed bit (reclaim clears it to age the page); lost to
+                // a racing change of the PTE, it is set by the next access.
+                if e & PTE.accessed == 0 { _ = p.pointee.compareExchange(expected: e, desired: e | PTE.accessed, ordering: .relaxed) }
+                rcuRead.readUnlock()
+                return .success(())
+            }
         }
         rcuRead.readUnlock()
         return fault(address, kind)
@@ -228,8 +234,9 @@ extension AddressSpace {
                 if Self.pteAllows(e, kind) {
                     // The MMU sets the dirty bit atomically against the PTE it walked: an
                     // unconditional OR could resurrect a just-zapped entry as non-present junk.
-                    if kind == .write && e & PTE.dirty == 0
-                        && !p.pointee.compareExchange(expected: e, desired: e | PTE.dirty, ordering: .relaxed).exchanged {
+                    // Likewise the accessed bit, which reclaim clears to age the page.
+                    let want = e | PTE.accessed | (kind == .write ? PTE.dirty : 0)
+                    if want != e && !p.pointee.compareExchange(expected: e, desired: want, ordering: .relaxed).exchanged {
                         tlbRead.readUnlock()
                         rcuRead.readUnlock()
                         continue
@@ -265,16 +272,20 @@ extension AddressSpace {
         // A user address above TASK_SIZE has no VMA (and no page range a lock could cover).
         guard address < config.taskSize else { return .failure(.segvMapErr) }
         let r = faultOnce(address, kind)
-        if case .failure(.oom) = r, frames.deferredFrames > 0 { return faultAfterReclaim(address, kind) }
+        if case .failure(.oom) = r, frames.deferredFrames > 0 || frames.reclaims { return faultAfterReclaim(address, kind) }
         return r
     }
 
     @usableFromInline @inline(never)
     func faultAfterReclaim(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
         while true {
-            system.rcu.barrier()
+            if frames.reclaims {
+                guard frames.reclaimForRetry() else { return .failure(.oom) }
+            } else {
+                system.rcu.barrier()
+            }
             let r = faultOnce(address, kind)
-            guard case .failure(.oom) = r, frames.deferredFrames > 0 else { return r }
+            guard case .failure(.oom) = r, frames.deferredFrames > 0 || frames.reclaims else { return r }
         }
     }
 

@@ -25,12 +25,19 @@ public final class MMSystem: @unchecked Sendable {
     /// The swap device (`swapon`), or nil: the host here has none, and difftest configures
     /// the model as the host is.
     public private(set) var swap: SwapDevice? = nil
+    /// Reclaim's counters (`/proc/vmstat`).
+    public let vmscan = VMScanStats()
+    /// The background reclaimer; its thread starts at the first wake-up (`enableReclaim`).
+    let kswapd = Kswapd()
     /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
     /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
     @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
     /// Broken on purpose (tests): try_to_unmap clears only the first PTE it finds and counts
     /// the others as unmapped too, so reclaim frees a page that is still mapped.
     @_spi(Testing) public var _brokenTryToUnmapSkipsMappings = false
+    /// Broken on purpose (tests): reclaim of a file page counts its PTEs as unmapped without
+    /// clearing them, so the page leaves the cache and memory while still mapped.
+    @_spi(Testing) public var _brokenFileReclaimKeepsPTEs = false
 
     /// - Parameters:
     ///   - frames: physical memory, in 4 KiB frames.
@@ -46,6 +53,8 @@ public final class MMSystem: @unchecked Sendable {
         vmaTypesafeSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
     }
+
+    deinit { kswapd.stopAndJoin() }
 
     /// `swapon()`: an in-memory swap device of `pages` slots, each read taking `ioLatencyNs`
     /// (writes are asynchronous). Call before any address space uses the system.
@@ -540,6 +549,8 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case faultAroundPages
     /// Pages MADV_PAGEOUT reclaimed: unmapped, and dropped from the page cache if clean.
     case pagedOut
+    /// Pages MADV_COLD moved to an inactive list.
+    case deactivated
     /// Faults on a swap entry (`do_swap_page`), major or not.
     case swapInFaults
     /// The kernel's per-VMA-lock fault events (`/proc/vmstat`, CONFIG_PER_VMA_LOCK_STATS), as

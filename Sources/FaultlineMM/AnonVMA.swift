@@ -67,6 +67,17 @@ public final class AnonVMA: @unchecked Sendable {
     /// `get_anon_vma()`.
     func get() { refcount.wrappingAdd(1, ordering: .relaxed) }
 
+    /// `atomic_inc_not_zero(&anon_vma->refcount)`: a reference unless the last one is gone.
+    func tryGet() -> Bool {
+        var c = refcount.load(ordering: .relaxed)
+        while c > 0 {
+            let r = refcount.compareExchange(expected: c, desired: c + 1, ordering: .acquiring)
+            if r.exchanged { return true }
+            c = r.original
+        }
+        return false
+    }
+
     /// `put_anon_vma()` / `__put_anon_vma()`: the last reference frees it after a grace period
     /// (an rmap walker may have read a page's `mapping` under RCU), then lets go of its root.
     func put() {

@@ -48,6 +48,21 @@ public struct PageMeta: ~Copyable {
         public static let orderMask: UInt32 = 0xF << 8
         /// `PG_swapcache`: in a swap device's cache, its slot in `swapSlot` (one reference).
         public static let swapCache: UInt32 = 1 << 12
+        /// `PG_lru`: on one of the LRU lists (`LRUVec`).
+        public static let lru: UInt32 = 1 << 13
+        /// `PG_active`: on (or bound for) an active list.
+        public static let active: UInt32 = 1 << 14
+        /// `PG_referenced`: seen referenced once by reclaim (a second look activates it).
+        public static let referenced: UInt32 = 1 << 15
+        /// `PG_unevictable`: on the unevictable list (mlocked).
+        public static let unevictable: UInt32 = 1 << 16
+        /// `PG_swapbacked` of a page-cache page: shared memory (anonymous pages are swap-backed
+        /// unless lazy-free, read from `.anon` and `.lazyFree`).
+        public static let swapBacked: UInt32 = 1 << 17
+        /// In a per-thread LRU batch, which holds a reference to it (model bookkeeping, so that
+        /// checks for "no one else holds this page" can discount the batch's reference as Linux
+        /// does by draining its batch first).
+        public static let lruBatch: UInt32 = 1 << 18
     }
 
     /// The order of the folio this page-cache page belongs to.
@@ -96,6 +111,22 @@ public final class FramePool: @unchecked Sendable {
 
     public static let zeroFrame: FrameNumber = 0
 
+    /// The LRU lists of the node these frames make up.
+    public private(set) var lru: LRUVec! = nil
+    /// Watermarks in frames (`zone->_watermark`), 0 until `setWatermarks`: below `low` the
+    /// background reclaimer is woken; allocations that would leave fewer than `min` free go
+    /// to direct reclaim first.
+    public private(set) var watermarks: (min: Int, low: Int, high: Int) = (0, 0, 0)
+    /// `wakeup_kswapd()`, set with the watermarks.
+    var wakeKswapd: (() -> Void)? = nil
+    /// `try_to_free_pages()`: direct reclaim of about 32 frames; returns how many it freed.
+    var directReclaim: (() -> Int)? = nil
+    /// Whether reclaim is set up (`setWatermarks`).
+    @inlinable public var reclaims: Bool { watermarks.low > 0 }
+    /// Allocations that entered direct reclaim (`allocstall`), and that failed after it.
+    public let allocStalls = Atomic<Int>(0)
+    public let allocFailures = Atomic<Int>(0)
+
     /// - Parameters:
     ///   - frames: capacity in 4 KiB frames (plus the zero page).
     ///   - prefault: touch the reservation up front, so that a model fault costs what it
@@ -129,6 +160,25 @@ public final class FramePool: @unchecked Sendable {
         // The zero page: zeroed by mmap, pinned.
         meta[0].flags.store(PageMeta.Flag.zero, ordering: .relaxed)
         meta[0].refcount.store(1, ordering: .relaxed)
+        lru = LRUVec(frames: self, capacity: capacity)
+    }
+
+    /// Frames free now (racy), counting neither those waiting for a grace period nor the
+    /// zero page.
+    public var freeFrames: Int { capacity - 1 - inUse.load(ordering: .relaxed) }
+
+    /// Sets the watermarks as `__setup_per_zone_wmarks()` computes them for a node of this
+    /// size (`min_free_kbytes = sqrt(16 × KiB)` clamped to [128 KiB, 256 MiB]; low and high
+    /// a quarter of min above it, or 0.1% of memory (`watermark_scale_factor` 10) if more),
+    /// and the reclaimers to call.
+    func setWatermarks(wake: @escaping () -> Void, direct: @escaping () -> Int) {
+        let kib = Double((capacity - 1) * 4)
+        let minKiB = min(max((16 * kib).squareRoot(), 128), 262_144)
+        let minPages = Int(minKiB / 4)
+        let gap = max(minPages / 4, (capacity - 1) * 10 / 10_000)
+        watermarks = (minPages, minPages + gap, minPages + 2 * gap)
+        wakeKswapd = wake
+        directReclaim = direct
     }
 
     deinit {
@@ -164,8 +214,8 @@ public final class FramePool: @unchecked Sendable {
         if n == 0 {
             n = refillMagazine(mag)
             if n == 0 {
-                if deferred.load(ordering: .relaxed) > 0 { rcu.expedite() }
-                return nil
+                n = allocateSlow(mag)
+                if n == 0 { return nil }
             }
         }
         n -= 1
@@ -182,15 +232,63 @@ public final class FramePool: @unchecked Sendable {
         return f
     }
 
+    /// `__alloc_pages_slowpath()`: nothing free above the min watermark — wake kswapd and
+    /// reclaim directly, then fail (the caller's OOM) after 16 rounds that free nothing
+    /// (`MAX_RECLAIM_RETRIES`). Reclaimed frames come back after a grace period: inside an RCU
+    /// read-side section (a lockless or per-VMA fault) the thread cannot wait for one, so it
+    /// reclaims once and fails; the fault then waits and retries with its locks dropped
+    /// (`AddressSpace.fault`). Without reclaim set up, fail at once.
+    @inline(never)
+    func allocateSlow(_ mag: UnsafeMutableRawPointer) -> Int {
+        if deferred.load(ordering: .relaxed) > 0 { rcu.expedite() }
+        guard directReclaim != nil else { return 0 }
+        allocStalls.wrappingAdd(1, ordering: .relaxed)
+        let n = reclaimAndRefill(mag, mayWait: !rcu.isReadLockHeld)
+        if n == 0 && !rcu.isReadLockHeld { allocFailures.wrappingAdd(1, ordering: .relaxed) }
+        return n
+    }
+
+    func reclaimAndRefill(_ mag: UnsafeMutableRawPointer, mayWait: Bool) -> Int {
+        wakeKswapd?()
+        var fruitless = 0
+        while fruitless < 16 {
+            if directReclaim!() == 0 { fruitless += 1 }
+            var n = refillMagazine(mag)
+            if n > 0 || !mayWait { return n }
+            // Frames reclaim freed (or anyone else) come back after a grace period.
+            if deferred.load(ordering: .relaxed) > 0 { rcu.barrier() }
+            n = refillMagazine(mag)
+            if n > 0 { return n }
+        }
+        return 0
+    }
+
+    /// Direct reclaim for a fault that ran out of frames inside an RCU read-side section,
+    /// now outside it: true once frames are free again, false after 16 rounds that freed
+    /// nothing (the fault's OOM).
+    public func reclaimForRetry() -> Bool {
+        guard directReclaim != nil else { return false }
+        let mag = magazine()
+        if mag.load(as: Int.self) > 0 { return true }
+        let n = reclaimAndRefill(mag, mayWait: true)
+        if n == 0 { allocFailures.wrappingAdd(1, ordering: .relaxed); return false }
+        mag.storeBytes(of: n, as: Int.self)
+        return true
+    }
+
     @inline(never)
     func refillMagazine(_ mag: UnsafeMutableRawPointer) -> Int {
         lock.lock()
-        let take = min(Self.refill, freeCount)
+        // Below the low watermark kswapd runs; the last `min` frames are the reserve that only
+        // reclaim's own progress refills (the model has no atomic allocations to use it).
+        let wake = watermarks.low > 0 && freeCount < watermarks.low + Self.refill
+        let take = min(Self.refill, max(freeCount - watermarks.min, 0))
         for i in 0..<take {
             freeCount -= 1
             (mag + 8 + 4 * i).storeBytes(of: freeStack[freeCount], as: FrameNumber.self)
         }
         lock.unlock()
+        if wake { wakeKswapd?() }
         mag.storeBytes(of: take, as: Int.self)
         return take
     }
@@ -220,6 +318,7 @@ public final class FramePool: @unchecked Sendable {
     @inline(__always)
     public func free(_ f: FrameNumber) {
         precondition(f != Self.zeroFrame, "freeing the zero page")
+        if page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { lru.release(f) }
         markFree(f)
         inUse.wrappingSubtract(1, ordering: .relaxed)
         let mag = magazine()
@@ -260,6 +359,19 @@ public final class FramePool: @unchecked Sendable {
         return false
     }
 
+    /// References to `f` other than a per-thread LRU batch's: Linux's reuse checks drain the
+    /// batch first (`lru_add_drain()` in `wp_can_reuse_anon_folio()`) so that its reference
+    /// does not count; the model discounts it instead.
+    @inline(__always)
+    public func refsBesidesLRUBatch(_ f: FrameNumber) -> Int32 {
+        let p = page(f)
+        // The count first: the batch clears its flag before it drops its reference, so a flag
+        // still set means the count read before it still included that reference.
+        let refs = p.pointee.refcount.load(ordering: .acquiring)
+        let batched = p.pointee.flags.load(ordering: .acquiring) & PageMeta.Flag.lruBatch != 0
+        return refs - (batched ? 1 : 0)
+    }
+
     /// `get_page()`.
     @inline(__always)
     public func get(_ f: FrameNumber) {
@@ -271,6 +383,7 @@ public final class FramePool: @unchecked Sendable {
     /// (`tlb_finish_mmu`): until then a thread that translated to them may still touch them.
     public func freeDeferred(_ dead: [FrameNumber]) {
         guard !dead.isEmpty else { return }
+        lru.release(dead)
         let box = Shared(dead)
         // Memory waiting for a grace period is memory nobody can use: past an eighth of the
         // pool, hurry the reclaimer instead of waiting for its tick.
@@ -286,6 +399,17 @@ public final class FramePool: @unchecked Sendable {
             }
             inUse.wrappingSubtract(box.value.count, ordering: .relaxed)
         }
+    }
+
+    /// Drops a reference to each page; those whose last reference it was are freed after a
+    /// grace period (references an LRU batch or reclaim held: the page may have been unmapped
+    /// meanwhile, and a lockless walker may still be on its way to it).
+    public func putDeferred(_ pages: [FrameNumber]) {
+        var dead: [FrameNumber] = []
+        for f in pages where f != Self.zeroFrame {
+            if page(f).pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { dead.append(f) }
+        }
+        freeDeferred(dead)
     }
 
     /// Drops a reference; if it was the last, frees the frame after a grace period.

@@ -115,7 +115,8 @@ extension MMFile {
     func addFolio(_ index: UInt64, order: Int, marked: Bool) -> AddResult {
         let n = 1 << order
         for i in 0..<UInt64(n) where cachedPage(index &+ i) != nil { return .exists }
-        var flags = PageMeta.Flag.pageCache | (UInt32(order) << PageMeta.Flag.orderShift)
+        var flags = cacheFlags | (UInt32(order) << PageMeta.Flag.orderShift)
+        let backing = self.backing
         if marked { flags |= PageMeta.Flag.reclaim }
         var added: [(index: UInt64, frame: FrameNumber)] = []
         added.reserveCapacity(n)
@@ -128,6 +129,7 @@ extension MMFile {
             if let backing {
                 frames.pointer(f).copyMemory(from: backing + Int(k) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
             }
+            setCacheRmap(f, k)
             // The cache's reference.
             let r = slotCreating(k).pointee.compareExchange(expected: 0, desired: UInt32(f + 1), ordering: .acquiringAndReleasing)
             guard r.exchanged else {
@@ -136,6 +138,7 @@ extension MMFile {
                 return .exists
             }
             misses.wrappingAdd(1, ordering: .relaxed)
+            frames.lru.add(f)
             added.append((k, f))
         }
         return .added

@@ -120,8 +120,10 @@ extension MMFile {
             if let f = cachedPage(index) { remove(index, ifHolding: f) }
         }
         if let backing {
-            (backing + Int(pages.lowerBound) * Int(Linux.pageSize)).initializeMemory(
-                as: UInt8.self, repeating: 0, count: Int(pages.count) * Int(Linux.pageSize))
+            cacheLock.lock()
+            _ = backing
+            zeroBacking(Int(pages.lowerBound), Int(pages.count))
+            cacheLock.unlock()
         }
         unmapMappingRange(pages: pages, evenCows: false)
     }
@@ -139,8 +141,11 @@ extension MMFile {
             }
         }
         if let backing, keep < capacityPages {
-            (backing + keep * Int(Linux.pageSize)).initializeMemory(as: UInt8.self, repeating: 0,
-                                                                    count: (capacityPages - keep) * Int(Linux.pageSize))
+            // Under the lock writeback holds while it checks the page is still cached.
+            cacheLock.lock()
+            _ = backing
+            zeroBacking(keep, capacityPages - keep)
+            cacheLock.unlock()
         }
     }
 
@@ -155,7 +160,9 @@ extension MMFile {
             frames.put(f)
         }
         if let backing, index < UInt64(capacityPages) {
+            cacheLock.lock()
             (backing + Int(index) * Int(Linux.pageSize) + offset).initializeMemory(as: UInt8.self, repeating: 0, count: count)
+            cacheLock.unlock()
         }
     }
 

@@ -1,6 +1,9 @@
 import CFaultline
 import FaultlineSync
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How the kernel places mappings of a file (its `f_op->get_unmapped_area`).
 public enum FilePlacement: Sendable {
@@ -33,8 +36,14 @@ public final class MMFile: @unchecked Sendable {
     @usableFromInline let chunks: UnsafeMutablePointer<Atomic<UInt>>
     @usableFromInline let chunkCount: Int
     public let capacityPages: Int
-    /// File contents beyond the page cache; nil reads as zeros.
-    let backing: UnsafeMutableRawPointer?
+    /// File contents beyond the page cache (the "disk"); none reads as zeros. A file made
+    /// without contents gets its backing at its first writeback (`writeBack`).
+    let backingBits: Atomic<UInt>
+    /// Whether the backing was mapped by `writeBack` (else allocated with the contents).
+    let backingMapped = Atomic<Bool>(false)
+    var backing: UnsafeMutableRawPointer? { UnsafeMutableRawPointer(bitPattern: backingBits.load(ordering: .acquiring)) }
+    /// Pages written back (`nr_written`).
+    let written = Atomic<Int>(0)
     let cacheLock = SpinLock()
     let misses = Atomic<Int>(0)
     /// `i_mmap_rwsem`: truncation walks `iMmap` for read; linking, unlinking and resizing a
@@ -98,9 +107,9 @@ public final class MMFile: @unchecked Sendable {
             let b = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: 4096)
             b.initializeMemory(as: UInt8.self, repeating: 0, count: total)
             contents.withUnsafeBytes { b.copyMemory(from: $0.baseAddress!, byteCount: min(contents.count, total)) }
-            backing = b
+            backingBits = Atomic(UInt(bitPattern: b))
         } else {
-            backing = nil
+            backingBits = Atomic(0)
         }
     }
 
@@ -111,6 +120,16 @@ public final class MMFile: @unchecked Sendable {
 
     deinit {
         iMmap.removeAll()
+        // Reclaim finds a cached page's file through its mapping: no longer, once we go.
+        frames.lru.fileLock.lockWrite()
+        for c in 0..<chunkCount {
+            guard let t = chunk(c) else { continue }
+            for i in 0..<slotsInChunk(c) {
+                let v = t[i].load(ordering: .relaxed)
+                if v != 0 { frames.page(FrameNumber(v - 1)).pointee.mapping.store(0, ordering: .relaxed) }
+            }
+        }
+        frames.lru.fileLock.unlockWrite()
         for c in 0..<chunkCount {
             guard let t = chunk(c) else { continue }
             for i in 0..<slotsInChunk(c) {
@@ -120,8 +139,59 @@ public final class MMFile: @unchecked Sendable {
             t.deallocate()
         }
         chunks.deallocate()
-        backing?.deallocate()
+        if let backing {
+            if backingMapped.load(ordering: .relaxed) { munmap(backing, capacityPages * Int(Linux.pageSize)) }
+            else { backing.deallocate() }
+        }
     }
+
+    /// `struct page` fields of a page entering the cache at `index`: its mapping (this file,
+    /// unretained: `deinit` clears it under the LRU's file lock) and index, as reclaim's
+    /// reverse map reads them.
+    @inline(__always)
+    func setCacheRmap(_ f: FrameNumber, _ index: UInt64) {
+        let p = frames.page(f)
+        p.pointee.mapping.store(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque()), ordering: .relaxed)
+        p.pointee.index.store(index, ordering: .relaxed)
+    }
+
+    /// Flags of a new page-cache page.
+    var cacheFlags: UInt32 { PageMeta.Flag.pageCache | (isShmem ? PageMeta.Flag.swapBacked : 0) }
+
+    /// `writepage` + its completion, at once: page `index` (`f`, which the caller holds)
+    /// goes to the backing contents if the cache still holds it there (truncation zeroes the
+    /// backing under the same lock, after taking the page out). False if it left the cache.
+    func writeBack(_ index: UInt64, _ f: FrameNumber) -> Bool {
+        if backing == nil {
+            let bytes = capacityPages * Int(Linux.pageSize)
+            let m = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+            precondition(m != MAP_FAILED, "cannot reserve \(bytes) bytes for a file's contents")
+            if backingBits.compareExchange(expected: 0, desired: UInt(bitPattern: m!), ordering: .acquiringAndReleasing).exchanged {
+                backingMapped.store(true, ordering: .relaxed)
+            } else {
+                munmap(m, bytes)
+            }
+        }
+        cacheLock.lock()
+        defer { cacheLock.unlock() }
+        guard cachedPage(index) == f else { return false }
+        (backing! + Int(index) * Int(Linux.pageSize)).copyMemory(from: frames.pointer(f), byteCount: Int(Linux.pageSize))
+        frames.page(f).pointee.flags.bitwiseAnd(~(PageMeta.Flag.dirty | PageMeta.Flag.reclaim), ordering: .relaxed)
+        written.wrappingAdd(1, ordering: .relaxed)
+        return true
+    }
+
+    /// Zeroes pages `[first, first + count)` of the backing (the caller holds `cacheLock`):
+    /// a mapped backing gives the memory back rather than writing zeros over it.
+    func zeroBacking(_ first: Int, _ count: Int) {
+        guard let backing, count > 0 else { return }
+        let p = backing + first * Int(Linux.pageSize)
+        if backingMapped.load(ordering: .relaxed) { _ = madvise(p, count * Int(Linux.pageSize), MADV_DONTNEED) }
+        else { p.initializeMemory(as: UInt8.self, repeating: 0, count: count * Int(Linux.pageSize)) }
+    }
+
+    /// Pages written back so far.
+    public var pagesWrittenBack: Int { written.load(ordering: .relaxed) }
 
     @usableFromInline static let chunkShift = 15
     @usableFromInline static let chunkPages = 1 << chunkShift
@@ -190,15 +260,18 @@ public final class MMFile: @unchecked Sendable {
             if let f = getPage(index) { return f }
             precondition(index < UInt64(capacityPages), "page \(index) beyond the file's capacity")
             if ioLatencyNs > 0 { simulateIO() }
-            guard let f = frames.allocate(zeroed: backing == nil, flags: PageMeta.Flag.pageCache) else { return nil }
+            let backing = self.backing
+            guard let f = frames.allocate(zeroed: backing == nil, flags: cacheFlags) else { return nil }
             if let backing {
                 frames.pointer(f).copyMemory(from: backing + Int(index) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
             }
+            setCacheRmap(f, index)
             // One reference for the cache, one for the caller, before the page is visible.
             frames.get(f)
             let r = slotCreating(index).pointee.compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
             if r.exchanged {
                 misses.wrappingAdd(1, ordering: .relaxed)
+                frames.lru.add(f)
                 return f
             }
             frames.put(f)

@@ -186,7 +186,10 @@ public final class SwapDevice: @unchecked Sendable {
         }
         if winner != f { frames.put(f) }
         guard let winner else { return nil }
-        if winner == f { inCount.wrappingAdd(1, ordering: .relaxed) }
+        if winner == f {
+            inCount.wrappingAdd(1, ordering: .relaxed)
+            frames.lru.add(f)
+        }
         return winner
     }
 

@@ -62,6 +62,8 @@ final class WorkerLoop<T: MemoryTarget> {
             if index % 4 == 3 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launch() }
         case .mallocChurn: mallocChurn()
         case .metis: metis()
+        case .reclaim:
+            if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { workingSet() }
         case .swapChurn:
             // The faulters page their 1 MiB out instead of dropping it: each write a swap-in.
             if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { faultAndDrop(1 << 20, pageOut: true) }
@@ -106,6 +108,25 @@ final class WorkerLoop<T: MemoryTarget> {
                 p &+= page
             }
             if pageOut { target.pageout(a, l) } else { target.dontneed(a, l) }
+        }
+        target.unmap(a, l)
+    }
+
+    /// reclaim's faulter: its share of a working set 1.5× the memory limit, written page by
+    /// page over and over (an op each): what reclaim swapped out since the last pass comes
+    /// back with a swap-in fault.
+    func workingSet() {
+        let faulters = max((0..<threads).filter { $0 % 4 != 1 }.count, 1)
+        let pages = max(o.memoryPages * 3 / 2 / faulters, 16)
+        let l = UInt64(pages) * page
+        guard let a = target.mapAnon(l, at: nil) else { return }
+        while !stopped {
+            var p = a
+            for _ in 0..<pages {
+                if stopped { break }
+                op { target.write(p) }
+                p &+= page
+            }
         }
         target.unmap(a, l)
     }

@@ -14,6 +14,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     case mallocChurn = "malloc-churn"
     case metis
     case swapChurn = "swap-churn"
+    case reclaim
 
     /// What `faultline compare` runs unless told otherwise.
     public static let defaults: [Workload] = [.pageFault1, .pageFault2, .pageFault3, .mmap1, .seedMix, .mapsReader]
@@ -31,6 +32,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         case .appLaunch: "Android-style launch: 3 of 4 threads map a library file and fault its pages in (simulated I/O on a page-cache miss, cache dropped after each pass), 1 of 4 maps and unmaps memory"
         case .mallocChurn: "jemalloc-style arenas: write a random page of a 4 MiB chunk, purge 64 KiB with MADV_DONTNEED every 16 writes, replace the chunk every 256"
         case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
+        case .reclaim: "3 of 4 threads write, page by page, a working set that together is 1.5× the memory limit (--memory, default 32 MiB) over and over: kswapd and direct reclaim swap the cold pages out, faults read them back (--io-latency each); 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         case .swapChurn: "3 of 4 threads write their own 1 MiB region, page it out to the swap device with MADV_PAGEOUT and write it again (swap-in faults, each a read of --io-latency with the lock dropped where the design can), 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         }
     }
@@ -40,7 +42,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         switch self {
         case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
         case .mmap1, .mmap2: "mmap+munmap pairs"
-        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn: "operations (faults and calls)"
+        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn, .reclaim: "operations (faults and calls)"
         }
     }
 
@@ -57,7 +59,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     var sizeMultiple: Double {
         switch self {
         case .pageFault1, .seedMix, .mapsReader, .mapsBaseline: 1
-        case .swapChurn: 0.05
+        case .swapChurn, .reclaim: 0.05
         case .pageFault2: 2
         case .pageFault3, .appLaunch: 1
         case .mmap1, .mmap2: 0.05
@@ -80,7 +82,7 @@ extension Workload {
         switch self {
         case .seedMix: i % 3 == 0 ? .faults : .calls
         case .mapsReader, .mapsBaseline: i % 2 == 0 ? .faults : .calls
-        case .swapChurn: i % 4 == 1 ? .calls : .faults
+        case .swapChurn, .reclaim: i % 4 == 1 ? .calls : .faults
         default: nil
         }
     }
@@ -102,6 +104,8 @@ public struct WorkloadOptions: Sendable {
     public var tree: VMATreeKind = .maple
     /// app-launch: simulated I/O latency of a page-cache miss.
     public var ioLatencyNs: UInt64 = 50_000
+    /// reclaim: the memory limit in 4 KiB frames (the workload's own system, reclaim on).
+    public var memoryPages = 32 * 256
     /// One operation in `sampleEvery` (a power of two) is timed for the latency histogram.
     public var sampleEvery: UInt64 = 8
     public var pin = true

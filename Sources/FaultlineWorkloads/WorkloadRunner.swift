@@ -112,8 +112,19 @@ public enum WorkloadRunner {
         return system
     }
 
+    /// reclaim's own system: `memoryPages` frames with reclaim on, and a swap device twice that
+    /// size whose reads take `ioLatencyNs`.
+    public static func makeReclaimSystem(_ o: WorkloadOptions) -> MMSystem {
+        let system = MMSystem(frames: o.memoryPages, prefault: true)
+        system.swapOn(pages: 2 * o.memoryPages, ioLatencyNs: o.ioLatencyNs)
+        system.enableReclaim()
+        return system
+    }
+
     /// One cell on the model.
-    public static func runModel(design: Design, options o: WorkloadOptions, system: MMSystem, rep: Int = 0) -> CellResult {
+    public static func runModel(design: Design, options o: WorkloadOptions, system shared: MMSystem, rep: Int = 0) -> CellResult {
+        // reclaim runs under its memory limit, on a system of its own per cell.
+        let system = o.workload == .reclaim ? makeReclaimSystem(o) : shared
         // The cell's address space and files are released when this returns, before the
         // barrier that hands their frames back for the next cell.
         func cell() -> CellResult {

@@ -20,8 +20,11 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "VMA index for global: maple or rbtree (the other designs always use the maple tree).")
     var tree: VMATreeKind = .maple
 
-    @Option(help: "app-launch: simulated I/O latency of a page-cache miss; swap-churn: of a swap device read or write; in µs.")
+    @Option(help: "app-launch: simulated I/O latency of a page-cache miss; swap-churn and reclaim: of a swap device read; in µs.")
     var ioLatency: Double = 50
+
+    @Option(help: "reclaim: the memory limit in MiB (its own system per cell, kswapd and direct reclaim on, a swap device twice the size).")
+    var memory: Int = 32
 
     func apply(_ o: inout WorkloadOptions) {
         o.size = UInt64(size * 1_048_576)
@@ -29,10 +32,12 @@ struct WorkloadArguments: ParsableArguments {
         o.mapsReader = maps
         o.tree = tree
         o.ioLatencyNs = UInt64(ioLatency * 1000)
+        o.memoryPages = memory * 256
     }
 
     func validate() throws {
         if size <= 0 || slowReader < 0 || ioLatency < 0 { throw ValidationError("--size must be positive, --slow-reader and --io-latency not negative") }
+        if memory < 4 || memory > 65536 { throw ValidationError("--memory must be in 4...65536 (MiB)") }
     }
 }
 

@@ -52,6 +52,9 @@ struct Stress: ParsableCommand {
     @Option(name: .customLong("swap-mib"), help: "Swap device size in MiB (0: none). MADV_PAGEOUT swaps anonymous pages out; faults read them back.")
     var swapMiB: Int = 16
 
+    @Option(help: "Memory in MiB with reclaim on (kswapd, direct reclaim, the LRU aged through the reverse map); 0: enough for the layout, no reclaim.")
+    var memory: Int = 0
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -60,6 +63,7 @@ struct Stress: ParsableCommand {
             throw ValidationError("--seconds and --epoch must be positive, --threads in 1...512")
         }
         if swapMiB < 0 || swapMiB > 4096 { throw ValidationError("--swap-mib must be in 0...4096") }
+        if memory < 0 || memory > 65536 || (memory > 0 && memory < 4) { throw ValidationError("--memory must be 0 or in 4...65536 (MiB)") }
         if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
     }
 
@@ -73,6 +77,7 @@ struct Stress: ParsableCommand {
         o.mapsReader = maps
         o.epoch = epoch
         o.swapPages = swapMiB * 256
+        o.memoryPages = memory * 256
         var progress: Progress? = nil
         let report = DesignStress(options: o).run { done, total, label in
             // Off a terminal, a line every 10 s.
@@ -84,13 +89,14 @@ struct Stress: ParsableCommand {
             struct Out: Codable {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
-                var treeNodesChecked: Int, swapOuts: Int, swapIns: Int
+                var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
                                      violations: report.violations, firstViolationAfter: report.firstViolationAfter,
                                      treeNodesChecked: report.treeNodesChecked,
-                                     swapOuts: report.swapOuts, swapIns: report.swapIns)))
+                                     swapOuts: report.swapOuts, swapIns: report.swapIns,
+                                     reclaimed: report.reclaimed, directReclaims: report.directReclaims)))
         } else {
             print(render(report))
         }
@@ -111,6 +117,7 @@ struct Stress: ParsableCommand {
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
+        if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if let events = c.vmaLockEventsLine { out += events + "\n" }
         if r.passed {
             out += "PASSED: 0 violations"
