@@ -54,7 +54,11 @@ public final class MMSystem: @unchecked Sendable {
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)
     }
 
-    deinit { kswapd.stopAndJoin() }
+    deinit {
+        kswapd.stopAndJoin()
+        // Files may outlive the system and keep its frames: no reclaim through it after this.
+        frames.clearReclaim()
+    }
 
     /// `swapon()`: an in-memory swap device of `pages` slots, each read taking `ioLatencyNs`
     /// (writes are asynchronous). Call before any address space uses the system.

@@ -232,6 +232,13 @@ public final class FramePool: @unchecked Sendable {
         return f
     }
 
+    /// Forgets the reclaimers (their system is going away); allocation fails at exhaustion again.
+    func clearReclaim() {
+        watermarks = (0, 0, 0)
+        wakeKswapd = nil
+        directReclaim = nil
+    }
+
     /// `__alloc_pages_slowpath()`: nothing free above the min watermark — wake kswapd and
     /// reclaim directly, then fail (the caller's OOM) after 16 rounds that free nothing
     /// (`MAX_RECLAIM_RETRIES`). Reclaimed frames come back after a grace period: inside an RCU

@@ -33,7 +33,7 @@ public final class LRUVec: @unchecked Sendable {
     /// `FOLIO_BATCH_SIZE`.
     public static let batchSize = 31
 
-    let frames: FramePool
+    unowned(unsafe) let frames: FramePool
     /// `lruvec->lru_lock`.
     let lock = SpinLock()
     /// Per frame, then one sentinel per list (index `capacity + list`).

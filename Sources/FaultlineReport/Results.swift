@@ -66,6 +66,10 @@ public struct Row: Sendable, Codable {
     public var mmapLockWaitShare: Double? = nil
     /// The model's major faults (faults that waited for I/O) per second.
     public var majorFaultsPerSecond: Double? = nil
+    /// reclaim: pages reclaim freed per second of the cells (warm-up included), and the share
+    /// direct reclaim freed.
+    public var reclaimedPerSecond: Double? = nil
+    public var directReclaimShare: Double? = nil
 
     /// `mmapLockWaitShare` as the tables print it.
     var mmapLockWaitText: String { mmapLockWaitShare.map { String(format: "%.1f%%", $0 * 100) } ?? "–" }
@@ -174,6 +178,9 @@ public struct Comparison: Sendable, Codable {
                         fh = f
                         ch = c
                     }
+                    let reclaimed = cs.compactMap(\.reclaimedPages).reduce(0, +)
+                    let direct = cs.compactMap(\.directReclaimedPages).reduce(0, +)
+                    let cellSecs = cs.compactMap(\.cellSeconds).reduce(0, +)
                     group.append(Row(design: d, workload: w, threads: t, opsPerSecond: median(ops),
                                      minOpsPerSecond: ops.min()!, maxOpsPerSecond: ops.max()!, ratioToGlobal: nil,
                                      latencyNs: h.summary, latencyCurve: h.curve, counters: counters,
@@ -186,7 +193,9 @@ public struct Comparison: Sendable, Codable {
                                      refusedPerPass: passes == 0 ? nil : Double(refused) / Double(passes),
                                      faultLatencyNs: fh?.summary, callLatencyNs: ch?.summary,
                                      mmapLockWaitShare: counters.flatMap { secs > 0 ? Double($0.mmapLockWaitNs) / (secs * Double(t) * 1e9) : nil },
-                                     majorFaultsPerSecond: counters.flatMap { secs > 0 ? Double($0.majorFaults) / secs : nil }))
+                                     majorFaultsPerSecond: counters.flatMap { secs > 0 ? Double($0.majorFaults) / secs : nil },
+                                     reclaimedPerSecond: cellSecs > 0 ? Double(reclaimed) / cellSecs : nil,
+                                     directReclaimShare: reclaimed > 0 ? Double(direct) / Double(reclaimed) : nil))
                 }
                 if let g = group.first(where: { $0.design == Design.global.rawValue }), g.opsPerSecond > 0 {
                     for i in group.indices { group[i].ratioToGlobal = group[i].opsPerSecond / g.opsPerSecond }

@@ -36,6 +36,9 @@ extension Row {
         var parts: [String] = []
         if let m = mapsReadsPerSecond { parts.append("maps reads/s \(si(m))") }
         if let f = hostFaultsPerOp { parts.append(String(format: "kernel faults/op %.2f", f)) }
+        if let r = reclaimedPerSecond {
+            parts.append("reclaimed \(si(r)) pages/s" + (directReclaimShare.map { String(format: " (%.0f%% direct)", $0 * 100) } ?? ""))
+        }
         if replay, let c = callsPerSecond, let f = faultsPerSecond {
             parts = ["calls/s \(si(c)), faults/s \(si(f))" + (refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")]
         }

@@ -62,6 +62,8 @@ final class WorkerLoop<T: MemoryTarget> {
             if index % 4 == 3 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launch() }
         case .mallocChurn: mallocChurn()
         case .metis: metis()
+        case .launchUnderPressure:
+            if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { launchUnderPressure() }
         case .reclaim:
             if index % 4 == 1 { mapUnmap(1 << 20) { target.mapAnon($0, at: nil) } } else { workingSet() }
         case .swapChurn:
@@ -112,21 +114,19 @@ final class WorkerLoop<T: MemoryTarget> {
         target.unmap(a, l)
     }
 
-    /// reclaim's faulter: its share of a working set 1.5× the memory limit, written page by
-    /// page over and over (an op each): what reclaim swapped out since the last pass comes
-    /// back with a swap-in fault.
+    /// reclaim's faulter: its share of a working set 1.5× the memory limit, written one
+    /// random page at a time (an op each): a third of the set cannot be resident, so about a
+    /// third of the writes find their page swapped out and fault it back. (Written in order,
+    /// the thread whose pages happened to stay resident would keep them, referenced on every
+    /// pass, and run on hits while the others thrash.)
     func workingSet() {
         let faulters = max((0..<threads).filter { $0 % 4 != 1 }.count, 1)
-        let pages = max(o.memoryPages * 3 / 2 / faulters, 16)
-        let l = UInt64(pages) * page
+        let pages = UInt64(max(o.memoryPages * 3 / 2 / faulters, 16))
+        let l = pages * page
         guard let a = target.mapAnon(l, at: nil) else { return }
         while !stopped {
-            var p = a
-            for _ in 0..<pages {
-                if stopped { break }
-                op { target.write(p) }
-                p &+= page
-            }
+            let p = a &+ (rng.next() % pages) &* page
+            op { target.write(p) }
         }
         target.unmap(a, l)
     }
@@ -181,6 +181,33 @@ final class WorkerLoop<T: MemoryTarget> {
             }
             target.unmap(a, len)
             target.dropCache(index)
+        }
+    }
+
+    /// launch-under-pressure's launcher: map the library, read its share of 1.25× the memory
+    /// limit and write its share of a quarter of the limit in heap (an op per page), unmap
+    /// both: every pass needs 1.5× the memory, and what it finds cached or resident is what
+    /// reclaim left.
+    func launchUnderPressure() {
+        let launchers = UInt64(max((0..<threads).filter { $0 % 4 != 1 }.count, 1))
+        let lib = max(UInt64(o.memoryPages) * 5 / 4 / launchers, 16) * page
+        let heap = max(UInt64(o.memoryPages) / 4 / launchers, 16) * page
+        while !stopped {
+            guard let a = target.mapFile(index, lib, shared: false, readOnly: true) else { return }
+            var p = a
+            while p < a &+ lib && !stopped {
+                op { target.read(p) }
+                p &+= page
+            }
+            if let h = target.mapAnon(heap, at: nil) {
+                var q = h
+                while q < h &+ heap && !stopped {
+                    op { target.write(q) }
+                    q &+= page
+                }
+                target.unmap(h, heap)
+            }
+            target.unmap(a, lib)
         }
     }
 

@@ -15,6 +15,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     case metis
     case swapChurn = "swap-churn"
     case reclaim
+    case launchUnderPressure = "launch-under-pressure"
 
     /// What `faultline compare` runs unless told otherwise.
     public static let defaults: [Workload] = [.pageFault1, .pageFault2, .pageFault3, .mmap1, .seedMix, .mapsReader]
@@ -32,7 +33,8 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         case .appLaunch: "Android-style launch: 3 of 4 threads map a library file and fault its pages in (simulated I/O on a page-cache miss, cache dropped after each pass), 1 of 4 maps and unmaps memory"
         case .mallocChurn: "jemalloc-style arenas: write a random page of a 4 MiB chunk, purge 64 KiB with MADV_DONTNEED every 16 writes, replace the chunk every 256"
         case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
-        case .reclaim: "3 of 4 threads write, page by page, a working set that together is 1.5× the memory limit (--memory, default 32 MiB) over and over: kswapd and direct reclaim swap the cold pages out, faults read them back (--io-latency each); 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
+        case .reclaim: "3 of 4 threads write random pages of their share of a working set 1.5× the memory limit (--memory, default 32 MiB): kswapd and direct reclaim swap the cold pages out, faults read them back (--io-latency each); 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
+        case .launchUnderPressure: "app-launch under a memory limit (--memory, default 32 MiB; kswapd, direct reclaim and a swap device twice the limit): 3 of 4 threads map their library file, read their share of 1.25× the limit from it (a page-cache miss is a read of --io-latency) and write their share of a quarter of the limit in fresh heap, each pass; reclaim, not a cache drop, takes the pages back; 1 of 4 maps and unmaps 1 MiB; model only"
         case .swapChurn: "3 of 4 threads write their own 1 MiB region, page it out to the swap device with MADV_PAGEOUT and write it again (swap-in faults, each a read of --io-latency with the lock dropped where the design can), 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         }
     }
@@ -42,7 +44,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         switch self {
         case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
         case .mmap1, .mmap2: "mmap+munmap pairs"
-        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn, .reclaim: "operations (faults and calls)"
+        case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn, .reclaim, .launchUnderPressure: "operations (faults and calls)"
         }
     }
 
@@ -54,12 +56,15 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// Whether the workload runs on a system of its own under `memoryPages` with reclaim on.
+    public var underMemoryLimit: Bool { self == .reclaim || self == .launchUnderPressure }
+
     /// Per-thread frames the model needs, in units of `--size` (regions in flight, page cache,
     /// copies), before the allowance for frames waiting for a grace period.
     var sizeMultiple: Double {
         switch self {
         case .pageFault1, .seedMix, .mapsReader, .mapsBaseline: 1
-        case .swapChurn, .reclaim: 0.05
+        case .swapChurn, .reclaim, .launchUnderPressure: 0.05
         case .pageFault2: 2
         case .pageFault3, .appLaunch: 1
         case .mmap1, .mmap2: 0.05
@@ -82,7 +87,7 @@ extension Workload {
         switch self {
         case .seedMix: i % 3 == 0 ? .faults : .calls
         case .mapsReader, .mapsBaseline: i % 2 == 0 ? .faults : .calls
-        case .swapChurn, .reclaim: i % 4 == 1 ? .calls : .faults
+        case .swapChurn, .reclaim, .launchUnderPressure: i % 4 == 1 ? .calls : .faults
         default: nil
         }
     }
@@ -104,7 +109,7 @@ public struct WorkloadOptions: Sendable {
     public var tree: VMATreeKind = .maple
     /// app-launch: simulated I/O latency of a page-cache miss.
     public var ioLatencyNs: UInt64 = 50_000
-    /// reclaim: the memory limit in 4 KiB frames (the workload's own system, reclaim on).
+    /// reclaim, launch-under-pressure: the memory limit in 4 KiB frames (the workload's own system, reclaim on).
     public var memoryPages = 32 * 256
     /// One operation in `sampleEvery` (a power of two) is timed for the latency histogram.
     public var sampleEvery: UInt64 = 8

@@ -38,6 +38,12 @@ public struct CellResult: Sendable, Codable {
     public var callHistogram: LatencyHistogram? = nil
     /// Timed trace replay: calls the model refused (threads replay without order between them).
     public var replayErrors: UInt64? = nil
+    /// reclaim: pages reclaim freed over the whole cell (warm-up included), and how many of
+    /// them direct reclaim freed (the rest kswapd).
+    public var reclaimedPages: UInt64? = nil
+    public var directReclaimedPages: UInt64? = nil
+    /// Seconds the cell ran in all (warm-up and measured window), for `reclaimedPages`.
+    public var cellSeconds: Double? = nil
     /// Timed trace replay: measured passes over the trace.
     public var replayPasses: Int? = nil
     /// Timed replay of a recorded trace: the recorded faults among `ops`, and the rates of
@@ -124,7 +130,7 @@ public enum WorkloadRunner {
     /// One cell on the model.
     public static func runModel(design: Design, options o: WorkloadOptions, system shared: MMSystem, rep: Int = 0) -> CellResult {
         // reclaim runs under its memory limit, on a system of its own per cell.
-        let system = o.workload == .reclaim ? makeReclaimSystem(o) : shared
+        let system = o.workload.underMemoryLimit ? makeReclaimSystem(o) : shared
         // The cell's address space and files are released when this returns, before the
         // barrier that hands their frames back for the next cell.
         func cell() -> CellResult {
@@ -132,8 +138,10 @@ public enum WorkloadRunner {
             if design.allowsTree(o.tree) { cfg.tree = o.tree }
             let mm = AddressSpace(system: system, design: design, configuration: cfg)
             let files = (0..<o.threads).map { t in
-                let f = system.makeFile(path: "/workload/t\(t)", size: o.bytes,
-                                        ioLatencyNs: o.workload == .appLaunch ? o.ioLatencyNs : 0)
+                // launch-under-pressure's libraries are sized by the memory limit.
+                let size = o.workload == .launchUnderPressure ? max(o.bytes, UInt64(o.memoryPages) * 2 * Linux.pageSize) : o.bytes
+                let f = system.makeFile(path: "/workload/t\(t)", size: size,
+                                        ioLatencyNs: o.workload == .appLaunch || o.workload == .launchUnderPressure ? o.ioLatencyNs : 0)
                 // The host's files live in /tmp: the model's read ahead as its device does.
                 f.readaheadPages = Linux.hostReadaheadPages(for: "/tmp")
                 return f
@@ -144,8 +152,14 @@ public enum WorkloadRunner {
             if r.counters == nil { r.counters = DesignCounters() }
             return r
         }
-        let result = cell()
+        var result = cell()
         system.rcu.barrier()
+        if o.workload.underMemoryLimit {
+            let kswapd = UInt64(system.vmscan[.pgstealKswapd]), direct = UInt64(system.vmscan[.pgstealDirect])
+            result.reclaimedPages = kswapd + direct
+            result.directReclaimedPages = direct
+            result.cellSeconds = o.warmup + o.seconds
+        }
         return result
     }
 
@@ -249,4 +263,3 @@ public enum WorkloadRunner {
         }
     }
 }
-
