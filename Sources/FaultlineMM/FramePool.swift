@@ -112,7 +112,7 @@ public final class FramePool: @unchecked Sendable {
     public static let zeroFrame: FrameNumber = 0
 
     /// The LRU lists of the node these frames make up.
-    public private(set) var lru: LRUVec! = nil
+    public let lru: LRUVec
     /// Watermarks in frames (`zone->_watermark`), 0 until `setWatermarks`: below `low` the
     /// background reclaimer is woken; allocations that would leave fewer than `min` free go
     /// to direct reclaim first.
@@ -147,6 +147,7 @@ public final class FramePool: @unchecked Sendable {
         let metaRaw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<PageMeta>.stride * capacity, alignment: 64)
         meta = metaRaw.bindMemory(to: PageMeta.self, capacity: capacity)
         for i in 0..<capacity { (meta + i).initialize(to: PageMeta()) }
+        lru = LRUVec(meta: meta, capacity: capacity)
         freeStack = .allocate(capacity: capacity)
         freeCount = 0
         for f in stride(from: capacity - 1, through: 1, by: -1) {
@@ -160,7 +161,7 @@ public final class FramePool: @unchecked Sendable {
         // The zero page: zeroed by mmap, pinned.
         meta[0].flags.store(PageMeta.Flag.zero, ordering: .relaxed)
         meta[0].refcount.store(1, ordering: .relaxed)
-        lru = LRUVec(frames: self, capacity: capacity)
+        lru.pool = self
     }
 
     /// Frames free now (racy), counting neither those waiting for a grace period nor the

@@ -33,12 +33,19 @@ public final class LRUVec: @unchecked Sendable {
     /// `FOLIO_BATCH_SIZE`.
     public static let batchSize = 31
 
-    unowned(unsafe) let frames: FramePool
+    /// The frames' `struct page`s, read directly (a class reference loaded on the fault path
+    /// would cost a retain), and the pool itself for frees (set once it exists).
+    let meta: UnsafeMutablePointer<PageMeta>
+    unowned(unsafe) var pool: FramePool? = nil
     /// `lruvec->lru_lock`.
     let lock = SpinLock()
     /// Per frame, then one sentinel per list (index `capacity + list`).
     @exclusivity(unchecked) var links: UnsafeMutablePointer<Link>
-    @exclusivity(unchecked) var sizes: [Int] = Array(repeating: 0, count: LRUList.allCases.count)
+    let sizes: UnsafeMutablePointer<Int> = {
+        let p = UnsafeMutablePointer<Int>.allocate(capacity: LRUList.allCases.count)
+        p.initialize(repeating: 0, count: LRUList.allCases.count)
+        return p
+    }()
     let capacity: Int
     /// Per thread: a lock word, a count and up to 31 frames (its own line pair).
     let batches: UnsafeMutableRawPointer
@@ -50,8 +57,8 @@ public final class LRUVec: @unchecked Sendable {
     /// the inode's own reference keep the mapping valid).
     let fileLock = RWSemaphore()
 
-    init(frames: FramePool, capacity: Int) {
-        self.frames = frames
+    init(meta: UnsafeMutablePointer<PageMeta>, capacity: Int) {
+        self.meta = meta
         self.capacity = capacity
         links = .allocate(capacity: capacity + LRUList.allCases.count)
         for i in 0..<capacity { (links + i).initialize(to: Link(prev: 0, next: 0, list: -1)) }
@@ -64,7 +71,22 @@ public final class LRUVec: @unchecked Sendable {
         batches.initializeMemory(as: UInt8.self, repeating: 0, count: batchStride * Int(FL_MAX_THREADS))
     }
 
+    @inline(__always) func page(_ f: FrameNumber) -> UnsafeMutablePointer<PageMeta> { meta + Int(f) }
+
+    /// `folio_try_get()` (as `FramePool.tryGet`).
+    @inline(__always) func tryGet(_ f: FrameNumber) -> Bool {
+        let p = page(f)
+        var c = p.pointee.refcount.load(ordering: .relaxed)
+        while c > 0 {
+            let r = p.pointee.refcount.compareExchange(expected: c, desired: c + 1, ordering: .acquiring)
+            if r.exchanged { return true }
+            c = r.original
+        }
+        return false
+    }
+
     deinit {
+        sizes.deallocate()
         links.deallocate()
         batches.deallocate()
     }
@@ -74,7 +96,7 @@ public final class LRUVec: @unchecked Sendable {
     /// a page with a locked mapping on the unevictable list.
     @inline(__always)
     func listFor(_ f: FrameNumber) -> LRUList {
-        let p = frames.page(f)
+        let p = page(f)
         if p.pointee.mlockCount.load(ordering: .relaxed) > 0 { return .unevictable }
         let flags = p.pointee.flags.load(ordering: .relaxed)
         let anon = flags & PageMeta.Flag.anon != 0 ? flags & PageMeta.Flag.lazyFree == 0 : flags & PageMeta.Flag.swapBacked != 0
@@ -92,12 +114,12 @@ public final class LRUVec: @unchecked Sendable {
         links[Int(prev)].next = f
         links[Int(next)].prev = f
         sizes[list.rawValue] += 1
-        let p = frames.page(f)
-        if list.isActive { p.pointee.flags.bitwiseOr(PageMeta.Flag.lru | PageMeta.Flag.active, ordering: .relaxed) }
-        else { p.pointee.flags.bitwiseOr(PageMeta.Flag.lru, ordering: .relaxed) }
-        if list == .unevictable { p.pointee.flags.bitwiseOr(PageMeta.Flag.unevictable, ordering: .relaxed) }
-        else { p.pointee.flags.bitwiseAnd(~PageMeta.Flag.unevictable, ordering: .relaxed) }
-        if !list.isActive { p.pointee.flags.bitwiseAnd(~PageMeta.Flag.active, ordering: .relaxed) }
+        // PG_lru, and PG_active / PG_unevictable as the list says: one set, one clear.
+        let set = PageMeta.Flag.lru | (list.isActive ? PageMeta.Flag.active : 0) | (list == .unevictable ? PageMeta.Flag.unevictable : 0)
+        let clear = (list.isActive ? 0 : PageMeta.Flag.active) | (list == .unevictable ? 0 : PageMeta.Flag.unevictable)
+        let p = page(f)
+        p.pointee.flags.bitwiseOr(set, ordering: .relaxed)
+        p.pointee.flags.bitwiseAnd(~clear, ordering: .relaxed)
     }
 
     /// `lruvec_del_folio()`: off its list, `.lru` cleared. Returns the list it was on.
@@ -109,7 +131,7 @@ public final class LRUVec: @unchecked Sendable {
         links[Int(l.next)].prev = l.prev
         links[Int(f)].list = -1
         sizes[Int(l.list)] -= 1
-        frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.lru, ordering: .relaxed)
+        page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.lru, ordering: .relaxed)
         return LRUList(rawValue: Int(l.list))!
     }
 
@@ -122,8 +144,9 @@ public final class LRUVec: @unchecked Sendable {
     /// a reference of the batch's own; a full batch moves to the lists.
     @inline(__always)
     public func add(_ f: FrameNumber) {
-        frames.get(f)
-        frames.page(f).pointee.flags.bitwiseOr(PageMeta.Flag.lruBatch, ordering: .relaxed)
+        let p = page(f)
+        p.pointee.refcount.wrappingAdd(1, ordering: .relaxed)   // the batch's reference (`folio_get`)
+        p.pointee.flags.bitwiseOr(PageMeta.Flag.lruBatch, ordering: .relaxed)
         let b = batch()
         let word = b.assumingMemoryBound(to: Atomic<UInt32>.self)
         // The batch's lock (`local_lock`): only `drainAll` from another thread contends.
@@ -142,19 +165,26 @@ public final class LRUVec: @unchecked Sendable {
     /// then the batch's references go. Called with the batch's lock held; releases it.
     @inline(never)
     func moveBatch(_ b: UnsafeMutableRawPointer, _ n: Int) {
-        var pages = [FrameNumber](repeating: 0, count: n)
-        for i in 0..<n { pages[i] = (b + 16 + 4 * i).load(as: FrameNumber.self) }
-        (b + 8).storeBytes(of: 0, as: Int.self)
-        b.assumingMemoryBound(to: Atomic<UInt32>.self).pointee.store(0, ordering: .releasing)
-        drains.wrappingAdd(1, ordering: .relaxed)
-        lock.lock()
-        for f in pages {
-            // A page whose only reference is the batch's is on its way out: not listed.
-            if frames.page(f).pointee.refcount.load(ordering: .relaxed) > 1 { addLocked(f, listFor(f)) }
-            frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.lruBatch, ordering: .relaxed)
+        withUnsafeTemporaryAllocation(of: FrameNumber.self, capacity: Self.batchSize) { pages in
+            for i in 0..<n { pages[i] = (b + 16 + 4 * i).load(as: FrameNumber.self) }
+            (b + 8).storeBytes(of: 0, as: Int.self)
+            b.assumingMemoryBound(to: Atomic<UInt32>.self).pointee.store(0, ordering: .releasing)
+            drains.wrappingAdd(1, ordering: .relaxed)
+            lock.lock()
+            for i in 0..<n {
+                let f = pages[i]
+                // A page whose only reference is the batch's is on its way out: not listed.
+                if page(f).pointee.refcount.load(ordering: .relaxed) > 1 { addLocked(f, listFor(f)) }
+                page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.lruBatch, ordering: .relaxed)
+            }
+            lock.unlock()
+            // The batch's references go; the pages it held last are freed after a grace period.
+            var dead: [FrameNumber] = []
+            for i in 0..<n where page(pages[i]).pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                dead.append(pages[i])
+            }
+            if !dead.isEmpty { pool.unsafelyUnwrapped.freeDeferred(dead) }
         }
-        lock.unlock()
-        frames.putDeferred(pages)
     }
 
     /// `lru_add_drain()`: this thread's batch to the lists.
@@ -179,29 +209,29 @@ public final class LRUVec: @unchecked Sendable {
     /// The last reference to `f` is gone: off its list (`__page_cache_release()`).
     @inline(__always)
     func release(_ f: FrameNumber) {
-        guard frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return }
+        guard page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return }
         lock.lock()
-        if frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { delLocked(f) }
+        if page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { delLocked(f) }
         lock.unlock()
     }
 
     /// `release()` for many pages under one acquisition (`free_unref_folios()`'s batches).
     func release(_ pages: [FrameNumber]) {
         var any = false
-        for f in pages where frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { any = true; break }
+        for f in pages where page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { any = true; break }
         guard any else { return }
         lock.lock()
-        for f in pages where frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { delLocked(f) }
+        for f in pages where page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { delLocked(f) }
         lock.unlock()
     }
 
     /// `folio_isolate_lru()`: takes `f` off its list with a reference for the caller; false if
     /// it is not on a list (in a batch, isolated by another, or being freed).
     public func isolate(_ f: FrameNumber) -> Bool {
-        guard frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return false }
+        guard page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return false }
         lock.lock()
         defer { lock.unlock() }
-        guard frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0, frames.tryGet(f) else { return false }
+        guard page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0, tryGet(f) else { return false }
         delLocked(f)
         return true
     }
@@ -218,7 +248,7 @@ public final class LRUVec: @unchecked Sendable {
             let prev = links[Int(cur)].prev
             scanned += 1
             // A page being freed (no references left) stays until its free takes it off.
-            if frames.tryGet(cur) {
+            if tryGet(cur) {
                 delLocked(cur)
                 out.append(cur)
             }
@@ -235,7 +265,7 @@ public final class LRUVec: @unchecked Sendable {
         lock.lock()
         for (f, l) in pages { addLocked(f, l ?? listFor(f), tail: tail) }
         lock.unlock()
-        frames.putDeferred(pages.map { $0.0 })
+        pool.unsafelyUnwrapped.putDeferred(pages.map { $0.0 })
     }
 
     /// `folio_putback_lru()` for one page.
@@ -245,7 +275,7 @@ public final class LRUVec: @unchecked Sendable {
     /// `deactivate_file_folio()`, `mark_page_lazyfree()`, munlock's return to the evictable
     /// lists), at the head; `active` sets or clears `.active` first (nil: unchanged).
     func move(_ f: FrameNumber, active: Bool?, tail: Bool = false) {
-        let p = frames.page(f)
+        let p = page(f)
         guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else {
             // In a batch or isolated: the flag is what its list will be chosen by.
             if let active {
@@ -269,7 +299,7 @@ public final class LRUVec: @unchecked Sendable {
     /// to or from the unevictable list (a page in a batch or isolated gets its list later
     /// from its count).
     func mlockChanged(_ f: FrameNumber) {
-        guard frames.page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return }
+        guard page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 else { return }
         move(f, active: nil)
     }
 
@@ -305,7 +335,7 @@ public final class LRUVec: @unchecked Sendable {
             while cur != head {
                 if links[Int(cur)].prev != prev { out.append("lru \(l): broken link at frame \(cur)"); break }
                 if links[Int(cur)].list != Int32(l.rawValue) { out.append("lru \(l): frame \(cur) says list \(links[Int(cur)].list)") }
-                let flags = frames.page(cur).pointee.flags.load(ordering: .relaxed)
+                let flags = page(cur).pointee.flags.load(ordering: .relaxed)
                 if flags & PageMeta.Flag.lru == 0 { out.append("lru \(l): frame \(cur) without PG_lru") }
                 if flags & PageMeta.Flag.free != 0 { out.append("lru \(l): frame \(cur) is free") }
                 if (flags & PageMeta.Flag.active != 0) != l.isActive { out.append("lru \(l): frame \(cur) PG_active wrong") }
@@ -317,7 +347,7 @@ public final class LRUVec: @unchecked Sendable {
             if n != sizes[l.rawValue] { out.append("lru \(l): \(n) pages linked, size says \(sizes[l.rawValue])") }
             listed += n
         }
-        for f in 1..<capacity where frames.page(FrameNumber(f)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0
+        for f in 1..<capacity where page(FrameNumber(f)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0
             && links[f].list < 0 {
             out.append("frame \(f) has PG_lru but is on no list")
         }
