@@ -193,8 +193,7 @@ extension MMSystem {
         for f in pages {
             let r = folioReferenced(f)
             if r.mlocked {
-                vmscan.add(.unevictableCulled)
-                back.append((f, .unevictable))
+                back.append(cull(f))
                 continue
             }
             if r.references > 0 && r.exec && !list.isAnon {
@@ -224,7 +223,7 @@ extension MMSystem {
             let isAnon = flags & PageMeta.Flag.anon != 0
             if isAnon && p.pointee.mlockCount.load(ordering: .relaxed) > 0 {
                 vmscan.add(.unevictableCulled)
-                back.append((f, .unevictable))
+                back.append((f, nil))   // listFor: unevictable while the count holds
                 continue
             }
             // folio_check_references().
@@ -232,8 +231,7 @@ extension MMSystem {
             let referencedFolio = p.pointee.flags.bitwiseAnd(~PageMeta.Flag.referenced, ordering: .relaxed).oldValue
                 & PageMeta.Flag.referenced != 0
             if r.mlocked {
-                vmscan.add(.unevictableCulled)
-                back.append((f, .unevictable))
+                back.append(cull(f))
                 continue
             }
             let swapBacked = isAnon ? flags & PageMeta.Flag.lazyFree == 0 : flags & PageMeta.Flag.swapBacked != 0
@@ -292,6 +290,21 @@ extension MMSystem {
         frames.freeDeferred(freed)
         frames.lru.putback(back)
         return freed.count + swapped
+    }
+
+    /// A page found in a VM_LOCKED mapping: an anonymous page (whose locked mappings the model
+    /// counts, so munlock brings it back) goes to the unevictable list; a page-cache page,
+    /// whose locks the model does not count, back to the active list, so that it is looked at
+    /// again after a munlock (Linux's `mlock_vma_folio` culls it and `munlock_folio` returns it).
+    func cull(_ f: FrameNumber) -> (FrameNumber, LRUList?) {
+        let p = frames.page(f)
+        if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 && p.pointee.mlockCount.load(ordering: .relaxed) > 0 {
+            // The putback's list choice reads the count again under the LRU lock.
+            vmscan.add(.unevictableCulled)
+            return (f, nil)
+        }
+        frames.page(f).pointee.flags.bitwiseOr(PageMeta.Flag.active, ordering: .relaxed)
+        return (f, nil)
     }
 
     /// `folio_referenced()`: through the reverse map, every PTE mapping `f` has its accessed

@@ -92,6 +92,27 @@ struct ReclaimTests {
         #expect(s2.checkQuiescent([mm2]) == [])
     }
 
+    /// Locked pages are not reclaimed (they wait on the unevictable list); the others are,
+    /// once aging has found them unreferenced; munlock makes the locked ones evictable again.
+    @Test func lockedPagesStay() {
+        let s = Self.system(frames: 1024, swapPages: 256)
+        let mm = AddressSpace(system: s, design: .perVMA615)
+        _ = mm.mmap(Self.base, 16 * page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        for i in 0..<16 { _ = mm.store(Self.base + UInt64(i) * page, UInt8(i + 1)).must() }
+        _ = mm.mlock(Self.base, 8 * page).must()
+        for _ in 0..<3 { _ = s._shrinkNode(64) }
+        #expect(mm.presentPages(Self.base, Self.base + 8 * page) == 8)
+        #expect(mm.pagemap(Self.base + 8 * page, Self.base + 16 * page).allSatisfy { $0 == Pagemap.swapped })
+        #expect(s.frames.lru.listSizes[.unevictable] == 8)
+        #expect(s.checkQuiescent([mm]) == [])
+        _ = mm.munlock(Self.base, 8 * page).must()
+        #expect(s.frames.lru.listSizes[.unevictable] == 0)
+        for _ in 0..<3 { _ = s._shrinkNode(64) }
+        #expect(mm.pagemap(Self.base, Self.base + 8 * page).allSatisfy { $0 == Pagemap.swapped })
+        for i in 0..<16 { #expect(mm.load(Self.base + UInt64(i) * page).must() == UInt8(i + 1)) }
+        #expect(s.checkQuiescent([mm]) == [])
+    }
+
     /// A file twice the memory read through a mapping, under every design: kswapd and direct
     /// reclaim drop clean pages (unmapping them first) and every byte reads right; no OOM.
     @Test(arguments: [Design.global, .perVMA, .perVMA615, .spfVMASeq, .range])
