@@ -52,6 +52,8 @@ public struct StressReport: Sendable {
     /// Pages reclaim freed (kswapd, direct) and direct reclaim calls, under `--memory`.
     public var reclaimed = 0
     public var directReclaims = 0
+    /// Accesses that failed with OOM under the memory limit (reported, not violations).
+    public var oomFailures = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -83,6 +85,8 @@ public final class DesignStress: @unchecked Sendable {
     let violationLock = SpinLock()
     var violations: [String] = []
     let violationCount = Atomic<Int>(0)
+    /// Accesses that ran out of memory under `--memory` (not violations; reported).
+    let oomFailures = Atomic<Int>(0)
     let opCounts: PerThreadCounters
     /// Each thread's hot slot (`StressWorker.hot`).
     let hotSlots: UnsafeMutablePointer<Atomic<Int>>
@@ -194,6 +198,7 @@ public final class DesignStress: @unchecked Sendable {
         report.swapIns = system.swap?.pagesIn ?? 0
         report.reclaimed = system.vmscan[.pgstealKswapd] + system.vmscan[.pgstealDirect]
         report.directReclaims = system.vmscan[.directReclaims]
+        report.oomFailures = oomFailures.load(ordering: .relaxed)
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }

@@ -57,6 +57,17 @@ final class StressWorker: @unchecked Sendable {
 
     func violation(_ s: String) { stress.violation("thread \(index): " + s) }
 
+    /// An access that failed: a violation, except running out of memory under `--memory`,
+    /// which is counted and reported apart (Linux would OOM-kill; the model also cannot swap
+    /// shared memory out, so it runs out sooner than Linux would).
+    func accessFailed(_ e: FaultError, _ s: @autoclosure () -> String) {
+        if e == .oom && stress.options.memoryPages > 0 {
+            stress.oomFailures.wrappingAdd(1, ordering: .relaxed)
+        } else {
+            violation(s())
+        }
+    }
+
     func run() {
         while stress.parkIfAsked() {
             iteration += 1
@@ -117,7 +128,7 @@ final class StressWorker: @unchecked Sendable {
             case .success:
                 if s.kind != .fileShared { slots[k].expected[p] = v }
             case .failure(let e):
-                violation("write to own \(perms(s)) slot \(k) at \(hex(a)) failed: \(e)")
+                accessFailed(e, "write to own \(perms(s)) slot \(k) at \(hex(a)) failed: \(e)")
             }
         } else if s.prot.contains(.read) {
             switch load(a) {
@@ -127,7 +138,7 @@ final class StressWorker: @unchecked Sendable {
                     violation("own slot \(k) (\(s.kind)) page \(p) at \(hex(a)) holds \(hex(v)), expected \(hex(want))")
                 }
             case .failure(let e):
-                violation("read of own \(perms(s)) slot \(k) at \(hex(a)) failed: \(e)")
+                accessFailed(e, "read of own \(perms(s)) slot \(k) at \(hex(a)) failed: \(e)")
             }
         } else {
             if case .success = load(a) { violation("read of own PROT_NONE slot \(k) at \(hex(a)) succeeded") }
@@ -314,7 +325,7 @@ final class StressWorker: @unchecked Sendable {
                     violation("own slot \(k) (\(s.kind)) page \(p) holds \(hex(v)), expected \(hex(s.expected[p])) (lost write)")
                 }
             case .failure(let e):
-                violation("read of own slot \(k) page \(p) failed: \(e)")
+                accessFailed(e, "read of own slot \(k) page \(p) failed: \(e)")
             }
         }
         checkPTEs(k, "at verification")
@@ -399,8 +410,10 @@ final class StressWorker: @unchecked Sendable {
             // Write a word, then check them all.
             let p = rng.below(n)
             let v = UInt64(index + 1) << 56 | UInt64(rng.below(1 << 20)) << 8 | UInt64(p) | 1
-            if case .failure(let e) = store(a + UInt64(p) * Linux.pageSize, v) { violation("write to kernel-placed mapping failed: \(e)") }
-            expected[p] = v
+            switch store(a + UInt64(p) * Linux.pageSize, v) {
+            case .success: expected[p] = v
+            case .failure(let e): accessFailed(e, "write to kernel-placed mapping failed: \(e)")   // the old word stays
+            }
             for q in 0..<n {
                 if case .success(let got) = load(a + UInt64(q) * Linux.pageSize), got != expected[q] {
                     violation("kernel-placed mapping at \(hex(a)) page \(q) holds \(hex(got)), expected \(hex(expected[q]))")

@@ -27,6 +27,9 @@ public final class VMScanStats: @unchecked Sendable {
         case pglazyfreed, nrWritten, unevictableCulled
         /// kswapd wake-ups that found work (`pageoutrun`), direct reclaim calls.
         case pageoutrun, directReclaims
+        /// Dirty file pages direct reclaim left to kswapd's writeback (`nr_dirty` it skipped),
+        /// and the times it then waited for that writeback (`reclaim_throttle`).
+        case directDirtySkipped, directThrottled
         /// Pages reclaim could not model and left alone: shared memory with a swap device
         /// (Linux swaps it out through `shmem_writeout`).
         case shmemNotReclaimed
@@ -116,7 +119,20 @@ extension MMSystem {
     /// `try_to_free_pages()`: one direct reclaim of `SWAP_CLUSTER_MAX` pages. Returns pages freed.
     func tryToFreePages() -> Int {
         vmscan.add(.directReclaims)
-        return shrinkNode(Self.swapClusterMax, kswapd: false)
+        let skipped = vmscan[.directDirtySkipped]
+        let n = shrinkNode(Self.swapClusterMax, kswapd: false)
+        if n == 0 && vmscan[.directDirtySkipped] > skipped {
+            // reclaim_throttle(VMSCAN_THROTTLE_WRITEBACK): what is left is dirty and only the
+            // writeback kswapd starts can free it — wait for its pass (Linux: up to HZ/10)
+            // rather than count a fruitless round toward OOM.
+            vmscan.add(.directThrottled)
+            kswapdWake()
+            let deadline = fl_now_ns() &+ 100_000_000
+            while kswapd.word.pointee.load(ordering: .acquiring) != 0 && fl_now_ns() < deadline { fl_sleep_ns(50_000) }
+            // Still a round that freed nothing itself: 16 of them end in OOM.
+            return 0
+        }
+        return n
     }
 
     /// `balance_pgdat()`: reclaims until free memory is above the high watermark, or a pass at
@@ -416,6 +432,7 @@ extension MMSystem {
             guard kswapd else {
                 // Direct reclaim leaves dirty pages to the flusher (here kswapd), marked.
                 p.pointee.flags.bitwiseOr(PageMeta.Flag.reclaim, ordering: .relaxed)
+                vmscan.add(.directDirtySkipped)
                 kswapdWake()
                 return .keep
             }

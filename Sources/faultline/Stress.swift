@@ -89,14 +89,15 @@ struct Stress: ParsableCommand {
             struct Out: Codable {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
-                var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int
+                var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
                                      violations: report.violations, firstViolationAfter: report.firstViolationAfter,
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
-                                     reclaimed: report.reclaimed, directReclaims: report.directReclaims)))
+                                     reclaimed: report.reclaimed, directReclaims: report.directReclaims,
+                                     oomFailures: report.oomFailures)))
         } else {
             print(render(report))
         }
@@ -118,6 +119,9 @@ struct Stress: ParsableCommand {
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
+        if r.oomFailures > 0 {
+            out += "out of memory: \(r.oomFailures) accesses failed under the limit (not violations: Linux would OOM-kill, and the model does not swap shared memory out)\n"
+        }
         if let events = c.vmaLockEventsLine { out += events + "\n" }
         if r.passed {
             out += "PASSED: 0 violations"
