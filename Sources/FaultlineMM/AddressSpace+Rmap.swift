@@ -226,6 +226,22 @@ extension MMSystem {
 }
 
 extension AddressSpace {
+    /// `page_vma_mapped_walk()` at one address: `body` runs with the PTE at `address` locked,
+    /// if it still maps `f` (present, not special, its table still linked) — the one check
+    /// every reverse-map user (try_to_unmap, folio_referenced, reclaim) makes before it acts.
+    func withPTEMapping(_ f: FrameNumber, at address: UInt64,
+                        _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, PageTablePage) -> Void) {
+        rcuRead.readLock()
+        defer { rcuRead.readUnlock() }
+        guard let ptep = walkPTE(address) else { return }
+        let table = PageTablePage(entry: ptep)
+        table.ptl.pointee.lock()
+        defer { table.ptl.pointee.unlock() }
+        let old = ptep.pointee.load(ordering: .relaxed)
+        guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, tableStillLinked(address, ptep) else { return }
+        body(ptep, old, table)
+    }
+
     /// What the reverse map knows at `address` (tests): the frame mapped there, the length of
     /// its VMA's anon_vma chain, and the ids of the VMA's anon_vma and of the page's.
     @_spi(Testing) public func _anonRmap(at address: UInt64) -> (frame: FrameNumber?, chain: Int, vmaAnonVMA: UInt64?, pageAnonVMA: UInt64?)? {

@@ -103,31 +103,25 @@ extension MMSystem {
         var unmapped = false
         var found = 0
         rmapWalkAnon(f) { mm, vma, address in
-            mm.rcuRead.readLock()
-            defer { mm.rcuRead.readUnlock() }
-            guard let ptep = mm.walkPTE(address) else { return }
-            let table = PageTablePage(entry: ptep)
-            table.ptl.pointee.lock()
-            defer { table.ptl.pointee.unlock() }
-            let old = ptep.pointee.load(ordering: .relaxed)
-            guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, mm.tableStillLinked(address, ptep) else { return }
-            found += 1
-            if _brokenTryToUnmapSkipsMappings && found > 1 {
-                // The broken control: counted as unmapped, the PTE left in place.
+            mm.withPTEMapping(f, at: address) { ptep, old, table in
+                found += 1
+                if _brokenTryToUnmapSkipsMappings && found > 1 {
+                    // The broken control: counted as unmapped, the PTE left in place.
+                    p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                    p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
+                    return
+                }
+                swap.duplicate(slot)
+                ptep.pointee.store(PTE.swapEntry(slot), ordering: .releasing)
+                if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+                if vma.vmFlags.contains(.locked) && p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
+                    frames.lru.mlockChanged(f)
+                }
                 p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
-                return
+                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // the caller still holds one
+                mm.count(.rssAnon, UInt64(bitPattern: -1))
+                unmapped = true
             }
-            swap.duplicate(slot)
-            ptep.pointee.store(PTE.swapEntry(slot), ordering: .releasing)
-            if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
-            if vma.vmFlags.contains(.locked) && p.pointee.mlockCount.wrappingSubtract(1, ordering: .relaxed).newValue == 0 {
-                frames.lru.mlockChanged(f)
-            }
-            p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-            p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // the caller still holds one
-            mm.count(.rssAnon, UInt64(bitPattern: -1))
-            unmapped = true
         }
         // No access through an old PTE after this (flush_tlb_range of each mm, at once).
         if unmapped { tlbRCU.synchronize() }

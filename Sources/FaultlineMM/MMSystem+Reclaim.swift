@@ -333,25 +333,19 @@ extension MMSystem {
         rmapWalk(f) { mm, vma, address in
             let flags = vma.vmFlags
             if flags.contains(.locked) { locked = true; return }
-            mm.rcuRead.readLock()
-            defer { mm.rcuRead.readUnlock() }
-            guard let ptep = mm.walkPTE(address) else { return }
-            let table = PageTablePage(entry: ptep)
-            table.ptl.pointee.lock()
-            defer { table.ptl.pointee.unlock() }
-            let old = ptep.pointee.load(ordering: .relaxed)
-            guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, mm.tableStillLinked(address, ptep) else { return }
-            if old & PTE.accessed != 0 {
-                // The MMU may set dirty meanwhile: clear young against the value it has.
-                var cur = old
-                while cur & PTE.accessed != 0 {
-                    let r = ptep.pointee.compareExchange(expected: cur, desired: cur & ~PTE.accessed, ordering: .acquiringAndReleasing)
-                    if r.exchanged { refs += 1; break }
-                    cur = r.original
-                    if cur & PTE.present == 0 || PTE.frame(cur) != f { break }
+            mm.withPTEMapping(f, at: address) { ptep, old, table in
+                if old & PTE.accessed != 0 {
+                    // The MMU may set dirty meanwhile: clear young against the value it has.
+                    var cur = old
+                    while cur & PTE.accessed != 0 {
+                        let r = ptep.pointee.compareExchange(expected: cur, desired: cur & ~PTE.accessed, ordering: .acquiringAndReleasing)
+                        if r.exchanged { refs += 1; break }
+                        cur = r.original
+                        if cur & PTE.present == 0 || PTE.frame(cur) != f { break }
+                    }
                 }
+                if flags.contains(.exec) { exec = true }
             }
-            if flags.contains(.exec) { exec = true }
         }
         return (refs, exec, locked)
     }
@@ -397,34 +391,28 @@ extension MMSystem {
         let file = Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: bits)!).takeUnretainedValue()
         let index = p.pointee.index.load(ordering: .relaxed)
         if p.pointee.mapcount.load(ordering: .relaxed) > 0 {
-            var flushed: [AddressSpace] = []
+            var unmapped = false
             var locked = false
             file.iMmapLock.lockRead()
             file.iMmap.forEachOverlap(index, index &+ 1) { v, mm in
                 if v.vmFlags.contains(.locked) { locked = true; return }
                 let address = v.vmStart &+ ((index &- v.vmPgoff) << Linux.pageShift)
-                mm.rcuRead.readLock()
-                defer { mm.rcuRead.readUnlock() }
-                guard let ptep = mm.walkPTE(address) else { return }
-                let table = PageTablePage(entry: ptep)
-                table.ptl.pointee.lock()
-                defer { table.ptl.pointee.unlock() }
-                let old = ptep.pointee.load(ordering: .relaxed)
-                guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, mm.tableStillLinked(address, ptep) else { return }
-                if !_brokenFileReclaimKeepsPTEs {
-                    ptep.pointee.store(0, ordering: .releasing)
-                    table.absentInLinux.pointee.store(0, ordering: .relaxed)
+                mm.withPTEMapping(f, at: address) { ptep, old, table in
+                    if !_brokenFileReclaimKeepsPTEs {
+                        ptep.pointee.store(0, ordering: .releasing)
+                        table.absentInLinux.pointee.store(0, ordering: .relaxed)
+                    }
+                    if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
+                    p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                    p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // we still hold one
+                    mm.count(file.isShmem ? .rssShmem : .rssFile, UInt64(bitPattern: -1))
+                    mm.count(.pagedOut)
+                    unmapped = true
                 }
-                if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
-                p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)   // we still hold one
-                mm.count(file.isShmem ? .rssShmem : .rssFile, UInt64(bitPattern: -1))
-                mm.count(.pagedOut)
-                if !flushed.contains(where: { $0 === mm }) { flushed.append(mm) }
             }
             file.iMmapLock.unlockRead()
             // No access through an old PTE after this.
-            if !flushed.isEmpty { tlbRCU.synchronize() }
+            if unmapped { tlbRCU.synchronize() }
             if locked { return .keep }
             if p.pointee.mapcount.load(ordering: .relaxed) > 0 { return .keep }
         }
@@ -462,27 +450,21 @@ extension MMSystem {
         var unmapped = false
         rmapWalkAnon(f) { mm, vma, address in
             if redirtied { return }
-            mm.rcuRead.readLock()
-            defer { mm.rcuRead.readUnlock() }
-            guard let ptep = mm.walkPTE(address) else { return }
-            let table = PageTablePage(entry: ptep)
-            table.ptl.pointee.lock()
-            defer { table.ptl.pointee.unlock() }
-            let old = ptep.pointee.load(ordering: .relaxed)
-            guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, mm.tableStillLinked(address, ptep) else { return }
-            if old & PTE.dirty != 0 || p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.dirty != 0 {
-                redirtied = true
-                return
+            mm.withPTEMapping(f, at: address) { ptep, old, table in
+                if old & PTE.dirty != 0 || p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.dirty != 0 {
+                    redirtied = true
+                    return
+                }
+                guard ptep.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else {
+                    redirtied = true   // written meanwhile
+                    return
+                }
+                p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
+                mm.count(.rssAnon, UInt64(bitPattern: -1))
+                mm.count(.pagedOut)
+                unmapped = true
             }
-            guard ptep.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else {
-                redirtied = true   // written meanwhile
-                return
-            }
-            p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-            p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
-            mm.count(.rssAnon, UInt64(bitPattern: -1))
-            mm.count(.pagedOut)
-            unmapped = true
         }
         if unmapped { tlbRCU.synchronize() }
         if redirtied || p.pointee.mapcount.load(ordering: .relaxed) > 0 {
