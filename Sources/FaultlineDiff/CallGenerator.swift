@@ -85,7 +85,16 @@ struct CallGenerator {
 
     mutating func next(_ mm: AddressSpace) -> MemoryCall {
         let r = below(100)
-        if r < 30 { return mmap(mm) }
+        if r < 30 {
+            // Now and then private anonymous memory of 2–6 MiB (placed 2 MiB-aligned), where
+            // MADV_HUGEPAGE can give huge pages.
+            if chance(12) {
+                return .mmap(addr: 0, length: pick([512, 1024, 1536]) * page, prot: [.read, .write],
+                             flags: [.private, .anonymous], fd: .none, offset: 0)
+            }
+            if chance(12) { return madvise(mm, advice: 14) }
+            return mmap(mm)
+        }
         if r < 43 { return .munmap(addr: address(mm), length: length()) }
         if r < 57 { return .mprotect(addr: address(mm), length: length(), prot: prot()) }
         if r < 70 { return mremap(mm) }
@@ -238,22 +247,37 @@ struct CallGenerator {
         return .mseal(addr: addr, length: len, flags: chance(5) ? 1 : 0)
     }
 
-    mutating func madvise(_ mm: AddressSpace) -> MemoryCall {
-        var advice: Int32 = pick([0, 1, 2, 3, 4, 4, 8, 9, 9, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
+    mutating func madvise(_ mm: AddressSpace, advice chosen: Int32? = nil) -> MemoryCall {
+        var advice: Int32 = chosen ?? pick([0, 1, 2, 3, 4, 4, 8, 9, 9, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
                                    102, 102, 103])
-        let addr = address(mm)
-        let len = length()
-        // MADV_POPULATE_* where Linux would fault a huge page: the model has none (issue 16),
-        // so another advice is drawn, and counted.
-        if advice == 22 || advice == 23, touchesTHPEligible(mm, addr, len) {
-            thpReaimed += 1
-            advice = pick([4, 8, 9, 20, 21])
+        var addr = address(mm)
+        var len = length()
+        // MADV_HUGEPAGE / MADV_NOHUGEPAGE mostly over a whole VMA of the window (random ranges
+        // seldom hold an aligned 2 MiB of one VMA, so huge pages were never tried).
+        if advice == 14 || advice == 15, chance(70) {
+            let big = mm.mapsLines(in: window).filter { $0.end - $0.start >= Linux.pmdSize }
+            let anon = big.filter { $0.path.isEmpty && $0.perms.hasSuffix("p") }
+            let vmas = anon.isEmpty ? big : anon
+            if !vmas.isEmpty {
+                let v = pick(vmas)
+                addr = v.start
+                len = v.end - v.start
+            }
         }
-        // MADV_HUGEPAGE over private anonymous memory holding an aligned 2 MiB: khugepaged may
-        // collapse it into a huge page at once (it is woken for the VMA).
-        if advice == 14, wouldBecomeTHPEligible(mm, addr, len) {
-            thpReaimed += 1
-            advice = pick([4, 8, 9, 20, 21])
+        // The host's khugepaged collapses a 2 MiB mapped by a PTE table in a VM_HUGEPAGE VMA
+        // at a time no sequence controls (it is woken when a VMA first becomes eligible), and
+        // the model has no khugepaged yet: advice that would leave such memory is drawn again,
+        // and counted — MADV_POPULATE_* faulting small pages there, MADV_HUGEPAGE over small
+        // pages, and advice that splits a huge PMD without unmapping it all.
+        let lo = addr & ~(page - 1), hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        if hi > lo {
+            let splits: Set<Int32> = [4, 8, 9, 20, 21, 102]
+            if (advice == 22 || advice == 23) && mm.khugepagedCouldCollapse(lo, hi, withPages: false)
+                || advice == 14 && wouldBecomeTHPEligible(mm, addr, len)
+                || splits.contains(advice) && mm.cutsHugePMD(lo, hi) {
+                thpReaimed += 1
+                advice = pick([0, 1, 2, 3, 10, 11, 16, 17])
+            }
         }
         // MADV_REMOVE over a shared mapping of a regular file: with readahead modelled most
         // such sequences agree (2000 × 40 twice), but a punched last page near EOF comes back
@@ -274,6 +298,8 @@ struct CallGenerator {
         return mm.mapsLines(in: lo..<hi).contains { $0.perms.hasSuffix("s") && filePaths.contains($0.path) }
     }
 
+    /// MADV_HUGEPAGE over private anonymous memory holding an aligned 2 MiB that a PTE table
+    /// maps in Linux: khugepaged is woken for the VMA and may collapse it at once.
     func wouldBecomeTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
         let lo = addr & ~(page - 1)
         let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
@@ -281,15 +307,13 @@ struct CallGenerator {
         let pmd = Linux.pmdSize
         return mm.mapsLines(in: lo..<hi).contains { m in
             guard m.perms.hasSuffix("p"), m.path.isEmpty || m.path == "[heap]" else { return false }
-            let s = (max(m.start, lo) + pmd - 1) & ~(pmd - 1)
-            return s + pmd <= min(m.end, hi)
+            var s = (max(m.start, lo) + pmd - 1) & ~(pmd - 1)
+            while s + pmd <= min(m.end, hi) {
+                if mm.hasLinuxPTETable(s) { return true }
+                s += pmd
+            }
+            return false
         }
-    }
-
-    func touchesTHPEligible(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
-        let lo = addr & ~(page - 1)
-        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
-        return mm.mapsLines(in: lo..<max(hi, lo)).contains { mm.isTHPEligible($0.start) }
     }
 
     /// Now and then, after a fork, the sequence moves to the parent or back to the child, so
@@ -372,7 +396,10 @@ struct CallGenerator {
             } else {
                 a = address(mm) & ~(page - 1) + below(page)
             }
-            if mm.isTHPEligible(a) { thpReaimed += 1; continue }
+            // Where the host's khugepaged could collapse the page's 2 MiB after this access
+            // (see `khugepagedCouldCollapse`); a fault where Linux has no page table maps a
+            // THP (or the huge zero page), as the model does.
+            if mm.khugepagedCouldCollapse(a, a + 1, withPages: false) { thpReaimed += 1; continue }
             break
         }
         if chance(50) {

@@ -138,7 +138,7 @@ public struct Divergence: CustomStringConvertible {
         }
         if hostState.usage != modelState.usage {
             func row(_ u: [VMAUsage]) -> String {
-                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB Locked \($0.lockedKB) kB Swap \($0.swapKB) kB" }.joined(separator: "; ")
+                u.map { "0x\(String($0.start, radix: 16)) Rss \($0.rssKB) kB Anonymous \($0.anonymousKB) kB LazyFree \($0.lazyFreeKB) kB Locked \($0.lockedKB) kB Swap \($0.swapKB) kB AnonHugePages \($0.anonHugeKB) kB" }.joined(separator: "; ")
             }
             s += "  smaps, host:  " + row(hostState.usage) + "\n"
             s += "  smaps, model: " + row(modelState.usage) + "\n"
@@ -224,6 +224,8 @@ public final class DiffRunner {
         cfg.startBrk = layout.startBrk
         cfg.mmapBase = cfg.taskSize
         cfg.tree = tree
+        // Huge pages where the host would fault them.
+        cfg.transparentHugepage = Linux.hostTHPMode
         // The helper's stack is named as the host names it (PROCMAP_QUERY walks out to it).
         cfg.startStack = layout.lines.first { $0.path == "[stack]" }?.start
         let mm = AddressSpace(system: system, design: design, configuration: cfg)
@@ -289,7 +291,7 @@ public final class DiffRunner {
         }
         for (start, u) in mm.usage(start: w.lowerBound, end: w.upperBound) {
             state.usage.append(VMAUsage(start: start, rssKB: u.rss >> 10, anonymousKB: u.anonymous >> 10, lazyFreeKB: u.lazyFree >> 10,
-                                        lockedKB: u.locked >> 10, swapKB: u.swap >> 10))
+                                        lockedKB: u.locked >> 10, swapKB: u.swap >> 10, anonHugeKB: u.anonHugePages >> 10))
         }
         return state
     }
@@ -314,8 +316,41 @@ public final class DiffRunner {
         }
     }
 
-    /// Runs `steps` on a fresh helper and a fresh model; nil when they agree throughout.
+    /// The host's khugepaged collapses so far (`khugepaged/pages_collapsed`; nil where it
+    /// cannot be read). MADV_COLLAPSE does not count there.
+    static func khugepagedCollapses() -> UInt64? {
+        guard let f = fopen("/sys/kernel/mm/transparent_hugepage/khugepaged/pages_collapsed", "r") else { return nil }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 32)
+        guard fgets(&buf, 32, f) != nil else { return nil }
+        let s = String(decoding: buf.prefix(while: { $0 != 0 && $0 != 10 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return UInt64(s)
+    }
+
+    /// Sequences run again because the host's khugepaged collapsed memory while they ran and
+    /// they diverged; and those given up after three such runs (not compared: counted).
+    /// What the model did with huge pages in the sequences that agreed: THP faults (and
+    /// copies replacing the huge zero page), huge-zero-page faults, fallbacks, PMD splits.
+    public private(set) var thpFaults = 0, thpZeroFaults = 0, thpFallbacks = 0, thpSplits = 0
+    var shrinking = false
+    public private(set) var khugepagedReruns = 0
+    public private(set) var khugepagedGivenUp = 0
+
+    /// Runs `steps` on a fresh helper and a fresh model; nil when they agree throughout. A
+    /// divergence in a run during which the host's khugepaged collapsed something (anywhere:
+    /// its counter is global) is not trusted: the sequence runs again, up to three times.
     public func run(_ steps: [DiffStep]) throws -> Divergence? {
+        for _ in 0..<3 {
+            let before = Self.khugepagedCollapses()
+            let d = try runOnce(steps)
+            guard d != nil, let b = before, let a = Self.khugepagedCollapses(), a != b else { return d }
+            khugepagedReruns += 1
+        }
+        khugepagedGivenUp += 1
+        return nil
+    }
+
+    func runOnce(_ steps: [DiffStep]) throws -> Divergence? {
         let h = try HostHelper(path: helperPath, files: fileSpecs)
         let l = try readLayout(h)
         if l != layout { layout = l }
@@ -360,11 +395,20 @@ public final class DiffRunner {
                                   hostState: hostState, modelState: ms)
             }
         }
+        for mm in procs.all where !shrinking {
+            let t = mm.thpStats
+            thpFaults += t.faultAlloc
+            thpZeroFaults += t.zeroPageFaults
+            thpFallbacks += t.faultFallback
+            thpSplits += t.splitPMD
+        }
         return nil
     }
 
     /// Shrinks a diverging sequence: drops chunks, then single steps, while it still diverges.
     public func shrink(_ steps: [DiffStep], _ first: Divergence) throws -> Divergence {
+        shrinking = true
+        defer { shrinking = false }
         var best = first
         var seq = Array(steps.prefix(first.index + 1))
         var chunk = max(seq.count / 2, 1)
@@ -451,6 +495,7 @@ struct ModelProcesses {
     }
 
     var mm: AddressSpace { spaces[running] }
+    var all: [AddressSpace] { spaces }
     var hasParent: Bool { parent[running] != nil }
     var hasChild: Bool { lastChild[running] != nil }
 

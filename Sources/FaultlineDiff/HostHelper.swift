@@ -93,9 +93,9 @@ final class HostHelper {
                 state.appendPages(start, String(parts[2]))
             } else if l.hasPrefix("smaps ") {
                 let parts = l.split(separator: " ").compactMap { UInt64($0) }
-                guard parts.count == 6 else { throw HostError(description: "helper: " + l) }
+                guard parts.count == 7 else { throw HostError(description: "helper: " + l) }
                 state.usage.append(VMAUsage(start: parts[0], rssKB: parts[1], anonymousKB: parts[2], lazyFreeKB: parts[3],
-                                            lockedKB: parts[4], swapKB: parts[5]))
+                                            lockedKB: parts[4], swapKB: parts[5], anonHugeKB: parts[6]))
             }
         }
         return (r, state)
@@ -154,6 +154,8 @@ struct VMAUsage: Equatable {
     var lazyFreeKB: UInt64
     var lockedKB: UInt64
     var swapKB: UInt64
+    /// smaps `AnonHugePages`.
+    var anonHugeKB: UInt64
 }
 
 /// What the differential tester compares after every step, besides the result.

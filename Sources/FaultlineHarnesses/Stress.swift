@@ -1,5 +1,5 @@
 import CFaultline
-import FaultlineMM
+@_spi(Testing) import FaultlineMM
 import FaultlineSync
 import Synchronization
 
@@ -28,6 +28,11 @@ public struct StressOptions: Sendable {
     /// Memory in 4 KiB frames with reclaim on (kswapd and direct reclaim under a limit), or 0:
     /// as many frames as the layout needs and no reclaim.
     public var memoryPages = 0
+    /// The shared area's aligned 2 MiB gets MADV_HUGEPAGE now and then (and MADV_NOHUGEPAGE),
+    /// so faults there map THPs and the other operations split them.
+    public var hugePages = true
+    /// Broken control (tests): huge PMDs are never split (`AddressSpace._brokenTHPNeverSplits`).
+    public var brokenTHPNeverSplits = false
     public init() {}
 }
 
@@ -54,6 +59,9 @@ public struct StressReport: Sendable {
     public var directReclaims = 0
     /// Accesses that failed with OOM under the memory limit (reported, not violations).
     public var oomFailures = 0
+    /// THPs faulted (huge zero page copies included) and huge PMDs split.
+    public var thpFaults = 0
+    public var thpSplits = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -104,6 +112,7 @@ public final class DesignStress: @unchecked Sendable {
         system = MMSystem(frames: options.memoryPages > 0 ? options.memoryPages : layout.framesNeeded, poison: true)
         if options.swapPages > 0 { system.swapOn(pages: options.swapPages, ioLatencyNs: options.ioLatencyNs) }
         if options.memoryPages > 0 { system.enableReclaim() }
+        system._brokenTHPNeverSplits = options.brokenTHPNeverSplits
         var cfg = AddressSpace.Configuration()
         cfg.tree = options.tree
         if options.delayOneIn > 0 {
@@ -199,6 +208,9 @@ public final class DesignStress: @unchecked Sendable {
         report.reclaimed = system.vmscan[.pgstealKswapd] + system.vmscan[.pgstealDirect]
         report.directReclaims = system.vmscan[.directReclaims]
         report.oomFailures = oomFailures.load(ordering: .relaxed)
+        let thp = mm.thpStats
+        report.thpFaults = thp.faultAlloc
+        report.thpSplits = thp.splitPMD
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }

@@ -372,7 +372,7 @@ final class StressWorker: @unchecked Sendable {
         let len = UInt64(1 + rng.below(16)) * Linux.pageSize
         let a = sh.lowerBound + UInt64(rng.below(npages - 16)) * Linux.pageSize
         let prots: [Prot] = [[.read, .write], .read, .none]
-        switch rng.below(6) {
+        switch rng.below(7) {
         case 0:
             if rng.chance(70) {
                 _ = mm.mmap(a, len, prots[rng.below(3)], [rng.chance(80) ? .private : .shared, .anonymous, .fixed])
@@ -386,6 +386,20 @@ final class StressWorker: @unchecked Sendable {
         case 4:
             let to = sh.lowerBound + UInt64(rng.below(npages - 16)) * Linux.pageSize
             _ = mm.mremap(a, len, len, [.mayMove, .fixed], newAddress: to)
+        case 5 where stress.options.hugePages:
+            // The area's aligned 2 MiB: mapped afresh (its page table goes) with MADV_HUGEPAGE,
+            // so the next fault there maps a THP, which the other operations, all of a few
+            // pages, then split; or only the advice changed.
+            let pmd = Linux.pmdSize
+            let h = (sh.lowerBound + pmd - 1) & ~(pmd - 1)
+            guard h + pmd <= sh.upperBound else { break }
+            if rng.chance(50) {
+                _ = mm.mmap(h, pmd, [.read, .write], [.private, .anonymous, .fixed])
+                _ = mm.madvise(h, pmd, .hugePage)
+                _ = store(h + UInt64(rng.below(512)) * Linux.pageSize + 8 + UInt64(index % 500) * 8, 1)
+            } else {
+                _ = mm.madvise(h, pmd, rng.chance(75) ? .hugePage : .noHugePage)
+            }
         default:
             for i in 0..<Int(len / Linux.pageSize) { _ = store(a + UInt64(i) * Linux.pageSize + 8 + UInt64(index % 500) * 8, 1) }
         }

@@ -233,6 +233,8 @@ extension AddressSpace {
             ptep = p
         }
         let orig = ptep.pointee.load(ordering: .acquiring)
+        // __handle_mm_fault(): pmd_none and a THP allowed — create_huge_pmd().
+        if orig == 0 && thpFaultAllowed(s, page), let r = hugeAnonFault(s, page, ptep, kind, v) { return r }
         // handle_pte_marker(): a guard region.
         if PTE.isGuard(orig) { return .error(.segvMapErr) }
         if PTE.isSwap(orig) { return swapFault(s, page, ptep, orig, kind, v) }
@@ -241,7 +243,10 @@ extension AddressSpace {
             if kind == .write && orig & PTE.writable == 0 {
                 return wpFault(s, page, ptep, orig, v)
             }
-            // Permissions were raised since the PTE was made (mprotect): refresh it.
+            // Permissions were raised since the PTE was made (mprotect): refresh it (one page
+            // of a huge PMD: split it first).
+            let table = PageTablePage(entry: ptep)
+            if table.isPMDMapped { splitHugePMD(table, at: page) }
             return installPTE(ptep, page, orig: orig, new: refreshed(orig, s.flags), v: v, frame: nil).outcome
         }
         if let file = s.file {
@@ -578,12 +583,16 @@ extension AddressSpace {
             return installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil).outcome
         }
         guard v.mayHandleCOW else { return .abort(.pteChanged) }
+        if PageTablePage(entry: ptep).isPMDMapped, let r = hugeWPFault(s, page, ptep, orig, v) { return r }
         let old = PTE.frame(orig)
         if orig & PTE.special == 0 {
             let p = frames.page(old)
-            // wp_can_reuse_anon_folio(): our own anonymous page, mapped once — just write-enable.
+            // wp_can_reuse_anon_folio(): our own anonymous page, mapped once — just write-enable
+            // (a page of a THP: only while no page of the folio is mapped elsewhere,
+            // `__wp_can_reuse_large_anon_folio`).
             if p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0
-                && p.pointee.mapcount.load(ordering: .relaxed) == 1 && frames.refsBesidesLRUBatch(old) == 1 {
+                && p.pointee.mapcount.load(ordering: .relaxed) == 1 && frames.refsBesidesLRUBatch(old) == 1
+                && !frames.anonFolioMaybeSharedAt(old) {
                 let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
                 if r == .installed { moveAnonRmap(old, s); count(.reuseFaults) }
                 return r.outcome

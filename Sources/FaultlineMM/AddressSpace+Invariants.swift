@@ -79,6 +79,7 @@ extension AddressSpace {
             if v.pointee.vmMM.load(ordering: .relaxed) != mmBits { problems.append("\(where_): vm_mm is another address space") }
             if let p = anonChainProblem(v, &mappings) { problems.append("\(where_): \(p)") }
         }
+        for p in hugePMDProblems() { problems.append("\(tag) " + p) }
         // Every present PTE: inside a VMA that allows it, mapping a live frame.
         var reported = 0
         forEachPresentPTE(in: 0..<config.taskSize) { a, pte in

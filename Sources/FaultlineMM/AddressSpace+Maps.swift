@@ -198,6 +198,8 @@ extension AddressSpace {
         /// `Swap:` and `SwapPss:` (each entry's share of its slot).
         public var swap: UInt64 = 0
         public var swapPss: UInt64 = 0
+        /// `AnonHugePages:`: THPs mapped by a huge PMD (`smaps_pmd_entry`).
+        public var anonHugePages: UInt64 = 0
     }
 
     /// Walks the VMA's PTEs (the zero page does not count).
@@ -206,6 +208,9 @@ extension AddressSpace {
         let pssShift: UInt64 = 12
         rcuRead.readLock()
         forEachPTETable(v.vmStart, v.vmEnd) { table, s, e in
+            if e &- s == Linux.pmdSize && table.pmdMapping.pointee.load(ordering: .relaxed) == PMDMapping.thp {
+                u.anonHugePages += Linux.pmdSize
+            }
             var a = s
             while a < e {
                 let pte = table.entry(ptIndex(a, level: 1)).pointee.load(ordering: .acquiring)
@@ -283,7 +288,8 @@ extension AddressSpace {
             row("Anonymous:", u.anonymous)
             row("KSM:", 0)
             row("LazyFree:", u.lazyFree)
-            for label in ["AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:",
+            row("AnonHugePages:", u.anonHugePages)
+            for label in ["ShmemPmdMapped:", "FilePmdMapped:",
                           "Shared_Hugetlb:", "Private_Hugetlb:"] { row(label, 0) }
             row("Swap:", u.swap)
             row("SwapPss:", u.swapPss)
@@ -301,8 +307,8 @@ extension AddressSpace {
         return out
     }
 
-    /// Whether the VMA at `address` is one smaps calls `THPeligible` (Linux would fault a
-    /// PMD-mapped huge page there, which the model does not have yet).
+    /// Whether the VMA at `address` is one smaps calls `THPeligible` (a fault there may map a
+    /// PMD-sized huge page).
     public func isTHPEligible(_ address: UInt64) -> Bool {
         mmapLock.lockRead()
         defer { mmapLock.unlockRead() }
@@ -310,13 +316,11 @@ extension AddressSpace {
         return thpEligible(v)
     }
 
-    /// THP "madvise" mode: an anonymous private VMA asked for huge pages and holding a
-    /// PMD-aligned PMD.
+    /// `thp_vma_allowable_orders(vma, TVA_SMAPS, PMD_ORDER)`: the mode allows huge pages here
+    /// and the last 2 MiB-aligned block that ends in the VMA lies inside it.
     func thpEligible(_ v: VMARef) -> Bool {
-        let f = v.vmFlags
-        guard f.contains(.hugePage), !f.contains(.noHugePage), v.isAnonymous, !f.contains(.shared) else { return false }
-        let a = (v.vmStart + Linux.pmdSize - 1) & ~(Linux.pmdSize - 1)
-        return a + Linux.pmdSize <= v.vmEnd
+        guard v.vmEnd - v.vmStart >= Linux.pmdSize, v.isAnonymous else { return false }
+        return thpFaultAllowed(VMASnapshot(v), v.vmEnd - Linux.pmdSize)
     }
 
     /// Resident pages by type (`MM_ANONPAGES`, `MM_FILEPAGES`, `MM_SHMEMPAGES`).

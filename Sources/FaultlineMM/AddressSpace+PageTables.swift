@@ -144,6 +144,12 @@ extension AddressSpace {
         let reclaim = reclaimTables && end - start >= Linux.pmdSize
         forEachPTETable(start, end) { table, s, e in
             table.ptl.pointee.lock()
+            // zap_pmd_range(): a huge PMD the range covers whole goes at once (zap_huge_pmd),
+            // one it cuts is split first.
+            var wholeHuge = false
+            if table.isPMDMapped {
+                if e &- s == Linux.pmdSize { wholeHuge = !fileOnly } else { splitHugePMDLocked(table) }
+            }
             var a = s
             let before = cleared
             while a < e {
@@ -184,7 +190,11 @@ extension AddressSpace {
                 }
                 a &+= Linux.pageSize
             }
-            if reclaim && e &- s == Linux.pmdSize && table.isEmpty {
+            if wholeHuge {
+                // zap_huge_pmd() frees the table it had deposited: none is left in Linux.
+                table.pmdMapping.pointee.store(PMDMapping.none, ordering: .relaxed)
+                table.absentInLinux.pointee.store(1, ordering: .relaxed)
+            } else if reclaim && e &- s == Linux.pmdSize && table.isEmpty {
                 table.absentInLinux.pointee.store(1, ordering: .relaxed)
             } else if cleared != before {
                 table.absentInLinux.pointee.store(0, ordering: .relaxed)
@@ -251,6 +261,8 @@ extension AddressSpace {
         let exec = flags.contains(.exec)
         let accessible = !flags.isDisjoint(with: [.read, .write, .exec])
         var reduced = false
+        // change_pmd_range(): huge PMDs the range covers whole change whole (change_huge_pmd).
+        splitHugePMDs(start, end)
         forEachPresentPTE(start, end) { slot, _, old in
             var new = old
             if !canWrite { new &= ~PTE.writable }
@@ -319,6 +331,11 @@ extension AddressSpace {
                 }
                 a &+= Linux.pageSize
             }
+            // copy_huge_pmd(): the child gets the huge PMD (write-protected in both, as above).
+            let huge = table.pmdMapping.pointee.load(ordering: .relaxed)
+            if huge != PMDMapping.none && e &- s == Linux.pmdSize {
+                PageTablePage(entry: child.allocPTE(s)).pmdMapping.pointee.store(huge, ordering: .relaxed)
+            }
             table.ptl.pointee.unlock()
         }
         if anon != 0 { child.stats.slots.add(MMStat.rssAnon.rawValue, UInt64(anon)) }
@@ -349,6 +366,21 @@ extension AddressSpace {
             let linuxHasSource = !table.isAbsentInLinux
             moved.removeAll(keepingCapacity: true)
             table.ptl.pointee.lock()
+            // move_huge_pmd() where both sides are aligned over a whole 2 MiB and the destination
+            // has no table in Linux; otherwise the huge PMD is split and its PTEs move.
+            var huge = table.pmdMapping.pointee.load(ordering: .relaxed)
+            if huge != PMDMapping.none {
+                let whole = e &- s == pmdSpan && s & (pmdSpan &- 1) == 0 && d & (pmdSpan &- 1) == 0
+                if whole, let dp = walkPTE(d), !PageTablePage(entry: dp).isAbsentInLinux {
+                    splitHugePMDLocked(table)
+                    huge = PMDMapping.none
+                } else if whole {
+                    table.pmdMapping.pointee.store(PMDMapping.none, ordering: .relaxed)
+                } else {
+                    splitHugePMDLocked(table)
+                    huge = PMDMapping.none
+                }
+            }
             var a = s
             while a < e {
                 work.entriesVisited += 1
@@ -356,8 +388,12 @@ extension AddressSpace {
                 if x != 0 { moved.append((d &+ (a &- s), x)) }   // pages and guard markers
                 a &+= Linux.pageSize
             }
-            // Linux keeps the emptied source table.
-            if !moved.isEmpty { table.absentInLinux.pointee.store(0, ordering: .relaxed) }
+            // Linux keeps the emptied source table, unless what moved was a huge PMD.
+            if huge != PMDMapping.none {
+                table.absentInLinux.pointee.store(1, ordering: .relaxed)
+            } else if !moved.isEmpty {
+                table.absentInLinux.pointee.store(0, ordering: .relaxed)
+            }
             table.ptl.pointee.unlock()
             // Install grouped by destination table (a source table can straddle two).
             var i = 0
@@ -370,6 +406,7 @@ extension AddressSpace {
                     work.entriesMoved += 1
                     i += 1
                 }
+                if huge != PMDMapping.none { dt.pmdMapping.pointee.store(huge, ordering: .relaxed) }
                 dt.ptl.pointee.unlock()
             }
             if linuxHasSource {

@@ -13,10 +13,12 @@ extension AddressSpace {
     /// only when mapped here alone), so that reclaim may discard them unless written again. Called with the VMA
     /// stable (the madvise walk's lock).
     func madviseFree(_ start: UInt64, _ end: UInt64) {
+        // madvise_free_huge_pmd(): a THP the range cuts is split; one it covers stays.
+        let skip = prepareLargeFoliosForMadvise(start, end)
         var changed = false
         rcuRead.readLock()
-        forEachPresentPTE(start, end) { slot, _, old in
-            guard old & PTE.special == 0 else { return }
+        forEachPresentPTE(start, end) { slot, address, old in
+            guard old & PTE.special == 0, !skip.contains(where: { $0.contains(address) }) else { return }
             let p = frames.page(PTE.frame(old))
             let flags = p.pointee.flags.load(ordering: .relaxed)
             guard flags & PageMeta.Flag.anon != 0 else { return }
@@ -58,10 +60,11 @@ extension AddressSpace {
     /// old (its PTE's accessed bit and PG_referenced cleared) and moved to the head of its
     /// inactive list (`folio_deactivate()`), so reclaim takes it before pages still in use.
     func madviseCold(_ start: UInt64, _ end: UInt64) {
+        let skip = prepareLargeFoliosForMadvise(start, end)
         var deactivated: [FrameNumber] = []
         rcuRead.readLock()
-        forEachPresentPTE(start, end) { slot, _, old in
-            guard old & PTE.special == 0 else { return }
+        forEachPresentPTE(start, end) { slot, address, old in
+            guard old & PTE.special == 0, !skip.contains(where: { $0.contains(address) }) else { return }
             let f = PTE.frame(old)
             let p = frames.page(f)
             guard p.pointee.mapcount.load(ordering: .relaxed) == 1 else { return }
@@ -96,11 +99,12 @@ extension AddressSpace {
                 frames.lru.putback(kept.map { ($0, nil) })
             }
         }
+        let skip = prepareLargeFoliosForMadvise(start, end)
         // reclaim_pages() takes pages off the LRU: this thread's batch goes there first.
         if system.swap != nil { frames.lru.drainLocal() }
         rcuRead.readLock()
         forEachPresentPTE(start, end) { slot, address, old in
-            guard old & PTE.special == 0 else { return }
+            guard old & PTE.special == 0, !skip.contains(where: { $0.contains(address) }) else { return }
             let f = PTE.frame(old)
             let p = frames.page(f)
             let flags = p.pointee.flags.load(ordering: .relaxed)

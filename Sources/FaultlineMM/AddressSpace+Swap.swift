@@ -111,6 +111,8 @@ extension MMSystem {
                     p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
                     return
                 }
+                // TTU_SPLIT_HUGE_PMD: a THP leaves its PMD before its pages go one by one.
+                mm.splitHugePMDLocked(table)
                 swap.duplicate(slot)
                 ptep.pointee.store(PTE.swapEntry(slot), ordering: .releasing)
                 if old & PTE.dirty != 0 { p.pointee.flags.bitwiseOr(PageMeta.Flag.dirty, ordering: .relaxed) }
@@ -140,6 +142,16 @@ extension MMSystem {
         var kept: [FrameNumber] = []
         for f in pages {
             let p = frames.page(f)
+            // shrink_folio_list(): a THP is split before its pages go one by one; a page of
+            // zeros leaves with the split (mapped to the zero page), only our reference left.
+            if let head = frames.anonFolioHead(f) {
+                splitAnonFolio(head)
+                if p.pointee.mapcount.load(ordering: .relaxed) == 0,
+                   p.pointee.refcount.compareExchange(expected: 1, desired: 0, ordering: .acquiringAndReleasing).exchanged {
+                    freed.append(f)
+                    continue
+                }
+            }
             // Unevictable (mlocked), the device full, or another reclaimer has it.
             guard p.pointee.mlockCount.load(ordering: .relaxed) <= 0, let (slot, fresh) = swap.isolate(f) else {
                 kept.append(f)

@@ -32,6 +32,9 @@ public final class MMSystem: @unchecked Sendable {
     /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
     /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
     @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
+    /// Broken control for huge pages: a huge PMD is never split (an mprotect or zap of part
+    /// of it leaves the table marked as one huge PMD whose pages now differ).
+    @_spi(Testing) public var _brokenTHPNeverSplits = false
     /// Broken on purpose (tests): try_to_unmap clears only the first PTE it finds and counts
     /// the others as unmapped too, so reclaim frees a page that is still mapped.
     @_spi(Testing) public var _brokenTryToUnmapSkipsMappings = false
@@ -180,6 +183,14 @@ public final class AddressSpace: @unchecked Sendable {
         public var commitLimitPages: UInt64? = Linux.hostCommitLimitPages
         /// Read faults on private anonymous memory map the shared zero page.
         public var useZeroPage = true
+        /// `transparent_hugepage/enabled`: where anonymous faults map a PMD-sized THP. The
+        /// common distribution default (`madvise`), not the host's, so that a run does not
+        /// depend on the machine; the differential tester sets the host's
+        /// (`Linux.hostTHPMode`).
+        public var transparentHugepage = THPMode.madvise
+        /// `transparent_hugepage/use_zero_page`: a read fault where a THP could go maps the
+        /// huge zero page.
+        public var thpUseZeroPage = true
         /// `fault_around_bytes` / page size: a read fault on a file or shmem mapping also maps
         /// the cached pages of its aligned block of this many pages (Linux's default 64 KiB:
         /// 16). A power of two; 1 turns fault-around off.
@@ -473,6 +484,8 @@ public final class AddressSpace: @unchecked Sendable {
         vmaStartWrite(v)
         let os = v.vmStart
         let oe = v.vmEnd
+        // vma_adjust_trans_huge(): a huge PMD a new boundary cuts is split.
+        if start != os || end != oe { splitHugePMDs(start != os ? start : end, end != oe ? end : start) }
         if start > os { tree.store(os, start, nil) }
         if end < oe { tree.store(end, oe, nil) }
         // A truncation reads the range under i_mmap's lock.
@@ -565,6 +578,12 @@ public enum MMStat: Int, CaseIterable, Sendable {
     case vmaLockSuccess, vmaLockAbort, vmaLockRetry, vmaLockMiss
     /// VMAs allocated from a SLAB_TYPESAFE_BY_RCU cache by reusing a freed one.
     case vmaReused
+    /// `/proc/vmstat` thp_fault_alloc, thp_fault_fallback, thp_split_pmd; and read faults that
+    /// mapped the huge zero page.
+    case thpFaultAlloc, thpFaultFallback, thpSplitPMD, thpZeroPageFaults
+    /// Pages of a split THP mapped to the zero page because they held only zeros
+    /// (`thp_underused_split_page`'s mechanism at any split, 6.12).
+    case thpZeroRemapped
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

@@ -95,6 +95,18 @@ public final class FramePool: @unchecked Sendable {
     let lock = SpinLock()
     @exclusivity(unchecked) var freeStack: UnsafeMutablePointer<FrameNumber>
     @exclusivity(unchecked) var freeCount: Int
+    /// Each frame's index in `freeStack` while it is there (so an order-9 allocation can take
+    /// a block's frames out of the stack in 512 steps, not a scan).
+    let stackPos: UnsafeMutablePointer<UInt32>
+    /// Per naturally aligned 512-frame block (`pageblock`): how many of its frames are in
+    /// `freeStack`. 512: the block can be handed out whole (the buddy allocator's order-9
+    /// free area, which Linux gets by merging buddies; the model by counting).
+    let blockFree: UnsafeMutablePointer<UInt16>
+    /// Whole blocks: frames in blocks of 512 (the tail of the pool that does not fill one is
+    /// never handed out whole).
+    let blocks: Int
+    /// Where the last order-9 search stopped.
+    @exclusivity(unchecked) var blockHint = 0
     let magazines: UnsafeMutableRawPointer
     let magazineStride: Int
     static let magazineSize = 15
@@ -150,10 +162,10 @@ public final class FramePool: @unchecked Sendable {
         lru = LRUVec(meta: meta, capacity: capacity)
         freeStack = .allocate(capacity: capacity)
         freeCount = 0
-        for f in stride(from: capacity - 1, through: 1, by: -1) {
-            freeStack[freeCount] = FrameNumber(f)
-            freeCount += 1
-        }
+        stackPos = .allocate(capacity: capacity)
+        blocks = capacity / Self.hugeFrames
+        blockFree = .allocate(capacity: max(blocks, 1))
+        blockFree.initialize(repeating: 0, count: max(blocks, 1))
         // Per thread: a count and up to 15 frames, alone on a 128-byte line pair.
         magazineStride = cacheLineStride
         magazines = UnsafeMutableRawPointer.allocate(byteCount: magazineStride * Int(FL_MAX_THREADS), alignment: cacheLineStride)
@@ -162,6 +174,7 @@ public final class FramePool: @unchecked Sendable {
         meta[0].flags.store(PageMeta.Flag.zero, ordering: .relaxed)
         meta[0].refcount.store(1, ordering: .relaxed)
         lru.pool = self
+        for f in stride(from: capacity - 1, through: 1, by: -1) { push(FrameNumber(f)) }
     }
 
     /// Frames free now (racy), counting neither those waiting for a grace period nor the
@@ -186,6 +199,8 @@ public final class FramePool: @unchecked Sendable {
         munmap(memory, capacity * Int(Linux.pageSize))
         UnsafeMutableRawPointer(meta).deallocate()
         freeStack.deallocate()
+        stackPos.deallocate()
+        blockFree.deallocate()
         magazines.deallocate()
     }
 
@@ -291,10 +306,7 @@ public final class FramePool: @unchecked Sendable {
         // reclaim's own progress refills (the model has no atomic allocations to use it).
         let wake = watermarks.low > 0 && freeCount < watermarks.low + Self.refill
         let take = min(Self.refill, max(freeCount - watermarks.min, 0))
-        for i in 0..<take {
-            freeCount -= 1
-            (mag + 8 + 4 * i).storeBytes(of: freeStack[freeCount], as: FrameNumber.self)
-        }
+        for i in 0..<take { (mag + 8 + 4 * i).storeBytes(of: pop(), as: FrameNumber.self) }
         lock.unlock()
         if wake { wakeKswapd?() }
         mag.storeBytes(of: take, as: Int.self)
@@ -333,11 +345,9 @@ public final class FramePool: @unchecked Sendable {
         var n = mag.load(as: Int.self)
         if n == Self.magazineSize {
             lock.lock()
-            for i in 0..<Self.refill {
+            for _ in 0..<Self.refill {
                 n -= 1
-                freeStack[freeCount] = (mag + 8 + 4 * n).load(as: FrameNumber.self)
-                freeCount += 1
-                _ = i
+                push((mag + 8 + 4 * n).load(as: FrameNumber.self))
             }
             lock.unlock()
         }
@@ -399,12 +409,7 @@ public final class FramePool: @unchecked Sendable {
         rcu.callRCU { [self] in
             deferred.wrappingSubtract(box.value.count, ordering: .relaxed)
             for f in box.value { markFree(f) }
-            lock.withLock {
-                for f in box.value {
-                    freeStack[freeCount] = f
-                    freeCount += 1
-                }
-            }
+            lock.withLock { for f in box.value { push(f) } }
             inUse.wrappingSubtract(box.value.count, ordering: .relaxed)
         }
     }

@@ -38,6 +38,17 @@ public enum Linux {
     /// an execute-only mapping gets the execute-only pkey and data accesses to it fail with
     /// SEGV_PKUERR.
     public static let hostHasPKeys: Bool = fl_cpu_has_ospke() != 0
+    /// The host's `/sys/kernel/mm/transparent_hugepage/enabled` (the bracketed word);
+    /// `madvise`, the usual distribution default, where it cannot be read.
+    public static let hostTHPMode: THPMode = {
+        guard let f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r") else { return .madvise }
+        defer { fclose(f) }
+        var buf = [CChar](repeating: 0, count: 128)
+        guard fgets(&buf, 128, f) != nil else { return .madvise }
+        let line = String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let open = line.firstIndex(of: "["), let close = line.firstIndex(of: "]"), open < close else { return .madvise }
+        return THPMode(rawValue: String(line[line.index(after: open)..<close])) ?? .madvise
+    }()
 
     public static let pageShift: UInt64 = 12
     public static let pageSize: UInt64 = 1 << pageShift

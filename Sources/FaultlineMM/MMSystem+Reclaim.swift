@@ -446,6 +446,8 @@ extension MMSystem {
     /// swap-backed again (`folio_set_swapbacked`) and stays. True: the caller frees it.
     func discardLazyFree(_ f: FrameNumber) -> Bool {
         let p = frames.page(f)
+        // A THP is split first (a page of zeros goes with the split).
+        if let head = frames.anonFolioHead(f) { splitAnonFolio(head) }
         var redirtied = false
         var unmapped = false
         rmapWalkAnon(f) { mm, vma, address in
@@ -455,6 +457,7 @@ extension MMSystem {
                     redirtied = true
                     return
                 }
+                mm.splitHugePMDLocked(table)
                 guard ptep.pointee.compareExchange(expected: old, desired: 0, ordering: .acquiringAndReleasing).exchanged else {
                     redirtied = true   // written meanwhile
                     return

@@ -98,6 +98,18 @@ public struct PageTablePage: Equatable {
         absentInLinux.pointee.load(ordering: .relaxed) != 0 && isEmpty
     }
 
+    /// What Linux has at this table's PMD entry instead of a PTE table (`PMDMapping`):
+    /// the model keeps the 512 PTEs (its MMU walks to PTEs), Linux has one huge PMD. Written
+    /// under the PTL; read under it, or racily by statistics.
+    @inlinable @inline(__always)
+    var pmdMapping: UnsafeMutablePointer<Atomic<UInt8>> {
+        (base + 4096 + 65).assumingMemoryBound(to: Atomic<UInt8>.self)
+    }
+
+    /// Whether Linux maps this table's 2 MiB with one huge PMD (a THP or the huge zero page).
+    @inlinable @inline(__always)
+    var isPMDMapped: Bool { pmdMapping.pointee.load(ordering: .relaxed) != PMDMapping.none }
+
     @inlinable var address: UInt64 { UInt64(UInt(bitPattern: base)) }
 
     static func initialize(_ raw: UnsafeMutableRawPointer) -> PageTablePage {
@@ -105,8 +117,20 @@ public struct PageTablePage: Equatable {
         for i in 0..<Self.entries { (entries + i).initialize(to: Atomic(0)) }
         (raw + 4096).bindMemory(to: SpinLock.self, capacity: 1).initialize(to: SpinLock())
         (raw + 4096 + 64).bindMemory(to: Atomic<UInt8>.self, capacity: 1).initialize(to: Atomic(1))
+        (raw + 4096 + 65).bindMemory(to: Atomic<UInt8>.self, capacity: 1).initialize(to: Atomic(PMDMapping.none))
         return PageTablePage(base: raw)
     }
+}
+
+/// What a PMD entry holds where the model keeps a PTE table (`PageTablePage.pmdMapping`).
+public enum PMDMapping {
+    /// A PTE table, as in Linux.
+    public static let none: UInt8 = 0
+    /// `pmd_trans_huge()`: one anonymous THP (an order-9 folio of 512 contiguous frames,
+    /// naturally aligned), its PTEs all present, in order, with the same permissions.
+    public static let thp: UInt8 = 1
+    /// `is_huge_zero_pmd()`: the huge zero page (the model's PTEs map the zero frame).
+    public static let hugeZero: UInt8 = 2
 }
 
 /// Index of `address` at page-table `level` (4 = PGD … 1 = PTE).

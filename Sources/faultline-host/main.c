@@ -214,7 +214,7 @@ static void print_pages(int pm, unsigned long long s, unsigned long long e) {
 
 // After every command: the maps lines intersecting the window or the heap area, the
 // pagemap of each window VMA and of the heap above heap_cmp, each window VMA's smaps Rss,
-// Anonymous, LazyFree, Locked and Swap in kB, then "end".
+// Anonymous, LazyFree, Locked, Swap and AnonHugePages in kB, then "end".
 static void print_state(unsigned long long hlo, unsigned long long hhi) {
     const unsigned long long lo = WINDOW_START, hi = WINDOW_START + WINDOW_SIZE;
     static unsigned long long vs[4096], ve[4096];
@@ -233,7 +233,7 @@ static void print_state(unsigned long long hlo, unsigned long long hhi) {
     madvise(drain_page, sizeof drain_page, MADV_PAGEOUT);
     read_proc("/proc/self/smaps");
     char *p = mapsbuf;
-    unsigned long long cur = 0, rss = 0, anon = 0, lazy = 0, swap = 0;
+    unsigned long long cur = 0, rss = 0, anon = 0, lazy = 0, swap = 0, ahp = 0;
     int in_window = 0;
     while (*p) {
         char *nl = strchr(p, '\n');
@@ -248,8 +248,9 @@ static void print_state(unsigned long long hlo, unsigned long long hhi) {
         if (in_window && !strncmp(p, "Rss:", 4)) rss = strtoull(p + 4, NULL, 10);
         if (in_window && !strncmp(p, "Anonymous:", 10)) anon = strtoull(p + 10, NULL, 10);
         if (in_window && !strncmp(p, "LazyFree:", 9)) lazy = strtoull(p + 9, NULL, 10);
+        if (in_window && !strncmp(p, "AnonHugePages:", 14)) ahp = strtoull(p + 14, NULL, 10);
         if (in_window && !strncmp(p, "Swap:", 5)) swap = strtoull(p + 5, NULL, 10);
-        if (in_window && !strncmp(p, "Locked:", 7)) printf("smaps %llu %llu %llu %llu %llu %llu\n", cur, rss, anon, lazy, strtoull(p + 7, NULL, 10), swap);
+        if (in_window && !strncmp(p, "Locked:", 7)) printf("smaps %llu %llu %llu %llu %llu %llu %llu\n", cur, rss, anon, lazy, strtoull(p + 7, NULL, 10), swap, ahp);
         if (!nl) break;
         p = nl + 1;
     }

@@ -95,6 +95,7 @@ struct Difftest: ParsableCommand {
             let parts = outcomes.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("  \(name): \(total) (\(parts))")
         }
+        print("  huge pages (model, sequences that agreed): \(runner.thpFaults) THPs faulted, \(runner.thpZeroFaults) huge zero page faults, \(runner.thpSplits) huge PMDs split, \(runner.thpFallbacks) fallbacks to small pages")
         if runner.punchReaimed > 0 {
             print("  not generated: \(runner.punchReaimed) MADV_REMOVE over a shared file mapping (a punched last page near EOF comes back differently on the host, seed 15005; not understood yet); other advice drawn instead")
         }
@@ -102,7 +103,10 @@ struct Difftest: ParsableCommand {
             print("  not generated: \(runner.eofTailReaimed) stores past EOF into the last page of a shared file mapping (writeback zeroes them whenever the host's flusher runs); loads made instead")
         }
         if runner.thpReaimed > 0 {
-            print("  not generated: \(runner.thpReaimed) loads, stores, MADV_POPULATE_* or MADV_HUGEPAGE aimed where Linux would fault or collapse a transparent huge page (the model has none); drawn again elsewhere")
+            print("  not generated: \(runner.thpReaimed) loads, stores or advice that would leave a PTE-mapped 2 MiB in a VM_HUGEPAGE VMA, which the host's khugepaged collapses when it likes (the model has no khugepaged yet); drawn again elsewhere")
+        }
+        if runner.khugepagedReruns > 0 {
+            print("  rerun: \(runner.khugepagedReruns) diverging runs during which the host's khugepaged collapsed memory (its global pages_collapsed moved); \(runner.khugepagedGivenUp) sequences given up after three such runs, not compared")
         }
         // Left out by construction, not by a redraw: said on every run all the same.
         print("  never generated: mlockall(MCL_CURRENT) (it would lock the helper's own executable, libc and stack, which the model mirrors by permissions and names only)")

@@ -90,6 +90,7 @@ struct Stress: ParsableCommand {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
                 var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
+                var thpFaults: Int, thpSplits: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
@@ -97,7 +98,7 @@ struct Stress: ParsableCommand {
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
                                      reclaimed: report.reclaimed, directReclaims: report.directReclaims,
-                                     oomFailures: report.oomFailures)))
+                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits)))
         } else {
             print(render(report))
         }
@@ -118,6 +119,7 @@ struct Stress: ParsableCommand {
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
+        if r.thpFaults + r.thpSplits > 0 { out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpSplits) huge PMDs split\n" }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if r.oomFailures > 0 {
             out += "out of memory: \(r.oomFailures) accesses failed under the limit (not violations: Linux would OOM-kill, and the model does not swap shared memory out)\n"

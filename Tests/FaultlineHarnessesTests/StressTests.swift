@@ -71,3 +71,34 @@ struct BrokenControlStressTests {
         #expect((r.firstViolationAfter ?? 99) < 30)
     }
 }
+
+/// Huge pages under the stress: the shared area's THPs are faulted, split by every operation
+/// of part of them, copied on write after fork and paged out, and the quiescent check walks
+/// each huge PMD. Its broken twin never splits a huge PMD, which the check must catch.
+@Suite("THP stress", .serialized)
+struct THPStressTests {
+    static func options(_ design: Design) -> StressOptions {
+        var o = StressOptions()
+        o.design = design
+        o.seconds = 2
+        o.threads = 4
+        o.epoch = 0.25
+        o.seed = 11
+        return o
+    }
+
+    @Test(arguments: [Design.global, .perVMA615, .spfVMASeq, .range])
+    func hugePagesStayConsistent(design: Design) {
+        let r = DesignStress(options: Self.options(design)).run()
+        #expect(r.violations.isEmpty, "\(r.violations.prefix(10))")
+        #expect(r.thpFaults > 0 && r.thpSplits > 0, "THPs faulted \(r.thpFaults), split \(r.thpSplits)")
+    }
+
+    @Test func neverSplittingIsCaught() {
+        var o = Self.options(.perVMA615)
+        o.seconds = 20
+        o.brokenTHPNeverSplits = true
+        let r = DesignStress(options: o).run()
+        #expect(r.violations.contains { $0.contains("huge PMD") }, "\(r.violations.prefix(5))")
+    }
+}
