@@ -18,6 +18,7 @@ struct CallGenerator {
     /// Addresses stored to lately: loads go back to them (after fork, madvise, mremap…).
     var stored: [UInt64] = []
     var thpReaimed = 0
+    var collapseReaimed = 0
     var eofTailReaimed = 0
     var punchReaimed = 0
     /// PROCMAP_QUERY draws come from their own stream: a query changes nothing, so adding
@@ -249,12 +250,12 @@ struct CallGenerator {
 
     mutating func madvise(_ mm: AddressSpace, advice chosen: Int32? = nil) -> MemoryCall {
         var advice: Int32 = chosen ?? pick([0, 1, 2, 3, 4, 4, 8, 9, 9, 10, 11, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 23, 23, 24, 5, 7, 99,
-                                   102, 102, 103])
+                                   102, 102, 103, 25, 25])
         var addr = address(mm)
         var len = length()
-        // MADV_HUGEPAGE / MADV_NOHUGEPAGE mostly over a whole VMA of the window (random ranges
+        // MADV_HUGEPAGE, MADV_NOHUGEPAGE and MADV_COLLAPSE mostly over a whole VMA of the window (random ranges
         // seldom hold an aligned 2 MiB of one VMA, so huge pages were never tried).
-        if advice == 14 || advice == 15, chance(70) {
+        if advice == 14 || advice == 15 || advice == 25, chance(70) {
             let big = mm.mapsLines(in: window).filter { $0.end - $0.start >= Linux.pmdSize }
             let anon = big.filter { $0.path.isEmpty && $0.perms.hasSuffix("p") }
             let vmas = anon.isEmpty ? big : anon
@@ -279,6 +280,12 @@ struct CallGenerator {
                 advice = pick([0, 1, 2, 3, 10, 11, 16, 17])
             }
         }
+        // MADV_COLLAPSE of file or shmem memory collapses the page cache, which the model does
+        // not (it refuses, EINVAL, and counts it).
+        if advice == 25, touchesFileVMA(mm, addr, len) {
+            collapseReaimed += 1
+            advice = pick([0, 1, 2, 3, 10, 11, 16, 17])
+        }
         // MADV_REMOVE over a shared mapping of a regular file: with readahead modelled most
         // such sequences agree (2000 × 40 twice), but a punched last page near EOF comes back
         // differently (seed 15005 under per-vma-6.15: the host leaves it out of a later
@@ -289,6 +296,13 @@ struct CallGenerator {
             advice = pick([4, 8, 20, 21])
         }
         return .madvise(addr: addr, length: len, advice: advice)
+    }
+
+    func touchesFileVMA(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {
+        let lo = addr & ~(page - 1)
+        let hi = min(Linux.pageAlign(addr &+ len), window.upperBound)
+        guard hi > lo else { return false }
+        return mm.mapsLines(in: lo..<hi).contains { !$0.path.isEmpty && $0.path != "[heap]" && $0.path != "[stack]" }
     }
 
     func touchesSharedFileMapping(_ mm: AddressSpace, _ addr: UInt64, _ len: UInt64) -> Bool {

@@ -331,7 +331,7 @@ public final class DiffRunner {
     /// they diverged; and those given up after three such runs (not compared: counted).
     /// What the model did with huge pages in the sequences that agreed: THP faults (and
     /// copies replacing the huge zero page), huge-zero-page faults, fallbacks, PMD splits.
-    public private(set) var thpFaults = 0, thpZeroFaults = 0, thpFallbacks = 0, thpSplits = 0
+    public private(set) var thpFaults = 0, thpZeroFaults = 0, thpFallbacks = 0, thpSplits = 0, thpCollapses = 0
     var shrinking = false
     public private(set) var khugepagedReruns = 0
     public private(set) var khugepagedGivenUp = 0
@@ -401,6 +401,7 @@ public final class DiffRunner {
             thpZeroFaults += t.zeroPageFaults
             thpFallbacks += t.faultFallback
             thpSplits += t.splitPMD
+            thpCollapses += Int(mm.stats.sum(MMStat.thpCollapseAlloc.rawValue))
         }
         return nil
     }
@@ -435,6 +436,7 @@ public final class DiffRunner {
     /// page (THP-eligible VMAs; the model has no THP yet), and populating madvise calls it
     /// replaced for the same reason, over every sequence generated.
     public private(set) var thpReaimed = 0
+    public private(set) var collapseReaimed = 0
     /// Stores the generator aimed beyond EOF into the last page of a shared file mapping and
     /// drew again: writeback zeroes that part of the page whenever it runs (the host's flusher
     /// decides when), so what a later load reads there is not the sequence's to say.
@@ -474,6 +476,7 @@ public final class DiffRunner {
             _ = runModel(step, &procs, files)
         }
         thpReaimed += g.thpReaimed
+        collapseReaimed += g.collapseReaimed
         eofTailReaimed += g.eofTailReaimed
         punchReaimed += g.punchReaimed
         return steps

@@ -59,9 +59,10 @@ public struct StressReport: Sendable {
     public var directReclaims = 0
     /// Accesses that failed with OOM under the memory limit (reported, not violations).
     public var oomFailures = 0
-    /// THPs faulted (huge zero page copies included) and huge PMDs split.
+    /// THPs faulted (huge zero page copies included), huge PMDs split, THPs MADV_COLLAPSE made.
     public var thpFaults = 0
     public var thpSplits = 0
+    public var thpCollapses = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -211,6 +212,7 @@ public final class DesignStress: @unchecked Sendable {
         let thp = mm.thpStats
         report.thpFaults = thp.faultAlloc
         report.thpSplits = thp.splitPMD
+        report.thpCollapses = Int(mm.stats.sum(MMStat.thpCollapseAlloc.rawValue))
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }
         report.violations = violationLock.withLock { violations }

@@ -389,14 +389,31 @@ final class StressWorker: @unchecked Sendable {
         case 5 where stress.options.hugePages:
             // The area's aligned 2 MiB: mapped afresh (its page table goes) with MADV_HUGEPAGE,
             // so the next fault there maps a THP, which the other operations, all of a few
-            // pages, then split; or only the advice changed.
+            // pages, then split; or collapsed; or only the advice changed.
             let pmd = Linux.pmdSize
             let h = (sh.lowerBound + pmd - 1) & ~(pmd - 1)
             guard h + pmd <= sh.upperBound else { break }
             if rng.chance(50) {
+                let collapse = rng.chance(30)
                 _ = mm.mmap(h, pmd, [.read, .write], [.private, .anonymous, .fixed])
-                _ = mm.madvise(h, pmd, .hugePage)
+                if !collapse { _ = mm.madvise(h, pmd, .hugePage) }
                 _ = store(h + UInt64(rng.below(512)) * Linux.pageSize + 8 + UInt64(index % 500) * 8, 1)
+                if collapse { _ = mm.madvise(h, pmd, .collapse) }
+                // And at once a call on part of it, which splits it (while the others fault).
+                if rng.chance(50) {
+                    let a = h + UInt64(1 + rng.below(500)) * Linux.pageSize
+                    let len = UInt64(1 + rng.below(8)) * Linux.pageSize
+                    switch rng.below(5) {
+                    case 0: _ = mm.mprotect(a, len, .read)
+                    case 1: _ = mm.madvise(a, len, .dontNeed)
+                    case 2: _ = mm.madvise(a, len, .cold)
+                    case 3: _ = mm.madvise(a, len, .free)
+                    default: _ = mm.munmap(a, len)
+                    }
+                }
+            } else if rng.chance(40) {
+                // MADV_COLLAPSE: a THP of whatever the 2 MiB holds, beside the others' faults.
+                _ = mm.madvise(h, pmd, .collapse)
             } else {
                 _ = mm.madvise(h, pmd, rng.chance(75) ? .hugePage : .noHugePage)
             }

@@ -15,7 +15,7 @@ extension Advice {
     /// `madvise_behavior_valid()` for what the model supports.
     var supported: Bool {
         switch self {
-        case .mergeable, .unmergeable, .collapse: false
+        case .mergeable, .unmergeable: false
         default: true
         }
     }

@@ -49,16 +49,24 @@ extension AddressSpace {
     /// and taking its lock must not be written.
     @inlinable @inline(__always)
     func tableStillLinked(_ address: UInt64, _ pte: UnsafeMutablePointer<Atomic<UInt64>>) -> Bool {
+        guard let table = pmdTable(address) else { return false }
+        let pmd = table.entry(ptIndex(address, level: 2)).pointee.load(ordering: .acquiring)
+        return pmd & ~UInt64(4095) == PageTablePage(entry: pte).address
+    }
+
+    /// `mm_find_pmd()`: the PMD table (level 2) covering `address`, nil if a level above is
+    /// missing.
+    @inlinable @inline(__always)
+    func pmdTable(_ address: UInt64) -> PageTablePage? {
         var table = pgd
         var level = 4
         while level > 2 {
             let e = table.entry(ptIndex(address, level: level)).pointee.load(ordering: .acquiring)
-            guard e & PTE.present != 0 else { return false }
+            guard e & PTE.present != 0 else { return nil }
             table = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
             level &-= 1
         }
-        let pmd = table.entry(ptIndex(address, level: 2)).pointee.load(ordering: .acquiring)
-        return pmd & ~UInt64(4095) == PageTablePage(entry: pte).address
+        return table
     }
 
     // MARK: Range operations (writer side, or read side after a downgrade)

@@ -139,6 +139,10 @@ extension AddressSpace {
         if advice.changesFlags {
             return withWriter(.madvise, { addr..<end }) { doMadviseFlags(addr, end, advice) }
         }
+        // collapse_huge_page() swaps the PMD under mmap_lock for write.
+        if advice == .collapse {
+            return withWriter(.madvise, { addr..<end }) { doMadviseCollapse(addr, end) }
+        }
         return designType.madviseRead(self, addr, end, advice)
     }
 

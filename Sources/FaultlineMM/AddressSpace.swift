@@ -584,6 +584,10 @@ public enum MMStat: Int, CaseIterable, Sendable {
     /// Pages of a split THP mapped to the zero page because they held only zeros
     /// (`thp_underused_split_page`'s mechanism at any split, 6.12).
     case thpZeroRemapped
+    /// THPs MADV_COLLAPSE made (`thp_collapse_alloc`); blocks it skipped for a swapped-out page
+    /// (the model does not read them back first, Linux does) and VMAs it refused for being
+    /// file or shmem (page-cache collapse is not modelled).
+    case thpCollapseAlloc, collapseSwapSkipped, collapseFileRefused
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

@@ -95,7 +95,7 @@ struct Difftest: ParsableCommand {
             let parts = outcomes.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
             print("  \(name): \(total) (\(parts))")
         }
-        print("  huge pages (model, sequences that agreed): \(runner.thpFaults) THPs faulted, \(runner.thpZeroFaults) huge zero page faults, \(runner.thpSplits) huge PMDs split, \(runner.thpFallbacks) fallbacks to small pages")
+        print("  huge pages (model, sequences that agreed): \(runner.thpFaults) THPs faulted, \(runner.thpZeroFaults) huge zero page faults, \(runner.thpSplits) huge PMDs split, \(runner.thpCollapses) collapsed by MADV_COLLAPSE, \(runner.thpFallbacks) fallbacks to small pages")
         if runner.punchReaimed > 0 {
             print("  not generated: \(runner.punchReaimed) MADV_REMOVE over a shared file mapping (a punched last page near EOF comes back differently on the host, seed 15005; not understood yet); other advice drawn instead")
         }
@@ -104,6 +104,9 @@ struct Difftest: ParsableCommand {
         }
         if runner.thpReaimed > 0 {
             print("  not generated: \(runner.thpReaimed) loads, stores or advice that would leave a PTE-mapped 2 MiB in a VM_HUGEPAGE VMA, which the host's khugepaged collapses when it likes (the model has no khugepaged yet); drawn again elsewhere")
+        }
+        if runner.collapseReaimed > 0 {
+            print("  not generated: \(runner.collapseReaimed) MADV_COLLAPSE over file or shmem memory (page-cache collapse is not modelled: the model refuses with EINVAL); other advice drawn instead")
         }
         if runner.khugepagedReruns > 0 {
             print("  rerun: \(runner.khugepagedReruns) diverging runs during which the host's khugepaged collapsed memory (its global pages_collapsed moved); \(runner.khugepagedGivenUp) sequences given up after three such runs, not compared")

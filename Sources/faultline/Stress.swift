@@ -55,6 +55,9 @@ struct Stress: ParsableCommand {
     @Option(help: "Memory in MiB with reclaim on (kswapd, direct reclaim, the LRU aged through the reverse map); 0: enough for the layout, no reclaim.")
     var memory: Int = 0
 
+    @Flag(name: .customLong("no-huge-pages"), help: "Leave transparent huge pages out (by default the shared area gets MADV_HUGEPAGE and MADV_COLLAPSE now and then).")
+    var noHugePages = false
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -78,6 +81,7 @@ struct Stress: ParsableCommand {
         o.epoch = epoch
         o.swapPages = swapMiB * 256
         o.memoryPages = memory * 256
+        o.hugePages = !noHugePages
         var progress: Progress? = nil
         let report = DesignStress(options: o).run { done, total, label in
             // Off a terminal, a line every 10 s.
@@ -90,7 +94,7 @@ struct Stress: ParsableCommand {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
                 var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
-                var thpFaults: Int, thpSplits: Int
+                var thpFaults: Int, thpSplits: Int, thpCollapses: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
@@ -98,7 +102,7 @@ struct Stress: ParsableCommand {
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
                                      reclaimed: report.reclaimed, directReclaims: report.directReclaims,
-                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits)))
+                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses)))
         } else {
             print(render(report))
         }
@@ -119,7 +123,9 @@ struct Stress: ParsableCommand {
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
-        if r.thpFaults + r.thpSplits > 0 { out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpSplits) huge PMDs split\n" }
+        if r.thpFaults + r.thpSplits + r.thpCollapses > 0 {
+            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed by MADV_COLLAPSE\n"
+        }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if r.oomFailures > 0 {
             out += "out of memory: \(r.oomFailures) accesses failed under the limit (not violations: Linux would OOM-kill, and the model does not swap shared memory out)\n"

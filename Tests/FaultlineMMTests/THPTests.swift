@@ -297,3 +297,95 @@ extension THPTests {
         #expect(mm.system.checkQuiescent([mm, child]) == [])
     }
 }
+
+extension THPTests {
+    /// MADV_COLLAPSE, each case as the host answered it (Rss and AnonHugePages in kB).
+    @Test(arguments: [Design.global, .perVMA615, .spfVMASeq, .range])
+    func collapse(design: Design) {
+        func fresh(_ huge: Bool = false) -> AddressSpace {
+            let mm = Self.space(design)
+            Self.region(mm, huge: huge)
+            return mm
+        }
+        var mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        _ = mm.madvise(Self.base, Self.mib2, .noHugePage).must()
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 4, 0, "VM_NOHUGEPAGE")
+
+        mm = fresh()
+        _ = mm.load(Self.base).must()
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 0, 0, "zero page only")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 7).must(); _ = mm.store(Self.base + 9 * page, 9).must()
+        _ = mm.mprotect(Self.base, 2 * Self.mib2, [.read]).must()
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == nil)
+        Self.check(mm, 2048, 2048, "read-only pages, without MADV_HUGEPAGE")
+        #expect(mm.load(Self.base).must() == 7 && mm.load(Self.base + 9 * page).must() == 9 && mm.load(Self.base + 5 * page).must() == 0)
+        #expect(mm.thpStats.faultAlloc == 0 && mm.stats.sum(MMStat.thpCollapseAlloc.rawValue) == 1)
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        let child = mm.fork()
+        #expect(child.madvise(Self.base, Self.mib2, .collapse).error == nil)
+        Self.check(child, 2048, 2048, "a fork child's write-protected pages", with: [mm])
+        _ = child.store(Self.base, 2).must()
+        #expect(mm.load(Self.base).must() == 1, "the parent keeps its page")
+        Self.check(mm, 4, 0, "the parent", with: [child])
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must(); _ = mm.store(Self.base + Self.mib2, 1).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == nil)
+        Self.check(mm, 4096, 4096, "two blocks")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 2048, 2048, "two blocks, the second without a page table")
+
+        mm = fresh()
+        _ = mm.store(Self.base + Self.mib2, 1).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 4, 0, "two blocks, the first without a page table: the call stops there")
+
+        mm = fresh()
+        _ = mm.load(Self.base).must(); _ = mm.store(Self.base + Self.mib2, 1).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == nil)
+        Self.check(mm, 4096, 4096, "a block of zero-page entries only, then a page: both collapse")
+
+        mm = fresh()
+        _ = mm.store(Self.base + page, 1).must(); _ = mm.store(Self.base + Self.mib2, 1).must()
+        _ = mm.madvise(Self.base + 2 * page, page, .guardInstall).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 8, 0, "a guard marker in the first block: the call stops there")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        #expect(mm.madvise(Self.base + page, Self.mib2 - 2 * page, .collapse).error == .EINVAL, "inside one block")
+        #expect(mm.madvise(Self.base + Self.mib2 / 2, Self.mib2, .collapse).error == nil, "no whole block: done")
+        Self.check(mm, 4, 0, "nothing collapsed")
+        #expect(mm.madvise(Self.base, Self.mib2 + page, .collapse).error == nil)
+        Self.check(mm, 2048, 2048, "2 MiB + 4 KiB")
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == nil, "already huge")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        _ = mm.mlock(Self.base, Self.mib2).must()
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == nil)
+        Self.check(mm, 2048, 2048, "mlocked")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        _ = mm.madvise(Self.base + 2 * page, page, .guardInstall).must()
+        #expect(mm.madvise(Self.base, Self.mib2, .collapse).error == .EINVAL)
+        Self.check(mm, 4, 0, "a guard marker")
+
+        mm = fresh()
+        _ = mm.store(Self.base, 1).must()
+        _ = mm.munmap(Self.base + 3 * Self.mib2 / 2, Self.mib2 / 2).must()
+        #expect(mm.madvise(Self.base, 2 * Self.mib2, .collapse).error == .ENOMEM)
+        Self.check(mm, 2048, 2048, "a hole in the range, the block before it collapsed")
+    }
+}

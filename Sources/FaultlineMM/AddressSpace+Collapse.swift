@@ -1,0 +1,163 @@
+import CFaultline
+import FaultlineSync
+import Synchronization
+
+/// How one 2 MiB fared in a collapse (`enum scan_result`, reduced to what the caller does).
+enum CollapseResult: Equatable {
+    /// SCAN_SUCCEED or SCAN_PMD_MAPPED: a huge PMD is there now.
+    case huge
+    /// A result `madvise_collapse` records and moves on from (SCAN_PMD_NULL,
+    /// SCAN_PTE_NON_PRESENT, SCAN_PAGE_NULL, SCAN_PAGE_COUNT …), with its errno.
+    case skipped(Errno)
+    /// Any other result: the call stops with this errno (SCAN_ALLOC_HUGE_PAGE_FAIL: ENOMEM).
+    case failed(Errno)
+}
+
+extension AddressSpace {
+    /// `madvise(MADV_COLLAPSE)` (`madvise_collapse`): every 2 MiB-aligned block of each VMA's
+    /// part of the range becomes one THP mapped by a huge PMD, whatever the sysfs settings and
+    /// however few pages it has: present pages are copied, the rest are zero
+    /// (`max_ptes_none` and `max_ptes_shared` do not apply), even none at all where a page
+    /// table is. A block without a page table, or with a guard marker, stops the call with
+    /// EINVAL; the call fails unless every block ended huge. Linux scans under `mmap_lock` for read and collapses under it for write;
+    /// the model holds the writer side for the whole call (`withWriter`). Not modelled:
+    /// swapped-out pages are not read back first (the block is skipped with EAGAIN, counted as
+    /// `collapseSwapSkipped`), and file or shmem VMAs (page-cache collapse) are EINVAL,
+    /// counted as `collapseFileRefused`.
+    func doMadviseCollapse(_ start: UInt64, _ end: UInt64) -> Result<Void, Errno> {
+        // lru_add_drain_all(): no LRU batch holds a reference that would fail the count check.
+        frames.lru.drainAll()
+        return madviseWalk(start, end) { v, s, e in
+            if v.vmFile != nil {
+                count(.collapseFileRefused)
+                return .failure(.EINVAL)
+            }
+            // thp_vma_allowable_order(TVA_FORCED_COLLAPSE): the sysfs mode does not matter,
+            // VM_NOHUGEPAGE does; the VMA must hold an aligned 2 MiB and, outside a fault, have
+            // an anon_vma (probed: an untouched 4 MiB VMA is EINVAL, one with a page is not).
+            let snap = VMASnapshot(v)
+            guard v.anonVMA != 0, v.vmEnd - v.vmStart >= Linux.pmdSize, thpSuitable(snap, v.vmEnd - Linux.pmdSize) else {
+                return .failure(.EINVAL)
+            }
+            let hstart = (s &+ Linux.pmdSize &- 1) & ~(Linux.pmdSize - 1)
+            let hend = e & ~(Linux.pmdSize - 1)
+            // The kernel compares `thps` with (hend - hstart) >> HPAGE_PMD_SHIFT, unsigned: a
+            // range inside one block is EINVAL, one that ends where it starts is done.
+            if hstart > hend { return .failure(.EINVAL) }
+            var lastFail = Errno.EINVAL
+            var thps: UInt64 = 0
+            var a = hstart
+            while a < hend {
+                switch collapseHugePage(v, a) {
+                case .huge: thps += 1
+                case .skipped(let err): lastFail = err
+                case .failed(let err): return .failure(err)
+                }
+                a &+= Linux.pmdSize
+            }
+            return thps == (hend &- hstart) >> 21 ? .success(e) : .failure(lastFail)
+        }
+    }
+
+    /// `hpage_collapse_scan_pmd()` + `collapse_huge_page()` for MADV_COLLAPSE at `haddr`,
+    /// writer side held: a new THP gets a copy of every page mapped in the 2 MiB (zeros
+    /// elsewhere), the PTEs are cleared and flushed first (`pmdp_collapse_flush`), then the huge
+    /// PMD goes in; the old pages lose these mappings (a fork child's stay with it).
+    func collapseHugePage(_ v: VMARef, _ haddr: UInt64) -> CollapseResult {
+        rcuRead.readLock()
+        defer { rcuRead.readUnlock() }
+        // find_pmd_or_thp_or_none(): no PMD table is SCAN_PMD_NULL (the call goes on), an empty
+        // PMD entry SCAN_PMD_NONE (it stops; probed: an empty block before a block with a page
+        // leaves both as they were).
+        guard let ptep = walkPTE(haddr) else { return pmdTable(haddr) != nil ? .failed(.EINVAL) : .skipped(.EINVAL) }
+        let table = PageTablePage(entry: ptep)
+        if table.isPMDMapped { return .huge }
+        if table.isAbsentInLinux { return .failed(.EINVAL) }
+        vmaStartWrite(v)
+        let n = PageTablePage.entries
+        let first = table.entry(0)
+        return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { old -> CollapseResult in
+            var pages = 0
+            table.ptl.pointee.lock()
+            for k in 0..<n {
+                let e = first[k].load(ordering: .relaxed)
+                old[k] = e
+                if e == 0 || e & PTE.present != 0 && e & PTE.special != 0 { continue }   // none or zero
+                if PTE.isSwap(e) {
+                    table.ptl.pointee.unlock()
+                    count(.collapseSwapSkipped)
+                    return .skipped(.EAGAIN)
+                }
+                guard e & PTE.present != 0 else {
+                    table.ptl.pointee.unlock()
+                    return .failed(.EINVAL)   // a guard marker: the call stops (probed)
+                }
+                let f = PTE.frame(e)
+                let p = frames.page(f)
+                guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else {
+                    table.ptl.pointee.unlock()
+                    return .failed(.EINVAL)   // SCAN_PAGE_ANON
+                }
+                // is_refcount_suitable(): one reference per mapping (and the swap cache's).
+                let cacheRef: Int32 = p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.swapCache != 0 ? 1 : 0
+                if frames.refsBesidesLRUBatch(f) != p.pointee.mapcount.load(ordering: .relaxed) + cacheRef {
+                    table.ptl.pointee.unlock()
+                    return .skipped(.EAGAIN)   // SCAN_PAGE_COUNT
+                }
+                pages += 1
+            }
+            table.ptl.pointee.unlock()
+            // A table of none or zero-page entries only is collapsed too: a THP of zeros
+            // (probed: such a block before a block with a page, both collapse).
+            guard let head = frames.allocateHuge(zeroed: true, flags: PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift) else {
+                return .failed(.ENOMEM)   // SCAN_ALLOC_HUGE_PAGE_FAIL
+            }
+            // pmdp_collapse_flush(): no access reaches the old pages from here on.
+            let ad = PTE.accessed | PTE.dirty
+            table.ptl.pointee.lock()
+            for k in 0..<n where first[k].load(ordering: .relaxed) & ~ad != old[k] & ~ad {
+                // Changed since the scan (reclaim unmapped a page): try again later.
+                table.ptl.pointee.unlock()
+                for j in 0..<n { frames.put(head + FrameNumber(j)) }
+                return .skipped(.EAGAIN)
+            }
+            for k in 0..<n { old[k] = first[k].exchange(0, ordering: .acquiringAndReleasing) }
+            table.ptl.pointee.unlock()
+            flushTLBRange()
+            // __collapse_huge_page_copy(): the pages' contents, zeros for the rest.
+            var dead: [FrameNumber] = []
+            let locked = v.vmFlags.contains(.locked)
+            for k in 0..<n where old[k] & PTE.present != 0 && old[k] & PTE.special == 0 {
+                let f = PTE.frame(old[k])
+                frames.pointer(head + FrameNumber(k)).copyMemory(from: frames.pointer(f), byteCount: Int(Linux.pageSize))
+                let p = frames.page(f)
+                p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                if locked { mlockAnon(f, -1) }
+                if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { dead.append(f) }
+            }
+            let s = VMASnapshot(v)
+            let exec = s.flags.contains(.exec), writable = s.flags.contains(.write), pkey = PTE.pkeyBits(s.flags)
+            for k in 0..<n {
+                let f = head + FrameNumber(k)
+                setAnonRmap(f, s, haddr &+ UInt64(k) << Linux.pageShift)
+                frames.lru.add(f)
+            }
+            table.ptl.pointee.lock()
+            for k in 0..<n {
+                let f = head + FrameNumber(k)
+                var e = PTE.make(f, writable: writable, exec: exec, dirty: true, pkey: pkey)
+                if s.flags.isDisjoint(with: [.read, .write, .exec]) { e &= ~PTE.user }
+                first[k].store(e, ordering: .releasing)
+                frames.page(f).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+            }
+            table.pmdMapping.pointee.store(PMDMapping.thp, ordering: .relaxed)
+            table.absentInLinux.pointee.store(0, ordering: .relaxed)
+            table.ptl.pointee.unlock()
+            if locked { for k in 0..<n { mlockAnon(head + FrameNumber(k), 1) } }
+            count(.rssAnon, UInt64(n - pages))
+            count(.thpCollapseAlloc)
+            frames.freeDeferred(dead)
+            return .huge
+        }
+    }
+}
