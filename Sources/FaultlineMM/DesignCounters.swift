@@ -35,6 +35,10 @@ public struct DesignCounters: Sendable, Codable, Equatable {
     public var vmaLockMiss: UInt64 = 0
     /// VMAs reused at once from a SLAB_TYPESAFE_BY_RCU cache (per-vma-6.15).
     public var vmasReused: UInt64 = 0
+    /// THPs mapped at fault time (`thp_fault_alloc`) and faults that wanted one and fell back
+    /// to a small page (`thp_fault_fallback`).
+    public var thpFaults: UInt64 = 0
+    public var thpFallbacks: UInt64 = 0
 
     public init() {}
 
@@ -44,7 +48,7 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         case faults, locklessSuccesses = "speculativeSuccesses", aborts, abortReasons, fallbacks, retries, majorFaults
         case mmapLockAcquisitions, mmapLockContended, mmapLockWaitNs, vmaLockAcquisitions, vmaLockContended, vmaLockWaitNs
         case rangeLockContended, rangeLockWaitNs, mapsVMAs, mapsFallbacks, tlbFlushes
-        case vmaLockSuccess, vmaLockAbort, vmaLockRetry, vmaLockMiss, vmasReused
+        case vmaLockSuccess, vmaLockAbort, vmaLockRetry, vmaLockMiss, vmasReused, thpFaults, thpFallbacks
     }
 
     /// Results files written before a counter existed read it as 0.
@@ -81,6 +85,7 @@ public struct DesignCounters: Sendable, Codable, Equatable {
         (\.mapsVMAs, .mapsVMAs), (\.mapsFallbacks, .mapsFallbacks), (\.tlbFlushes, .tlbFlushes),
         (\.vmaLockSuccess, .vmaLockSuccess), (\.vmaLockAbort, .vmaLockAbort), (\.vmaLockRetry, .vmaLockRetry),
         (\.vmaLockMiss, .vmaLockMiss), (\.vmasReused, .vmasReused),
+        (\.thpFaults, .thpFaults), (\.thpFallbacks, .thpFallbacks),
     ]
     nonisolated(unsafe) static let fields = fieldKeys.map(\.0)
 
@@ -136,6 +141,8 @@ extension AddressSpace {
         c.vmaLockRetry = v(.vmaLockRetry)
         c.vmaLockMiss = v(.vmaLockMiss)
         c.vmasReused = v(.vmaReused)
+        c.thpFaults = v(.thpFaultAlloc)
+        c.thpFallbacks = v(.thpFaultFallback)
         let l = lockStats.sums()
         c.mmapLockAcquisitions = l[RWSemStat.readAcquired.rawValue] &+ l[RWSemStat.writeAcquired.rawValue]
         c.mmapLockContended = l[RWSemStat.readContended.rawValue] &+ l[RWSemStat.writeContended.rawValue]

@@ -39,6 +39,10 @@ extension Row {
         if let r = reclaimedPerSecond {
             parts.append("reclaimed \(si(r)) pages/s" + (directReclaimShare.map { String(format: " (%.0f%% direct)", $0 * 100) } ?? ""))
         }
+        if let c = counters, c.thpFaults + c.thpFallbacks > 0 {
+            let share = Double(c.thpFallbacks) / Double(c.thpFaults + c.thpFallbacks)
+            parts.append("THPs \(c.thpFaults)" + (c.thpFallbacks > 0 ? String(format: " (%.0f%% fell back)", share * 100) : ""))
+        }
         if replay, let c = callsPerSecond, let f = faultsPerSecond {
             parts = ["calls/s \(si(c)), faults/s \(si(f))" + (refusedPerPass.map { String(format: ", refused/pass %.0f", $0) } ?? "")]
         }

@@ -46,6 +46,12 @@ final class WorkerLoop<T: MemoryTarget> {
     func run() {
         switch o.workload {
         case .pageFault1: pageFault { target.mapAnon($0, at: nil) }
+        case .thp:
+            pageFault { len in
+                guard let a = target.mapAnon(len, at: nil) else { return nil }
+                _ = target.perform(.madvise(addr: a, length: len, advice: Advice.hugePage.rawValue))
+                return a
+            }
         case .pageFault2: pageFault { target.mapFile(index, $0, shared: false, readOnly: false) }
         case .pageFault3: pageFault { target.mapFile(index, $0, shared: true, readOnly: false) }
         case .mmap1: mapUnmap { target.mapAnon($0, at: nil) }

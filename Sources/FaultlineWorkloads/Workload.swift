@@ -16,6 +16,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     case swapChurn = "swap-churn"
     case reclaim
     case launchUnderPressure = "launch-under-pressure"
+    case thp
 
     /// What `faultline compare` runs unless told otherwise.
     public static let defaults: [Workload] = [.pageFault1, .pageFault2, .pageFault3, .mmap1, .seedMix, .mapsReader]
@@ -35,6 +36,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
         case .metis: "map-reduce workers: map a 1–16 MiB buffer, write every page, read every page, unmap"
         case .reclaim: "3 of 4 threads write random pages of their share of a working set 1.5× the memory limit (--memory, default 32 MiB): kswapd and direct reclaim swap the cold pages out, faults read them back (--io-latency each); 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         case .launchUnderPressure: "app-launch under a memory limit (--memory, default 32 MiB; kswapd, direct reclaim and a swap device twice the limit): 3 of 4 threads map their library file, read their share of 1.25× the limit from it (a page-cache miss is a read of --io-latency) and write their share of a quarter of the limit in fresh heap, each pass; reclaim, not a cache drop, takes the pages back; 1 of 4 maps and unmaps 1 MiB; model only"
+        case .thp: "page_fault1 on memory given MADV_HUGEPAGE: map --size (placed 2 MiB-aligned), advise, write one byte per page, unmap — a fault maps a whole THP (zeroing 2 MiB) where a block of 512 frames is free, so one write in 512 faults; the host too (its transparent_hugepage is madvise)"
         case .swapChurn: "3 of 4 threads write their own 1 MiB region, page it out to the swap device with MADV_PAGEOUT and write it again (swap-in faults, each a read of --io-latency with the lock dropped where the design can), 1 of 4 maps and unmaps 1 MiB; model only (the host here has no swap device)"
         }
     }
@@ -43,6 +45,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     public var unit: String {
         switch self {
         case .pageFault1, .pageFault2, .pageFault3, .metis: "page faults"
+        case .thp: "pages written"
         case .mmap1, .mmap2: "mmap+munmap pairs"
         case .seedMix, .mapsReader, .mapsBaseline, .appLaunch, .mallocChurn, .swapChurn, .reclaim, .launchUnderPressure: "operations (faults and calls)"
         }
@@ -51,7 +54,7 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     /// Whether the host kernel runs it too (the `host` column).
     public var runsOnHost: Bool {
         switch self {
-        case .pageFault1, .pageFault2, .pageFault3, .mmap1, .mmap2, .seedMix, .mapsReader, .mapsBaseline: true
+        case .pageFault1, .pageFault2, .pageFault3, .mmap1, .mmap2, .seedMix, .mapsReader, .mapsBaseline, .thp: true
         default: false
         }
     }
@@ -64,6 +67,8 @@ public enum Workload: String, CaseIterable, Sendable, Codable {
     var sizeMultiple: Double {
         switch self {
         case .pageFault1, .seedMix, .mapsReader, .mapsBaseline: 1
+        // A region in flight and its frames waiting for a grace period, in whole blocks.
+        case .thp: 2
         case .swapChurn, .reclaim, .launchUnderPressure: 0.05
         case .pageFault2: 2
         case .pageFault3, .appLaunch: 1

@@ -19,6 +19,8 @@ func smallOptions(_ w: Workload, threads: Int = 2) -> WorkloadOptions {
     o.pin = false
     o.ioLatencyNs = 2_000
     o.memoryPages = 512
+    // Huge pages need aligned 2 MiB blocks in the region.
+    if w == .thp { o.size = 4 << 20 }
     return o
 }
 
@@ -93,6 +95,11 @@ struct WorkloadTests {
                 #expect(c.majorFaults > 0 && (r.reclaimedPages ?? 0) > 0)
             case .seedMix, .mallocChurn:
                 #expect(c.faults > 0)
+            case .thp:
+                // A THP per 512 writes where a block of frames was free, a small page where
+                // none was: one fault per write at most, and THPs mapped.
+                #expect(c.thpFaults > 0 && c.faults <= r.ops + UInt64(o.pages * o.threads), "\(c.thpFaults) THPs, \(c.faults) faults, \(r.ops) ops")
+                #expect(c.faults < r.ops / 4, "most writes hit a THP: \(c.faults) faults for \(r.ops) writes")
             }
             if d == .perVMA && [.pageFault1, .seedMix, .metis].contains(workload) { #expect(c.locklessSuccesses > 0) }
             // Workers with one kind of operation each: faults and calls timed apart, and the
@@ -112,7 +119,7 @@ struct WorkloadTests {
         #expect(system.liveVMAs == 0 && system.livePageTables == 0)
     }
 
-    @Test(arguments: [Workload.pageFault1, .mmap1, .seedMix, .mapsReader, .mapsBaseline])
+    @Test(arguments: [Workload.pageFault1, .mmap1, .seedMix, .mapsReader, .mapsBaseline, .thp])
     func theHostRunsTheSameLoop(workload: Workload) {
         var o = smallOptions(workload)
         // The host's slow reader pauses between reads of a page of maps.
@@ -125,6 +132,11 @@ struct WorkloadTests {
             // Anonymous memory: one kernel fault per page written.
             let f = Double(r.hostFaults!) / Double(r.ops)
             #expect(f > 0.8 && f < 1.2, "\(f) kernel faults per write")
+        }
+        if workload == .thp && Linux.hostTHPMode != .never {
+            // A THP per 2 MiB where the host found one: far fewer faults than writes.
+            let f = Double(r.hostFaults!) / Double(r.ops)
+            #expect(f < 0.5, "\(f) kernel faults per write")
         }
     }
 }
