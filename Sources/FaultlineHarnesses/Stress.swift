@@ -31,6 +31,8 @@ public struct StressOptions: Sendable {
     /// The shared area's aligned 2 MiB gets MADV_HUGEPAGE now and then (and MADV_NOHUGEPAGE),
     /// so faults there map THPs and the other operations split them.
     public var hugePages = true
+    /// One shared-area operation in this many is the huge-page one.
+    public var hugePageOneIn = 7
     /// Broken control (tests): huge PMDs are never split (`AddressSpace._brokenTHPNeverSplits`).
     public var brokenTHPNeverSplits = false
     public init() {}

@@ -372,7 +372,10 @@ final class StressWorker: @unchecked Sendable {
         let len = UInt64(1 + rng.below(16)) * Linux.pageSize
         let a = sh.lowerBound + UInt64(rng.below(npages - 16)) * Linux.pageSize
         let prots: [Prot] = [[.read, .write], .read, .none]
-        switch rng.below(7) {
+        // One shared operation in `hugePageOneIn` is the huge-page one; the others are as
+        // they were before huge pages (five calls, stores).
+        let huge = stress.options.hugePages && rng.below(max(stress.options.hugePageOneIn, 1)) == 0
+        switch huge ? 5 : rng.below(6) {
         case 0:
             if rng.chance(70) {
                 _ = mm.mmap(a, len, prots[rng.below(3)], [rng.chance(80) ? .private : .shared, .anonymous, .fixed])
@@ -386,7 +389,7 @@ final class StressWorker: @unchecked Sendable {
         case 4:
             let to = sh.lowerBound + UInt64(rng.below(npages - 16)) * Linux.pageSize
             _ = mm.mremap(a, len, len, [.mayMove, .fixed], newAddress: to)
-        case 5 where stress.options.hugePages:
+        case 5 where huge:
             // The area's aligned 2 MiB: mapped afresh (its page table goes) with MADV_HUGEPAGE,
             // so the next fault there maps a THP, which the other operations, all of a few
             // pages, then split; or collapsed; or only the advice changed.

@@ -100,12 +100,14 @@ struct THPStressTests {
 
     @Test func neverSplittingIsCaught() {
         var o = Self.options(.perVMA615)
-        o.seconds = 20
+        o.seconds = 30
         o.brokenTHPNeverSplits = true
+        // Every shared-area operation a huge-page one: a THP made and at once cut.
+        o.hugePageOneIn = 1
         let r = DesignStress(options: o).run()
         // Caught: by the huge-PMD check, or by what an unsplit PMD leads to first (a moved or
         // copied "huge" table whose pages the reverse map or the counts then disagree with).
         #expect(!r.violations.isEmpty, "the stress missed huge PMDs that are never split")
-        #expect((r.firstViolationAfter ?? 99) < 20)
+        #expect((r.firstViolationAfter ?? 99) < 30)
     }
 }
