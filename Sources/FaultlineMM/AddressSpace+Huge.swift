@@ -397,36 +397,59 @@ extension MMSystem {
     func splitAnonFolio(_ head: FrameNumber) {
         let pages = frames.anonFolioPages(head)
         guard !pages.isEmpty else { return }
-        var remapped = false
-        var dead: [FrameNumber] = []
+        // Linux checks a page's zeros while its PTEs are migration entries, so no write can
+        // land between the check and the remap. The model write-protects the candidates'
+        // PTEs first and waits for the writes in flight (as `flushTLBRange` does), then checks
+        // and remaps, or gives the PTE back as it was.
+        var held: [FrameNumber] = []
+        var candidates: [(mm: AddressSpace, vma: VMARef, address: UInt64, f: FrameNumber, old: UInt64)] = []
         for f in pages {
             let p = frames.page(f)
             p.pointee.flags.bitwiseAnd(~PageMeta.Flag.orderMask, ordering: .relaxed)
             let zero = p.pointee.mlockCount.load(ordering: .relaxed) <= 0 && p.pointee.mapcount.load(ordering: .relaxed) > 0
                 && frames.isZeroFilled(f)
-            // Ours while we walk: the last mapping may go.
+            // Ours until the end: the last mapping may go.
             guard frames.tryGet(f) else { continue }
+            held.append(f)
             rmapWalkAnon(f) { mm, vma, address in
                 mm.withPTEMapping(f, at: address) { ptep, old, table in
                     mm.splitHugePMDLocked(table)
                     guard zero, !vma.vmFlags.contains(.locked) else { return }
-                    // pfn_pte(zero_pfn, vma->vm_page_prot): read-only, as the VMA allows otherwise.
-                    let flags = vma.vmFlags
-                    var e = PTE.make(FramePool.zeroFrame, writable: false, exec: flags.contains(.exec), pkey: PTE.pkeyBits(flags)) | PTE.special
-                    if flags.isDisjoint(with: [.read, .write, .exec]) { e &= ~PTE.user }
-                    ptep.pointee.store(e, ordering: .releasing)
-                    p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                    p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
-                    mm.count(.rssAnon, UInt64(bitPattern: -1))
-                    mm.count(.thpZeroRemapped)
-                    remapped = true
+                    ptep.pointee.store(old & ~PTE.writable, ordering: .releasing)
+                    candidates.append((mm, vma, address, f, old))
                 }
             }
-            if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 { dead.append(f) }
         }
-        // No access through the pages' old PTEs after this (the split unmapped them all).
-        if remapped { tlbRCU.synchronize() }
-        frames.freeDeferred(dead)
+        guard !candidates.isEmpty else {
+            frames.putDeferred(held)
+            return
+        }
+        tlbRCU.synchronize()
+        let ad = PTE.accessed | PTE.dirty
+        for c in candidates {
+            let p = frames.page(c.f)
+            let zero = frames.isZeroFilled(c.f)
+            c.mm.withPTEMapping(c.f, at: c.address) { ptep, cur, _ in
+                // Changed meanwhile (a write fault took the page back): left as it is now.
+                guard cur & ~ad == (c.old & ~PTE.writable) & ~ad else { return }
+                guard zero else {
+                    ptep.pointee.store(cur | (c.old & PTE.writable), ordering: .releasing)
+                    return
+                }
+                // pfn_pte(zero_pfn, vma->vm_page_prot): read-only, as the VMA allows otherwise.
+                let flags = c.vma.vmFlags
+                var e = PTE.make(FramePool.zeroFrame, writable: false, exec: flags.contains(.exec), pkey: PTE.pkeyBits(flags)) | PTE.special
+                if flags.isDisjoint(with: [.read, .write, .exec]) { e &= ~PTE.user }
+                ptep.pointee.store(e, ordering: .releasing)
+                p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)
+                c.mm.count(.rssAnon, UInt64(bitPattern: -1))
+                c.mm.count(.thpZeroRemapped)
+            }
+        }
+        // No access through the remapped pages' old PTEs after this.
+        tlbRCU.synchronize()
+        frames.putDeferred(held)
     }
 }
 

@@ -307,15 +307,6 @@ extension AddressSpace {
         return out
     }
 
-    /// Whether the VMA at `address` is one smaps calls `THPeligible` (a fault there may map a
-    /// PMD-sized huge page).
-    public func isTHPEligible(_ address: UInt64) -> Bool {
-        mmapLock.lockRead()
-        defer { mmapLock.unlockRead() }
-        guard let v = tree.lookup(address) else { return false }
-        return thpEligible(v)
-    }
-
     /// `thp_vma_allowable_orders(vma, TVA_SMAPS, PMD_ORDER)`: the mode allows huge pages here
     /// and the last 2 MiB-aligned block that ends in the VMA lies inside it.
     func thpEligible(_ v: VMARef) -> Bool {

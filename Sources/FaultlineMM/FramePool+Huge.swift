@@ -64,15 +64,7 @@ extension FramePool {
         let head = FrameNumber(found << 9)
         for k in 0..<Self.hugeFrames { remove(head + FrameNumber(k)) }
         lock.unlock()
-        for k in 0..<Self.hugeFrames {
-            let f = head + FrameNumber(k)
-            let p = page(f)
-            if poison { checkPoison(f) }
-            p.pointee.refcount.store(1, ordering: .relaxed)
-            p.pointee.mapcount.store(0, ordering: .relaxed)
-            p.pointee.flags.store(flags, ordering: .relaxed)
-            p.pointee.mlockCount.store(0, ordering: .relaxed)
-        }
+        for k in 0..<Self.hugeFrames { prepare(head + FrameNumber(k), flags: flags) }
         if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
         inUse.wrappingAdd(Self.hugeFrames, ordering: .relaxed)
         return head

@@ -237,15 +237,21 @@ public final class FramePool: @unchecked Sendable {
         n -= 1
         let f = (mag + 8 + 4 * n).load(as: FrameNumber.self)
         mag.storeBytes(of: n, as: Int.self)
+        prepare(f, flags: flags)
+        if zeroed { pointer(f).initializeMemory(as: UInt64.self, repeating: 0, count: Int(Linux.pageSize) / 8) }
+        inUse.wrappingAdd(1, ordering: .relaxed)
+        return f
+    }
+
+    /// A frame just taken from the free lists: one reference, no mapping, `flags`.
+    @inline(__always)
+    func prepare(_ f: FrameNumber, flags: UInt32) {
         let p = page(f)
         if poison { checkPoison(f) }
         p.pointee.refcount.store(1, ordering: .relaxed)
         p.pointee.mapcount.store(0, ordering: .relaxed)
         p.pointee.flags.store(flags, ordering: .relaxed)
         p.pointee.mlockCount.store(0, ordering: .relaxed)
-        if zeroed { pointer(f).initializeMemory(as: UInt64.self, repeating: 0, count: Int(Linux.pageSize) / 8) }
-        inUse.wrappingAdd(1, ordering: .relaxed)
-        return f
     }
 
     /// Forgets the reclaimers (their system is going away); allocation fails at exhaustion again.
