@@ -65,6 +65,11 @@ public struct StressReport: Sendable {
     public var thpFaults = 0
     public var thpSplits = 0
     public var thpCollapses = 0
+    /// Faults that could have mapped a THP but took a small page (no whole free 2 MiB block).
+    public var thpFallbacks = 0
+    /// At the end: frames free, and whole free 2 MiB blocks among them.
+    public var freeFramesAtEnd = 0
+    public var wholeBlocksAtEnd = 0
 
     public var passed: Bool { violations.isEmpty }
 }
@@ -214,6 +219,10 @@ public final class DesignStress: @unchecked Sendable {
         let thp = mm.thpStats
         report.thpFaults = thp.faultAlloc
         report.thpSplits = thp.splitPMD
+        report.thpFallbacks = thp.faultFallback
+        system.rcu.barrier()
+        report.freeFramesAtEnd = system.frames.freeFrames
+        report.wholeBlocksAtEnd = system.frames.freeHugeBlocks
         report.thpCollapses = Int(mm.stats.sum(MMStat.thpCollapseAlloc.rawValue))
         let ops = opCounts.sums()
         for op in StressOp.allCases { report.operations[op.rawValue] = ops[op.index] }

@@ -413,6 +413,9 @@ final class StressWorker: @unchecked Sendable {
                     case 3: _ = mm.madvise(a, len, .free)
                     default: _ = mm.munmap(a, len)
                     }
+                    // Whatever the others did meanwhile, under the table's lock the PMD is
+                    // PTEs or a consistent huge PMD (the broken twin leaves a marked one cut).
+                    if let p = mm.checkHugePMD(at: h) { violation("shared area, after a cut of part of its 2 MiB: \(p)") }
                 }
             } else if rng.chance(40) {
                 // MADV_COLLAPSE: a THP of whatever the 2 MiB holds, beside the others' faults.

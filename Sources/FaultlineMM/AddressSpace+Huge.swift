@@ -247,30 +247,54 @@ extension AddressSpace {
             }
             // MADV_NOHUGEPAGE later keeps the PMD: only what a huge PMD needs is checked.
             if v.fileBits != 0 || v.vmFlags.contains(.shared) || v.vmStart > haddr { report("in a VMA that cannot hold a huge page") }
-            let first = table.entry(0)
-            let e0 = first[0].load(ordering: .relaxed)
-            let head = PTE.frame(e0)
-            let ignore = PTE.accessed | PTE.dirty | PTE.frameMask
-            for k in 0..<PageTablePage.entries {
-                let e = first[k].load(ordering: .relaxed)
-                guard e & PTE.present != 0 else { report("entry \(k) not present"); return }
-                guard e & ~ignore == e0 & ~ignore else { report("entry \(k) has bits \(hex8(e)), entry 0 \(hex8(e0))"); return }
-                if mode == PMDMapping.hugeZero {
-                    guard e & PTE.special != 0, PTE.frame(e) == FramePool.zeroFrame else { report("huge zero PMD entry \(k) maps frame \(PTE.frame(e))"); return }
-                } else {
-                    guard head & FrameNumber(FramePool.hugeFrames - 1) == 0, PTE.frame(e) == head + FrameNumber(k) else {
-                        report("entry \(k) maps frame \(PTE.frame(e)), not \(head + FrameNumber(k)) of an aligned block")
-                        return
-                    }
-                    guard frames.page(PTE.frame(e)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else {
-                        report("entry \(k) maps a page that is not anonymous")
-                        return
-                    }
-                }
-            }
+            if let why = hugePMDEntryProblem(table, mode) { report(why) }
         }
         rcuRead.readUnlock()
         return problems
+    }
+
+    /// What is wrong with the entries of a PMD-mapped table, if anything (quiescent, or its
+    /// lock held): 512 present entries with the same bits but accessed and dirty, mapping one
+    /// naturally aligned block of anonymous frames in order, or the zero page.
+    func hugePMDEntryProblem(_ table: PageTablePage, _ mode: UInt8) -> String? {
+        let first = table.entry(0)
+        let e0 = first[0].load(ordering: .relaxed)
+        let head = PTE.frame(e0)
+        let ignore = PTE.accessed | PTE.dirty | PTE.frameMask
+        for k in 0..<PageTablePage.entries {
+            let e = first[k].load(ordering: .relaxed)
+            guard e & PTE.present != 0 else { return "entry \(k) not present" }
+            guard e & ~ignore == e0 & ~ignore else { return "entry \(k) has bits \(hex8(e)), entry 0 \(hex8(e0))" }
+            if mode == PMDMapping.hugeZero {
+                guard e & PTE.special != 0, PTE.frame(e) == FramePool.zeroFrame else { return "huge zero PMD entry \(k) maps frame \(PTE.frame(e))" }
+            } else {
+                guard head & FrameNumber(FramePool.hugeFrames - 1) == 0, PTE.frame(e) == head + FrameNumber(k) else {
+                    return "entry \(k) maps frame \(PTE.frame(e)), not \(head + FrameNumber(k)) of an aligned block"
+                }
+                guard frames.page(PTE.frame(e)).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else {
+                    return "entry \(k) maps a page that is not anonymous"
+                }
+            }
+        }
+        return nil
+    }
+
+    /// The huge PMD mapping `address`, if there is one, checked now under its table's lock
+    /// (threads may be running): what is wrong with its entries, or nil. A split or zap of
+    /// part of a huge PMD happens under that lock, so a caller that has just cut one sees
+    /// either PTEs or a whole huge PMD, never a PMD that kept its mark while its entries changed.
+    public func checkHugePMD(at address: UInt64) -> String? {
+        let haddr = address & ~(Linux.pmdSize - 1)
+        rcuRead.readLock()
+        defer { rcuRead.readUnlock() }
+        guard let ptep = walkPTE(haddr) else { return nil }
+        let table = PageTablePage(entry: ptep)
+        table.ptl.pointee.lock()
+        defer { table.ptl.pointee.unlock() }
+        guard tableStillLinked(haddr, ptep) else { return nil }
+        let mode = table.pmdMapping.pointee.load(ordering: .relaxed)
+        guard mode != PMDMapping.none else { return nil }
+        return hugePMDEntryProblem(table, mode).map { "huge PMD at \(hex8(haddr)): " + $0 }
     }
 
     /// THP faults and splits so far (`/proc/vmstat` thp_fault_alloc, thp_fault_fallback,

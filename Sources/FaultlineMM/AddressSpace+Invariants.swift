@@ -182,6 +182,7 @@ extension MMSystem {
         problems += rmapProblems(mappings)
         problems += swapProblems(mappings)
         problems += lruProblems()
+        problems += frames._checkInvariants()
         if inUse != frames.framesInUse { problems.append("frames in use: \(frames.framesInUse) counted, \(inUse) found") }
         let tables = spaces.reduce(0) { $0 + $1.reachablePageTables }
         if tables != livePageTables { problems.append("page tables: \(livePageTables) live, \(tables) reachable (leaked or freed while linked)") }

@@ -6,35 +6,62 @@ extension FramePool {
     /// Frames in a PMD-sized folio (`HPAGE_PMD_NR`).
     public static let hugeFrames = 512
 
-    /// Pushes a free frame on the stack (lock held), counting it in its block.
+    /// The bucket of a block with `n` (1...512) free frames: the order of `n`, 9 when whole.
+    @inline(__always)
+    static func bucket(_ n: Int) -> Int { n >= hugeFrames ? 9 : Int.bitWidth - 1 - n.leadingZeroBitCount }
+
+    @inline(__always)
+    private func link(_ b: Int, _ k: Int) {
+        let h = bucketHead[k]
+        blockPrev[b] = -1
+        blockNext[b] = h
+        if h >= 0 { blockPrev[Int(h)] = Int32(b) }
+        bucketHead[k] = Int32(b)
+        bucketMask |= 1 << UInt16(k)
+    }
+
+    @inline(__always)
+    private func unlink(_ b: Int, _ k: Int) {
+        let p = blockPrev[b], n = blockNext[b]
+        if p >= 0 { blockNext[Int(p)] = n } else { bucketHead[k] = n }
+        if n >= 0 { blockPrev[Int(n)] = p }
+        if bucketHead[k] < 0 { bucketMask &= ~(1 << UInt16(k)) }
+    }
+
+    /// `__free_one_page()` (lock held): the frame goes on its block's stack; the block moves
+    /// up a bucket when its free count reaches the next order (at 512 it is whole: the merge).
     @inline(__always)
     func push(_ f: FrameNumber) {
-        stackPos[Int(f)] = UInt32(truncatingIfNeeded: freeCount)
-        freeStack[freeCount] = f
         freeCount += 1
         let b = Int(f) >> 9
-        if b < blocks { blockFree[b] &+= 1 }
+        let n = Int(blockFree[b])
+        blockFrames[b << 9 + n] = UInt16(truncatingIfNeeded: Int(f) & 511)
+        blockFree[b] = UInt16(n + 1)
+        if n == 0 {
+            link(b, 0)
+        } else if Self.bucket(n) != Self.bucket(n + 1) {
+            unlink(b, Self.bucket(n))
+            link(b, Self.bucket(n + 1))
+        }
     }
 
-    /// Pops the top free frame (lock held, stack not empty).
+    /// `__rmqueue_smallest()` for order 0 (lock held, `freeCount > 0`): a frame of a block in
+    /// the lowest bucket there is, so whole blocks are broken last.
     @inline(__always)
     func pop() -> FrameNumber {
+        let k = Int(bucketMask.trailingZeroBitCount)
+        precondition(k < 10, "free lists empty")
+        let b = Int(bucketHead[k])
+        let n = Int(blockFree[b]) - 1
+        blockFree[b] = UInt16(n)
         freeCount -= 1
-        let f = freeStack[freeCount]
-        let b = Int(f) >> 9
-        if b < blocks { blockFree[b] &-= 1 }
-        return f
-    }
-
-    /// Takes `f` out of the middle of the stack (lock held): the top frame fills its place.
-    @inline(__always)
-    private func remove(_ f: FrameNumber) {
-        let at = Int(stackPos[Int(f)])
-        freeCount -= 1
-        let top = freeStack[freeCount]
-        freeStack[at] = top
-        stackPos[Int(top)] = UInt32(truncatingIfNeeded: at)
-        blockFree[Int(f) >> 9] &-= 1
+        if n == 0 {
+            unlink(b, 0)
+        } else if Self.bucket(n) != k {
+            unlink(b, k)
+            link(b, Self.bucket(n))
+        }
+        return FrameNumber(b << 9 + Int(blockFrames[b << 9 + n]))
     }
 
     /// `alloc_pages(GFP_TRANSHUGE, HPAGE_PMD_ORDER)` for a THP fault or collapse: 512 contiguous,
@@ -51,18 +78,15 @@ extension FramePool {
             if watermarks.low > 0 { wakeKswapd?() }
             return nil
         }
-        var found = -1
-        for k in 0..<blocks {
-            let b = (blockHint + k) % blocks
-            if blockFree[b] == UInt16(Self.hugeFrames) { found = b; break }
-        }
-        guard found >= 0 else {
+        let b = Int(bucketHead[9])
+        guard b >= 0 else {
             lock.unlock()
             return nil
         }
-        blockHint = found
-        let head = FrameNumber(found << 9)
-        for k in 0..<Self.hugeFrames { remove(head + FrameNumber(k)) }
+        unlink(b, 9)
+        blockFree[b] = 0
+        freeCount -= Self.hugeFrames
+        let head = FrameNumber(b << 9)
         lock.unlock()
         for k in 0..<Self.hugeFrames { prepare(head + FrameNumber(k), flags: flags) }
         if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
@@ -74,8 +98,48 @@ extension FramePool {
     public var freeHugeBlocks: Int {
         lock.withLock {
             var n = 0
-            for b in 0..<blocks where blockFree[b] == UInt16(Self.hugeFrames) { n += 1 }
+            var b = bucketHead[9]
+            while b >= 0 { n += 1; b = blockNext[Int(b)] }
             return n
+        }
+    }
+}
+
+extension FramePool {
+    /// The free lists agree with themselves (threads quiet): each block is in the bucket of its
+    /// free count and in no other, the lists link both ways, each block's stack holds distinct
+    /// frames of its own that are marked free, and the counts add up. Frames in per-thread
+    /// magazines are free but on no list.
+    public func _checkInvariants() -> [String] {
+        lock.withLock {
+            var problems: [String] = []
+            var listed = [Int](repeating: -1, count: blockSlots)
+            for k in 0..<10 {
+                if (bucketHead[k] >= 0) != (bucketMask & (1 << UInt16(k)) != 0) { problems.append("bucket \(k): mask disagrees with its list") }
+                var b = Int(bucketHead[k]), prev = -1, steps = 0
+                while b >= 0 && steps <= blockSlots {
+                    if listed[b] >= 0 { problems.append("block \(b) in buckets \(listed[b]) and \(k)") }
+                    listed[b] = k
+                    if Int(blockPrev[b]) != prev { problems.append("block \(b): back link \(blockPrev[b]), expected \(prev)") }
+                    prev = b; b = Int(blockNext[b]); steps += 1
+                }
+                if steps > blockSlots { problems.append("bucket \(k): list loops") }
+            }
+            var total = 0
+            for b in 0..<blockSlots {
+                let n = Int(blockFree[b])
+                total += n
+                let want = n == 0 ? -1 : Self.bucket(n)
+                if listed[b] != want { problems.append("block \(b): \(n) free but in bucket \(listed[b]), expected \(want)") }
+                var seen = Set<Int>()
+                for i in 0..<n {
+                    let f = b << 9 + Int(blockFrames[b << 9 + i])
+                    if f == 0 || f >= capacity || !seen.insert(f).inserted { problems.append("block \(b): bad free entry \(f)"); break }
+                    if !isFree(FrameNumber(f)) { problems.append("block \(b): frame \(f) on its free list is not marked free"); break }
+                }
+            }
+            if total != freeCount { problems.append("free lists hold \(total) frames, \(freeCount) counted") }
+            return Array(problems.prefix(20))
         }
     }
 }

@@ -63,6 +63,9 @@ public struct PageMeta: ~Copyable {
         /// checks for "no one else holds this page" can discount the batch's reference as Linux
         /// does by draining its batch first).
         public static let lruBatch: UInt32 = 1 << 18
+        /// A swap-cache page whose read from the device has not finished (`!PG_uptodate`, the
+        /// folio locked for the read): whoever finds it in the cache waits for it.
+        public static let readPending: UInt32 = 1 << 19
     }
 
     /// The order of the folio this page-cache page belongs to.
@@ -93,20 +96,32 @@ public final class FramePool: @unchecked Sendable {
     let rcu: RCU
 
     let lock = SpinLock()
-    @exclusivity(unchecked) var freeStack: UnsafeMutablePointer<FrameNumber>
-    @exclusivity(unchecked) var freeCount: Int
-    /// Each frame's index in `freeStack` while it is there (so an order-9 allocation can take
-    /// a block's frames out of the stack in 512 steps, not a scan).
-    let stackPos: UnsafeMutablePointer<UInt32>
-    /// Per naturally aligned 512-frame block (`pageblock`): how many of its frames are in
-    /// `freeStack`. 512: the block can be handed out whole (the buddy allocator's order-9
-    /// free area, which Linux gets by merging buddies; the model by counting).
+    /// The free lists, kept per naturally aligned 512-frame block (`pageblock`) so that small
+    /// allocations behave as the buddy allocator's do: `__rmqueue_smallest()` takes the
+    /// smallest free chunk there is, which lies in the most used part of memory, and breaks a
+    /// whole 2 MiB block only when nothing smaller is free. Here each block keeps its own
+    /// stack of free frames and sits in the bucket of its free count's order (1, 2–3, 4–7, …,
+    /// 256–511; 512: whole, the order-9 free area); a small allocation takes from a block in
+    /// the lowest non-empty bucket, a THP takes a whole block. Without this, small pages
+    /// recycled through one stack land in every block and THP allocation fails for good.
+    /// The pool's tail that fills no block is one more, never whole, block.
+    let blockFrames: UnsafeMutablePointer<UInt16>
+    /// Per block: free frames (the top of its stack in `blockFrames`).
     let blockFree: UnsafeMutablePointer<UInt16>
+    /// Per block: its neighbours in its bucket's list (-1: none).
+    let blockNext: UnsafeMutablePointer<Int32>
+    let blockPrev: UnsafeMutablePointer<Int32>
+    /// Per bucket (order of the free count, 0...9): the first block, or -1.
+    let bucketHead: UnsafeMutablePointer<Int32>
+    /// Bit k: bucket k is not empty.
+    @exclusivity(unchecked) var bucketMask: UInt16 = 0
+    /// Free frames on the lists (not in magazines).
+    @exclusivity(unchecked) var freeCount = 0
     /// Whole blocks: frames in blocks of 512 (the tail of the pool that does not fill one is
     /// never handed out whole).
     let blocks: Int
-    /// Where the last order-9 search stopped.
-    @exclusivity(unchecked) var blockHint = 0
+    /// Blocks with the tail.
+    let blockSlots: Int
     let magazines: UnsafeMutableRawPointer
     let magazineStride: Int
     static let magazineSize = 15
@@ -160,12 +175,17 @@ public final class FramePool: @unchecked Sendable {
         meta = metaRaw.bindMemory(to: PageMeta.self, capacity: capacity)
         for i in 0..<capacity { (meta + i).initialize(to: PageMeta()) }
         lru = LRUVec(meta: meta, capacity: capacity)
-        freeStack = .allocate(capacity: capacity)
-        freeCount = 0
-        stackPos = .allocate(capacity: capacity)
         blocks = capacity / Self.hugeFrames
-        blockFree = .allocate(capacity: max(blocks, 1))
-        blockFree.initialize(repeating: 0, count: max(blocks, 1))
+        blockSlots = (capacity + Self.hugeFrames - 1) / Self.hugeFrames
+        blockFrames = .allocate(capacity: blockSlots * Self.hugeFrames)
+        blockFree = .allocate(capacity: blockSlots)
+        blockFree.initialize(repeating: 0, count: blockSlots)
+        blockNext = .allocate(capacity: blockSlots)
+        blockNext.initialize(repeating: -1, count: blockSlots)
+        blockPrev = .allocate(capacity: blockSlots)
+        blockPrev.initialize(repeating: -1, count: blockSlots)
+        bucketHead = .allocate(capacity: 10)
+        bucketHead.initialize(repeating: -1, count: 10)
         // Per thread: a count and up to 15 frames, alone on a 128-byte line pair.
         magazineStride = cacheLineStride
         magazines = UnsafeMutableRawPointer.allocate(byteCount: magazineStride * Int(FL_MAX_THREADS), alignment: cacheLineStride)
@@ -198,9 +218,11 @@ public final class FramePool: @unchecked Sendable {
     deinit {
         munmap(memory, capacity * Int(Linux.pageSize))
         UnsafeMutableRawPointer(meta).deallocate()
-        freeStack.deallocate()
-        stackPos.deallocate()
+        blockFrames.deallocate()
         blockFree.deallocate()
+        blockNext.deallocate()
+        blockPrev.deallocate()
+        bucketHead.deallocate()
         magazines.deallocate()
     }
 

@@ -30,6 +30,9 @@ public final class SwapDevice: @unchecked Sendable {
     /// allocated and cached even if its count falls to zero, until reclaim is done with it.
     @exclusivity(unchecked) var underReclaim: Set<UInt32> = []
     let frames: FramePool
+    /// Tests: called by `readIn` right after it copied a slot's contents, before it publishes
+    /// them (what else may happen to the slot in between).
+    @_spi(Testing) public var _afterRead: ((UInt32) -> Void)? = nil
     let outCount = Atomic<Int>(0)
     let inCount = Atomic<Int>(0)
 
@@ -130,12 +133,23 @@ public final class SwapDevice: @unchecked Sendable {
         }
     }
 
-    /// `swap_cache_get_folio()`: the frame caching `slot`, with a reference, or nil.
+    /// `swap_cache_get_folio()` + `folio_lock()`: the frame caching `slot`, with a reference,
+    /// once its read has finished; or nil.
     func lookup(_ slot: UInt32) -> FrameNumber? {
-        lock.withLock {
+        let f: FrameNumber? = lock.withLock {
             guard let f = cache[slot] else { return nil }
             frames.get(f)
             return f
+        }
+        if let f { waitForRead(f) }
+        return f
+    }
+
+    /// Waits until the read that fills `f` (a reference held) is done.
+    func waitForRead(_ f: FrameNumber) {
+        let p = frames.page(f)
+        while p.pointee.flags.load(ordering: .acquiring) & PageMeta.Flag.readPending != 0 {
+            fl_sleep_ns(max(ioLatencyNs / 4, 1_000))
         }
     }
 
@@ -167,10 +181,12 @@ public final class SwapDevice: @unchecked Sendable {
     /// PTE that held it is gone: the caller's PTE changed, and its fault is retried).
     func readIn(_ slot: UInt32) -> FrameNumber? {
         if let f = lookup(slot) { return f }
-        guard let f = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { return nil }
+        guard let f = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon | PageMeta.Flag.readPending) else { return nil }
         frames.page(f).pointee.mapping.store(0, ordering: .relaxed)
-        if ioLatencyNs > 0 { fl_sleep_ns(ioLatencyNs) }
-        frames.pointer(f).copyMemory(from: storage + Int(slot) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
+        // swapcache_prepare() + add_to_swap_cache() before the read, and only while PTEs hold
+        // the slot: reading first and caching after let a read of a slot that was freed and
+        // given to another page meanwhile cache the old page's contents under it, which that
+        // page's swap-in then mapped (a stress found a page holding another page's words).
         let winner: FrameNumber? = lock.withLock {
             if let other = cache[slot] {
                 frames.get(other)
@@ -184,13 +200,21 @@ public final class SwapDevice: @unchecked Sendable {
             frames.get(f)   // the cache's reference
             return f
         }
-        if winner != f { frames.put(f) }
-        guard let winner else { return nil }
-        if winner == f {
-            inCount.wrappingAdd(1, ordering: .relaxed)
-            frames.lru.add(f)
+        guard winner == f else {
+            frames.put(f)
+            if let winner { waitForRead(winner) }
+            return winner
         }
-        return winner
+        if ioLatencyNs > 0 { fl_sleep_ns(ioLatencyNs) }
+        // If every PTE that held the slot went meanwhile, the slot left the cache and may
+        // already hold another page: what this reads is then garbage no one will map (the
+        // caller finds its PTE changed).
+        frames.pointer(f).copyMemory(from: storage + Int(slot) * Int(Linux.pageSize), byteCount: Int(Linux.pageSize))
+        _afterRead?(slot)
+        frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.readPending, ordering: .releasing)
+        inCount.wrappingAdd(1, ordering: .relaxed)
+        frames.lru.add(f)
+        return f
     }
 
     /// Every slot's swap-PTE count and the cache, as the checks compare them.

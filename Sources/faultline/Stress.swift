@@ -94,7 +94,7 @@ struct Stress: ParsableCommand {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
                 var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
-                var thpFaults: Int, thpSplits: Int, thpCollapses: Int
+                var thpFaults: Int, thpSplits: Int, thpCollapses: Int, thpFallbacks: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
@@ -102,7 +102,7 @@ struct Stress: ParsableCommand {
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
                                      reclaimed: report.reclaimed, directReclaims: report.directReclaims,
-                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses)))
+                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses, thpFallbacks: report.thpFallbacks)))
         } else {
             print(render(report))
         }
@@ -123,8 +123,8 @@ struct Stress: ParsableCommand {
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
-        if r.thpFaults + r.thpSplits + r.thpCollapses > 0 {
-            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed by MADV_COLLAPSE\n"
+        if r.thpFaults + r.thpSplits + r.thpCollapses + r.thpFallbacks > 0 {
+            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpFallbacks) faults fell back to small pages (no whole free block), \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed by MADV_COLLAPSE; at the end \(r.freeFramesAtEnd) frames free, \(r.wholeBlocksAtEnd) of them in whole 2 MiB blocks\n"
         }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if r.oomFailures > 0 {

@@ -105,9 +105,11 @@ struct THPStressTests {
         // Every shared-area operation a huge-page one: a THP made and at once cut.
         o.hugePageOneIn = 1
         let r = DesignStress(options: o).run()
-        // Caught: by the huge-PMD check, or by what an unsplit PMD leads to first (a moved or
-        // copied "huge" table whose pages the reverse map or the counts then disagree with).
-        #expect(!r.violations.isEmpty, "the stress missed huge PMDs that are never split")
+        // Caught: by the worker that cut a THP, checking its PMD under the table's lock at once
+        // (the quiescent check sees a cut PMD only if no one remapped it before the epoch),
+        // or by what an unsplit PMD leads to (a moved or copied "huge" table whose pages the
+        // reverse map or the counts then disagree with).
+        #expect(!r.violations.isEmpty, "the stress missed huge PMDs that are never split (\(r.epochs) epochs; THPs faulted \(r.thpFaults), fell back \(r.thpFallbacks), collapsed \(r.thpCollapses); operations \(r.operations))")
         #expect((r.firstViolationAfter ?? 99) < 30)
     }
 }

@@ -183,3 +183,38 @@ struct PageoutRegressionTests {
         #expect(mm.system.checkQuiescent([mm]) == [])
     }
 }
+
+extension SwapTests {
+    /// The stress found a page holding another page's words: a swap-in read a slot's contents,
+    /// then the slot was freed (its last PTE zapped) and given to another page, and the read
+    /// then cached what it had read under the slot, which the other page's swap-in mapped.
+    /// Linux caches the folio (`swapcache_prepare()`) before it reads; so does the model: here
+    /// the slot goes and comes back between the read and its end, and the other page reads
+    /// back its own contents.
+    @Test(arguments: [Design.global, .perVMA615])
+    func aSlotReusedDuringASwapInReadKeepsItsNewContents(design: Design) {
+        let mm = Self.space(design, latencyNs: 1_000)
+        let x = Self.base, y = Self.base + 64 * page
+        _ = mm.mmap(x, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(y, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.store(x + 8, UInt8(0x11)).must()
+        _ = mm.store(y + 8, UInt8(0x22)).must()
+        #expect(mm._reclaimAnon(at: x))
+        let swap = mm.system.swap!
+        var fired = false
+        swap._afterRead = { _ in
+            guard !fired else { return }
+            fired = true
+            // The fault's lock is dropped for the read: x's last swap PTE goes, and y's page
+            // is written to the slot it freed.
+            _ = mm.munmap(x, page).must()
+            #expect(mm._reclaimAnon(at: y))
+        }
+        // The fault on x reads its slot; x is gone when it retries.
+        #expect(mm.load(x + 8).error == .segvMapErr)
+        swap._afterRead = nil
+        #expect(fired)
+        #expect(mm.load(y + 8).must() == 0x22, "y's swap-in mapped what x's read left")
+        #expect(mm.system.checkQuiescent([mm]) == [])
+    }
+}
