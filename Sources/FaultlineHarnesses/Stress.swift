@@ -31,6 +31,10 @@ public struct StressOptions: Sendable {
     /// The shared area's aligned 2 MiB gets MADV_HUGEPAGE now and then (and MADV_NOHUGEPAGE),
     /// so faults there map THPs and the other operations split them.
     public var hugePages = true
+    /// khugepaged's pause between passes, in ms (0: off). The shared area's MADV_HUGEPAGE puts
+    /// the address space on its list; its passes collapse under the writer side beside the
+    /// threads' calls and faults.
+    public var khugepagedMillis = 10
     /// One shared-area operation in this many is the huge-page one.
     public var hugePageOneIn = 7
     /// Broken control (tests): huge PMDs are never split (`AddressSpace._brokenTHPNeverSplits`).
@@ -65,6 +69,8 @@ public struct StressReport: Sendable {
     public var thpFaults = 0
     public var thpSplits = 0
     public var thpCollapses = 0
+    /// 2 MiB khugepaged collapsed.
+    public var khugepagedCollapses = 0
     /// Faults that could have mapped a THP but took a small page (no whole free 2 MiB block).
     public var thpFallbacks = 0
     /// At the end: frames free, and whole free 2 MiB blocks among them.
@@ -121,6 +127,11 @@ public final class DesignStress: @unchecked Sendable {
         if options.swapPages > 0 { system.swapOn(pages: options.swapPages, ioLatencyNs: options.ioLatencyNs) }
         if options.memoryPages > 0 { system.enableReclaim() }
         system._brokenTHPNeverSplits = options.brokenTHPNeverSplits
+        if options.hugePages && options.khugepagedMillis > 0 {
+            var k = KhugepagedSettings()
+            k.scanSleepMillis = options.khugepagedMillis
+            system.enableKhugepaged(k)
+        }
         var cfg = AddressSpace.Configuration()
         cfg.tree = options.tree
         if options.delayOneIn > 0 {
@@ -220,6 +231,7 @@ public final class DesignStress: @unchecked Sendable {
         report.thpFaults = thp.faultAlloc
         report.thpSplits = thp.splitPMD
         report.thpFallbacks = thp.faultFallback
+        report.khugepagedCollapses = system.khugepagedStats.pagesCollapsed
         system.rcu.barrier()
         report.freeFramesAtEnd = system.frames.freeFrames
         report.wholeBlocksAtEnd = system.frames.freeHugeBlocks

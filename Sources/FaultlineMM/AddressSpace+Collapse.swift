@@ -13,6 +13,17 @@ enum CollapseResult: Equatable {
     case failed(Errno)
 }
 
+/// Who collapses (`struct collapse_control`): MADV_COLLAPSE ignores the sysfs limits;
+/// khugepaged applies them and wants young pages.
+struct CollapseControl {
+    var isKhugepaged = false
+    var maxPtesNone = 511
+    var maxPtesShared = 256
+    var maxPtesSwap = 64
+
+    static let madvise = CollapseControl()
+}
+
 extension AddressSpace {
     /// `madvise(MADV_COLLAPSE)` (`madvise_collapse`): every 2 MiB-aligned block of each VMA's
     /// part of the range becomes one THP mapped by a huge PMD, whatever the sysfs settings and
@@ -63,7 +74,10 @@ extension AddressSpace {
     /// writer side held: a new THP gets a copy of every page mapped in the 2 MiB (zeros
     /// elsewhere), the PTEs are cleared and flushed first (`pmdp_collapse_flush`), then the huge
     /// PMD goes in; the old pages lose these mappings (a fork child's stay with it).
-    func collapseHugePage(_ v: VMARef, _ haddr: UInt64) -> CollapseResult {
+    /// For khugepaged (`cc.isKhugepaged`) the scan also applies `hpage_collapse_scan_pmd()`'s
+    /// limits: at most `max_ptes_none` none or zero entries, `max_ptes_shared` pages mapped
+    /// elsewhere too, and at least one young page (its PTE's accessed bit or PG_referenced).
+    func collapseHugePage(_ v: VMARef, _ haddr: UInt64, _ cc: CollapseControl = .madvise) -> CollapseResult {
         rcuRead.readLock()
         defer { rcuRead.readUnlock() }
         // find_pmd_or_thp_or_none(): no PMD table is SCAN_PMD_NULL (the call goes on), an empty
@@ -77,36 +91,10 @@ extension AddressSpace {
         let n = PageTablePage.entries
         let first = table.entry(0)
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { old -> CollapseResult in
-            var pages = 0
             table.ptl.pointee.lock()
-            for k in 0..<n {
-                let e = first[k].load(ordering: .relaxed)
-                old[k] = e
-                if e == 0 || e & PTE.present != 0 && e & PTE.special != 0 { continue }   // none or zero
-                if PTE.isSwap(e) {
-                    table.ptl.pointee.unlock()
-                    count(.collapseSwapSkipped)
-                    return .skipped(.EAGAIN)
-                }
-                guard e & PTE.present != 0 else {
-                    table.ptl.pointee.unlock()
-                    return .failed(.EINVAL)   // a guard marker: the call stops (probed)
-                }
-                let f = PTE.frame(e)
-                let p = frames.page(f)
-                guard p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.anon != 0 else {
-                    table.ptl.pointee.unlock()
-                    return .failed(.EINVAL)   // SCAN_PAGE_ANON
-                }
-                // is_refcount_suitable(): one reference per mapping (and the swap cache's).
-                let cacheRef: Int32 = p.pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.swapCache != 0 ? 1 : 0
-                if frames.refsBesidesLRUBatch(f) != p.pointee.mapcount.load(ordering: .relaxed) + cacheRef {
-                    table.ptl.pointee.unlock()
-                    return .skipped(.EAGAIN)   // SCAN_PAGE_COUNT
-                }
-                pages += 1
-            }
+            let (stop, pages) = scanCollapsible(first, cc, into: old.baseAddress, counting: !cc.isKhugepaged)
             table.ptl.pointee.unlock()
+            if let stop { return stop }
             // A table of none or zero-page entries only is collapsed too: a THP of zeros
             // (probed: such a block before a block with a page, both collapse).
             guard let head = frames.allocateHuge(zeroed: true, flags: PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift) else {
@@ -159,5 +147,54 @@ extension AddressSpace {
             frames.freeDeferred(dead)
             return .huge
         }
+    }
+
+    /// The scan of one PTE table for a collapse (its lock held): each entry is none, the zero
+    /// page, or an anonymous page no one else holds a reference to (SCAN_PAGE_COUNT); a swap
+    /// entry is left (not modelled: `collapseSwapSkipped`), a marker stops the call; for
+    /// khugepaged, `cc`'s limits and a young page. The entries go to `old` if given. Returns the
+    /// result that stops the collapse (nil: go on) and the pages found.
+    func scanCollapsible(_ first: UnsafeMutablePointer<Atomic<UInt64>>, _ cc: CollapseControl,
+                         into old: UnsafeMutablePointer<UInt64>?, counting: Bool) -> (CollapseResult?, Int) {
+        var pages = 0, noneOrZero = 0, shared = 0, referenced = 0
+        for k in 0..<PageTablePage.entries {
+            let e = first[k].load(ordering: .relaxed)
+            old?[k] = e
+            if e == 0 || e & PTE.present != 0 && e & PTE.special != 0 {   // none or zero
+                noneOrZero += 1
+                if cc.isKhugepaged && noneOrZero > cc.maxPtesNone {
+                    if counting { count(.khugepagedExceedNone) }
+                    return (.skipped(.EAGAIN), pages)   // SCAN_EXCEED_NONE_PTE
+                }
+                continue
+            }
+            if PTE.isSwap(e) {
+                if counting { count(.collapseSwapSkipped) }
+                return (.skipped(.EAGAIN), pages)
+            }
+            guard e & PTE.present != 0 else { return (.failed(.EINVAL), pages) }   // a guard marker: the call stops (probed)
+            let f = PTE.frame(e)
+            let p = frames.page(f)
+            let flags = p.pointee.flags.load(ordering: .relaxed)
+            guard flags & PageMeta.Flag.anon != 0 else { return (.failed(.EINVAL), pages) }   // SCAN_PAGE_ANON
+            // is_refcount_suitable(): one reference per mapping (and the swap cache's).
+            let cacheRef: Int32 = flags & PageMeta.Flag.swapCache != 0 ? 1 : 0
+            let mapcount = p.pointee.mapcount.load(ordering: .relaxed)
+            if cc.isKhugepaged && mapcount > 1 {
+                shared += 1
+                if shared > cc.maxPtesShared {
+                    if counting { count(.khugepagedExceedShared) }
+                    return (.skipped(.EAGAIN), pages)   // SCAN_EXCEED_SHARED_PTE
+                }
+            }
+            if frames.refsBesidesLRUBatch(f) != mapcount + cacheRef { return (.skipped(.EAGAIN), pages) }   // SCAN_PAGE_COUNT
+            if e & PTE.accessed != 0 || flags & PageMeta.Flag.referenced != 0 { referenced += 1 }
+            pages += 1
+        }
+        if cc.isKhugepaged && referenced == 0 {
+            if counting { count(.khugepagedLackReferenced) }
+            return (.skipped(.EAGAIN), pages)   // SCAN_LACK_REFERENCED_PAGE
+        }
+        return (nil, pages)
     }
 }

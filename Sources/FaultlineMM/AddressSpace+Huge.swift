@@ -54,6 +54,7 @@ extension AddressSpace {
     @usableFromInline @inline(never)
     func hugeAnonFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
                                           _ kind: AccessKind, _ v: V) -> FaultOutcome? {
+        khugepagedEnter()
         let table = PageTablePage(entry: ptep)
         guard table.isAbsentInLinux else { return nil }
         guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }

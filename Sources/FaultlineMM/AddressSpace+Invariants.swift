@@ -152,7 +152,8 @@ extension MMSystem {
     /// free and mapped; nothing was written after being freed; page tables are all reachable.
     public func checkQuiescent(_ spaces: [AddressSpace]) -> [String] {
         pauseKswapd(true)
-        defer { pauseKswapd(false) }
+        pauseKhugepaged(true)
+        defer { pauseKswapd(false); pauseKhugepaged(false) }
         // Every thread is stopped: their LRU batches can go to the lists.
         frames.lru.drainAll()
         rcu.drain()

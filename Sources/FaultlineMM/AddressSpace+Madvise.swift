@@ -83,7 +83,11 @@ extension AddressSpace {
             case .doDump:
                 if f.contains(.pfnMap) || f.contains(.io) || f.contains(.droppable) { return .failure(.EINVAL) }
                 f.remove(.dontDump)
-            case .hugePage: f.remove(.noHugePage); f.insert(.hugePage)
+            case .hugePage:
+                f.remove(.noHugePage); f.insert(.hugePage)
+                // hugepage_madvise() → khugepaged_enter_vma(): an anonymous VMA that may now
+                // hold THPs puts the address space on khugepaged's list.
+                if v.isAnonymous && !f.contains(.shared) && config.transparentHugepage != .never { khugepagedEnter() }
             case .noHugePage: f.remove(.hugePage); f.insert(.noHugePage)
             default: return .success(e)
             }

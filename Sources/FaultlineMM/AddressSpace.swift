@@ -29,6 +29,8 @@ public final class MMSystem: @unchecked Sendable {
     public let vmscan = VMScanStats()
     /// The background reclaimer; its thread starts at the first wake-up (`enableReclaim`).
     let kswapd = Kswapd()
+    /// khugepaged: off until `enableKhugepaged`.
+    public let khugepaged = Khugepaged()
     /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
     /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
     @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
@@ -59,6 +61,7 @@ public final class MMSystem: @unchecked Sendable {
 
     deinit {
         kswapd.stopAndJoin()
+        khugepaged.stopAndJoin()
         // Files may outlive the system and keep its frames: no reclaim through it after this.
         frames.clearReclaim()
     }
@@ -262,6 +265,8 @@ public final class AddressSpace: @unchecked Sendable {
     /// The call whose writer section is open (set under the writer's exclusion; nil for
     /// mmap and munmap, whose designs lock them their own way).
     @exclusivity(unchecked) public internal(set) var writerCall: WriterCall? = nil
+    /// On khugepaged's list (`MMF_VM_HUGEPAGE`).
+    let khugepagedEntered = Atomic<Bool>(false)
     /// `mm->def_flags`: VM_LOCKED (and VM_LOCKONFAULT) after mlockall(MCL_FUTURE), given to
     /// every new mapping and the heap's growth. Written under the writer's exclusion.
     @exclusivity(unchecked) public internal(set) var defFlags: VMFlags = []
@@ -527,6 +532,7 @@ public final class AddressSpace: @unchecked Sendable {
     }
 
     func teardown() {
+        if khugepagedEntered.load(ordering: .relaxed) { system.khugepaged.exit(self) }
         // exit_mmap(): everything goes.
         let all = allVMAs()
         for v in all {
@@ -588,6 +594,9 @@ public enum MMStat: Int, CaseIterable, Sendable {
     /// (the model does not read them back first, Linux does) and VMAs it refused for being
     /// file or shmem (page-cache collapse is not modelled).
     case thpCollapseAlloc, collapseSwapSkipped, collapseFileRefused
+    /// khugepaged's scan results that left a 2 MiB as it was (`SCAN_EXCEED_NONE_PTE`,
+    /// `SCAN_EXCEED_SHARED_PTE`, `SCAN_LACK_REFERENCED_PAGE`), and its collapses.
+    case khugepagedExceedNone, khugepagedExceedShared, khugepagedLackReferenced, khugepagedCollapsed
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

@@ -106,6 +106,8 @@ public enum WriterCall: Sendable {
     case expandStack
     /// The replay's inferred mappings and other set-up.
     case mirror
+    /// khugepaged's `collapse_huge_page()` (`mmap_write_lock`).
+    case khugepaged
 }
 
 /// How `/proc/pid/maps` is read.

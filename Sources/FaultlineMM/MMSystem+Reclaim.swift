@@ -91,7 +91,8 @@ final class Kswapd: @unchecked Sendable {
         stopping.store(true, ordering: .releasing)
         word.pointee.store(1, ordering: .releasing)
         _ = fl_futex_wake(futex, 1)
-        pthread_join(t, nil)
+        // Reclaim can drop the last reference to the system on this very thread.
+        if pthread_equal(t, pthread_self()) != 0 { pthread_detach(t) } else { pthread_join(t, nil) }
     }
 }
 

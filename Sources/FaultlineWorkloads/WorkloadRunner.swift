@@ -115,6 +115,8 @@ public enum WorkloadRunner {
     public static func makeSystem(_ o: WorkloadOptions, workloads: [Workload], threads: Int) -> MMSystem {
         let system = makeSystem(frames: framesNeeded(o, workloads: workloads, threads: threads))
         if workloads.contains(.swapChurn) { system.swapOn(pages: 512 * (threads + 1), ioLatencyNs: o.ioLatencyNs) }
+        // thp runs with khugepaged behind it, at Linux's defaults, as on the host.
+        if workloads.contains(.thp) { system.enableKhugepaged() }
         return system
     }
 

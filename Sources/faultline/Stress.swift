@@ -58,6 +58,9 @@ struct Stress: ParsableCommand {
     @Flag(name: .customLong("no-huge-pages"), help: "Leave transparent huge pages out (by default the shared area gets MADV_HUGEPAGE and MADV_COLLAPSE now and then).")
     var noHugePages = false
 
+    @Option(name: .customLong("khugepaged-ms"), help: "khugepaged's pause between passes in ms (scan_sleep_millisecs; 0: off). Its passes collapse the shared area's 2 MiB under the writer side.")
+    var khugepagedMs: Int = 10
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -65,6 +68,7 @@ struct Stress: ParsableCommand {
         if seconds <= 0 || threads < 1 || threads > 512 || epoch <= 0 {
             throw ValidationError("--seconds and --epoch must be positive, --threads in 1...512")
         }
+        if khugepagedMs < 0 || khugepagedMs > 60_000 { throw ValidationError("--khugepaged-ms must be in 0...60000") }
         if swapMiB < 0 || swapMiB > 4096 { throw ValidationError("--swap-mib must be in 0...4096") }
         if memory < 0 || memory > 65536 || (memory > 0 && memory < 4) { throw ValidationError("--memory must be 0 or in 4...65536 (MiB)") }
         if !design.allowsTree(tree) { throw ValidationError("\(design.rawValue) needs the maple tree (its readers take no lock)") }
@@ -82,6 +86,7 @@ struct Stress: ParsableCommand {
         o.swapPages = swapMiB * 256
         o.memoryPages = memory * 256
         o.hugePages = !noHugePages
+        o.khugepagedMillis = khugepagedMs
         var progress: Progress? = nil
         let report = DesignStress(options: o).run { done, total, label in
             // Off a terminal, a line every 10 s.
@@ -94,7 +99,7 @@ struct Stress: ParsableCommand {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
                 var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
-                var thpFaults: Int, thpSplits: Int, thpCollapses: Int, thpFallbacks: Int
+                var thpFaults: Int, thpSplits: Int, thpCollapses: Int, thpFallbacks: Int, khugepagedCollapses: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
@@ -102,7 +107,7 @@ struct Stress: ParsableCommand {
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
                                      reclaimed: report.reclaimed, directReclaims: report.directReclaims,
-                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses, thpFallbacks: report.thpFallbacks)))
+                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses, thpFallbacks: report.thpFallbacks, khugepagedCollapses: report.khugepagedCollapses)))
         } else {
             print(render(report))
         }
@@ -123,8 +128,8 @@ struct Stress: ParsableCommand {
             + "range lock \(c.rangeLockContended) (\(fmt(Double(c.rangeLockWaitNs) / 1e6, 1)) ms)\n"
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
-        if r.thpFaults + r.thpSplits + r.thpCollapses + r.thpFallbacks > 0 {
-            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpFallbacks) faults fell back to small pages (no whole free block), \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed by MADV_COLLAPSE; at the end \(r.freeFramesAtEnd) frames free, \(r.wholeBlocksAtEnd) of them in whole 2 MiB blocks\n"
+        if r.thpFaults + r.thpSplits + r.thpCollapses + r.thpFallbacks + r.khugepagedCollapses > 0 {
+            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpFallbacks) faults fell back to small pages (no whole free block), \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed (MADV_COLLAPSE and khugepaged), \(r.khugepagedCollapses) of them by khugepaged; at the end \(r.freeFramesAtEnd) frames free, \(r.wholeBlocksAtEnd) of them in whole 2 MiB blocks\n"
         }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if r.oomFailures > 0 {
