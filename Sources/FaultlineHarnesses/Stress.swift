@@ -62,6 +62,10 @@ public struct StressReport: Sendable {
     public var swapIns = 0
     /// Pages reclaim freed (kswapd, direct) and direct reclaim calls, under `--memory`.
     public var reclaimed = 0
+    /// Compaction for THPs: attempts (`compact_stall`), blocks it made whole, pages it migrated.
+    public var compactStalls = 0
+    public var compactSuccesses = 0
+    public var pagesMigrated = 0
     public var directReclaims = 0
     /// Accesses that failed with OOM under the memory limit (reported, not violations).
     public var oomFailures = 0
@@ -225,6 +229,9 @@ public final class DesignStress: @unchecked Sendable {
         report.swapOuts = system.swap?.pagesOut ?? 0
         report.swapIns = system.swap?.pagesIn ?? 0
         report.reclaimed = system.vmscan[.pgstealKswapd] + system.vmscan[.pgstealDirect]
+        report.compactStalls = system.vmscan[.compactStall]
+        report.compactSuccesses = system.vmscan[.compactSuccess]
+        report.pagesMigrated = system.vmscan[.pgmigrateSuccess]
         report.directReclaims = system.vmscan[.directReclaims]
         report.oomFailures = oomFailures.load(ordering: .relaxed)
         let thp = mm.thpStats

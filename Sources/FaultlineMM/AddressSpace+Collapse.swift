@@ -97,7 +97,8 @@ extension AddressSpace {
             if let stop { return stop }
             // A table of none or zero-page entries only is collapsed too: a THP of zeros
             // (probed: such a block before a block with a page, both collapse).
-            guard let head = frames.allocateHuge(zeroed: true, flags: PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift) else {
+            // MADV_COLLAPSE and khugepaged (`khugepaged/defrag` = 1) compact for their THP.
+            guard let head = allocateTHP(compact: true) else {
                 return .failed(.ENOMEM)   // SCAN_ALLOC_HUGE_PAGE_FAIL
             }
             // pmdp_collapse_flush(): no access reaches the old pages from here on.

@@ -12,6 +12,18 @@ public enum THPMode: String, Sendable, CaseIterable {
     case never
 }
 
+/// `/sys/kernel/mm/transparent_hugepage/defrag` as far as the model goes: whether a THP
+/// fault that finds no whole free block compacts memory for one (`defer` and
+/// `defer+madvise` wake kcompactd, which the model does not have: they are `never` here).
+public enum THPDefrag: String, Sendable, CaseIterable {
+    /// Every THP fault compacts.
+    case always
+    /// Faults in VM_HUGEPAGE VMAs compact (Linux's default).
+    case madvise
+    /// No fault compacts (khugepaged and MADV_COLLAPSE still do).
+    case never
+}
+
 // Anonymous transparent huge pages mapped by one PMD (`mm/huge_memory.c`). The model keeps the
 // 512 PTEs under a PMD-mapped THP, because its MMU and every walker read PTEs; the table's
 // header says that Linux has one huge PMD there instead (`PageTablePage.pmdMapping`). The
@@ -35,6 +47,23 @@ extension AddressSpace {
         case .always: break
         }
         return thpSuitable(s, page)
+    }
+
+    /// A zeroed anonymous THP (`vma_alloc_folio` of order 9): a whole free block, or, if
+    /// `compact`, one compaction makes (`__alloc_pages_direct_compact`); nil if neither.
+    func allocateTHP(compact: Bool) -> FrameNumber? {
+        let flags = PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift
+        if let head = frames.allocateHuge(zeroed: true, flags: flags) { return head }
+        return compact ? system.compactForHugePage(zeroed: true, flags: flags) : nil
+    }
+
+    /// `vma_thp_gfp_mask()`: whether a THP fault in this VMA may compact (`defrag`).
+    func faultCompacts(_ s: VMASnapshot) -> Bool {
+        switch config.thpDefrag {
+        case .always: true
+        case .madvise: s.flags.contains(.hugePage)
+        case .never: false
+        }
     }
 
     /// The VMA part of the check: anonymous, private, not VM_NOHUGEPAGE or VM_SPECIAL, the
@@ -82,7 +111,7 @@ extension AddressSpace {
             count(.thpZeroPageFaults)
             return .done
         }
-        guard let head = frames.allocateHuge(zeroed: true, flags: PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift) else {
+        guard let head = allocateTHP(compact: faultCompacts(s)) else {
             count(.thpFaultFallback)
             return nil
         }
@@ -150,7 +179,7 @@ extension AddressSpace {
         let mode = table.pmdMapping.pointee.load(ordering: .relaxed)
         if mode == PMDMapping.hugeZero {
             guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
-            if let head = frames.allocateHuge(zeroed: true, flags: PageMeta.Flag.anon | 9 << PageMeta.Flag.orderShift) {
+            if let head = allocateTHP(compact: faultCompacts(s)) {
                 let r = installHuge(s, page, table, head: head, expect: orig, exec: s.flags.contains(.exec), v)
                 if r == .installed {
                     count(.cowFaults)

@@ -29,11 +29,17 @@ public final class MMSystem: @unchecked Sendable {
     public let vmscan = VMScanStats()
     /// The background reclaimer; its thread starts at the first wake-up (`enableReclaim`).
     let kswapd = Kswapd()
+    /// `zone->compact_defer_shift` and `compact_considered`.
+    let compactDeferShift = Atomic<Int>(0)
+    let compactConsidered = Atomic<Int>(0)
     /// khugepaged: off until `enableKhugepaged`.
     public let khugepaged = Khugepaged()
     /// Broken on purpose (tests): a split does not clone the anon_vma chain into the new VMA,
     /// so the reverse map cannot find the pages it maps (what the rmap check must catch).
     @_spi(Testing) public var _brokenSplitSkipsAnonClone = false
+    /// Broken on purpose (tests): a page migration maps the new frame without copying the old
+    /// one's contents (what the compaction tests' content checks must catch).
+    @_spi(Testing) public var _brokenMigrationSkipsCopy = false
     /// Broken control for huge pages: a huge PMD is never split (an mprotect or zap of part
     /// of it leaves the table marked as one huge PMD whose pages now differ).
     @_spi(Testing) public var _brokenTHPNeverSplits = false
@@ -194,6 +200,8 @@ public final class AddressSpace: @unchecked Sendable {
         /// `transparent_hugepage/use_zero_page`: a read fault where a THP could go maps the
         /// huge zero page.
         public var thpUseZeroPage = true
+        /// `transparent_hugepage/defrag`: which THP faults compact when no whole block is free.
+        public var thpDefrag = THPDefrag.madvise
         /// `fault_around_bytes` / page size: a read fault on a file or shmem mapping also maps
         /// the cached pages of its aligned block of this many pages (Linux's default 64 KiB:
         /// 16). A power of two; 1 turns fault-around off.

@@ -37,6 +37,7 @@ extension FramePool {
         let n = Int(blockFree[b])
         blockFrames[b << 9 + n] = UInt16(truncatingIfNeeded: Int(f) & 511)
         blockFree[b] = UInt16(n + 1)
+        if blockIsolated[b] != 0 { return }
         if n == 0 {
             link(b, 0)
         } else if Self.bucket(n) != Self.bucket(n + 1) {
@@ -86,12 +87,72 @@ extension FramePool {
         unlink(b, 9)
         blockFree[b] = 0
         freeCount -= Self.hugeFrames
-        let head = FrameNumber(b << 9)
         lock.unlock()
+        return prepareHuge(FrameNumber(b << 9), zeroed: zeroed, flags: flags)
+    }
+
+    /// A block just taken whole: each frame with one reference and `flags`, zeroed if asked.
+    private func prepareHuge(_ head: FrameNumber, zeroed: Bool, flags: UInt32) -> FrameNumber {
         for k in 0..<Self.hugeFrames { prepare(head + FrameNumber(k), flags: flags) }
         if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
         inUse.wrappingAdd(Self.hugeFrames, ordering: .relaxed)
         return head
+    }
+
+    // MARK: Compaction's side of the free lists
+
+    /// `isolate_migratepages` picking its block, then `start_isolate_page_range()`: the block
+    /// with the most free frames short of whole — not the zero page's, not the tail, none of
+    /// its free frames in a per-thread cache (they cannot be drained) — taken out of its
+    /// bucket, or nil. Refused when taking a block would leave free memory below the low
+    /// watermark (`compaction_suitable`).
+    func isolateBlockForCompaction() -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard freeCount - 2 * Self.hugeFrames >= watermarks.low else { return nil }
+        for k in stride(from: 8, through: 5, by: -1) {
+            var b = Int(bucketHead[k])
+            while b >= 0 {
+                let next = Int(blockNext[b])
+                if b > 0 && b < blocks {
+                    var flaggedFree = 0
+                    for i in 0..<Self.hugeFrames where isFree(FrameNumber(b << 9 + i)) { flaggedFree += 1 }
+                    if flaggedFree == Int(blockFree[b]) {
+                        unlink(b, k)
+                        blockIsolated[b] = 1
+                        return b
+                    }
+                }
+                b = next
+            }
+        }
+        return nil
+    }
+
+    /// The end of compaction's hold on block `b`: taken whole as a THP if all its frames came
+    /// back (`compaction_capture`: the block goes to the allocation that compacted, not to
+    /// whoever asks next), else back in its bucket.
+    func releaseIsolatedBlock(_ b: Int, capture: Bool, zeroed: Bool, flags: UInt32) -> FrameNumber? {
+        lock.lock()
+        blockIsolated[b] = 0
+        let n = Int(blockFree[b])
+        if capture && n == Self.hugeFrames {
+            blockFree[b] = 0
+            freeCount -= Self.hugeFrames
+            lock.unlock()
+            return prepareHuge(FrameNumber(b << 9), zeroed: zeroed, flags: flags)
+        }
+        if n > 0 { link(b, Self.bucket(n)) }
+        lock.unlock()
+        return nil
+    }
+
+    /// Frees `f` (no reference left, no translation to it left) straight onto its block's
+    /// list, past the per-thread cache: a page migration gives its old frame back this way.
+    func freeToBlock(_ f: FrameNumber) {
+        markFree(f)
+        inUse.wrappingSubtract(1, ordering: .relaxed)
+        lock.withLock { push(f) }
     }
 
     /// Whole 512-frame blocks free now (racy; for tests and reports).
@@ -129,7 +190,8 @@ extension FramePool {
             for b in 0..<blockSlots {
                 let n = Int(blockFree[b])
                 total += n
-                let want = n == 0 ? -1 : Self.bucket(n)
+                if blockIsolated[b] != 0 { problems.append("block \(b): still isolated by compaction") }
+                let want = n == 0 || blockIsolated[b] != 0 ? -1 : Self.bucket(n)
                 if listed[b] != want { problems.append("block \(b): \(n) free but in bucket \(listed[b]), expected \(want)") }
                 var seen = Set<Int>()
                 for i in 0..<n {

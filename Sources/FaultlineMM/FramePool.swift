@@ -122,6 +122,9 @@ public final class FramePool: @unchecked Sendable {
     let blocks: Int
     /// Blocks with the tail.
     let blockSlots: Int
+    /// Per block: isolated by compaction (`MIGRATE_ISOLATE`): in no bucket, so nothing is
+    /// allocated from it; frames freed into it only count.
+    let blockIsolated: UnsafeMutablePointer<UInt8>
     let magazines: UnsafeMutableRawPointer
     let magazineStride: Int
     static let magazineSize = 15
@@ -186,6 +189,8 @@ public final class FramePool: @unchecked Sendable {
         blockPrev.initialize(repeating: -1, count: blockSlots)
         bucketHead = .allocate(capacity: 10)
         bucketHead.initialize(repeating: -1, count: 10)
+        blockIsolated = .allocate(capacity: blockSlots)
+        blockIsolated.initialize(repeating: 0, count: blockSlots)
         // Per thread: a count and up to 15 frames, alone on a 128-byte line pair.
         magazineStride = cacheLineStride
         magazines = UnsafeMutableRawPointer.allocate(byteCount: magazineStride * Int(FL_MAX_THREADS), alignment: cacheLineStride)
@@ -223,6 +228,7 @@ public final class FramePool: @unchecked Sendable {
         blockNext.deallocate()
         blockPrev.deallocate()
         bucketHead.deallocate()
+        blockIsolated.deallocate()
         magazines.deallocate()
     }
 

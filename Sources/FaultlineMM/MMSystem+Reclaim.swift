@@ -33,6 +33,13 @@ public final class VMScanStats: @unchecked Sendable {
         /// Pages reclaim could not model and left alone: shared memory with a swap device
         /// (Linux swaps it out through `shmem_writeout`).
         case shmemNotReclaimed
+        /// Compaction for THPs (`compact_stall`, `compact_success`, `compact_fail`,
+        /// `compact_migrate_scanned`) and the page migrations it did (`pgmigrate_success`,
+        /// `pgmigrate_fail`).
+        case compactStall, compactSuccess, compactFail, compactMigrateScanned, pgmigrateSuccess, pgmigrateFail
+        /// Compaction skipped after earlier failures (`compaction_deferred`; Linux counts no
+        /// stall for these).
+        case compactDeferred
     }
     let values = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: Counter.allCases.count)
     init() { for i in 0..<Counter.allCases.count { (values + i).initialize(to: Atomic(0)) } }

@@ -99,7 +99,7 @@ struct Stress: ParsableCommand {
                 var design: String, seconds: Double, threads: Int, epochs: Int, passed: Bool
                 var operations: [String: UInt64], counters: DesignCounters, violations: [String], firstViolationAfter: Double?
                 var treeNodesChecked: Int, swapOuts: Int, swapIns: Int, reclaimed: Int, directReclaims: Int, oomFailures: Int
-                var thpFaults: Int, thpSplits: Int, thpCollapses: Int, thpFallbacks: Int, khugepagedCollapses: Int
+                var thpFaults: Int, thpSplits: Int, thpCollapses: Int, thpFallbacks: Int, khugepagedCollapses: Int, compactStalls: Int, compactSuccesses: Int, pagesMigrated: Int
             }
             print(try encodeJSON(Out(design: design.rawValue, seconds: seconds, threads: threads, epochs: report.epochs,
                                      passed: report.passed, operations: report.operations, counters: report.counters,
@@ -107,7 +107,7 @@ struct Stress: ParsableCommand {
                                      treeNodesChecked: report.treeNodesChecked,
                                      swapOuts: report.swapOuts, swapIns: report.swapIns,
                                      reclaimed: report.reclaimed, directReclaims: report.directReclaims,
-                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses, thpFallbacks: report.thpFallbacks, khugepagedCollapses: report.khugepagedCollapses)))
+                                     oomFailures: report.oomFailures, thpFaults: report.thpFaults, thpSplits: report.thpSplits, thpCollapses: report.thpCollapses, thpFallbacks: report.thpFallbacks, khugepagedCollapses: report.khugepagedCollapses, compactStalls: report.compactStalls, compactSuccesses: report.compactSuccesses, pagesMigrated: report.pagesMigrated)))
         } else {
             print(render(report))
         }
@@ -129,7 +129,7 @@ struct Stress: ParsableCommand {
         out += "maps: \(c.mapsVMAs) lines, \(c.mapsFallbacks) lock-free steps fell back to mmap_lock\n"
         if r.swapOuts + r.swapIns > 0 { out += "swap: \(r.swapOuts) pages written out, \(r.swapIns) read back\n" }
         if r.thpFaults + r.thpSplits + r.thpCollapses + r.thpFallbacks + r.khugepagedCollapses > 0 {
-            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpFallbacks) faults fell back to small pages (no whole free block), \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed (MADV_COLLAPSE and khugepaged), \(r.khugepagedCollapses) of them by khugepaged; at the end \(r.freeFramesAtEnd) frames free, \(r.wholeBlocksAtEnd) of them in whole 2 MiB blocks\n"
+            out += "huge pages: \(r.thpFaults) THPs faulted, \(r.thpFallbacks) faults fell back to small pages (no whole free block), \(r.thpSplits) huge PMDs split, \(r.thpCollapses) collapsed (MADV_COLLAPSE and khugepaged), \(r.khugepagedCollapses) of them by khugepaged; at the end \(r.freeFramesAtEnd) frames free, \(r.wholeBlocksAtEnd) of them in whole 2 MiB blocks; compaction: \(r.compactStalls) attempts, \(r.compactSuccesses) blocks made whole, \(r.pagesMigrated) pages migrated\n"
         }
         if r.reclaimed > 0 { out += "reclaim: \(r.reclaimed) pages freed, \(r.directReclaims) direct reclaims\n" }
         if r.oomFailures > 0 {
