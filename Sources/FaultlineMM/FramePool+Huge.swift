@@ -110,9 +110,12 @@ extension FramePool {
         lock.lock()
         defer { lock.unlock() }
         guard freeCount - 2 * Self.hugeFrames >= watermarks.low else { return nil }
+        // At most 16 candidates looked at under the lock (`compact_control`'s scanner limits).
+        var looked = 0
         for k in stride(from: 8, through: 5, by: -1) {
             var b = Int(bucketHead[k])
-            while b >= 0 {
+            while b >= 0 && looked < 16 {
+                looked += 1
                 let next = Int(blockNext[b])
                 if b > 0 && b < blocks {
                     var flaggedFree = 0
