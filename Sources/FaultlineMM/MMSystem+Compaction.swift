@@ -91,8 +91,10 @@ extension MMSystem {
                 site = (mm, address, old, wp)
             }
         }
+        // On failure the PTE stays write-protected: always safe (a write fault reuses an
+        // exclusive page), where giving the write bit back could hand it to a page a fork
+        // has just shared.
         guard mappings == 1, let s = site else {
-            if let s = site { restoreWrite(f, s.mm, s.address, s.orig, s.wp) }
             frames.put(nf)
             frames.lru.putback(f)
             return false
@@ -110,10 +112,7 @@ extension MMSystem {
             // Only the accessed bit may have changed (a read); the isolation's reference and
             // the mapping's are the only ones.
             guard cur & ~PTE.accessed == s.wp & ~PTE.accessed, p.pointee.mapcount.load(ordering: .relaxed) == 1,
-                  frames.refsBesidesLRUBatch(f) == 2 else {
-                if cur == s.wp && s.orig != s.wp { ptep.pointee.store(s.orig | (cur & PTE.accessed), ordering: .releasing) }
-                return
-            }
+                  frames.refsBesidesLRUBatch(f) == 2 else { return }
             np.pointee.mapcount.store(1, ordering: .relaxed)   // the PTE takes the new frame's reference
             ptep.pointee.store((cur & ~PTE.frameMask) | UInt64(nf) << 12 | (s.orig & PTE.writable), ordering: .releasing)
             p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
@@ -134,13 +133,5 @@ extension MMSystem {
             frames.freeToBlock(f)
         }
         return true
-    }
-
-    /// Gives a PTE compaction write-protected its write bit back, if it is still as left.
-    private func restoreWrite(_ f: FrameNumber, _ mm: AddressSpace, _ address: UInt64, _ orig: UInt64, _ wp: UInt64) {
-        guard orig != wp else { return }
-        mm.withPTEMapping(f, at: address) { ptep, cur, _ in
-            if cur & ~PTE.accessed == wp & ~PTE.accessed { ptep.pointee.store(cur | PTE.writable, ordering: .releasing) }
-        }
     }
 }
