@@ -164,7 +164,7 @@ public final class DesignStress: @unchecked Sendable {
                     // A writer pauses between marking a VMA and changing it: a fault that
                     // slipped in unmarked reads the old VMA, then installs after the change.
                     if pick % 8 == 0 { fl_sleep_ns(2 * ns) }
-                case .cowCopied, .pageCacheFound:
+                case .cowCopied, .pageCacheFound, .anonVMAReady:
                     break
                 }
             }

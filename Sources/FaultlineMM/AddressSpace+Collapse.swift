@@ -128,7 +128,7 @@ extension AddressSpace {
             let exec = s.flags.contains(.exec), writable = s.flags.contains(.write), pkey = PTE.pkeyBits(s.flags)
             for k in 0..<n {
                 let f = head + FrameNumber(k)
-                setAnonRmap(f, s, haddr &+ UInt64(k) << Linux.pageShift)
+                setAnonRmap(f, s.anonVMA, s, haddr &+ UInt64(k) << Linux.pageShift)
                 frames.lru.add(f)
             }
             table.ptl.pointee.lock()

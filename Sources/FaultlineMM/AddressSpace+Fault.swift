@@ -82,6 +82,9 @@ public enum FaultStage: Sendable {
     /// A file fault has found its page in the page cache (and holds a reference to it) and
     /// has not yet mapped it: truncation may remove the page from the cache here.
     case pageCacheFound
+    /// An anonymous fault knows its anon_vma and has not yet allocated its page: under a
+    /// range lock, a writer elsewhere in the VMA may merge it away here.
+    case anonVMAReady
 }
 
 /// How a fault ended in the shared core.
@@ -172,12 +175,25 @@ public protocol FaultValidator {
     var mayHandleCOW: Bool { get }
     /// Whether missing page-table levels may be allocated (false: abort instead).
     var mayAllocateTables: Bool { get }
+    /// Whether the VMA stays the one that covers the address until the fault ends, so that
+    /// its live fields may be read. False under a range lock without the short lock: a writer
+    /// elsewhere in the VMA may merge it away (`unlink_anon_vmas` clears its anon_vma), and
+    /// only the snapshot holds.
+    var vmaStable: Bool { get }
+}
+
+extension FaultValidator {
+    @inlinable public var vmaStable: Bool { true }
 }
 
 /// Faults under `mmap_lock` (or a VMA lock) need no validation.
 public struct LockedFault: FaultValidator {
     public var mayPrepareAnonVMA: Bool
-    @inlinable public init(mayPrepareAnonVMA: Bool = true) { self.mayPrepareAnonVMA = mayPrepareAnonVMA }
+    public var vmaStable: Bool
+    @inlinable public init(mayPrepareAnonVMA: Bool = true, vmaStable: Bool = true) {
+        self.mayPrepareAnonVMA = mayPrepareAnonVMA
+        self.vmaStable = vmaStable
+    }
     @inlinable public func validate() -> Bool { true }
     @inlinable public var mayWaitForIO: Bool { true }
     @inlinable public var mayHandleCOW: Bool { true }
@@ -262,13 +278,21 @@ extension AddressSpace {
         return n & ~PTE.pkeyExecOnly | PTE.pkeyBits(flags)
     }
 
-    /// `anon_vma_prepare()`: gives the VMA an anon_vma before its first anonymous page.
+    /// `anon_vma_prepare()`: the anon_vma the fault's new anonymous pages belong to, made
+    /// for the VMA before its first one; 0 when making it needs a lock the fault lacks. The
+    /// snapshot's first: the VMA may since have been merged away (under a range lock), and
+    /// its anon_vma then lives on in the survivor.
     @inlinable @inline(__always)
-    func ensureAnonVMA<V: FaultValidator>(_ s: VMASnapshot, _ v: V) -> Bool {
-        if s.anonVMA != 0 || s.vma.anonVMA != 0 { return true }
-        guard v.mayPrepareAnonVMA else { return false }
+    func ensureAnonVMA<V: FaultValidator>(_ s: VMASnapshot, _ v: V) -> UInt {
+        if s.anonVMA != 0 { return s.anonVMA }
+        // Made since the snapshot by a fault under mmap_lock.
+        if v.vmaStable {
+            let live = s.vma.anonVMA
+            if live != 0 { return live }
+        }
+        guard v.mayPrepareAnonVMA else { return 0 }
         prepareAnonVMA(s.vma)
-        return true
+        return s.vma.anonVMA
     }
 
     /// `anon_vma_compatible(a, b)`: adjacent, same file, flags equal but for access rights,
@@ -303,9 +327,11 @@ extension AddressSpace {
             if r == .installed { count(.zeroPageFaults) }
             return r.outcome
         }
-        guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+        let anonVMA = ensureAnonVMA(s, v)
+        guard anonVMA != 0 else { return .abort(.noAnonVMA) }
+        if hasFaultHook { config.faultHook!(.anonVMAReady, page) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
-        setAnonRmap(f, s, page)
+        setAnonRmap(f, anonVMA, s, page)
         frames.lru.add(f)
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
@@ -325,8 +351,10 @@ extension AddressSpace {
         let shared = s.flags.contains(.shared)
         // do_cow_fault(): anon_vma_prepare() comes before the page is looked up, so even a
         // write beyond EOF (SIGBUS) leaves a private mapping with an anon_vma.
+        var anonVMA: UInt = 0
         if !shared && kind == .write {
-            guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+            anonVMA = ensureAnonVMA(s, v)
+            guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         }
         // do_read_fault(): fault-around comes first, even when the page itself is beyond EOF
         // and the fault ends in SIGBUS; if it mapped the page, the fault is done.
@@ -381,7 +409,7 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         if !shared && kind == .write {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
-            setAnonRmap(nf, s, page)
+            setAnonRmap(nf, anonVMA, s, page)
             frames.lru.add(nf)
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
@@ -598,10 +626,11 @@ extension AddressSpace {
                 return r.outcome
             }
         }
-        guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+        let anonVMA = ensureAnonVMA(s, v)
+        guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
-        setAnonRmap(nf, s, page)
+        setAnonRmap(nf, anonVMA, s, page)
         frames.lru.add(nf)
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }

@@ -86,7 +86,8 @@ extension AddressSpace {
         khugepagedEnter()
         let table = PageTablePage(entry: ptep)
         guard table.isAbsentInLinux else { return nil }
-        guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+        let anonVMA = ensureAnonVMA(s, v)
+        guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         let first = table.entry(0)
         let exec = s.flags.contains(.exec)
         let pkey = PTE.pkeyBits(s.flags)
@@ -115,7 +116,7 @@ extension AddressSpace {
             count(.thpFaultFallback)
             return nil
         }
-        let r = installHuge(s, page, table, head: head, expect: nil, exec: exec, v)
+        let r = installHuge(s, anonVMA, page, table, head: head, expect: nil, exec: exec, v)
         if r == .installed {
             count(.anonFaults)
             count(.thpFaultAlloc)
@@ -127,12 +128,12 @@ extension AddressSpace {
     /// (`expect` nil), or over the huge zero page whose PTE at `page` is `expect`
     /// (`do_huge_zero_wp_pmd`). The frames' references go to the PTEs, or are dropped.
     @usableFromInline
-    func installHuge<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ table: PageTablePage, head: FrameNumber,
+    func installHuge<V: FaultValidator>(_ s: VMASnapshot, _ anonVMA: UInt, _ page: UInt64, _ table: PageTablePage, head: FrameNumber,
                                         expect: UInt64?, exec: Bool, _ v: V) -> InstallResult {
         let haddr = page & ~(Linux.pmdSize - 1)
         let n = PageTablePage.entries
         for k in 0..<n {
-            setAnonRmap(head + FrameNumber(k), s, haddr &+ UInt64(k) << Linux.pageShift)
+            setAnonRmap(head + FrameNumber(k), anonVMA, s, haddr &+ UInt64(k) << Linux.pageShift)
             frames.lru.add(head + FrameNumber(k))
         }
         func release() { for k in 0..<n { frames.put(head + FrameNumber(k)) } }
@@ -178,9 +179,10 @@ extension AddressSpace {
         let table = PageTablePage(entry: ptep)
         let mode = table.pmdMapping.pointee.load(ordering: .relaxed)
         if mode == PMDMapping.hugeZero {
-            guard ensureAnonVMA(s, v) else { return .abort(.noAnonVMA) }
+            let anonVMA = ensureAnonVMA(s, v)
+            guard anonVMA != 0 else { return .abort(.noAnonVMA) }
             if let head = allocateTHP(compact: faultCompacts(s)) {
-                let r = installHuge(s, page, table, head: head, expect: orig, exec: s.flags.contains(.exec), v)
+                let r = installHuge(s, anonVMA, page, table, head: head, expect: orig, exec: s.flags.contains(.exec), v)
                 if r == .installed {
                     count(.cowFaults)
                     count(.thpFaultAlloc)

@@ -10,8 +10,8 @@ public enum RangeHandle {
 
 /// Lespinasse's fine-grained MM locking: `mmap_lock` shrinks to a short lock that guards the
 /// VMA tree and VMA fields, and a range lock covers what an operation does to its address range
-/// (its PTEs and pages). Lock order: range, then short lock. Faults hold their page's range for
-/// read and the short lock only while they look up and copy the VMA; munmap zaps and frees page
+/// (its PTEs and pages). Lock order: range, then short lock. Faults hold their page table's
+/// 2 MiB for read and the short lock only while they look up and copy the VMA; munmap zaps and frees page
 /// tables with the short lock dropped; page tables are freed only inside the range held.
 extension AddressSpace {
     // MARK: The range lock
@@ -52,15 +52,21 @@ extension AddressSpace {
 
     // MARK: Faults
 
-    /// The range-locked fault: read-lock the page's range, look up and copy the VMA under the
-    /// short lock (read), drop it, and run the fault core. Preparing an anon_vma reads the
-    /// neighbours, so that fault keeps the short lock throughout.
+    /// The range-locked fault: read-lock the range of the page table the fault works in (the
+    /// PMD's 2 MiB), look up and copy the VMA under the short lock (read), drop it, and run the
+    /// fault core. Preparing an anon_vma reads the neighbours, so that fault keeps the short
+    /// lock throughout. The span, not the page: a fault may map a THP or the huge zero page
+    /// over all of it, and a writer anywhere in it (splitting the VMA, zapping, marking its
+    /// emptied table absent) must wait for such a fault — locking the page alone let an
+    /// mprotect split the VMA under a huge fault, and a munmap's table bookkeeping let one
+    /// install the huge zero page over a small fault's PTE. The PTE lock serialises faults in
+    /// the span anyway.
     @inlinable
     func faultRanged(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
-        let page = address & Linux.pageMask
+        let span = address & ~(Linux.pmdSize &- 1)
         var holdShort = false
         while true {
-            let h = rangeLock(page..<(page &+ Linux.pageSize), .read)
+            let h = rangeLock(span..<(span &+ Linux.pmdSize), .read)
             mmapLock.lockRead()
             rcuRead.readLock()
             guard let vma = tree.lookup(address) else {
@@ -72,7 +78,7 @@ extension AddressSpace {
             }
             let s = VMASnapshot(vma)
             if !holdShort { mmapLock.unlockRead() }
-            let outcome = faultCore(s, address, kind, LockedFault(mayPrepareAnonVMA: holdShort))
+            let outcome = faultCore(s, address, kind, LockedFault(mayPrepareAnonVMA: holdShort, vmaStable: holdShort))
             rcuRead.readUnlock()
             if holdShort { mmapLock.unlockRead() }
             rangeUnlock(h)

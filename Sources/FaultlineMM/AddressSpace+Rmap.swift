@@ -150,19 +150,20 @@ extension AddressSpace {
     // MARK: Pages
 
     /// `__folio_set_anon()` (from `folio_add_new_anon_rmap`): a new anonymous page belongs to
-    /// the VMA's anon_vma, at the VMA's linear index of `address`.
+    /// `anonVMA` (the VMA's, from `ensureAnonVMA`), at the VMA's linear index of `address`.
     @inlinable @inline(__always)
-    func setAnonRmap(_ f: FrameNumber, _ s: VMASnapshot, _ address: UInt64) {
+    func setAnonRmap(_ f: FrameNumber, _ anonVMA: UInt, _ s: VMASnapshot, _ address: UInt64) {
         let p = frames.page(f)
-        p.pointee.mapping.store(s.vma.anonVMA, ordering: .relaxed)
+        p.pointee.mapping.store(anonVMA, ordering: .relaxed)
         p.pointee.index.store(s.pgoff &+ ((address &- s.start) >> Linux.pageShift), ordering: .relaxed)
     }
 
     /// `folio_move_anon_rmap()`: a write fault reusing a page mapped only here moves it to the
-    /// VMA's own anon_vma, so later walks need not search the ancestors' trees.
+    /// VMA's own anon_vma, so later walks need not search the ancestors' trees. The snapshot's
+    /// (the VMA may have been merged away since); none there, the page stays where it is.
     @inlinable @inline(__always)
     func moveAnonRmap(_ f: FrameNumber, _ s: VMASnapshot) {
-        let a = s.vma.anonVMA
+        let a = s.anonVMA
         if a != 0 { frames.page(f).pointee.mapping.store(a, ordering: .relaxed) }
     }
 }

@@ -1,5 +1,8 @@
+import Glibc
 @_spi(Testing) import FaultlineMM
+import CFaultline
 import FaultlineSync
+import Synchronization
 import FaultlineTestSupport
 import Testing
 
@@ -91,6 +94,53 @@ struct RmapTests {
         }
         #expect(chains.prefix(2) == [2, 3] && chains.dropFirst(2).allSatisfy { $0 == 3 }, "chains \(chains)")
         #expect(system.liveAnonVMACount <= 4, "\(system.liveAnonVMACount) anon_vmas alive")
+    }
+
+    /// A merge beside a fault: P (no anon_vma) | M (read-only) | X (rw, with an anon_vma, into
+    /// the next 2 MiB block), a fault on a new page of X in that next block, and while it runs
+    /// an mprotect of M to rw merges all three into P (`vma_merge`'s both-sides case: X is
+    /// removed, its anon_vma goes to P). Range designs let that writer in (it locks M's range,
+    /// the fault its own block); the fault must still give its page X's anon_vma, which the
+    /// merged VMA has — the live `X.anon_vma` it read was already cleared by
+    /// `unlink_anon_vmas`, leaving a page the reverse map cannot find (the stress found it in
+    /// the shared area: "anonymous page … has no anon_vma"). Other designs keep the writer out
+    /// until the fault ends.
+    @Test(arguments: Design.selectable)
+    func aMergeThatRemovesTheFaultingVMAKeepsItsPageInTheReverseMap(design: Design) {
+        let box = Shared(UnsafeMutablePointer<AddressSpace?>.allocate(capacity: 1))
+        box.value.initialize(to: nil)
+        let writer = Shared(UnsafeMutablePointer<pthread_t?>.allocate(capacity: 1))
+        writer.value.initialize(to: nil)
+        let done = Shared(UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: 1))
+        done.value.initialize(to: Atomic(false))
+        defer { box.value.deallocate(); writer.value.deallocate(); done.value.deallocate() }
+        let base = Self.base
+        let mm = makeSpace(design) { cfg in
+            cfg.faultHook = { stage, address in
+                guard stage == .anonVMAReady, address == base + Linux.pmdSize + page, writer.value.pointee == nil,
+                      let mm = box.value.pointee else { return }
+                writer.value.pointee = Threads.spawn {
+                    _ = mm.mprotect(base + page, page, [.read, .write])
+                    done.value.pointee.store(true, ordering: .releasing)
+                }
+                // Designs that exclude the writer: it waits for this fault; go on without it.
+                let t0 = fl_now_ns()
+                while !done.value.pointee.load(ordering: .acquiring) && fl_now_ns() &- t0 < 200_000_000 { fl_sleep_ns(1_000_000) }
+            }
+        }
+        box.value.pointee = mm
+        _ = mm.mmap(base, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(base + page, page, [.read], [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(base + 2 * page, Linux.pmdSize, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.store(base + 2 * page, 1).must()
+        _ = mm.store(base + Linux.pmdSize + page, 2).must()
+        #expect(writer.value.pointee != nil, "the hook ran")
+        if let t = writer.value.pointee { Threads.join(t) }
+        box.value.pointee = nil
+        #expect(layout(mm) == [line(base, base + Linux.pmdSize + 2 * page, "rw-p")], "\(layout(mm))")
+        let problems = mm.system.checkQuiescent([mm])
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+        #expect(mm.load(base + Linux.pmdSize + page) == .success(2))
     }
 }
 
