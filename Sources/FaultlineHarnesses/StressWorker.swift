@@ -135,7 +135,7 @@ final class StressWorker: @unchecked Sendable {
             case .success(let v):
                 let want = s.expected[p]
                 if want != SlotState.unknown && v != want {
-                    violation("own slot \(k) (\(s.kind)) page \(p) at \(hex(a)) holds \(hex(v)), expected \(hex(want))")
+                    violation("own slot \(k) (\(s.kind)) page \(p) at \(hex(a)) holds \(hex(v)), expected \(hex(want)) (now: \(mm.describePage(a)))")
                 }
             case .failure(let e):
                 accessFailed(e, "read of own \(perms(s)) slot \(k) at \(hex(a)) failed: \(e)")
@@ -322,7 +322,7 @@ final class StressWorker: @unchecked Sendable {
             switch load(page(k, p)) {
             case .success(let v):
                 if v != s.expected[p] {
-                    violation("own slot \(k) (\(s.kind)) page \(p) holds \(hex(v)), expected \(hex(s.expected[p])) (lost write)")
+                    violation("own slot \(k) (\(s.kind)) page \(p) holds \(hex(v)), expected \(hex(s.expected[p])) (lost write; now: \(mm.describePage(page(k, p))))")
                 }
             case .failure(let e):
                 accessFailed(e, "read of own slot \(k) page \(p) failed: \(e)")

@@ -279,20 +279,24 @@ extension AddressSpace {
     }
 
     /// `anon_vma_prepare()`: the anon_vma the fault's new anonymous pages belong to, made
-    /// for the VMA before its first one; 0 when making it needs a lock the fault lacks. The
-    /// snapshot's first: the VMA may since have been merged away (under a range lock), and
-    /// its anon_vma then lives on in the survivor.
+    /// for the VMA before its first one; 0 when making it needs a lock the fault lacks. Where
+    /// the VMA is stable, `vma->anon_vma` as Linux reads it; under a range lock the snapshot's:
+    /// the VMA may since have been merged away, and its anon_vma lives on in the survivor.
     @inlinable @inline(__always)
     func ensureAnonVMA<V: FaultValidator>(_ s: VMASnapshot, _ v: V) -> UInt {
-        if s.anonVMA != 0 { return s.anonVMA }
-        // Made since the snapshot by a fault under mmap_lock.
-        if v.vmaStable {
-            let live = s.vma.anonVMA
-            if live != 0 { return live }
-        }
+        let a = v.vmaStable ? s.vma.anonVMA : s.anonVMA
+        if a != 0 { return a }
         guard v.mayPrepareAnonVMA else { return 0 }
         prepareAnonVMA(s.vma)
         return s.vma.anonVMA
+    }
+
+    /// The anon_vma a new anonymous page gets when its rmap is set: `vma->anon_vma` read then
+    /// where the VMA is stable (a design that let its VMA change under the fault shows here
+    /// as a page without one), else the one `ensureAnonVMA` resolved from the snapshot.
+    @inlinable @inline(__always)
+    func newPageAnonVMA<V: FaultValidator>(_ resolved: UInt, _ s: VMASnapshot, _ v: V) -> UInt {
+        v.vmaStable ? s.vma.anonVMA : resolved
     }
 
     /// `anon_vma_compatible(a, b)`: adjacent, same file, flags equal but for access rights,
@@ -331,7 +335,7 @@ extension AddressSpace {
         guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         if hasFaultHook { config.faultHook!(.anonVMAReady, page) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
-        setAnonRmap(f, anonVMA, s, page)
+        setAnonRmap(f, newPageAnonVMA(anonVMA, s, v), s, page)
         frames.lru.add(f)
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
@@ -409,12 +413,12 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         if !shared && kind == .write {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
-            setAnonRmap(nf, anonVMA, s, page)
+            setAnonRmap(nf, newPageAnonVMA(anonVMA, s, v), s, page)
             frames.lru.add(nf)
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
-            let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf)
+            let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: nf, cached: (file, index, cf))
             if r == .installed {
                 count(.fileCOWFaults)
                 count(.rssAnon)
@@ -430,7 +434,7 @@ extension AddressSpace {
             return r.outcome
         }
         let e = PTE.make(cf, writable: writable, exec: exec, dirty: kind == .write, pkey: PTE.pkeyBits(s.flags))
-        let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf)
+        let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: cf, cached: (file, index, cf))
         if r == .installed {
             count(kind == .write ? .sharedWriteFaults : .fileFaults)
             count(file.isShmem ? .rssShmem : .rssFile)
@@ -485,8 +489,10 @@ extension AddressSpace {
                 frames.put(cf)
                 return .invalid
             }
-            // pte_range_none(): any PTE already set, and the page is mapped alone.
-            for k in 0..<n where first[k].load(ordering: .relaxed) != 0 {
+            // pte_range_none(): any PTE already set (or the block gone huge, or a page gone from
+            // the cache since its lookup), and the page is mapped alone.
+            for k in 0..<n where first[k].load(ordering: .relaxed) != 0 || table.isPMDMapped
+                || file.cachedPage(folio.lowerBound &+ UInt64(k)) != refs[k] {
                 table.ptl.pointee.unlock()
                 release()
                 return nil
@@ -524,7 +530,7 @@ extension AddressSpace {
         let exec = s.flags.contains(.exec)
         let table = PageTablePage(entry: ptep)
         table.ptl.pointee.lock()
-        guard v.validate(), tableStillLinked(page, ptep) else {
+        guard v.validate(), tableStillLinked(page, ptep), !table.isPMDMapped else {
             table.ptl.pointee.unlock()
             return
         }
@@ -622,7 +628,7 @@ extension AddressSpace {
                 && p.pointee.mapcount.load(ordering: .relaxed) == 1 && frames.refsBesidesLRUBatch(old) == 1
                 && !frames.anonFolioMaybeSharedAt(old) {
                 let r = installPTE(ptep, page, orig: orig, new: refreshed(orig | PTE.writable | PTE.dirty, s.flags), v: v, frame: nil)
-                if r == .installed { moveAnonRmap(old, s); count(.reuseFaults) }
+                if r == .installed { moveAnonRmap(old, s, v); count(.reuseFaults) }
                 return r.outcome
             }
         }
@@ -630,7 +636,7 @@ extension AddressSpace {
         guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
-        setAnonRmap(nf, anonVMA, s, page)
+        setAnonRmap(nf, newPageAnonVMA(anonVMA, s, v), s, page)
         frames.lru.add(nf)
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }
@@ -658,7 +664,8 @@ extension AddressSpace {
     /// On failure the prepared frame's reference is dropped.
     @inlinable
     func installPTE<V: FaultValidator>(_ ptep: UnsafeMutablePointer<Atomic<UInt64>>, _ page: UInt64, orig: UInt64,
-                                       new: UInt64, v: V, frame: FrameNumber?) -> InstallResult {
+                                       new: UInt64, v: V, frame: FrameNumber?,
+                                       cached: (file: MMFile, index: UInt64, frame: FrameNumber)? = nil) -> InstallResult {
         if hasFaultHook { config.faultHook!(.beforeInstall, page) }
         let table = PageTablePage(entry: ptep)
         table.ptl.pointee.lock()
@@ -667,7 +674,15 @@ extension AddressSpace {
             if let frame { frames.put(frame) }
             return .invalid
         }
-        guard ptep.pointee.load(ordering: .relaxed) == orig else {
+        // A block that went huge meanwhile (a THP or the huge zero page: the entry may even
+        // hold the same value again, as a zero-page PTE does) is no PTE table for this fault
+        // any more: `pte_offset_map_lock()` fails on the changed PMD and the access retries.
+        // A file fault's page must still be the one its file caches there: truncation, a punched
+        // hole or MADV_PAGEOUT may have taken it out since the lookup (Linux's fault holds the
+        // folio lock and finds `folio->mapping` gone); truncation's second unmap catches an
+        // install made before the removal.
+        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped,
+              cached.map({ $0.file.cachedPage($0.index) == $0.frame }) ?? true else {
             // Someone else handled it (or changed it) first: nothing of ours was installed.
             table.ptl.pointee.unlock()
             if let frame { frames.put(frame) }

@@ -133,7 +133,7 @@ extension AddressSpace {
         let haddr = page & ~(Linux.pmdSize - 1)
         let n = PageTablePage.entries
         for k in 0..<n {
-            setAnonRmap(head + FrameNumber(k), anonVMA, s, haddr &+ UInt64(k) << Linux.pageShift)
+            setAnonRmap(head + FrameNumber(k), newPageAnonVMA(anonVMA, s, v), s, haddr &+ UInt64(k) << Linux.pageShift)
             frames.lru.add(head + FrameNumber(k))
         }
         func release() { for k in 0..<n { frames.put(head + FrameNumber(k)) } }
@@ -217,7 +217,7 @@ extension AddressSpace {
             for k in 0..<PageTablePage.entries {
                 let e = first[k].load(ordering: .relaxed)
                 first[k].store(refreshed(e | PTE.writable | PTE.dirty, s.flags), ordering: .releasing)
-                moveAnonRmap(PTE.frame(e), s)
+                moveAnonRmap(PTE.frame(e), s, v)
             }
             table.ptl.pointee.unlock()
             count(.faults)

@@ -94,6 +94,7 @@ extension AddressSpace {
             if f == FramePool.zeroFrame || Int(f) >= frames.capacity { report("maps frame \(f)"); return }
             if frames.isFree(f) { report("maps frame \(f), which is free") }
             if let why = anonRmapProblem(f, v, a) { report(why) }
+            if let why = pageCacheProblem(f, v, a) { report(why) }
             mappings.count[f, default: 0] += 1
         }
         // Every other non-empty entry: a guard marker inside a VMA (unmapping drops them).
@@ -224,6 +225,20 @@ extension AddressSpace {
             if !inTree { return "anon_vma chain entry not in its anon_vma's tree" }
         }
         if !ownFound { return "its anon_vma is not in its chain" }
+        return nil
+    }
+
+    /// What is wrong with page-cache page `f` mapped at `address` in file or shmem VMA `v`: it
+    /// must be the page its file caches at the VMA's index of the address (a page that left the
+    /// cache while mapped is one whose writes the next fault after a zap cannot find).
+    func pageCacheProblem(_ f: FrameNumber, _ v: VMARef, _ address: UInt64) -> String? {
+        guard let file = v.vmFile else { return nil }
+        let flags = frames.page(f).pointee.flags.load(ordering: .relaxed)
+        guard flags & PageMeta.Flag.anon == 0 else { return nil }
+        let index = v.vmPgoff &+ ((address &- v.vmStart) >> Linux.pageShift)
+        if flags & PageMeta.Flag.pageCache == 0 { return "file page \(f) (index \(index)) is mapped but in no page cache" }
+        let cached = file.cachedPage(index)
+        if cached != f { return "file page \(f) is mapped at index \(index), where the cache holds \(cached.map { String($0) } ?? "nothing")" }
         return nil
     }
 

@@ -484,3 +484,41 @@ extension AddressSpace {
         return walkPTE(address)?.pointee.load(ordering: .acquiring) ?? 0
     }
 }
+
+extension AddressSpace {
+    /// What maps `address` now, for a report that a word read back wrong: the PTE, its
+    /// frame's flags, counts and owner, and for a file or shmem VMA the frame its cache holds
+    /// at that index (racy: threads may be running).
+    public func describePage(_ address: UInt64) -> String {
+        let page = address & Linux.pageMask
+        mmapLock.lockRead()
+        defer { mmapLock.unlockRead() }
+        var out = "PTE " + hex8(pteValue(page))
+        let pte = pteValue(page)
+        rcuRead.readLock()
+        if let ptep = walkPTE(page) { out += " (table mode \(PageTablePage(entry: ptep).pmdMapping.pointee.load(ordering: .relaxed)))" }
+        rcuRead.readUnlock()
+        if pte & PTE.present != 0 && pte & PTE.special == 0 {
+            let f = PTE.frame(pte)
+            let p = frames.page(f)
+            out += "; frame \(f): flags " + hex8(UInt64(p.pointee.flags.load(ordering: .relaxed)))
+                + " refs \(p.pointee.refcount.load(ordering: .relaxed)) maps \(p.pointee.mapcount.load(ordering: .relaxed))"
+                + " index \(p.pointee.index.load(ordering: .relaxed))"
+        }
+        if let v = tree.lookup(page) {
+            out += "; VMA " + hex8(v.vmStart) + "-" + hex8(v.vmEnd)
+            if let file = v.vmFile {
+                let index = v.vmPgoff &+ ((page &- v.vmStart) >> Linux.pageShift)
+                if let c = file.cachedPage(index) {
+                    out += "; \(file.isShmem ? "shmem" : "file") cache index \(index): frame \(c), word 0 "
+                        + hex8(frames.pointer(c).load(as: UInt64.self))
+                } else {
+                    out += "; \(file.isShmem ? "shmem" : "file") cache index \(index): empty"
+                }
+            }
+        } else {
+            out += "; no VMA"
+        }
+        return out
+    }
+}

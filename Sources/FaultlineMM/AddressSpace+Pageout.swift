@@ -148,8 +148,9 @@ extension AddressSpace {
         // (__remove_mapping), and the last reference frees them.
         flushTLBRange()
         frames.freeDeferred(freed)
-        if let file {
-            for (index, f) in dropFromCache { file.remove(index, ifHolding: f) }
+        if let file, !dropFromCache.isEmpty {
+            system._pageoutBeforeDrop?()
+            for (index, f) in dropFromCache { file.removeIfUnused(index, ifHolding: f) }
         }
     }
 }

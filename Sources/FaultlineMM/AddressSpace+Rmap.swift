@@ -159,11 +159,11 @@ extension AddressSpace {
     }
 
     /// `folio_move_anon_rmap()`: a write fault reusing a page mapped only here moves it to the
-    /// VMA's own anon_vma, so later walks need not search the ancestors' trees. The snapshot's
-    /// (the VMA may have been merged away since); none there, the page stays where it is.
+    /// VMA's own anon_vma, so later walks need not search the ancestors' trees (under a range
+    /// lock the snapshot's: the VMA may have been merged away since); none, the page stays.
     @inlinable @inline(__always)
-    func moveAnonRmap(_ f: FrameNumber, _ s: VMASnapshot) {
-        let a = s.anonVMA
+    func moveAnonRmap<V: FaultValidator>(_ f: FrameNumber, _ s: VMASnapshot, _ v: V) {
+        let a = v.vmaStable ? s.vma.anonVMA : s.anonVMA
         if a != 0 { frames.page(f).pointee.mapping.store(a, ordering: .relaxed) }
     }
 }

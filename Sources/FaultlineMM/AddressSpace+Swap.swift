@@ -18,8 +18,7 @@ extension AddressSpace {
     func swapFault<V: FaultValidator>(_ s: VMASnapshot, _ page: UInt64, _ ptep: UnsafeMutablePointer<Atomic<UInt64>>,
                                       _ orig: UInt64, _ kind: AccessKind, _ v: V) -> FaultOutcome {
         guard let swap = system.swap else { preconditionFailure("a swap entry without a swap device") }
-        // A VMA with swap entries has its anon_vma (a no-op here); the snapshot's, since the
-        // VMA may have been merged away under a range lock.
+        // A VMA with swap entries has its anon_vma (a no-op here).
         let anonVMA = ensureAnonVMA(s, v)
         guard anonVMA != 0 else { return .abort(.noAnonVMA) }
         let slot = PTE.swapSlot(orig)
@@ -44,7 +43,7 @@ extension AddressSpace {
             frames.put(f)
             return .abort(.pteChanged)
         }
-        guard ptep.pointee.load(ordering: .relaxed) == orig else {
+        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped else {
             table.ptl.pointee.unlock()
             frames.put(f)
             return .done
@@ -56,7 +55,8 @@ extension AddressSpace {
         if p.pointee.mapping.load(ordering: .relaxed) == 0 {
             // folio_add_new_anon_rmap(): a shared page belongs to the hierarchy's root, which
             // every VMA that may map it chains to.
-            let a = exclusive ? anonVMA : AnonVMA.from(anonVMA).root.bits
+            let own = newPageAnonVMA(anonVMA, s, v)
+            let a = exclusive || own == 0 ? own : AnonVMA.from(own).root.bits
             p.pointee.mapping.store(a, ordering: .relaxed)
             p.pointee.index.store(s.pgoff &+ ((page &- s.start) >> Linux.pageShift), ordering: .relaxed)
         }

@@ -40,6 +40,9 @@ public final class MMSystem: @unchecked Sendable {
     /// Broken on purpose (tests): a page migration maps the new frame without copying the old
     /// one's contents (what the compaction tests' content checks must catch).
     @_spi(Testing) public var _brokenMigrationSkipsCopy = false
+    /// Test hook: MADV_PAGEOUT has unmapped its clean page-cache pages and is about to drop
+    /// them from their caches (a fault may map one again here).
+    @_spi(Testing) public var _pageoutBeforeDrop: (() -> Void)? = nil
     /// Broken control for huge pages: a huge PMD is never split (an mprotect or zap of part
     /// of it leaves the table marked as one huge PMD whose pages now differ).
     @_spi(Testing) public var _brokenTHPNeverSplits = false

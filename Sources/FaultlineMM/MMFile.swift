@@ -313,6 +313,38 @@ public final class MMFile: @unchecked Sendable {
         }
     }
 
+    /// `__remove_mapping()` for a clean page MADV_PAGEOUT unmapped: it leaves the cache only
+    /// if the cache still holds it there, nothing maps it, it is clean and the cache's
+    /// reference is the only one — frozen (1 → 0) before the slot is cleared, so a lookup
+    /// racing with the removal cannot take one and looks again. A page a fault took meanwhile
+    /// stays cached: dropping it anyway left that fault's PTE on a page outside the cache, so
+    /// what was written through it was gone at the next fault after a zap (the stress's lost
+    /// writes in shared anonymous slots).
+    func removeIfUnused(_ index: UInt64, ifHolding f: FrameNumber) {
+        guard index < UInt64(capacityPages), let t = chunk(Int(index >> UInt64(Self.chunkShift))) else { return }
+        let slot = t + Int(index & UInt64(Self.chunkPages - 1))
+        let p = frames.page(f)
+        func unused() -> Bool {
+            p.pointee.mapcount.load(ordering: .acquiring) == 0 && p.pointee.flags.load(ordering: .acquiring) & PageMeta.Flag.dirty == 0
+        }
+        guard slot.pointee.load(ordering: .acquiring) == UInt32(f) + 1, unused(),
+              p.pointee.refcount.compareExchange(expected: 1, desired: 0, ordering: .acquiringAndReleasing).exchanged else { return }
+        // Frozen: no one can map or dirty it now; someone may have between the checks.
+        guard unused() else {
+            p.pointee.refcount.store(1, ordering: .releasing)
+            return
+        }
+        guard slot.pointee.compareExchange(expected: UInt32(f) + 1, desired: 0, ordering: .acquiringAndReleasing).exchanged else {
+            // Truncation took it out first and drops the cache's reference: whoever of the
+            // two comes second frees it.
+            if p.pointee.refcount.wrappingAdd(1, ordering: .acquiringAndReleasing).newValue == 0 { frames.freeDeferred([f]) }
+            return
+        }
+        p.pointee.flags.bitwiseAnd(~(PageMeta.Flag.pageCache | PageMeta.Flag.reclaim), ordering: .relaxed)
+        p.pointee.mapping.store(0, ordering: .relaxed)
+        frames.freeDeferred([f])
+    }
+
     func dropFromCache(_ f: FrameNumber) {
         frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.pageCache, ordering: .relaxed)
         frames.put(f)

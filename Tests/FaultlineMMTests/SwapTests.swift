@@ -182,6 +182,30 @@ struct PageoutRegressionTests {
         _ = mm.store(base, 1).must()   // a write fault maps a folio whole: this one is not any more
         #expect(mm.system.checkQuiescent([mm]) == [])
     }
+
+    /// MADV_PAGEOUT unmaps a clean shmem (or file) page and then drops it from the cache; a
+    /// write fault between the two maps it again and writes. The drop must then leave it
+    /// (`__remove_mapping` freezes the reference count and fails): dropped anyway, the PTE
+    /// mapped a page outside the cache, and after a zap the next fault read a new, zeroed page
+    /// (the stress's `own slot … (anonShared) … holds 0x0 (lost write)`, every design).
+    @Test(arguments: [Design.global, .perVMA615, .range])
+    func aPageFaultedInDuringPageoutStaysInTheCache(design: Design) {
+        let mm = makeSpace(design)
+        let base: UInt64 = 0x7000_0000_0000
+        _ = mm.mmap(base, 2 * page, [.read, .write], [.shared, .anonymous, .fixed]).must()
+        _ = mm.load(base).must()   // a clean shmem page, mapped
+        mm.system._pageoutBeforeDrop = { [unowned mm] in
+            mm.system._pageoutBeforeDrop = nil
+            _ = mm.withByte(base, .write) { $0.storeBytes(of: 0x5555, as: UInt64.self) }
+        }
+        _ = mm.madvise(base, 2 * page, .pageOut).must()
+        #expect(mm.system._pageoutBeforeDrop == nil, "the hook ran")
+        // What the quiescent check sees of a page dropped while mapped.
+        #expect(mm.system.checkQuiescent([mm]) == [])
+        _ = mm.madvise(base, 2 * page, .dontNeed).must()
+        #expect(mm.withByte(base, .read) { $0.load(as: UInt64.self) } == .success(0x5555))
+        #expect(mm.system.checkQuiescent([mm]) == [])
+    }
 }
 
 extension SwapTests {
