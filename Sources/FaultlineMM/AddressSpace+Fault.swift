@@ -677,11 +677,13 @@ extension AddressSpace {
         // A block that went huge meanwhile (a THP or the huge zero page: the entry may even
         // hold the same value again, as a zero-page PTE does) is no PTE table for this fault
         // any more: `pte_offset_map_lock()` fails on the changed PMD and the access retries.
+        // (The never-splitting broken twin keeps its huge marks for good: its faults install as
+        // before, so that the stress catches it instead of retrying forever.)
         // A file fault's page must still be the one its file caches there: truncation, a punched
         // hole or MADV_PAGEOUT may have taken it out since the lookup (Linux's fault holds the
         // folio lock and finds `folio->mapping` gone); truncation's second unmap catches an
         // install made before the removal.
-        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped,
+        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped || system.brokenTHPNeverSplits,
               cached.map({ $0.file.cachedPage($0.index) == $0.frame }) ?? true else {
             // Someone else handled it (or changed it) first: nothing of ours was installed.
             table.ptl.pointee.unlock()

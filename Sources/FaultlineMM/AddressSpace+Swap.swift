@@ -43,7 +43,7 @@ extension AddressSpace {
             frames.put(f)
             return .abort(.pteChanged)
         }
-        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped else {
+        guard ptep.pointee.load(ordering: .relaxed) == orig, !table.isPMDMapped || system.brokenTHPNeverSplits else {
             table.ptl.pointee.unlock()
             frames.put(f)
             return .done

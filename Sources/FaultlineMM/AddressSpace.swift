@@ -46,6 +46,8 @@ public final class MMSystem: @unchecked Sendable {
     /// Broken control for huge pages: a huge PMD is never split (an mprotect or zap of part
     /// of it leaves the table marked as one huge PMD whose pages now differ).
     @_spi(Testing) public var _brokenTHPNeverSplits = false
+    /// `_brokenTHPNeverSplits` as inlinable fault code may read it.
+    @usableFromInline var brokenTHPNeverSplits: Bool { _brokenTHPNeverSplits }
     /// Broken on purpose (tests): try_to_unmap clears only the first PTE it finds and counts
     /// the others as unmapped too, so reclaim frees a page that is still mapped.
     @_spi(Testing) public var _brokenTryToUnmapSkipsMappings = false
