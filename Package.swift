@@ -76,6 +76,7 @@ let package = Package(
         .testTarget(name: "FaultlineMMTests", dependencies: ["FaultlineMM", "FaultlineSync", "FaultlineTrees", "FaultlineTestSupport"]),
         .testTarget(name: "FaultlineHarnessesTests", dependencies: ["FaultlineHarnesses", "FaultlineMM", "FaultlineSync"]),
         .testTarget(name: "FaultlineFuzzTests", dependencies: ["FaultlineFuzz"]),
+        .testTarget(name: "FaultlineDiffTests", dependencies: ["FaultlineDiff"]),
         .testTarget(name: "FaultlineReplayTests", dependencies: ["FaultlineReplay", "FaultlineMM", "FaultlineTestSupport"], exclude: ["Traces"]),
         .testTarget(name: "FaultlineWorkloadsTests", dependencies: ["FaultlineWorkloads", "FaultlineReport", "FaultlineReplay", "FaultlineMM",
                                                                 "FaultlineTestSupport"]),

@@ -16,7 +16,10 @@ struct Difftest: ParsableCommand {
         result (value or errno, the byte loaded, or the signal), the maps lines of the window \
         and the heap (range, permissions, offset, path), every page's pagemap entry (present, \
         file or shmem, mapped once) and each window VMA's smaps Rss, Anonymous, LazyFree, Locked and Swap must agree. \
-        A disagreement is shrunk to a minimal sequence and printed in strace syntax. \
+        A disagreement is shrunk to a minimal sequence and printed in strace syntax. A sequence \
+        that diverges is run again first: a disagreement is one the host repeats; one it does \
+        not (the rerun agrees and the model answers that step as before) is the host varying \
+        (a page another kernel thread held locked, say), printed whole and not counted. \
         Exit status 1 on any disagreement.
         """
     )
@@ -110,6 +113,12 @@ struct Difftest: ParsableCommand {
         }
         if runner.khugepagedReruns > 0 {
             print("  rerun: \(runner.khugepagedReruns) diverging runs during which the host's khugepaged collapsed memory (its global pages_collapsed moved); \(runner.khugepagedGivenUp) sequences given up after three such runs, not compared")
+        }
+        if !runner.hostVariations.isEmpty {
+            print("  run again: \(runner.hostVariations.count) divergences the host did not repeat (run again, the sequence agreed throughout and the model answered the step as before), not counted as disagreements; each as first seen:")
+            for d in runner.hostVariations {
+                print(d.description.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n"))
+            }
         }
         // Left out by construction, not by a redraw: said on every run all the same.
         print("  never generated: mlockall(MCL_CURRENT) (it would lock the helper's own executable, libc and stack, which the model mirrors by permissions and names only)")

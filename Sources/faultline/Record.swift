@@ -151,7 +151,9 @@ struct RecordCommand: ParsableCommand {
             q.executableURL = URL(fileURLWithPath: perf)
             q.arguments = ["script", "-i", perfData, "--ns", "--show-mmap-events", "--show-task-events", "--show-lost-events",
                            "-F", "pid,tid,time,event,trace"]
-            FileManager.default.createFile(atPath: script, contents: nil)
+            guard FileManager.default.createFile(atPath: script, contents: nil) else {
+                throw ValidationError("cannot create \(script)")
+            }
             q.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: script))
             q.standardError = FileHandle.nullDevice
             try q.run()
