@@ -28,14 +28,14 @@ extension FramePool {
         if bucketHead[k] < 0 { bucketMask &= ~(1 << UInt16(k)) }
     }
 
-    /// `__free_one_page()` (lock held): the frame goes on its block's stack; the block moves
+    /// `__free_one_page()` (lock held): the frame is marked free in its block; the block moves
     /// up a bucket when its free count reaches the next order (at 512 it is whole: the merge).
     @inline(__always)
     func push(_ f: FrameNumber) {
         freeCount += 1
         let b = Int(f) >> 9
         let n = Int(blockFree[b])
-        blockFrames[b << 9 + n] = UInt16(truncatingIfNeeded: Int(f) & 511)
+        blockBits[Int(f) >> 6] |= 1 << UInt64(Int(f) & 63)
         blockFree[b] = UInt16(n + 1)
         if blockIsolated[b] != 0 { return }
         if n == 0 {
@@ -46,13 +46,17 @@ extension FramePool {
         }
     }
 
-    /// `__rmqueue_smallest()` for order 0 (lock held, `freeCount > 0`): a frame of a block in
-    /// the lowest bucket there is, so whole blocks are broken last.
+    /// `__rmqueue_smallest()` for order 0 (lock held, `freeCount > 0`): the lowest free frame
+    /// of a block in the lowest bucket there is, so whole blocks are broken last.
     @inline(__always)
     func pop() -> FrameNumber {
         let k = Int(bucketMask.trailingZeroBitCount)
         precondition(k < 10, "free lists empty")
         let b = Int(bucketHead[k])
+        var w = b << 3
+        while blockBits[w] == 0 { w += 1 }
+        let bit = blockBits[w].trailingZeroBitCount
+        blockBits[w] &= blockBits[w] - 1
         let n = Int(blockFree[b]) - 1
         blockFree[b] = UInt16(n)
         freeCount -= 1
@@ -62,7 +66,7 @@ extension FramePool {
             unlink(b, k)
             link(b, Self.bucket(n))
         }
-        return FrameNumber(b << 9 + Int(blockFrames[b << 9 + n]))
+        return FrameNumber(w << 6 + bit)
     }
 
     /// `alloc_pages(GFP_TRANSHUGE, HPAGE_PMD_ORDER)` for a THP fault or collapse: 512 contiguous,
@@ -86,6 +90,7 @@ extension FramePool {
         }
         unlink(b, 9)
         blockFree[b] = 0
+        (blockBits + b << 3).update(repeating: 0, count: 8)
         freeCount -= Self.hugeFrames
         lock.unlock()
         return prepareHuge(FrameNumber(b << 9), zeroed: zeroed, flags: flags)
@@ -141,6 +146,7 @@ extension FramePool {
         let n = Int(blockFree[b])
         if capture && n == Self.hugeFrames {
             blockFree[b] = 0
+            (blockBits + b << 3).update(repeating: 0, count: 8)
             freeCount -= Self.hugeFrames
             lock.unlock()
             return prepareHuge(FrameNumber(b << 9), zeroed: zeroed, flags: flags)
@@ -171,8 +177,8 @@ extension FramePool {
 
 extension FramePool {
     /// The free lists agree with themselves (threads quiet): each block is in the bucket of its
-    /// free count and in no other, the lists link both ways, each block's stack holds distinct
-    /// frames of its own that are marked free, and the counts add up. Frames in per-thread
+    /// free count and in no other, the lists link both ways, each block's bitmap marks
+    /// frames of its own that are marked free, as many as it counts, and the counts add up. Frames in per-thread
     /// magazines are free but on no list.
     public func _checkInvariants() -> [String] {
         lock.withLock {
@@ -196,12 +202,18 @@ extension FramePool {
                 if blockIsolated[b] != 0 { problems.append("block \(b): still isolated by compaction") }
                 let want = n == 0 || blockIsolated[b] != 0 ? -1 : Self.bucket(n)
                 if listed[b] != want { problems.append("block \(b): \(n) free but in bucket \(listed[b]), expected \(want)") }
-                var seen = Set<Int>()
-                for i in 0..<n {
-                    let f = b << 9 + Int(blockFrames[b << 9 + i])
-                    if f == 0 || f >= capacity || !seen.insert(f).inserted { problems.append("block \(b): bad free entry \(f)"); break }
-                    if !isFree(FrameNumber(f)) { problems.append("block \(b): frame \(f) on its free list is not marked free"); break }
+                var bits = 0
+                for w in b << 3..<(b + 1) << 3 {
+                    bits += blockBits[w].nonzeroBitCount
+                    var word = blockBits[w]
+                    while word != 0 {
+                        let f = w << 6 + word.trailingZeroBitCount
+                        word &= word - 1
+                        if f == 0 || f >= capacity { problems.append("block \(b): bad free entry \(f)"); break }
+                        if !isFree(FrameNumber(f)) { problems.append("block \(b): frame \(f) on its free list is not marked free"); break }
+                    }
                 }
+                if bits != n { problems.append("block \(b): \(bits) frames marked in its bitmap, \(n) counted") }
             }
             if total != freeCount { problems.append("free lists hold \(total) frames, \(freeCount) counted") }
             return Array(problems.prefix(20))

@@ -1,10 +1,11 @@
 @_spi(Testing) import FaultlineDiff
-import XCTest
+import Testing
 
 /// `DiffRunner.judge`: when a diverging sequence is a disagreement, and when it is the host
 /// varying between runs (CI, 2026-12-07: fault-around on the host left out one cached file
 /// page, seed 54 under range, which 30 reruns of the same sequence never repeated).
-final class RerunPolicyTests: XCTestCase {
+@Suite("Difftest reruns")
+struct RerunPolicyTests {
     /// Runs `judge` over scripted attempts; returns its verdict, khugepaged reruns, and the
     /// `watch` each attempt was given.
     func judge(_ script: [DiffAttempt<Int>]) -> (DiffRunner.RunVerdict<Int>, Int, [Int?]) {
@@ -13,7 +14,7 @@ final class RerunPolicyTests: XCTestCase {
         let r = DiffRunner.judge { (w: Int?) -> DiffAttempt<Int> in
             watched.append(w)
             defer { i += 1 }
-            XCTAssertLessThan(i, script.count, "judge ran the sequence more often than scripted")
+            #expect(i < script.count, "judge ran the sequence more often than scripted")
             return script[min(i, script.count - 1)]
         }
         return (r.verdict, r.khugepagedReruns, watched)
@@ -23,52 +24,52 @@ final class RerunPolicyTests: XCTestCase {
         DiffAttempt(divergence: d, khugepagedMoved: khugepaged, modelRepeated: repeated)
     }
 
-    func testAnAgreeingSequenceRunsOnce() {
+    @Test func anAgreeingSequenceRunsOnce() {
         let (v, k, w) = judge([attempt(nil)])
-        guard case .agreed = v else { return XCTFail("\(v)") }
-        XCTAssertEqual(k, 0)
-        XCTAssertEqual(w, [nil])
+        guard case .agreed = v else { Issue.record("\(v)"); return }
+        #expect(k == 0)
+        #expect(w == [nil])
     }
 
-    func testADivergenceTheHostRepeatsIsADisagreement() {
+    @Test func aDivergenceTheHostRepeatsIsADisagreement() {
         let (v, _, w) = judge([attempt(7), attempt(7, repeated: true)])
-        guard case .diverged(7) = v else { return XCTFail("\(v)") }
+        guard case .diverged(7) = v else { Issue.record("\(v)"); return }
         // The rerun watches the first run's diverging step.
-        XCTAssertEqual(w, [nil, 7])
+        #expect(w == [nil, 7])
     }
 
-    func testADivergenceTheRerunDoesNotRepeatIsTheHostVarying() {
+    @Test func aDivergenceTheRerunDoesNotRepeatIsTheHostVarying() {
         let (v, _, _) = judge([attempt(7), attempt(nil, repeated: true)])
-        guard case .hostVaried(7) = v else { return XCTFail("\(v)") }
+        guard case .hostVaried(7) = v else { Issue.record("\(v)"); return }
     }
 
     /// The model must answer the same sequence the same way: if its answer at the diverging
     /// step changed, the agreement of the rerun proves nothing about the host.
-    func testAModelThatAnswersDifferentlyWhenRunAgainIsADisagreement() {
+    @Test func aModelThatAnswersDifferentlyWhenRunAgainIsADisagreement() {
         let (v, _, _) = judge([attempt(7), attempt(nil, repeated: false)])
-        guard case .diverged(7) = v else { return XCTFail("\(v)") }
+        guard case .diverged(7) = v else { Issue.record("\(v)"); return }
     }
 
-    func testARerunDivergingElsewhereIsADisagreement() {
+    @Test func aRerunDivergingElsewhereIsADisagreement() {
         let (v, _, _) = judge([attempt(7), attempt(3)])
-        guard case .diverged(3) = v else { return XCTFail("\(v)") }
+        guard case .diverged(3) = v else { Issue.record("\(v)"); return }
     }
 
-    func testKhugepagedRunsAreRunAgainAndGivenUpAfterThree() {
+    @Test func khugepagedRunsAreRunAgainAndGivenUpAfterThree() {
         let (v, k, _) = judge([attempt(7, khugepaged: true), attempt(7, khugepaged: true), attempt(7, khugepaged: true)])
-        guard case .givenUp = v else { return XCTFail("\(v)") }
-        XCTAssertEqual(k, 3)
+        guard case .givenUp = v else { Issue.record("\(v)"); return }
+        #expect(k == 3)
         // A khugepaged run in between does not stand for the host repeating a divergence.
         let (v2, k2, w2) = judge([attempt(7), attempt(7, khugepaged: true), attempt(7, repeated: true)])
-        guard case .diverged(7) = v2 else { return XCTFail("\(v2)") }
-        XCTAssertEqual(k2, 1)
-        XCTAssertEqual(w2, [nil, 7, 7])
+        guard case .diverged(7) = v2 else { Issue.record("\(v2)"); return }
+        #expect(k2 == 1)
+        #expect(w2 == [nil, 7, 7])
     }
 
     /// A divergence during which khugepaged ran, followed by a clean run: as before, agreement.
-    func testAKhugepagedDivergenceThenAgreementAgrees() {
+    @Test func aKhugepagedDivergenceThenAgreementAgrees() {
         let (v, k, _) = judge([attempt(7, khugepaged: true), attempt(nil)])
-        guard case .agreed = v else { return XCTFail("\(v)") }
-        XCTAssertEqual(k, 1)
+        guard case .agreed = v else { Issue.record("\(v)"); return }
+        #expect(k == 1)
     }
 }
