@@ -129,7 +129,7 @@ extension AddressSpace {
             for k in 0..<n {
                 let f = head + FrameNumber(k)
                 setAnonRmap(f, s.anonVMA, s, haddr &+ UInt64(k) << Linux.pageShift)
-                frames.lru.add(f)
+                frames.lruAdd(f)
             }
             table.ptl.pointee.lock()
             for k in 0..<n {

@@ -336,7 +336,7 @@ extension AddressSpace {
         if hasFaultHook { config.faultHook!(.anonVMAReady, page) }
         guard let f = frames.allocate(zeroed: true, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         setAnonRmap(f, newPageAnonVMA(anonVMA, s, v), s, page)
-        frames.lru.add(f)
+        frames.lruAdd(f)
         let e = PTE.make(f, writable: s.flags.contains(.write), exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
         let r = installPTE(ptep, page, orig: 0, new: e, v: v, frame: f)
         if r == .installed {
@@ -414,7 +414,7 @@ extension AddressSpace {
         if !shared && kind == .write {
             guard let nf = frames.allocate(zeroed: false, flags: PageMeta.Flag.anon) else { frames.put(cf); return .error(.oom) }
             setAnonRmap(nf, newPageAnonVMA(anonVMA, s, v), s, page)
-            frames.lru.add(nf)
+            frames.lruAdd(nf)
             frames.pointer(nf).copyMemory(from: frames.pointer(cf), byteCount: Int(Linux.pageSize))
             frames.put(cf)
             let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))
@@ -637,7 +637,7 @@ extension AddressSpace {
         let isZero = orig & PTE.special != 0
         guard let nf = frames.allocate(zeroed: isZero, flags: PageMeta.Flag.anon) else { return .error(.oom) }
         setAnonRmap(nf, newPageAnonVMA(anonVMA, s, v), s, page)
-        frames.lru.add(nf)
+        frames.lruAdd(nf)
         if !isZero { frames.pointer(nf).copyMemory(from: frames.pointer(old), byteCount: Int(Linux.pageSize)) }
         if hasFaultHook { config.faultHook!(.cowCopied, page) }
         let e = PTE.make(nf, writable: true, exec: exec, dirty: true, pkey: PTE.pkeyBits(s.flags))

@@ -134,7 +134,7 @@ extension AddressSpace {
         let n = PageTablePage.entries
         for k in 0..<n {
             setAnonRmap(head + FrameNumber(k), newPageAnonVMA(anonVMA, s, v), s, haddr &+ UInt64(k) << Linux.pageShift)
-            frames.lru.add(head + FrameNumber(k))
+            frames.lruAdd(head + FrameNumber(k))
         }
         func release() { for k in 0..<n { frames.put(head + FrameNumber(k)) } }
         if hasFaultHook { config.faultHook!(.beforeInstall, page) }

@@ -100,7 +100,7 @@ extension FramePool {
     private func prepareHuge(_ head: FrameNumber, zeroed: Bool, flags: UInt32) -> FrameNumber {
         for k in 0..<Self.hugeFrames { prepare(head + FrameNumber(k), flags: flags) }
         if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
-        inUse.wrappingAdd(Self.hugeFrames, ordering: .relaxed)
+        countInUse(Self.hugeFrames)
         return head
     }
 
@@ -160,7 +160,7 @@ extension FramePool {
     /// list, past the per-thread cache: a page migration gives its old frame back this way.
     func freeToBlock(_ f: FrameNumber) {
         markFree(f)
-        inUse.wrappingSubtract(1, ordering: .relaxed)
+        countInUse(-1)
         lock.withLock { push(f) }
     }
 

@@ -138,7 +138,7 @@ extension MMFile {
                 return .exists
             }
             misses.wrappingAdd(1, ordering: .relaxed)
-            frames.lru.add(f)
+            frames.lruAdd(f)
             added.append((k, f))
         }
         return .added

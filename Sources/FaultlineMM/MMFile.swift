@@ -271,7 +271,7 @@ public final class MMFile: @unchecked Sendable {
             let r = slotCreating(index).pointee.compareExchange(expected: 0, desired: f + 1, ordering: .acquiringAndReleasing)
             if r.exchanged {
                 misses.wrappingAdd(1, ordering: .relaxed)
-                frames.lru.add(f)
+                frames.lruAdd(f)
                 return f
             }
             frames.put(f)

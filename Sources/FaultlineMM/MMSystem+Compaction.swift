@@ -125,7 +125,7 @@ extension MMSystem {
             frames.lru.putback(f)
             return false
         }
-        frames.lru.add(nf)
+        frames.lruAdd(nf)
         // No translation to the old frame after this; the isolation's reference was its last.
         tlbRCU.synchronize()
         if p.pointee.refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 {

@@ -213,7 +213,7 @@ public final class SwapDevice: @unchecked Sendable {
         _afterRead?(slot)
         frames.page(f).pointee.flags.bitwiseAnd(~PageMeta.Flag.readPending, ordering: .releasing)
         inCount.wrappingAdd(1, ordering: .relaxed)
-        frames.lru.add(f)
+        frames.lruAdd(f)
         return f
     }
 
