@@ -283,6 +283,16 @@ public struct VMFlags: OptionSet, Hashable, Sendable {
     public var smapsDescription: String {
         Self.mnemonics.filter { rawValue & $0.0 != 0 }.map(\.1).joined(separator: " ")
     }
+
+    /// The flags an smaps `VmFlags:` line names (mnemonics the model has no bit for are
+    /// ignored).
+    public init<S: StringProtocol>(smapsMnemonics line: S) {
+        var raw: UInt64 = 0
+        for word in line.split(separator: " ") {
+            if let m = Self.mnemonics.first(where: { $0.1 == word }) { raw |= m.0 }
+        }
+        self.init(rawValue: raw)
+    }
 }
 
 /// What a memory access asks for.

@@ -98,8 +98,11 @@ public struct Calibration: Sendable, Codable {
 
     /// What shapes the host's numbers that the run does not control, read from this machine,
     /// and what it does control.
-    public static func hostConditions(warmup: Double) -> [String] {
-        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read"]
+    public static func hostConditions(warmup: Double, layout: LayoutMode = .host) -> [String] {
+        let start = layout == .host
+            ? "model cells start from this process's mappings (mmap finds the host's gaps)"
+            : "model cells start from an empty address space (--layout empty: new mappings sit side by side and merge where the host's would not)"
+        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read; " + start]
         func read(_ path: String) -> String? {
             (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -98,6 +98,14 @@ extension Workload {
     }
 }
 
+/// What a model cell's address space starts with.
+public enum LayoutMode: String, Sendable, CaseIterable {
+    /// The mappings of the process running the cells, mirrored (placement and merging as the host's).
+    case host
+    /// Nothing: every mapping the workload makes is alone in the address space.
+    case empty
+}
+
 /// One cell's settings.
 public struct WorkloadOptions: Sendable {
     public var workload: Workload = .pageFault1
@@ -120,6 +128,9 @@ public struct WorkloadOptions: Sendable {
     public var sampleEvery: UInt64 = 8
     public var pin = true
     public var seed: UInt64 = 1
+    /// What the model's address space holds when a cell starts: this process's mappings
+    /// (`ProcessLayout`), as the host cells find them, or nothing.
+    public var layout: LayoutMode = .host
     public init() {}
 
     /// The size rounded to whole pages, at least 16 pages.

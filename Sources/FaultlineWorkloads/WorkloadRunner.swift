@@ -51,6 +51,9 @@ public struct CellResult: Sendable, Codable {
     public var replayFaults: UInt64? = nil
     public var faultsPerSecond: Double? = nil
     public var callsPerSecond: Double? = nil
+    /// Model: the mappings of this process the cell's address space started with
+    /// (`ProcessLayout`; 0 under `--layout empty`).
+    public var layoutMappings: Int? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -71,7 +74,7 @@ public struct CellResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
-        case faultLatencyNs, callLatencyNs
+        case faultLatencyNs, callLatencyNs, layoutMappings
     }
 }
 
@@ -138,7 +141,12 @@ public enum WorkloadRunner {
         func cell() -> CellResult {
             var cfg = AddressSpace.Configuration()
             if design.allowsTree(o.tree) { cfg.tree = o.tree }
+            // This process's mappings, as the host cells find them (read before the cell's
+            // threads start, as the host cell's threads start after it is read too).
+            let layout = o.layout == .host ? ProcessLayout.current() : nil
+            layout?.configure(&cfg)
             let mm = AddressSpace(system: system, design: design, configuration: cfg)
+            let mirrored = layout?.mirror(into: mm) ?? 0
             let files = (0..<o.threads).map { t in
                 // launch-under-pressure's libraries are sized by the memory limit.
                 let size = o.workload == .launchUnderPressure ? max(o.bytes, UInt64(o.memoryPages) * 2 * Linux.pageSize) : o.bytes
@@ -152,6 +160,7 @@ public enum WorkloadRunner {
                                      slowReaderNs: o.slowReaderNs)
             var r = run(target, o, name: design.rawValue, rep: rep) { mm.designCounters }
             if r.counters == nil { r.counters = DesignCounters() }
+            r.layoutMappings = mirrored
             return r
         }
         var result = cell()

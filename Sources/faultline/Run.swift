@@ -5,6 +5,7 @@ import FaultlineWorkloads
 import Foundation
 
 extension Workload: ExpressibleByArgument {}
+extension LayoutMode: ExpressibleByArgument {}
 
 /// Workload options shared by `run` and `compare`.
 struct WorkloadArguments: ParsableArguments {
@@ -26,7 +27,11 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "reclaim: the memory limit in MiB (its own system per cell, kswapd and direct reclaim on, a swap device twice the size).")
     var memory: Int = 32
 
+    @Option(help: "What the model's address space holds when a cell starts: host (this process's mappings, mirrored from /proc/self/smaps, so that mmap places and merges as the host's does) or empty.")
+    var layout: LayoutMode = .host
+
     func apply(_ o: inout WorkloadOptions) {
+        o.layout = layout
         o.size = UInt64(size * 1_048_576)
         o.slowReaderNs = UInt64(slowReader * 1000)
         o.mapsReader = maps

@@ -1,0 +1,102 @@
+import FaultlineMM
+import Foundation
+
+/// The mappings of the process the host cells run in (`/proc/self/smaps`), for the model's
+/// cells to start from. A real process is never empty: libraries, thread stacks, malloc's
+/// arenas and the model's own frames sit where a new mapping would otherwise go, so the
+/// host places a thread's regions in gaps apart from each other's, where an empty model
+/// put them side by side and merged them (seed-mix: every mmap and munmap of the mapper
+/// expanded or split the faulter's VMA and write-locked it; on the host they never touch).
+public struct ProcessLayout: Sendable {
+    /// One mapping: its maps line, its `VmFlags`, and whether it has anonymous pages (so an
+    /// anon_vma, which decides what may merge with it).
+    public struct Mapping: Sendable {
+        public var line: MapsLine
+        public var flags: VMFlags
+        public var hasAnonymousPages: Bool
+    }
+
+    public var mappings: [Mapping]
+
+    /// `mm->mmap_base`, as the process shows it: the end of the highest mapping below the
+    /// stack (the top-down search starts there; the loader's first mapping sits right below
+    /// it). nil when the layout has no stack.
+    public var mmapBase: UInt64? {
+        guard let stack = mappings.first(where: { $0.line.path == "[stack]" })?.line.start else { return nil }
+        return mappings.map(\.line).filter { $0.end <= stack && $0.path != "[vsyscall]" }.map(\.end).max()
+    }
+
+    /// Parses smaps text: a maps line per mapping, then its fields (`Anonymous:`, `VmFlags:`).
+    public init(smaps text: String) {
+        var out: [Mapping] = []
+        for raw in text.split(separator: "\n") {
+            if let line = MapsLine(parsing: raw) {
+                let perms = AddressSpace.flags(forPerms: line.perms)
+                out.append(Mapping(line: line, flags: perms, hasAnonymousPages: false))
+            } else if raw.hasPrefix("VmFlags:"), !out.isEmpty {
+                var f = VMFlags(smapsMnemonics: raw.dropFirst(8))
+                // The protection key is not a VmFlags mnemonic.
+                f.formUnion(out[out.count - 1].flags.intersection(.pkeyExecOnly))
+                out[out.count - 1].flags = f
+            } else if raw.hasPrefix("Anonymous:"), !out.isEmpty {
+                let kb = raw.dropFirst(10).split(separator: " ").first.flatMap { Int($0) } ?? 0
+                out[out.count - 1].hasAnonymousPages = kb > 0
+            }
+        }
+        mappings = out
+    }
+
+    /// This process's layout now, or nil if smaps cannot be read.
+    public static func current() -> ProcessLayout? {
+        // A proc file reports size 0: read it to the end.
+        let fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 { return nil }
+            if n == 0 { break }
+            bytes += buf[0..<n]
+        }
+        let layout = ProcessLayout(smaps: String(decoding: bytes, as: UTF8.self))
+        return layout.mappings.isEmpty ? nil : layout
+    }
+
+    /// The configuration's search starts where the process's does, and its stack is named.
+    public func configure(_ cfg: inout AddressSpace.Configuration) {
+        if let b = mmapBase, b < cfg.taskSize { cfg.mmapBase = b }
+        if let s = mappings.first(where: { $0.line.path == "[stack]" }) { cfg.startStack = s.line.start }
+    }
+
+    /// Mirrors every mapping below the task size into `mm` (which must be empty), with its
+    /// flags, file offset and name; file mappings get a stand-in file per path, sized to
+    /// cover them. Returns how many it mirrored.
+    @discardableResult
+    public func mirror(into mm: AddressSpace) -> Int {
+        var files: [String: MMFile] = [:]
+        var sizes: [String: UInt64] = [:]
+        for m in mappings where m.line.inode != 0 && m.line.path.hasPrefix("/") {
+            sizes[m.line.path] = max(sizes[m.line.path] ?? 0, m.line.offset + (m.line.end - m.line.start))
+        }
+        var n = 0
+        for m in mappings where m.line.end <= mm.config.taskSize && m.line.start < m.line.end {
+            let l = m.line
+            var file: MMFile?
+            var special: String?
+            if let size = sizes[l.path], l.inode != 0 {
+                file = files[l.path] ?? mm.system.makeFile(path: l.path, size: size)
+                files[l.path] = file
+            } else if l.path.hasPrefix("[") && l.path != "[stack]" && l.path != "[heap]" {
+                // vvar, vdso and the like: special mappings (the stack and heap are not).
+                special = l.path
+            }
+            mm.mirror(start: l.start, end: l.end, flags: m.flags, file: file,
+                      pgoff: file == nil ? nil : l.offset >> Linux.pageShift,
+                      anonymous: m.hasAnonymousPages, specialName: special)
+            n += 1
+        }
+        return n
+    }
+}
