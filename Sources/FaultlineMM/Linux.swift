@@ -24,7 +24,9 @@ public enum Linux {
         guard let f = fopen("/sys/class/bdi/\(major):\(minor)/read_ahead_kb", "r") else { return 32 }
         defer { fclose(f) }
         var buf = [CChar](repeating: 0, count: 32)
-        guard fgets(&buf, 32, f) != nil, let kb = Int(String(cString: buf).filter(\.isNumber)) else { return 32 }
+        guard fgets(&buf, 32, f) != nil else { return 32 }
+        let text = String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let kb = Int(text.filter(\.isNumber)) else { return 32 }
         return kb / 4
     }
     /// This process's `RLIMIT_STACK` (bytes; `UInt64.max` when unlimited): how far a

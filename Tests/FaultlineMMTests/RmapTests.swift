@@ -107,36 +107,18 @@ struct RmapTests {
     /// until the fault ends.
     @Test(arguments: Design.selectable)
     func aMergeThatRemovesTheFaultingVMAKeepsItsPageInTheReverseMap(design: Design) {
-        let box = Shared(UnsafeMutablePointer<AddressSpace?>.allocate(capacity: 1))
-        box.value.initialize(to: nil)
-        let writer = Shared(UnsafeMutablePointer<pthread_t?>.allocate(capacity: 1))
-        writer.value.initialize(to: nil)
-        let done = Shared(UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: 1))
-        done.value.initialize(to: Atomic(false))
-        defer { box.value.deallocate(); writer.value.deallocate(); done.value.deallocate() }
         let base = Self.base
-        let mm = makeSpace(design) { cfg in
-            cfg.faultHook = { stage, address in
-                guard stage == .anonVMAReady, address == base + Linux.pmdSize + page, writer.value.pointee == nil,
-                      let mm = box.value.pointee else { return }
-                writer.value.pointee = Threads.spawn {
-                    _ = mm.mprotect(base + page, page, [.read, .write])
-                    done.value.pointee.store(true, ordering: .releasing)
-                }
-                // Designs that exclude the writer: it waits for this fault; go on without it.
-                let t0 = fl_now_ns()
-                while !done.value.pointee.load(ordering: .acquiring) && fl_now_ns() &- t0 < 200_000_000 { fl_sleep_ns(1_000_000) }
-            }
+        let writer = WriterInFault(at: .anonVMAReady, address: base + Linux.pmdSize + page) { mm in
+            _ = mm.mprotect(base + page, page, [.read, .write])
         }
-        box.value.pointee = mm
+        let mm = makeSpace(design) { $0.faultHook = writer.hook }
+        writer.attach(mm)
         _ = mm.mmap(base, page, [.read, .write], [.private, .anonymous, .fixed]).must()
         _ = mm.mmap(base + page, page, [.read], [.private, .anonymous, .fixed]).must()
         _ = mm.mmap(base + 2 * page, Linux.pmdSize, [.read, .write], [.private, .anonymous, .fixed]).must()
         _ = mm.store(base + 2 * page, 1).must()
         _ = mm.store(base + Linux.pmdSize + page, 2).must()
-        #expect(writer.value.pointee != nil, "the hook ran")
-        if let t = writer.value.pointee { Threads.join(t) }
-        box.value.pointee = nil
+        #expect(writer.finish(), "the hook ran")
         #expect(layout(mm) == [line(base, base + Linux.pmdSize + 2 * page, "rw-p")], "\(layout(mm))")
         let problems = mm.system.checkQuiescent([mm])
         #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")

@@ -401,34 +401,16 @@ extension THPTests {
     /// huge PMD it finds; other designs exclude it by mmap_lock or the VMA lock.
     @Test(arguments: Design.selectable)
     func aWriterInsideTheBlockWaitsForAHugeFault(design: Design) {
-        let box = Shared(UnsafeMutablePointer<AddressSpace?>.allocate(capacity: 1))
-        box.value.initialize(to: nil)
-        let writer = Shared(UnsafeMutablePointer<pthread_t?>.allocate(capacity: 1))
-        writer.value.initialize(to: nil)
-        let done = Shared(UnsafeMutablePointer<Atomic<Bool>>.allocate(capacity: 1))
-        done.value.initialize(to: Atomic(false))
-        defer { box.value.deallocate(); writer.value.deallocate(); done.value.deallocate() }
         let base = Self.base, cut = Self.base + 100 * page
-        let mm = makeSpace(design) { cfg in
-            cfg.faultHook = { stage, address in
-                guard stage == .beforeInstall, address == base, writer.value.pointee == nil, let mm = box.value.pointee else { return }
-                writer.value.pointee = Threads.spawn {
-                    _ = mm.mprotect(cut, page, [])
-                    done.value.pointee.store(true, ordering: .releasing)
-                }
-                let t0 = fl_now_ns()
-                while !done.value.pointee.load(ordering: .acquiring) && fl_now_ns() &- t0 < 200_000_000 { fl_sleep_ns(1_000_000) }
-            }
-        }
-        box.value.pointee = mm
+        let writer = WriterInFault(at: .beforeInstall, address: base) { mm in _ = mm.mprotect(cut, page, []) }
+        let mm = makeSpace(design) { $0.faultHook = writer.hook }
+        writer.attach(mm)
         Self.region(mm)
         // The VMA's anon_vma first (a THP in the other block), so that no fault below needs
         // the short lock to prepare one.
         _ = mm.store(base + Self.mib2, 1).must()
         _ = mm.load(base).must()
-        #expect(writer.value.pointee != nil, "the hook ran")
-        if let t = writer.value.pointee { Threads.join(t) }
-        box.value.pointee = nil
+        #expect(writer.finish(), "the hook ran")
         #expect(mm.load(cut).error == .segvAccErr, "the PROT_NONE page is not readable")
         #expect(mm.system.checkQuiescent([mm]) == [])
     }
