@@ -493,8 +493,9 @@ extension AddressSpace {
         let page = address & Linux.pageMask
         mmapLock.lockRead()
         defer { mmapLock.unlockRead() }
-        var out = "PTE " + hex8(pteValue(page))
+        // One read: the page is live in a racing run, and two reads could describe two PTEs.
         let pte = pteValue(page)
+        var out = "PTE " + hex8(pte)
         rcuRead.readLock()
         if let ptep = walkPTE(page) { out += " (table mode \(PageTablePage(entry: ptep).pmdMapping.pointee.load(ordering: .relaxed)))" }
         rcuRead.readUnlock()
