@@ -69,6 +69,43 @@ extension FramePool {
         return FrameNumber(w << 6 + bit)
     }
 
+    /// `rmqueue_bulk()` (lock held): up to `n` frames into `out`, in the order `pop()` would
+    /// give them — the lowest free frames of the block in the lowest bucket, which stays the
+    /// lowest (and its bucket's head) as it empties — taken a bitmap word at a time and with
+    /// one bucket move per block instead of one per frame. Returns how many.
+    @inline(__always)
+    func popMany(_ out: UnsafeMutablePointer<FrameNumber>, _ n: Int) -> Int {
+        var got = 0
+        while got < n && bucketMask != 0 {
+            let k = Int(bucketMask.trailingZeroBitCount)
+            let b = Int(bucketHead[k])
+            let had = Int(blockFree[b])
+            var taken = 0
+            var w = b << 3
+            while got < n && taken < had {
+                var word = blockBits[w]
+                while word != 0 && got < n {
+                    out[got] = FrameNumber(w << 6 + word.trailingZeroBitCount)
+                    word &= word - 1
+                    got += 1
+                    taken += 1
+                }
+                blockBits[w] = word
+                w += 1
+            }
+            let left = had - taken
+            blockFree[b] = UInt16(left)
+            freeCount -= taken
+            if left == 0 {
+                unlink(b, k)
+            } else if Self.bucket(left) != k {
+                unlink(b, k)
+                link(b, Self.bucket(left))
+            }
+        }
+        return got
+    }
+
     /// `alloc_pages(GFP_TRANSHUGE, HPAGE_PMD_ORDER)` for a THP fault or collapse: 512 contiguous,
     /// naturally aligned frames, each with one reference, `flags` set and (if `zeroed`) zeroed;
     /// the first frame's number, or nil when no whole block is free or taking one would go
