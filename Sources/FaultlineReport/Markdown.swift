@@ -32,6 +32,23 @@ extension Comparison {
                 }
             }
         }
+        // The model's Linux design against the host that runs it, as the HTML report has it.
+        let linux = Design.perVMA615.rawValue
+        if designs.contains("host") && designs.contains(linux) {
+            let cal = Calibration(self, design: linux)
+            if !cal.rows.isEmpty {
+                func x(_ v: Double) -> String { String(format: "%.2f×", v) }
+                out += "\n## Calibration: does \(linux) scale as the host does?\n\n"
+                out += "Each repetition's N-thread throughput over the same repetition's 1-thread throughput, median and"
+                    + " min–max over the repetitions; the error is the model's median against the host's (±\(Int(cal.tolerance * 100))% is the goal).\n\n"
+                out += "| workload | threads | host | host min–max | \(linux) | model min–max | error |\n"
+                out += "|---|---|---:|---:|---:|---:|---:|\n"
+                for r in cal.rows {
+                    out += "| \(r.workload) | \(r.threads) ÷ 1 | \(x(r.host.median)) | \(x(r.host.min))–\(x(r.host.max)) | "
+                        + "\(x(r.model.median)) | \(x(r.model.min))–\(x(r.model.max)) | \(String(format: "%+.0f%%", r.error * 100)) |\n"
+                }
+            }
+        }
         return out
     }
 

@@ -53,6 +53,11 @@ struct CalibrationTests {
         let html = comparison(cells).html()
         #expect(html.contains("<h2>Calibration: does per-vma-6.15 scale as the host does?</h2>"))
         #expect(html.contains("+13%</td>") && html.contains("-50%</td>"))
+        // So has the results page.
+        let page = comparison(cells).markdown(source: "r/results.json")
+        #expect(page.contains("## Calibration: does per-vma-6.15 scale as the host does?"))
+        #expect(page.contains("| page_fault1 | 2 ÷ 1 | 1.50× | 1.00×–2.00× | 1.70× | 1.60×–1.80× | +13% |"))
+        #expect(page.contains("| mmap1 | 2 ÷ 1 | 1.00× | 1.00×–1.00× | 0.50× | 0.50×–0.50× | -50% |"))
     }
 
     @Test func aWorkloadWithoutHostCellsHasNoRow() {
@@ -64,6 +69,8 @@ struct CalibrationTests {
     @Test func hostConditionsSayWhatWasNotControlled() {
         let lines = Calibration.hostConditions(warmup: 0.1)
         #expect(lines.first?.hasPrefix("controlled:") == true)
+        #expect(lines.first?.contains("this process's mappings") == true)
+        #expect(Calibration.hostConditions(warmup: 0.1, layout: .empty).first?.contains("--layout empty") == true)
         // A machine that exposes its THP setting has it said.
         if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
             #expect(lines.contains { $0.contains("transparent huge pages") })
