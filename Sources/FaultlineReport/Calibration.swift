@@ -111,7 +111,10 @@ public struct Calibration: Sendable, Codable {
             read(path)?.split(separator: " ").first { $0.hasPrefix("[") }.map { $0.dropFirst().dropLast() }
         }
         if let mode = chosen("/sys/kernel/mm/transparent_hugepage/enabled") {
-            out.append("not controlled: transparent huge pages \(mode) (the model has none: under `always` the host's anonymous faults may map 2 MiB at once)")
+            let note = mode == "madvise"
+                ? "as the model's cells run: THPs only where a workload asks with MADV_HUGEPAGE"
+                : "the model's cells run `madvise`: under `always` the host's anonymous faults may map 2 MiB at once where the model's do not"
+            out.append("not controlled: transparent huge pages \(mode) (\(note))")
         }
         if let mode = chosen("/sys/kernel/mm/transparent_hugepage/shmem_enabled") {
             out.append("not controlled: shmem huge pages \(mode) (page_fault3's shared file faults)")
