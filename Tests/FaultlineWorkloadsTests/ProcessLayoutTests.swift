@@ -73,6 +73,7 @@ struct ProcessLayoutTests {
     /// A model cell starts from this process's layout unless told otherwise, and says so.
     @Test func aModelCellStartsFromThisProcesssLayout() {
         var o = smallOptions(.seedMix)
+        o.layout = .host
         let system = WorkloadRunner.makeSystem(o, workloads: [.seedMix], threads: 2)
         let host = WorkloadRunner.runModel(design: .perVMA615, options: o, system: system)
         #expect((host.layoutMappings ?? 0) > 0)

@@ -19,6 +19,9 @@ func smallOptions(_ w: Workload, threads: Int = 2) -> WorkloadOptions {
     o.pin = false
     o.ioLatencyNs = 2_000
     o.memoryPages = 512
+    // The workloads' own mechanics, apart from the test process's mappings (thousands under
+    // ASan: a locked maps reader over them held the call worker off for the whole window).
+    o.layout = .empty
     // Huge pages need aligned 2 MiB blocks in the region.
     if w == .thp { o.size = 4 << 20 }
     return o
