@@ -57,10 +57,13 @@ struct DesignStressTests {
 @Suite("BrokenControl stress", .serialized)
 struct BrokenControlStressTests {
     @Test(arguments: Design.allCases.filter(\.isBrokenControl))
-    func brokenControlIsCaughtWithin30Seconds(design: Design) {
+    func brokenControlIsCaughtWithin60Seconds(design: Design) {
         var o = StressOptions()
         o.design = design
-        o.seconds = 30
+        // Alone, all six are caught in 4.5 s together; beside the rest of a parallel test run
+        // on two CPUs the stress threads seldom run at once, and the per-VMA re-check controls
+        // once went 30 s uncaught (local CI, 2026-12-07). The run stops at the first violation.
+        o.seconds = 60
         o.threads = 4
         o.epoch = 0.25
         o.seed = 3
@@ -72,7 +75,7 @@ struct BrokenControlStressTests {
         o.hugePages = false
         let r = DesignStress(options: o).run()
         #expect(!r.violations.isEmpty, "\(design.rawValue) was not caught")
-        #expect((r.firstViolationAfter ?? 99) < 30)
+        #expect((r.firstViolationAfter ?? 99) < 60)
     }
 }
 
@@ -110,6 +113,6 @@ struct THPStressTests {
         // or by what an unsplit PMD leads to (a moved or copied "huge" table whose pages the
         // reverse map or the counts then disagree with).
         #expect(!r.violations.isEmpty, "the stress missed huge PMDs that are never split (\(r.epochs) epochs; THPs faulted \(r.thpFaults), fell back \(r.thpFallbacks), collapsed \(r.thpCollapses); operations \(r.operations))")
-        #expect((r.firstViolationAfter ?? 99) < 30)
+        #expect((r.firstViolationAfter ?? 99) < 60)
     }
 }
