@@ -46,33 +46,10 @@ extension FramePool {
         }
     }
 
-    /// `__rmqueue_smallest()` for order 0 (lock held, `freeCount > 0`): the lowest free frame
-    /// of a block in the lowest bucket there is, so whole blocks are broken last.
-    @inline(__always)
-    func pop() -> FrameNumber {
-        let k = Int(bucketMask.trailingZeroBitCount)
-        precondition(k < 10, "free lists empty")
-        let b = Int(bucketHead[k])
-        var w = b << 3
-        while blockBits[w] == 0 { w += 1 }
-        let bit = blockBits[w].trailingZeroBitCount
-        blockBits[w] &= blockBits[w] - 1
-        let n = Int(blockFree[b]) - 1
-        blockFree[b] = UInt16(n)
-        freeCount -= 1
-        if n == 0 {
-            unlink(b, 0)
-        } else if Self.bucket(n) != k {
-            unlink(b, k)
-            link(b, Self.bucket(n))
-        }
-        return FrameNumber(w << 6 + bit)
-    }
-
-    /// `rmqueue_bulk()` (lock held): up to `n` frames into `out`, in the order `pop()` would
-    /// give them — the lowest free frames of the block in the lowest bucket, which stays the
-    /// lowest (and its bucket's head) as it empties — taken a bitmap word at a time and with
-    /// one bucket move per block instead of one per frame. Returns how many.
+    /// `rmqueue_bulk()` over `__rmqueue_smallest()` for order 0 (lock held): up to `n` frames
+    /// into `out`, the lowest free frames of a block in the lowest bucket there is (so whole
+    /// blocks are broken last; the block stays the lowest, and its bucket's head, as it
+    /// empties), taken a bitmap word at a time with one bucket move per block. Returns how many.
     @inline(__always)
     func popMany(_ out: UnsafeMutablePointer<FrameNumber>, _ n: Int) -> Int {
         var got = 0

@@ -361,11 +361,9 @@ public final class FramePool: @unchecked Sendable {
         let take = min(Self.refill, max(freeCount - watermarks.min, 0))
         // `rmqueue_bulk()` adds to the list's tail and allocation takes the head: the frames
         // go out in the order they came off the free lists (the magazine pops from its top).
-        withUnsafeTemporaryAllocation(of: FrameNumber.self, capacity: Self.refill) { got in
-            let n = popMany(got.baseAddress!, take)
-            precondition(n == take, "free lists hold fewer frames than counted")
-            for i in 0..<take { (mag + 8 + 4 * (take - 1 - i)).storeBytes(of: got[i], as: FrameNumber.self) }
-        }
+        var slots = UnsafeMutableBufferPointer(start: (mag + 8).assumingMemoryBound(to: FrameNumber.self), count: take)
+        precondition(popMany(slots.baseAddress!, take) == take, "free lists hold fewer frames than counted")
+        slots.reverse()
         lock.unlock()
         if wake { wakeKswapd?() }
         mag.storeBytes(of: take, as: Int.self)

@@ -17,6 +17,10 @@ public struct ProcessLayout: Sendable {
     }
 
     public var mappings: [Mapping]
+    /// Lines left out because they overlapped an earlier one: a read of smaps takes several
+    /// read() calls, and a thread that changes the mappings between them can leave a VMA that
+    /// grew below where the last call stopped shown twice.
+    public var overlapping = 0
 
     /// `mm->mmap_base`, as the process shows it: the end of the highest mapping below the
     /// stack (the top-down search starts there; the loader's first mapping sits right below
@@ -29,16 +33,17 @@ public struct ProcessLayout: Sendable {
     /// Parses smaps text: a maps line per mapping, then its fields (`Anonymous:`, `VmFlags:`).
     public init(smaps text: String) {
         var out: [Mapping] = []
+        var skipping = false
         for raw in text.split(separator: "\n") {
             if let line = MapsLine(parsing: raw) {
-                let perms = AddressSpace.flags(forPerms: line.perms)
-                out.append(Mapping(line: line, flags: perms, hasAnonymousPages: false))
-            } else if raw.hasPrefix("VmFlags:"), !out.isEmpty {
-                var f = VMFlags(smapsMnemonics: raw.dropFirst(8))
-                // The protection key is not a VmFlags mnemonic.
-                f.formUnion(out[out.count - 1].flags.intersection(.pkeyExecOnly))
-                out[out.count - 1].flags = f
-            } else if raw.hasPrefix("Anonymous:"), !out.isEmpty {
+                skipping = out.last.map { line.start < $0.line.end } ?? false
+                if skipping { overlapping += 1; continue }
+                out.append(Mapping(line: line, flags: AddressSpace.flags(forPerms: line.perms), hasAnonymousPages: false))
+            } else if skipping || out.isEmpty {
+                continue
+            } else if raw.hasPrefix("VmFlags:") {
+                out[out.count - 1].flags = VMFlags(smapsMnemonics: raw.dropFirst(8))
+            } else if raw.hasPrefix("Anonymous:") {
                 let kb = raw.dropFirst(10).split(separator: " ").first.flatMap { Int($0) } ?? 0
                 out[out.count - 1].hasAnonymousPages = kb > 0
             }
@@ -47,7 +52,7 @@ public struct ProcessLayout: Sendable {
     }
 
     /// This process's layout now, or nil if smaps cannot be read.
-    public static func current() -> ProcessLayout? {
+    static func readOnce() -> ProcessLayout? {
         // A proc file reports size 0: read it to the end.
         let fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -62,6 +67,13 @@ public struct ProcessLayout: Sendable {
         }
         let layout = ProcessLayout(smaps: String(decoding: bytes, as: UTF8.self))
         return layout.mappings.isEmpty ? nil : layout
+    }
+
+    /// This process's layout, read again (up to three times) while a read came out torn.
+    public static func current() -> ProcessLayout? {
+        var layout = readOnce()
+        for _ in 0..<2 where (layout?.overlapping ?? 0) > 0 { layout = readOnce() }
+        return layout
     }
 
     /// The configuration's search starts where the process's does, and its stack is named.

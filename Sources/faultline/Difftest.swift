@@ -19,7 +19,8 @@ struct Difftest: ParsableCommand {
         A disagreement is shrunk to a minimal sequence and printed in strace syntax. A sequence \
         that diverges is run again first: a disagreement is one the host repeats; one it does \
         not (the rerun agrees and the model answers that step as before) is the host varying \
-        (a page another kernel thread held locked, say), printed whole and not counted. \
+        (a page another kernel thread held locked, say), printed whole and not counted unless \
+        --strict. \
         Exit status 1 on any disagreement.
         """
     )
@@ -41,6 +42,9 @@ struct Difftest: ParsableCommand {
 
     @Option(help: "Stop after this many disagreements.")
     var maxFailures: Int = 5
+
+    @Flag(help: "Count a divergence the host did not repeat when run again as a disagreement too (by default it is printed under 'run again' and not counted).")
+    var strict = false
 
     @Flag(help: "Print every sequence.")
     var verbose = false
@@ -82,7 +86,17 @@ struct Difftest: ParsableCommand {
                 print("sequence seed \(s):")
                 for c in calls { print("  " + c.description) }
             }
-            guard let d = try runner.run(calls) else { continue }
+            let varied = runner.hostVariations.count
+            guard let d = try runner.run(calls) else {
+                if strict && runner.hostVariations.count > varied {
+                    failures += 1
+                    progress.finish()
+                    print("disagreement in sequence seed \(s) at step \(runner.hostVariations.last!.index + 1), which the host did not repeat when run again (--strict counts it; not shrunk):")
+                    print(runner.hostVariations.last!.description)
+                    if failures >= maxFailures { break }
+                }
+                continue
+            }
             failures += 1
             progress.finish()
             let small = try runner.shrink(calls, d)

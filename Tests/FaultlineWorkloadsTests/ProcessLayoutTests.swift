@@ -38,6 +38,25 @@ struct ProcessLayoutTests {
         #expect(l.mmapBase == 0x7f00_0040_2000)
     }
 
+    /// A torn read (a VMA that grew below where the previous read() stopped, shown again) is
+    /// left out and counted, fields and all, so that mirroring never meets an overlap.
+    @Test func anOverlappingLineFromATornReadIsLeftOut() {
+        let torn = Self.smaps.replacingOccurrences(of: "7f0000200000-7f0000300000 rw-p 00000000 00:00 0 \n", with: """
+        7f0000200000-7f0000300000 rw-p 00000000 00:00 0 
+        Anonymous:             4 kB
+        VmFlags: rd wr mr mw me ac sd
+        7f00001ff000-7f0000300000 rw-p 00000000 00:00 0 
+
+        """)
+        let l = ProcessLayout(smaps: torn)
+        #expect(l.overlapping == 1)
+        #expect(l.mappings.count == 6)
+        #expect(l.mappings[2].line.start == 0x7f00_0020_0000 && l.mappings[2].hasAnonymousPages)
+        #expect(l.mappings[2].flags.contains(.account) && !l.mappings[2].flags.contains(.noHugePage))
+        let mm = AddressSpace(system: MMSystem(frames: 64), design: .global)
+        #expect(l.mirror(into: mm) == 5)
+    }
+
     /// New mappings go into the layout's gaps, top down, and merge only where the flags the
     /// host's VMAs have allow: beside a VM_NOHUGEPAGE neighbour, not; beside a plain anonymous
     /// one (VM_ACCOUNT, soft-dirty ignored), yes.
