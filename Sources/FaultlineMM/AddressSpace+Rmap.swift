@@ -223,7 +223,7 @@ extension MMSystem {
     }
 
     /// anon_vmas allocated and not yet freed.
-    public var liveAnonVMACount: Int { liveAnonVMAs.value.load(ordering: .relaxed) }
+    public var liveAnonVMACount: Int { anonVMACache.live.load(ordering: .relaxed) }
 }
 
 extension AddressSpace {
@@ -241,6 +241,14 @@ extension AddressSpace {
         let old = ptep.pointee.load(ordering: .relaxed)
         guard old & PTE.present != 0, old & PTE.special == 0, PTE.frame(old) == f, tableStillLinked(address, ptep) else { return }
         body(ptep, old, table)
+    }
+
+    /// Points the page mapped at `address` to the anon_vma of the VMA at `other` (tests): the
+    /// state a fault into a VMA already detached leaves (`broken-per-vma-6.15-recheck`) — a
+    /// mapped page whose anon_vma its VMAs no longer hold.
+    @_spi(Testing) public func _brokenPointPage(at address: UInt64, toAnonVMAOf other: UInt64) {
+        guard let v = tree.lookup(other), v.anonVMA != 0, let f = _anonRmap(at: address)?.frame else { return }
+        frames.page(f).pointee.mapping.store(v.anonVMA, ordering: .releasing)
     }
 
     /// What the reverse map knows at `address` (tests): the frame mapped there, the length of

@@ -20,8 +20,9 @@ public final class MMSystem: @unchecked Sendable {
     /// VMA-tree nodes walked by the quiescent checks' tree invariants, all address spaces
     /// together: proof that a (release-built) stress or fuzz run checked its trees.
     public let treeNodesChecked = Atomic<Int>(0)
-    /// anon_vmas allocated and not yet freed (freeing waits for a grace period).
-    let liveAnonVMAs = LiveCount()
+    /// `anon_vma_cachep`: freed anon_vmas (freeing waits for a grace period), and the count
+    /// of live ones.
+    let anonVMACache = AnonVMACache()
     /// The swap device (`swapon`), or nil: the host here has none, and difftest configures
     /// the model as the host is.
     public private(set) var swap: SwapDevice? = nil

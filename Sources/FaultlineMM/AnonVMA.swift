@@ -10,10 +10,10 @@ import Synchronization
 ///
 /// All anon_vmas of one fork hierarchy share the root's `rwsem`; `tree`, `numChildren` and
 /// `numActiveVMAs` are changed under it held for write (`anon_vma_lock_write`). The object is
-/// freed (after an RCU grace period: Linux's cache is `SLAB_TYPESAFE_BY_RCU`) when its tree
-/// empties and no child holds it as root.
+/// freed when its tree empties and no child holds it as root: into `AnonVMACache` after an RCU
+/// grace period, where, as in Linux's `SLAB_TYPESAFE_BY_RCU` cache, it stays an anon_vma.
 public final class AnonVMA: @unchecked Sendable {
-    public let id: UInt64
+    public private(set) var id: UInt64
     /// `anon_vma->root`: the first of the hierarchy (itself for a root); its lock is everyone's.
     private(set) unowned(unsafe) var root: AnonVMA! = nil
     /// `anon_vma->parent`: the anon_vma this one was forked from (itself for a root).
@@ -30,24 +30,36 @@ public final class AnonVMA: @unchecked Sendable {
     /// `anon_vma->rb_root`: the chain entries of every VMA that may map its pages.
     var tree = RBTree<AnonVMAChain, RBIntervalAugmentation<AnonVMAChain>>()
     let rcu: RCU
-    /// The system's count of live anon_vmas (for the leak check).
-    let live: LiveCount
+    /// The cache it came from and goes back to.
+    let cache: AnonVMACache
 
     static let ids = Atomic<UInt64>(0)
 
-    /// `anon_vma_alloc()`: a root of its own, one reference.
-    init(rcu: RCU, live: LiveCount) {
+    init(rcu: RCU, cache: AnonVMACache) {
         id = AnonVMA.ids.wrappingAdd(1, ordering: .relaxed).newValue
         self.rcu = rcu
-        self.live = live
+        self.cache = cache
         root = self
         parent = self
     }
 
-    /// A new anon_vma, retained until `put()` lets go of the last reference.
+    /// `anon_vma_alloc()`: a root of its own, one reference; a freed one from the cache if
+    /// there is one (retained by the cache), else a new one retained until the cache goes.
     static func alloc(_ system: MMSystem) -> AnonVMA {
-        let a = AnonVMA(rcu: system.rcu, live: system.liveAnonVMAs)
-        system.liveAnonVMAs.value.wrappingAdd(1, ordering: .relaxed)
+        let cache = system.anonVMACache
+        cache.live.wrappingAdd(1, ordering: .relaxed)
+        if let a = cache.take() {
+            precondition(a.tree.isEmpty && a.refcount.load(ordering: .relaxed) == 0, "a cached anon_vma in use")
+            a.id = AnonVMA.ids.wrappingAdd(1, ordering: .relaxed).newValue
+            a.root = a
+            a.parent = a
+            a.numChildren = 0
+            a.numActiveVMAs = 0
+            // Last: a stale walker's `tryGet` that sees 1 sees the fields above.
+            a.refcount.store(1, ordering: .releasing)
+            return a
+        }
+        let a = AnonVMA(rcu: system.rcu, cache: cache)
         return Unmanaged.passRetained(a).takeUnretainedValue()
     }
 
@@ -84,11 +96,8 @@ public final class AnonVMA: @unchecked Sendable {
         guard refcount.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
         let r = root!
         let me = Unmanaged.passUnretained(self)
-        let live = self.live
-        rcu.callRCU {
-            live.value.wrappingSubtract(1, ordering: .relaxed)
-            me.release()
-        }
+        let cache = self.cache
+        rcu.callRCU { cache.free(me) }
         if r !== self { r.put() }
     }
 
@@ -131,7 +140,29 @@ extension UnsafeMutablePointer where Pointee == VMA {
     }
 }
 
-/// A count shared with objects that may outlive their owner's other state (RCU callbacks).
-final class LiveCount: @unchecked Sendable {
-    let value = Atomic<Int>(0)
+/// `anon_vma_cachep` (`SLAB_TYPESAFE_BY_RCU`): freed anon_vmas stay anon_vmas, so an rmap
+/// walker that read a page's `mapping` under RCU finds an anon_vma there even when it is
+/// stale — its reference count 0 (`tryGet` fails), or reused (the walk finds VMAs that do not
+/// map the page and leaves it) — never memory handed to something else. Shared with the RCU
+/// callbacks that free into it, so it may outlive its system.
+final class AnonVMACache: @unchecked Sendable {
+    /// anon_vmas allocated and not yet freed (the leak check's count).
+    let live = Atomic<Int>(0)
+    private let lock = SpinLock()
+    private var free: [Unmanaged<AnonVMA>] = []
+
+    func take() -> AnonVMA? {
+        lock.lock()
+        defer { lock.unlock() }
+        return free.popLast()?.takeUnretainedValue()
+    }
+
+    func free(_ a: Unmanaged<AnonVMA>) {
+        live.wrappingSubtract(1, ordering: .relaxed)
+        lock.lock()
+        free.append(a)
+        lock.unlock()
+    }
+
+    deinit { for a in free { a.release() } }
 }

@@ -141,4 +141,32 @@ struct BrokenControlRmap {
         let problems = mm.system.checkQuiescent([mm])
         #expect(problems.contains { $0.contains("reverse map finds 0") }, "\(problems)")
     }
+
+    /// A mapped page whose anon_vma was freed (what a fault into a detached VMA leaves): as in
+    /// Linux, whose anon_vma cache is `SLAB_TYPESAFE_BY_RCU`, reclaim's walk finds a stale
+    /// anon_vma — freed (no reference to take) or reused by another VMA (whose PTEs do not map
+    /// the page) — leaves the page where it is, and the check reports it. Freed into malloc,
+    /// the walk read whatever took the memory (the stress crashed in `AnonVMA.lockRead`).
+    @Test func aPageWhoseAnonVMAIsFreedIsReportedNotFollowed() {
+        let mm = makeSpace(.global)
+        let base: UInt64 = 0x7000_0000_0000
+        let other = base + 0x10_0000
+        _ = mm.mmap(base, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.mmap(other, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.store(base, 7).must()
+        _ = mm.store(other, 1).must()
+        mm._brokenPointPage(at: base, toAnonVMAOf: other)
+        _ = mm.munmap(other, page).must()
+        mm.system.rcu.barrier()
+        #expect(!mm._reclaimAnon(at: base), "a freed anon_vma's walk unmapped the page")
+        // The freed anon_vma is the next one handed out: a walk through it finds a VMA that
+        // does not map the page.
+        let third = base + 0x20_0000
+        _ = mm.mmap(third, page, [.read, .write], [.private, .anonymous, .fixed]).must()
+        _ = mm.store(third, 1).must()
+        #expect(!mm._reclaimAnon(at: base), "a reused anon_vma's walk unmapped the page")
+        #expect(mm.load(base).must() == 7)
+        let problems = mm.system.checkQuiescent([mm])
+        #expect(problems.contains { $0.contains("reverse map finds 0") }, "\(problems)")
+    }
 }
