@@ -212,3 +212,8 @@ int64_t fl_syscall6(int64_t number, uint64_t a0, uint64_t a1, uint64_t a2, uint6
 const char *fl_errno_name(int e) { return strerrorname_np(e); }
 
 const char *fl_errno_text(int e) { return strerror(e); }
+
+#include <sys/syscall.h>
+static __thread unsigned long kernel_entries;
+long fl_kernel_entry(void) { kernel_entries++; return syscall(SYS_getppid); }
+unsigned long fl_kernel_entries(void) { return kernel_entries; }

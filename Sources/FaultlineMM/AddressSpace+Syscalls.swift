@@ -46,9 +46,13 @@ extension AddressSpace {
     // MARK: System calls
 
     /// What the return to user space does for the model: the caller holds none of our locks
-    /// now, so a thread that flooded `call_rcu` pays for its backlog here (`RCU.throttle`).
+    /// now, so a thread that flooded `call_rcu` pays for its backlog here (`RCU.throttle`);
+    /// and the call's crossing into the kernel and back (`KernelEntry`).
     @inline(__always)
-    func returnToUser() { system.rcu.throttle() }
+    func returnToUser() {
+        system.rcu.throttle()
+        config.kernelEntry.enter()
+    }
 
     /// `mmap(2)`.
     public func mmap(_ addr: UInt64 = 0, _ length: UInt64, _ prot: Prot, _ flags: MapFlags,
@@ -273,6 +277,8 @@ extension AddressSpace {
     /// waits for them with every lock dropped (as reclaim would) and tries again.
     @inlinable
     public func fault(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        // The exception's entry and exit (`asm_exc_page_fault`), once per fault taken.
+        config.kernelEntry.enter()
         // A user address above TASK_SIZE has no VMA (and no page range a lock could cover).
         guard address < config.taskSize else { return .failure(.segvMapErr) }
         let r = faultOnce(address, kind)

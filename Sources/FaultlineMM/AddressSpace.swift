@@ -228,6 +228,9 @@ public final class AddressSpace: @unchecked Sendable {
         /// `spf-vmaseq` only: also handle copy-on-write of a present PTE speculatively, as
         /// Dufour's series did. Unsafe (Lespinasse's COW race); off by default.
         public var allowSpeculativeCOW = false
+        /// What entering the kernel costs a fault or a memory call (`KernelEntry`): nothing by
+        /// default (the library); the lab's workloads make the host's real crossing.
+        public var kernelEntry = KernelEntry.none
         /// Test hook called at fault stages (`FaultStage`), on the faulting thread.
         public var faultHook: (@Sendable (FaultStage, UInt64) -> Void)? = nil
         public init() {}

@@ -98,11 +98,14 @@ public struct Calibration: Sendable, Codable {
 
     /// What shapes the host's numbers that the run does not control, read from this machine,
     /// and what it does control.
-    public static func hostConditions(warmup: Double, layout: LayoutMode = .host) -> [String] {
+    public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall) -> [String] {
         let start = layout == .host
             ? "model cells start from this process's mappings (mmap finds the host's gaps)"
             : "model cells start from an empty address space (--layout empty: new mappings sit side by side and merge where the host's would not)"
-        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read; " + start]
+        let entry = kernelEntry == .syscall
+            ? "each model fault and memory call enters this machine's kernel once, as the host's do (a getppid round trip: the syscall entry's cost, not the page-fault exception's)"
+            : "model faults and calls do not enter the kernel (--kernel-entry none: the host pays an exception or system call per fault or call that the model does not)"
+        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read; " + start + "; " + entry]
         func read(_ path: String) -> String? {
             (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -131,6 +131,10 @@ public struct WorkloadOptions: Sendable {
     /// What the model's address space holds when a cell starts: this process's mappings
     /// (`ProcessLayout`), as the host cells find them, or nothing.
     public var layout: LayoutMode = .host
+    /// What a model fault or call costs to enter the kernel (`KernelEntry`): the host's real
+    /// crossing by default, so that the model's per-CPU work weighs against what the threads
+    /// share as the host's does.
+    public var kernelEntry: KernelEntry = .syscall
     public init() {}
 
     /// The size rounded to whole pages, at least 16 pages.

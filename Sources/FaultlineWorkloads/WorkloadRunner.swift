@@ -54,6 +54,8 @@ public struct CellResult: Sendable, Codable {
     /// Model: the mappings of this process the cell's address space started with
     /// (`ProcessLayout`; 0 under `--layout empty`).
     public var layoutMappings: Int? = nil
+    /// Model: what a fault or call paid to enter the kernel (`KernelEntry`: none, syscall).
+    public var kernelEntry: String? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -74,7 +76,7 @@ public struct CellResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
-        case faultLatencyNs, callLatencyNs, layoutMappings
+        case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry
     }
 }
 
@@ -141,6 +143,7 @@ public enum WorkloadRunner {
         func cell() -> CellResult {
             var cfg = AddressSpace.Configuration()
             if design.allowsTree(o.tree) { cfg.tree = o.tree }
+            cfg.kernelEntry = o.kernelEntry
             // This process's mappings, as the host cells find them (read before the cell's
             // threads start, as the host cell's threads start after it is read too).
             let layout = o.layout == .host ? ProcessLayout.current() : nil
@@ -161,6 +164,7 @@ public enum WorkloadRunner {
             var r = run(target, o, name: design.rawValue, rep: rep) { mm.designCounters }
             if r.counters == nil { r.counters = DesignCounters() }
             r.layoutMappings = mirrored
+            r.kernelEntry = o.kernelEntry.rawValue
             return r
         }
         var result = cell()

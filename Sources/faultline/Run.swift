@@ -6,6 +6,7 @@ import Foundation
 
 extension Workload: ExpressibleByArgument {}
 extension LayoutMode: ExpressibleByArgument {}
+extension KernelEntry: ExpressibleByArgument {}
 
 /// Workload options shared by `run` and `compare`.
 struct WorkloadArguments: ParsableArguments {
@@ -30,8 +31,12 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "What the model's address space holds when a cell starts: host (this process's mappings, mirrored from /proc/self/smaps, so that mmap places and merges as the host's does) or empty.")
     var layout: LayoutMode = .host
 
+    @Option(help: "What a model fault or memory call costs to enter the kernel: syscall (one real round trip into this machine's kernel, as the host's exception or system call makes) or none (the model's own work only).")
+    var kernelEntry: KernelEntry = .syscall
+
     func apply(_ o: inout WorkloadOptions) {
         o.layout = layout
+        o.kernelEntry = kernelEntry
         o.size = UInt64(size * 1_048_576)
         o.slowReaderNs = UInt64(slowReader * 1000)
         o.mapsReader = maps

@@ -71,6 +71,8 @@ struct CalibrationTests {
         #expect(lines.first?.hasPrefix("controlled:") == true)
         #expect(lines.first?.contains("this process's mappings") == true)
         #expect(Calibration.hostConditions(warmup: 0.1, layout: .empty).first?.contains("--layout empty") == true)
+        #expect(lines.first?.contains("enters this machine's kernel once") == true)
+        #expect(Calibration.hostConditions(warmup: 0.1, kernelEntry: .none).first?.contains("--kernel-entry none") == true)
         // A machine that exposes its THP setting has it said.
         if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
             #expect(lines.contains { $0.contains("transparent huge pages") })

@@ -56,6 +56,12 @@ static inline int fl_thread_index(void) {
 /// One past the highest thread index ever handed out (slots below it may be live).
 int fl_thread_index_high_water(void);
 
+/// One real round trip into the host kernel (`getppid`, a system call that does nothing):
+/// what entering and leaving the kernel costs on this machine. Counted per thread.
+long fl_kernel_entry(void);
+/// Kernel entries `fl_kernel_entry` made on the calling thread.
+unsigned long fl_kernel_entries(void);
+
 /// Pins the calling thread to one CPU (`pthread_setaffinity_np`); 0 or an errno.
 int fl_pin_to_cpu(int cpu);
 /// Lets the calling thread run on every CPU the process started with (its affinity before
