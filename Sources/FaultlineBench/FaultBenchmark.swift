@@ -55,9 +55,12 @@ public enum FaultBenchmark {
         return FaultSample(modelFaultNs: model, zeroFrameNs: zero, hostFaultNs: host)
     }
 
-    /// Frames for a region of `bytes`, backed up front so the model pays no host faults.
+    /// Frames for a region of `bytes`, backed up front so the model pays no host faults; the
+    /// per-thread page lists sized for this machine's memory (a pool of a few MiB alone would
+    /// get Linux's batch for a few-MiB zone, 1: the pool's lock on every fault).
     public static func makeSystem(bytes: UInt64) -> MMSystem {
-        MMSystem(frames: Int(bytes / Linux.pageSize) + 1024, prefault: true)
+        MMSystem(frames: Int(bytes / Linux.pageSize) + 1024, prefault: true,
+                 perCPUZoneFrames: max(sysconf(Int32(_SC_PHYS_PAGES)), Int(bytes / Linux.pageSize) + 1024))
     }
 
     /// An already-backed area for the zeroing floor.

@@ -63,9 +63,11 @@ public final class MMSystem: @unchecked Sendable {
     ///   - poison: fill freed frames, VMAs and page tables with a pattern and check it when
     ///     they are reused (stress testing: a write after free is counted in
     ///     `poisonViolations`).
-    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false) {
+    ///   - perCPUZoneFrames: the zone size the per-thread page lists are sized for (nil: the
+    ///     pool's own; a benchmark whose pool holds just its region passes this machine's).
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false, perCPUZoneFrames: Int? = nil) {
         self.rcu = rcu
-        self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu, poison: poison)
+        self.frames = FramePool(frames: frames, prefault: prefault, rcu: rcu, poison: poison, perCPUZoneFrames: perCPUZoneFrames)
         vmaSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu, poison: poison)
         vmaTypesafeSlab = RCUSlab(objectSize: MemoryLayout<VMA>.stride, alignment: 64, rcu: rcu)
         tableSlab = RCUSlab(objectSize: PageTablePage.bytes, alignment: 4096, perSlab: 16, rcu: rcu, poison: poison)

@@ -130,10 +130,22 @@ public final class FramePool: @unchecked Sendable {
     /// Per block: isolated by compaction (`MIGRATE_ISOLATE`): in no bucket, so nothing is
     /// allocated from it; frames freed into it only count.
     let blockIsolated: UnsafeMutablePointer<UInt8>
+    /// Per thread (Linux: per CPU), the `per_cpu_pages` list: a count and up to `pcpHigh`
+    /// frames, each thread's alone on its own cache lines.
     let magazines: UnsafeMutableRawPointer
     let magazineStride: Int
-    static let magazineSize = 15
-    static let refill = 8
+    let magazineBytes: Int
+    /// `pcp->batch` (`zone_batchsize()` for a zone of this many frames: 63 from 1 GiB up,
+    /// down to 1 for a few MiB): frames a refill takes off the free lists under the pool's
+    /// lock and a full list gives back. The lock is the zone lock every CPU shares; the batch
+    /// is how rarely a thread takes it.
+    let pcpBatch: Int
+    /// `pcp->high` (`zone_highsize()`'s floor, `high_min`: the low watermark split over the
+    /// CPUs, at least four batches): a thread's list past this gives back a batch, its
+    /// oldest frames (`free_pcppages_bulk()`). Linux 6.7+ also lets `high` float up to
+    /// `high_max` and the batches grow (`alloc_factor`, `free_count`) while a CPU keeps
+    /// allocating or freeing; the model keeps both at their base.
+    let pcpHigh: Int
     /// Frames handed out, counted per thread (`vm_stat`'s per-CPU deltas): one shared atomic
     /// bumped by every allocation was a third of the time of each fault at 2 threads.
     let inUse = PerThreadCounters(width: 1)
@@ -176,7 +188,8 @@ public final class FramePool: @unchecked Sendable {
     ///   - rcu: the RCU domain whose grace periods let a freed frame be reused.
     ///   - poison: fill freed frames with a pattern and check it on reuse (`page_poisoning`):
     ///     a write through a stale mapping shows up in `poisonViolations`.
-    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false) {
+    ///   - perCPUZoneFrames: the zone size the per-thread lists are sized for (nil: `frames`).
+    public init(frames: Int, prefault: Bool = false, rcu: RCU = .shared, poison: Bool = false, perCPUZoneFrames: Int? = nil) {
         precondition(frames > 0)
         capacity = frames + 1
         self.rcu = rcu
@@ -206,10 +219,16 @@ public final class FramePool: @unchecked Sendable {
         bucketHead.initialize(repeating: -1, count: 10)
         blockIsolated = .allocate(capacity: blockSlots)
         blockIsolated.initialize(repeating: 0, count: blockSlots)
-        // Per thread: a count and up to 15 frames, alone on a 128-byte line pair.
-        magazineStride = cacheLineStride
-        magazines = UnsafeMutableRawPointer.allocate(byteCount: magazineStride * Int(FL_MAX_THREADS), alignment: cacheLineStride)
-        magazines.initializeMemory(as: UInt8.self, repeating: 0, count: magazineStride * Int(FL_MAX_THREADS))
+        let pcp = Self.perCPUPagesSize(frames: perCPUZoneFrames ?? capacity - 1, cpus: sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        pcpBatch = pcp.batch
+        pcpHigh = pcp.high
+        // Per thread: a count and up to `pcpHigh` frames, on cache lines of their own. Zero
+        // pages from mmap, backed only for the thread slots that are used.
+        magazineStride = (8 + 4 * pcpHigh + cacheLineStride - 1) / cacheLineStride * cacheLineStride
+        magazineBytes = magazineStride * Int(FL_MAX_THREADS)
+        let mags = mmap(nil, magazineBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(mags != MAP_FAILED, "cannot reserve \(magazineBytes) bytes for the per-thread lists")
+        magazines = mags!
         // The zero page: zeroed by mmap, pinned.
         meta[0].flags.store(PageMeta.Flag.zero, ordering: .relaxed)
         meta[0].refcount.store(1, ordering: .relaxed)
@@ -221,18 +240,45 @@ public final class FramePool: @unchecked Sendable {
     /// zero page.
     public var freeFrames: Int { capacity - 1 - framesInUse }
 
-    /// Sets the watermarks as `__setup_per_zone_wmarks()` computes them for a node of this
-    /// size (`min_free_kbytes = sqrt(16 × KiB)` clamped to [128 KiB, 256 MiB]; low and high
-    /// a quarter of min above it, or 0.1% of memory (`watermark_scale_factor` 10) if more),
-    /// and the reclaimers to call.
+    /// Sets the watermarks (`zoneWatermarks`) and the reclaimers to call.
     func setWatermarks(wake: @escaping () -> Void, direct: @escaping () -> Int) {
-        let kib = Double((capacity - 1) * 4)
-        let minKiB = min(max((16 * kib).squareRoot(), 128), 262_144)
-        let minPages = Int(minKiB / 4)
-        let gap = max(minPages / 4, (capacity - 1) * 10 / 10_000)
-        watermarks = (minPages, minPages + gap, minPages + 2 * gap)
+        watermarks = Self.zoneWatermarks(frames: capacity - 1)
         wakeKswapd = wake
         directReclaim = direct
+    }
+
+    /// The watermarks `__setup_per_zone_wmarks()` computes for a node of `frames` frames
+    /// (`min_free_kbytes = sqrt(16 × KiB)` clamped to [128 KiB, 256 MiB]; low and high a
+    /// quarter of min above it, or 0.1% of memory (`watermark_scale_factor` 10) if more).
+    static func zoneWatermarks(frames: Int) -> (min: Int, low: Int, high: Int) {
+        let minKiB = min(max((16 * Double(frames * 4)).squareRoot(), 128), 262_144)
+        let minPages = Int(minKiB / 4)
+        let gap = max(minPages / 4, frames * 10 / 10_000)
+        return (minPages, minPages + gap, minPages + 2 * gap)
+    }
+
+    /// The per-thread lists' batch and high, and the frames on the shared free lists (tests).
+    @_spi(Testing) public var _perCPUPages: (batch: Int, high: Int, onLists: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (pcpBatch, pcpHigh, freeCount)
+    }
+
+    @_spi(Testing) public static func _perCPUPagesSize(frames: Int, cpus: Int) -> (batch: Int, high: Int) {
+        perCPUPagesSize(frames: frames, cpus: cpus)
+    }
+
+    /// `zone_batchsize()` and `zone_highsize()` (with `percpu_pagelist_high_fraction` 0, its
+    /// default) for a zone of `frames` frames on `cpus` CPUs. On the 2-vCPU box the host's
+    /// 5.25 GiB Normal zone gets batch 63 and high 6,750 (`/proc/zoneinfo`); a 1.6 GiB model
+    /// pool gets 63 and 844.
+    static func perCPUPagesSize(frames: Int, cpus: Int) -> (batch: Int, high: Int) {
+        var batch = min(frames >> 10, (1 << 20) / Int(Linux.pageSize)) / 4
+        batch = max(batch, 1)
+        let b = batch + batch / 2
+        batch = max(1, (1 << (Int.bitWidth - 1 - b.leadingZeroBitCount)) - 1)
+        let high = max(zoneWatermarks(frames: frames).low / max(cpus, 1), batch << 2)
+        return (batch, high)
     }
 
     deinit {
@@ -244,7 +290,7 @@ public final class FramePool: @unchecked Sendable {
         blockPrev.deallocate()
         bucketHead.deallocate()
         blockIsolated.deallocate()
-        magazines.deallocate()
+        munmap(magazines, magazineBytes)
     }
 
     /// The frame's memory.
@@ -357,8 +403,8 @@ public final class FramePool: @unchecked Sendable {
         lock.lock()
         // Below the low watermark kswapd runs; the last `min` frames are the reserve that only
         // reclaim's own progress refills (the model has no atomic allocations to use it).
-        let wake = watermarks.low > 0 && freeCount < watermarks.low + Self.refill
-        let take = min(Self.refill, max(freeCount - watermarks.min, 0))
+        let wake = watermarks.low > 0 && freeCount < watermarks.low + pcpBatch
+        let take = min(pcpBatch, max(freeCount - watermarks.min, 0))
         // `rmqueue_bulk()` adds to the list's tail and allocation takes the head: the frames
         // go out in the order they came off the free lists (the magazine pops from its top).
         var slots = UnsafeMutableBufferPointer(start: (mag + 8).assumingMemoryBound(to: FrameNumber.self), count: take)
@@ -400,15 +446,16 @@ public final class FramePool: @unchecked Sendable {
         countInUse(-1)
         let mag = magazine()
         var n = mag.load(as: Int.self)
-        if n == Self.magazineSize {
+        if n >= pcpHigh {
             // `free_pcppages_bulk()` gives back the list's tail, the coldest frames (the
             // magazine's bottom), and keeps the recently freed, cache-hot ones for reuse.
             let slots = (mag + 8).assumingMemoryBound(to: FrameNumber.self)
+            let give = pcpBatch
             lock.lock()
-            for i in 0..<Self.refill { push(slots[i]) }
+            for i in 0..<give { push(slots[i]) }
             lock.unlock()
-            for i in Self.refill..<n { slots[i - Self.refill] = slots[i] }
-            n -= Self.refill
+            for i in give..<n { slots[i - give] = slots[i] }
+            n -= give
         }
         (mag + 8 + 4 * n).storeBytes(of: f, as: FrameNumber.self)
         mag.storeBytes(of: n + 1, as: Int.self)

@@ -82,6 +82,36 @@ struct FramePoolTests {
         }
     }
 
+    /// The per-thread lists are sized as Linux sizes its per-CPU ones for a zone of that many
+    /// pages (`zone_batchsize`, `zone_highsize`): the host's 5.25 GiB zone gets batch 63
+    /// (`/proc/zoneinfo`), a few MiB batch 1; high is the low watermark over the CPUs.
+    @Test func perCPUListsAreSizedAsLinuxSizesThem() {
+        #expect(FramePool._perCPUPagesSize(frames: 1_376_256, cpus: 2).batch == 63)
+        #expect(FramePool._perCPUPagesSize(frames: 409_600, cpus: 2) == (63, 844))
+        #expect(FramePool._perCPUPagesSize(frames: 409_600, cpus: 16) == (63, 252), "at least four batches")
+        #expect(FramePool._perCPUPagesSize(frames: 65_536, cpus: 2) == (15, 320))
+        #expect(FramePool._perCPUPagesSize(frames: 8192, cpus: 2) == (1, 113))
+    }
+
+    /// A thread takes the shared lists' lock once per batch: its first allocation takes a
+    /// whole batch off them, the next ones none; frees stay on the thread's list until it
+    /// passes high, which then gives back one batch.
+    @Test func aThreadRefillsAndDrainsABatchAtATime() {
+        let pool = FramePool(frames: 65_536)
+        let (batch, high, start) = pool._perCPUPages
+        #expect(batch > 1)
+        var held = [pool.allocate(zeroed: false)!]
+        #expect(pool._perCPUPages.onLists == start - batch)
+        for _ in 1..<batch { held.append(pool.allocate(zeroed: false)!) }
+        #expect(pool._perCPUPages.onLists == start - batch, "a batch serves a batch of allocations")
+        while held.count < high + batch { held.append(pool.allocate(zeroed: false)!) }
+        for f in held { pool.free(f) }
+        // Every frame is free again: those not on the shared lists are on the thread's.
+        let onThread = start - pool._perCPUPages.onLists
+        #expect(onThread <= high && onThread > high - batch, "\(onThread) on the thread's list, high \(high)")
+        #expect(pool._checkInvariants() == [])
+    }
+
     /// Churn of small pages over a pool with room to spare leaves the free blocks whole.
     @Test func churnLeavesBlocksWhole() {
         let pool = FramePool(frames: 32 * 512)
@@ -96,7 +126,7 @@ struct FramePoolTests {
                 pool.free(held.removeLast())
             }
         }
-        // At most 4000 frames (8 blocks) in use, and 15 in a magazine: at least 20 of the 31
+        // At most 4000 frames (8 blocks) in use, and a few hundred on the thread's list: at least 20 of the 31
         // blocks past the zero page's are whole.
         #expect(pool.freeHugeBlocks >= 20, "\(pool.freeHugeBlocks) whole blocks")
         #expect(pool._checkInvariants() == [])
