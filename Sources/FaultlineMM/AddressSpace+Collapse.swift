@@ -92,7 +92,7 @@ extension AddressSpace {
         let first = table.entry(0)
         return withUnsafeTemporaryAllocation(of: UInt64.self, capacity: n) { old -> CollapseResult in
             table.ptl.pointee.lock()
-            let (stop, pages) = scanCollapsible(first, cc, into: old.baseAddress, counting: !cc.isKhugepaged)
+            let (stop, _) = scanCollapsible(first, cc, into: old.baseAddress, counting: !cc.isKhugepaged)
             table.ptl.pointee.unlock()
             if let stop { return stop }
             // A table of none or zero-page entries only is collapsed too: a THP of zeros
@@ -101,15 +101,18 @@ extension AddressSpace {
             guard let head = allocateTHP(compact: true) else {
                 return .failed(.ENOMEM)   // SCAN_ALLOC_HUGE_PAGE_FAIL
             }
-            // pmdp_collapse_flush(): no access reaches the old pages from here on.
-            let ad = PTE.accessed | PTE.dirty
+            // __collapse_huge_page_isolate(): the scan again, with the THP in hand — what
+            // happened meanwhile (reclaim unmapped a page, the compaction for this THP migrated
+            // one of these very pages) is judged as Linux judges it after its allocation.
             table.ptl.pointee.lock()
-            for k in 0..<n where first[k].load(ordering: .relaxed) & ~ad != old[k] & ~ad {
-                // Changed since the scan (reclaim unmapped a page): try again later.
+            let (changed, pagesNow) = scanCollapsible(first, cc, into: old.baseAddress, counting: false)
+            if let changed {
                 table.ptl.pointee.unlock()
                 for j in 0..<n { frames.put(head + FrameNumber(j)) }
-                return .skipped(.EAGAIN)
+                return changed
             }
+            let pages = pagesNow
+            // pmdp_collapse_flush(): no access reaches the old pages from here on.
             for k in 0..<n { old[k] = first[k].exchange(0, ordering: .acquiringAndReleasing) }
             table.ptl.pointee.unlock()
             flushTLBRange()

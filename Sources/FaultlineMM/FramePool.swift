@@ -461,6 +461,18 @@ public final class FramePool: @unchecked Sendable {
         mag.storeBytes(of: n + 1, as: Int.self)
     }
 
+    /// `drain_local_pages()`: gives the calling thread's whole list back to the shared lists.
+    public func drainLocal() {
+        let mag = magazine()
+        let n = mag.load(as: Int.self)
+        guard n > 0 else { return }
+        let slots = (mag + 8).assumingMemoryBound(to: FrameNumber.self)
+        lock.lock()
+        for i in 0..<n { push(slots[i]) }
+        lock.unlock()
+        mag.storeBytes(of: 0, as: Int.self)
+    }
+
     /// `folio_add_lru()` (see `LRUVec.add`), without retaining the LRU.
     @inline(__always)
     public func lruAdd(_ f: FrameNumber) { lruRef._withUnsafeGuaranteedRef { $0.add(f) } }

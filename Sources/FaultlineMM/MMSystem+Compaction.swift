@@ -23,6 +23,9 @@ extension MMSystem {
         vmscan.add(.compactStall)
         // lru_add_drain_all(): a page in a per-thread batch cannot be isolated.
         frames.lru.drainAll()
+        // drain_local_pages(): this thread's own list goes back, so its frames count in their
+        // blocks (other threads' lists stay: the model drains no one else's).
+        frames.drainLocal()
         for _ in 0..<4 {
             guard let b = frames.isolateBlockForCompaction() else { break }
             var moved = true

@@ -85,6 +85,8 @@ final class RunState: @unchecked Sendable {
     let measuring = Atomic<Bool>(false)
     let stop = Atomic<Bool>(false)
     let started = Atomic<Int>(0)
+    /// Set once every thread has started and the cell's `ready` step has run.
+    let go = Atomic<Bool>(false)
     let ops = PerThreadCounters(width: 2)
     let hists: UnsafeMutablePointer<LatencyHistogram>
     let count: Int
@@ -144,12 +146,12 @@ public enum WorkloadRunner {
             var cfg = AddressSpace.Configuration()
             if design.allowsTree(o.tree) { cfg.tree = o.tree }
             cfg.kernelEntry = o.kernelEntry
-            // This process's mappings, as the host cells find them (read before the cell's
-            // threads start, as the host cell's threads start after it is read too).
-            let layout = o.layout == .host ? ProcessLayout.current() : nil
-            layout?.configure(&cfg)
+            // This process's mappings, as the host cells find them: where the search starts
+            // now, the mappings themselves once the cell's threads have started (below).
+            let early = o.layout == .host ? ProcessLayout.current() : nil
+            early?.configure(&cfg)
             let mm = AddressSpace(system: system, design: design, configuration: cfg)
-            let mirrored = layout?.mirror(into: mm) ?? 0
+            var mirrored = 0
             let files = (0..<o.threads).map { t in
                 // launch-under-pressure's libraries are sized by the memory limit.
                 let size = o.workload == .launchUnderPressure ? max(o.bytes, UInt64(o.memoryPages) * 2 * Linux.pageSize) : o.bytes
@@ -161,7 +163,13 @@ public enum WorkloadRunner {
             }
             let target = ModelTarget(mm: mm, files: files, reader: o.mapsReader ?? design.naturalMapsReader,
                                      slowReaderNs: o.slowReaderNs)
-            var r = run(target, o, name: design.rawValue, rep: rep) { mm.designCounters }
+            // Mirrored once the cell's threads exist: their stacks and their malloc arenas
+            // (glibc reserves 64 MiB, aligned, per arena) are in this process's layout when
+            // the host cell's threads make their first mmap, and they keep the host's regions
+            // apart — without them the seed-mix mapper's regions landed against the
+            // faulter's and merged with it.
+            let ready = { if o.layout == .host { mirrored = ProcessLayout.current()?.mirror(into: mm) ?? 0 } }
+            var r = run(target, o, name: design.rawValue, rep: rep, ready: ready) { mm.designCounters }
             if r.counters == nil { r.counters = DesignCounters() }
             r.layoutMappings = mirrored
             r.kernelEntry = o.kernelEntry.rawValue
@@ -199,14 +207,17 @@ public enum WorkloadRunner {
     /// The harness: one pinned thread per worker (plus the reader of maps-reader), warm-up,
     /// then the measured window; operations counted per thread, latencies sampled per thread
     /// and merged.
+    ///
+    /// Every thread starts (its stack mapped, its first allocations made) before `ready` runs
+    /// and before any of them maps anything, on the host as in the model.
     static func run<T: MemoryTarget & SendableMetatype>(_ target: T, _ o: WorkloadOptions, name: String, rep: Int,
+                                     ready: () -> Void = {},
                                      faults: () -> UInt64? = { nil },
                                      counters: () -> DesignCounters?) -> CellResult {
         let n = o.threads
         let withReader = o.workload == .mapsReader
         let parties = n + (withReader ? 1 : 0)
         let state = RunState(workers: parties)
-        if withReader || o.workload == .mapsBaseline { populateManyVMAs(target) }
         let box = Shared(target)
         let cpus = Threads.availableCPUs
         let threads = (0..<parties).map { i in
@@ -214,11 +225,16 @@ public enum WorkloadRunner {
                 if o.pin && i < n && cpus >= n { _ = fl_pin_to_cpu(Int32(i % cpus)) }
                 let w = WorkerLoop(target: box.value, state: state, index: i, threads: n, options: o)
                 state.started.wrappingAdd(1, ordering: .acquiringAndReleasing)
-                while state.started.load(ordering: .acquiring) < parties { fl_cpu_relax() }
+                while !state.go.load(ordering: .acquiring) { fl_sleep_ns(50_000) }
                 if i == n { w.mapsReaderLoop() } else { w.run() }
             }
         }
         while state.started.load(ordering: .acquiring) < parties { fl_sleep_ns(100_000) }
+        ready()
+        // The host's block is this process's: left mapped, every later cell's layout (the
+        // host's and the mirrored model's) carried 500 more VMAs per maps-reader cell.
+        let many = withReader || o.workload == .mapsBaseline ? populateManyVMAs(target) : nil
+        state.go.store(true, ordering: .releasing)
         fl_sleep_ns(UInt64(o.warmup * 1e9))
         let c0 = counters()
         let f0 = faults()
@@ -235,6 +251,7 @@ public enum WorkloadRunner {
         let f1 = faults()
         state.stop.store(true, ordering: .releasing)
         for t in threads { Threads.join(t) }
+        if let many { target.unmap(many.start, many.length) }
         var h = LatencyHistogram()
         for i in 0..<n { h.merge(state.hists[i]) }
         var byRole: [WorkerRole: LatencyHistogram] = [:]
@@ -267,14 +284,15 @@ public enum WorkloadRunner {
     }
 
     /// maps-reader: about 500 VMAs (a block of pages with alternating protection), so that a
-    /// read of maps takes a while.
-    static func populateManyVMAs<T: MemoryTarget>(_ target: T) {
+    /// read of maps takes a while. Returns the block, for the cell to unmap when it ends.
+    static func populateManyVMAs<T: MemoryTarget>(_ target: T) -> (start: UInt64, length: UInt64)? {
         let pages: UInt64 = 500
-        guard let a = target.mapAnon(pages * Linux.pageSize, at: nil) else { return }
+        guard let a = target.mapAnon(pages * Linux.pageSize, at: nil) else { return nil }
         var p: UInt64 = 0
         while p < pages {
             target.protect(a + p * Linux.pageSize, Linux.pageSize, writable: false)
             p += 2
         }
+        return (a, pages * Linux.pageSize)
     }
 }
