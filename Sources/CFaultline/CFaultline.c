@@ -217,3 +217,23 @@ const char *fl_errno_text(int e) { return strerror(e); }
 static __thread unsigned long kernel_entries;
 long fl_kernel_entry(void) { kernel_entries++; return syscall(SYS_getppid); }
 unsigned long fl_kernel_entries(void) { return kernel_entries; }
+
+double fl_kernel_entry_ns(int n) {
+    uint64_t t0 = fl_now_ns();
+    for (int i = 0; i < n; i++) syscall(SYS_getppid);
+    return (double)(fl_now_ns() - t0) / (n > 0 ? n : 1);
+}
+
+double fl_zero_page_fault_ns(int pages) {
+    size_t len = (size_t)pages * 4096;
+    volatile char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    madvise((void *)p, len, MADV_NOHUGEPAGE);
+    char sink = 0;
+    uint64_t t0 = fl_now_ns();
+    for (int i = 0; i < pages; i++) sink ^= p[(size_t)i * 4096];
+    uint64_t t1 = fl_now_ns();
+    (void)sink;
+    munmap((void *)p, len);
+    return (double)(t1 - t0) / (pages > 0 ? pages : 1);
+}

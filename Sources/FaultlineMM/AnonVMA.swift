@@ -30,8 +30,10 @@ public final class AnonVMA: @unchecked Sendable {
     /// `anon_vma->rb_root`: the chain entries of every VMA that may map its pages.
     var tree = RBTree<AnonVMAChain, RBIntervalAugmentation<AnonVMAChain>>()
     let rcu: RCU
-    /// The cache it came from and goes back to.
-    let cache: AnonVMACache
+    /// The cache it came from and goes back to. Not a strong reference: the cache holds its
+    /// free anon_vmas, and each holding it back would keep both alive for good. The system
+    /// holds the cache while anon_vmas are in use, a pending free's RCU callback after that.
+    unowned(unsafe) let cache: AnonVMACache
 
     static let ids = Atomic<UInt64>(0)
 

@@ -1,3 +1,4 @@
+import CFaultline
 import FaultlineMM
 import FaultlineWorkloads
 import Foundation
@@ -96,6 +97,20 @@ public struct Calibration: Sendable, Codable {
         return lines.joined(separator: "\n")
     }
 
+    /// What crossing into this machine's kernel costs, measured now (the median of three
+    /// tries each): a system call's round trip, which the model charges per fault and call
+    /// under `--kernel-entry syscall`, and a read fault that maps the zero page, the host's
+    /// cheapest fault — its exception's entry and exit are what the model does not charge.
+    public static func crossingCondition(kernelEntry: KernelEntry) -> String {
+        func median(_ f: () -> Double) -> Double { [f(), f(), f()].sorted()[1] }
+        let call = median { fl_kernel_entry_ns(100_000) }
+        let fault = median { fl_zero_page_fault_ns(8192) }
+        let charged = kernelEntry == .syscall
+            ? "the model charges each fault and call a system call's crossing"
+            : "the model charges no crossing (--kernel-entry none)"
+        return "not controlled: the crossing into the kernel — here a system call's round trip costs \(Int(call.rounded())) ns and a read fault that maps the zero page \(Int(fault.rounded())) ns; \(charged), not the fault's exception entry and exit"
+    }
+
     /// What shapes the host's numbers that the run does not control, read from this machine,
     /// and what it does control.
     public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall) -> [String] {
@@ -122,6 +137,7 @@ public struct Calibration: Sendable, Codable {
         if let mode = chosen("/sys/kernel/mm/transparent_hugepage/shmem_enabled") {
             out.append("not controlled: shmem huge pages \(mode) (page_fault3's shared file faults)")
         }
+        out.append(crossingCondition(kernelEntry: kernelEntry))
         let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         var kernelThreads: [String: Int] = [:]
         for p in procs where Int(p) != nil {

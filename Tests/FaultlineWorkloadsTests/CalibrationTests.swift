@@ -73,6 +73,11 @@ struct CalibrationTests {
         #expect(Calibration.hostConditions(warmup: 0.1, layout: .empty).first?.contains("--layout empty") == true)
         #expect(lines.first?.contains("enters this machine's kernel once") == true)
         #expect(Calibration.hostConditions(warmup: 0.1, kernelEntry: .none).first?.contains("--kernel-entry none") == true)
+        // The crossing, measured: a system call and a zero-page fault both cost something.
+        let crossing = lines.first { $0.contains("the crossing into the kernel") }
+        #expect(crossing?.contains("charges each fault and call a system call's crossing") == true, "\(lines)")
+        let costs = crossing.map { c in c.split(separator: " ").compactMap { Int($0) } } ?? []
+        #expect(costs.count == 2 && costs.allSatisfy { $0 > 0 }, "\(String(describing: crossing))")
         // A machine that exposes its THP setting has it said.
         if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
             #expect(lines.contains { $0.contains("transparent huge pages") })

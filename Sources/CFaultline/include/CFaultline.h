@@ -61,6 +61,12 @@ int fl_thread_index_high_water(void);
 long fl_kernel_entry(void);
 /// Kernel entries `fl_kernel_entry` made on the calling thread.
 unsigned long fl_kernel_entries(void);
+/// Mean nanoseconds of `n` `fl_kernel_entry` round trips on this machine.
+double fl_kernel_entry_ns(int n);
+/// Mean nanoseconds of a read fault that maps the zero page (a fresh private anonymous
+/// region of `pages` pages, no THP, one load per page): the page-fault exception's entry and
+/// exit plus the least work a fault does. -1 if the region cannot be mapped.
+double fl_zero_page_fault_ns(int pages);
 
 /// Pins the calling thread to one CPU (`pthread_setaffinity_np`); 0 or an errno.
 int fl_pin_to_cpu(int cpu);
