@@ -270,8 +270,8 @@ public final class FramePool: @unchecked Sendable {
 
     /// `zone_batchsize()` and `zone_highsize()` (with `percpu_pagelist_high_fraction` 0, its
     /// default) for a zone of `frames` frames on `cpus` CPUs. On the 2-vCPU box the host's
-    /// 5.25 GiB Normal zone gets batch 63 and high 6,750 (`/proc/zoneinfo`); a 1.6 GiB model
-    /// pool gets 63 and 844.
+    /// 5.25 GiB Normal zone shows batch 63 and high 6,750 in `/proc/zoneinfo` (its high is
+    /// larger than this gives: THP raises `min_free_kbytes`); a 1.6 GiB pool gets 63 and 844.
     static func perCPUPagesSize(frames: Int, cpus: Int) -> (batch: Int, high: Int) {
         var batch = min(frames >> 10, (1 << 20) / Int(Linux.pageSize)) / 4
         batch = max(batch, 1)
