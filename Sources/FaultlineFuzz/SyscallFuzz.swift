@@ -162,6 +162,7 @@ public enum SyscallFuzz {
         var r = Bytes(b: input)
         let design = Design.selectable[Int(r.u8()) % Design.selectable.count]
         let system = MMSystem(frames: 512)
+        system.attach(memcg: MemCgroup.chain("/fuzz"))   // the check holds its usage to its pages
         system.swapOn(pages: 256)   // MADV_PAGEOUT swaps anonymous pages; faults read them back
         var cfg = AddressSpace.Configuration()
         cfg.commitLimitPages = 1 << 20   // 4 GiB: the same on every machine

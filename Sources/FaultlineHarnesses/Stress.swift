@@ -128,6 +128,8 @@ public final class DesignStress: @unchecked Sendable {
         self.options = options
         layout = StressLayout(threads: options.threads)
         system = MMSystem(frames: options.memoryPages > 0 ? options.memoryPages : layout.framesNeeded, poison: true)
+        // Charged, so that the quiescent checks hold the memcg's usage to its pages and stocks.
+        system.attach(memcg: MemCgroup.chain("/stress"))
         if options.swapPages > 0 { system.swapOn(pages: options.swapPages, ioLatencyNs: options.ioLatencyNs) }
         if options.memoryPages > 0 { system.enableReclaim() }
         system._brokenTHPNeverSplits = options.brokenTHPNeverSplits

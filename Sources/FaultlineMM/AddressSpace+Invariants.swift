@@ -163,12 +163,25 @@ extension MMSystem {
         for mm in spaces { mm.checkQuiescent(&problems, &mappings) }
         var inUse = 0
         var reported = 0
+        var charged = 0, uncharged = 0, freeCharged = 0
         for f in 1..<frames.capacity {
             let fn = FrameNumber(f)
             let p = frames.page(fn)
             let flags = p.pointee.flags.load(ordering: .relaxed)
-            if flags & PageMeta.Flag.free != 0 { continue }
+            if flags & PageMeta.Flag.free != 0 {
+                if p.pointee.memcgData.load(ordering: .relaxed) != 0 {
+                    freeCharged += 1
+                    if freeCharged <= 5 { problems.append("frame \(f): free but still charged to a memcg") }
+                }
+                continue
+            }
             inUse += 1
+            if p.pointee.memcgData.load(ordering: .relaxed) != 0 {
+                charged += 1
+            } else if memcg != nil && flags & (PageMeta.Flag.anon | PageMeta.Flag.pageCache) != 0 {
+                uncharged += 1
+                if uncharged <= 5 { problems.append("frame \(f): anonymous or page cache (flags \(hex8(UInt64(flags)))) but charged to no memcg") }
+            }
             let maps = mappings.count[fn] ?? 0
             let mc = p.pointee.mapcount.load(ordering: .relaxed)
             let rc = p.pointee.refcount.load(ordering: .relaxed)
@@ -181,6 +194,24 @@ extension MMSystem {
             }
         }
         if reported > 20 { problems.append("… \(reported - 20) more frame problems") }
+        if freeCharged > 5 { problems.append("… \(freeCharged - 5) more free frames still charged") }
+        if uncharged > 5 { problems.append("… \(uncharged - 5) more frames charged to no memcg") }
+        if let m = memcg {
+            // `memory.usage_in_bytes` is what the pages charged and the stocks hold.
+            let usage = m.memory.usage, stocked = m.stocked
+            if usage != charged + stocked {
+                problems.append("memcg \(m.path): usage \(usage) pages, but \(charged) frames charged and \(stocked) in stocks")
+            }
+            let st = m.stat
+            if st.anon + st.file != charged || st.pgpgin - st.pgpgout != charged {
+                problems.append("memcg \(m.path): statistics anon \(st.anon) + file \(st.file), pgpgin \(st.pgpgin) - pgpgout \(st.pgpgout), for \(charged) frames charged")
+            }
+            var child = m
+            while let up = child.parent {
+                if up.memory.usage < child.memory.usage { problems.append("memcg \(up.path): usage \(up.memory.usage) below its child's \(child.memory.usage)") }
+                child = up
+            }
+        }
         problems += rmapProblems(mappings)
         problems += swapProblems(mappings)
         problems += lruProblems()

@@ -282,12 +282,17 @@ extension AddressSpace {
         // A user address above TASK_SIZE has no VMA (and no page range a lock could cover).
         guard address < config.taskSize else { return .failure(.segvMapErr) }
         let r = faultOnce(address, kind)
-        if case .failure(.oom) = r, frames.deferredFrames > 0 || frames.reclaims { return faultAfterReclaim(address, kind) }
+        if case .failure(.oom) = r { return faultAfterReclaim(address, kind) }
         return r
     }
 
+    /// A fault that ran out of memory: over its memcg's limit, the charge has reclaimed what
+    /// it could (`try_charge_memcg()`) and the fault fails; out of frames, it waits for frees
+    /// or reclaims and tries again.
     @usableFromInline @inline(never)
     func faultAfterReclaim(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
+        if frames.takeChargeFailure() { return .failure(.oom) }
+        guard frames.deferredFrames > 0 || frames.reclaims else { return .failure(.oom) }
         while true {
             if frames.reclaims {
                 guard frames.reclaimForRetry() else { return .failure(.oom) }
@@ -295,7 +300,7 @@ extension AddressSpace {
                 system.rcu.barrier()
             }
             let r = faultOnce(address, kind)
-            guard case .failure(.oom) = r, frames.deferredFrames > 0 || frames.reclaims else { return r }
+            guard case .failure(.oom) = r, !frames.takeChargeFailure(), frames.deferredFrames > 0 || frames.reclaims else { return r }
         }
     }
 

@@ -87,6 +87,18 @@ public final class MMSystem: @unchecked Sendable {
         swap = SwapDevice(pages: pages, ioLatencyNs: ioLatencyNs, frames: frames)
     }
 
+    /// The memory cgroup this system's processes run in (nil: memory is not charged).
+    public var memcg: MemCgroup? { frames.memcgObject }
+
+    /// Runs every process of this system in `memcg`: anonymous, page-cache and swapped-in pages
+    /// allocated from now on are charged to it and its ancestors (`mem_cgroup_charge()`), and
+    /// a charge over a limit reclaims through this system's reclaim (`enableReclaim`; without
+    /// it the fault fails with `.oom`). Call before any address space uses the system.
+    public func attach(memcg: MemCgroup) {
+        precondition(frames.framesInUse == 0, "attach the memory cgroup before anything is allocated")
+        frames.attach(memcg)
+    }
+
     /// Writes after free found so far: (frames, VMAs, page tables).
     public var poisonViolations: (frames: Int, vmas: Int, tables: Int) {
         (frames.poisonViolations, vmaSlab.poisonViolations.load(ordering: .relaxed),

@@ -110,11 +110,16 @@ extension FramePool {
         return prepareHuge(FrameNumber(b << 9), zeroed: zeroed, flags: flags)
     }
 
-    /// A block just taken whole: each frame with one reference and `flags`, zeroed if asked.
-    private func prepareHuge(_ head: FrameNumber, zeroed: Bool, flags: UInt32) -> FrameNumber {
+    /// A block just taken whole: each frame with one reference and `flags`, zeroed if asked,
+    /// and charged as one folio of 512 pages; nil (the block freed again) if the charge fails.
+    private func prepareHuge(_ head: FrameNumber, zeroed: Bool, flags: UInt32) -> FrameNumber? {
         for k in 0..<Self.hugeFrames { prepare(head + FrameNumber(k), flags: flags) }
-        if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
         countInUse(Self.hugeFrames)
+        if memcg != nil && flags & Self.chargedFlags != 0 && !charge(head, count: Self.hugeFrames, flags: flags) {
+            for k in 0..<Self.hugeFrames { freeToBlock(head + FrameNumber(k)) }
+            return nil
+        }
+        if zeroed { pointer(head).initializeMemory(as: UInt64.self, repeating: 0, count: Self.hugeFrames * Int(Linux.pageSize) / 8) }
         return head
     }
 
@@ -173,6 +178,7 @@ extension FramePool {
     /// Frees `f` (no reference left, no translation to it left) straight onto its block's
     /// list, past the per-thread cache: a page migration gives its old frame back this way.
     func freeToBlock(_ f: FrameNumber) {
+        if memcg != nil { uncharge(f) }
         markFree(f)
         countInUse(-1)
         lock.withLock { push(f) }

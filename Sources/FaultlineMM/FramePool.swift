@@ -28,6 +28,9 @@ public struct PageMeta: ~Copyable {
     public let index: Atomic<UInt64>
     /// `folio->swap`: the swap slot of a page in the swap cache (`Flag.swapCache`).
     public let swapSlot: Atomic<UInt32>
+    /// `folio->memcg_data`: whether the page is charged to the pool's memory cgroup, and as
+    /// what (`MemCharge`; 0: not charged).
+    public let memcgData: Atomic<UInt32>
 
     public enum Flag {
         public static let anon: UInt32 = 1 << 0
@@ -79,7 +82,14 @@ public struct PageMeta: ~Copyable {
         mapping = Atomic(0)
         index = Atomic(0)
         swapSlot = Atomic(0)
+        memcgData = Atomic(0)
     }
+}
+
+/// What a frame is charged to its memory cgroup as (`PageMeta.memcgData`).
+public enum MemCharge {
+    public static let anon: UInt32 = 1
+    public static let file: UInt32 = 2
 }
 
 /// Physical memory: one reservation of 4 KiB frames, zeroed on allocation, with per-frame
@@ -167,6 +177,14 @@ public final class FramePool: @unchecked Sendable {
     /// object, and its reference count is one line every faulting thread writes (at 2
     /// threads the stall on it was a quarter of page_fault1's user time).
     @usableFromInline let lruRef: Unmanaged<LRUVec>
+    /// The memory cgroup anonymous and page-cache frames are charged to (`MMSystem.attach`),
+    /// or nil: nothing is charged (`cgroup_disable=memory`).
+    /// Read on every allocation and free: no dynamic exclusivity check (set once, before use).
+    @exclusivity(unchecked) @usableFromInline var memcg: Unmanaged<MemCgroup>? = nil
+    @usableFromInline var memcgObject: MemCgroup? = nil
+    /// Broken on purpose (tests): frees in batches are not uncharged, so the memcg's usage
+    /// drifts above what it holds (what the quiescent check must catch).
+    @_spi(Testing) public var _brokenBatchFreeSkipsUncharge = false
     /// Watermarks in frames (`zone->_watermark`), 0 until `setWatermarks`: below `low` the
     /// background reclaimer is woken; allocations that would leave fewer than `min` free go
     /// to direct reclaim first.
@@ -331,9 +349,93 @@ public final class FramePool: @unchecked Sendable {
         let f = (mag + 8 + 4 * n).load(as: FrameNumber.self)
         mag.storeBytes(of: n, as: Int.self)
         prepare(f, flags: flags)
+        if memcg != nil && flags & Self.chargedFlags != 0 && !chargeOrFree(f, flags: flags) { return nil }
         if zeroed { pointer(f).initializeMemory(as: UInt64.self, repeating: 0, count: Int(Linux.pageSize) / 8) }
         countInUse(1)
         return f
+    }
+
+    /// `charge` of a frame `allocate` just took; on failure the frame goes back, uncharged.
+    /// Out of line: a pool without a memcg pays one test in `allocate`.
+    @inline(never)
+    func chargeOrFree(_ f: FrameNumber, flags: UInt32) -> Bool {
+        if charge(f, count: 1, flags: flags) { return true }
+        countInUse(1)
+        free(f)
+        return false
+    }
+
+    /// Frames charged to the memcg: anonymous ones (swap-cache pages included) and page cache.
+    static let chargedFlags = PageMeta.Flag.anon | PageMeta.Flag.pageCache
+
+    /// `mem_cgroup_charge()` and `commit_charge()`: charges `count` frames from `first` (just
+    /// allocated, one folio) as `flags` says; false when the memcg is over its limit after
+    /// reclaim (the caller frees them, uncharged).
+    @inline(__always)
+    func charge(_ first: FrameNumber, count: Int, flags: UInt32) -> Bool {
+        let m = memcg.unsafelyUnwrapped
+        guard m._withUnsafeGuaranteedRef({ $0.tryCharge(count, reclaim: directReclaim) }) else { return false }
+        let kind = flags & PageMeta.Flag.anon != 0 ? MemCharge.anon : MemCharge.file
+        for k in 0..<count { page(first + FrameNumber(k)).pointee.memcgData.store(kind, ordering: .relaxed) }
+        m._withUnsafeGuaranteedRef { $0.account(anon: kind == MemCharge.anon ? count : 0, file: kind == MemCharge.file ? count : 0) }
+        return true
+    }
+
+    /// `mem_cgroup_uncharge()` of one frame about to be freed.
+    @inline(__always)
+    func uncharge(_ f: FrameNumber) {
+        let p = page(f)
+        let kind = p.pointee.memcgData.load(ordering: .relaxed)
+        guard kind != 0 else { return }
+        p.pointee.memcgData.store(0, ordering: .relaxed)
+        memcg.unsafelyUnwrapped._withUnsafeGuaranteedRef {
+            $0.memory.uncharge(1)
+            $0.account(anon: kind == MemCharge.anon ? -1 : 0, file: kind == MemCharge.file ? -1 : 0)
+        }
+    }
+
+    /// `mem_cgroup_uncharge_folios()`: uncharges frames about to be freed, `folioBatch` at a
+    /// time (`uncharge_batch()`: one uncharge of every level per batch).
+    func uncharge(_ dead: [FrameNumber]) {
+        guard let m = memcg else { return }
+        var i = 0
+        while i < dead.count {
+            let end = Swift.min(i + MemCgroup.folioBatch, dead.count)
+            var anon = 0, file = 0
+            for f in dead[i..<end] {
+                let p = page(f)
+                let kind = p.pointee.memcgData.load(ordering: .relaxed)
+                if kind == 0 { continue }
+                p.pointee.memcgData.store(0, ordering: .relaxed)
+                if kind == MemCharge.anon { anon += 1 } else { file += 1 }
+            }
+            if anon + file > 0 && !_brokenBatchFreeSkipsUncharge {
+                m._withUnsafeGuaranteedRef {
+                    $0.memory.uncharge(anon + file)
+                    $0.account(anon: -anon, file: -file)
+                }
+            }
+            i = end
+        }
+    }
+
+    /// `mem_cgroup_migrate()`: the charge moves from `old` to `new` (a migration's copy).
+    func migrateCharge(from old: FrameNumber, to new: FrameNumber) {
+        let kind = page(old).pointee.memcgData.exchange(0, ordering: .relaxed)
+        page(new).pointee.memcgData.store(kind, ordering: .relaxed)
+    }
+
+    /// Whether the calling thread's last allocation failed on its memcg's limit (clears it).
+    public func takeChargeFailure() -> Bool {
+        guard let m = memcg else { return false }
+        return m._withUnsafeGuaranteedRef { $0.takeChargeFailure() }
+    }
+
+    /// Charges future anonymous and page-cache frames to `m` (see `MMSystem.attach`).
+    func attach(_ m: MemCgroup) {
+        precondition(memcg == nil, "one memory cgroup per pool")
+        memcgObject = m
+        memcg = Unmanaged.passUnretained(m)
     }
 
     /// A frame just taken from the free lists: one reference, no mapping, `flags`.
@@ -442,6 +544,7 @@ public final class FramePool: @unchecked Sendable {
     public func free(_ f: FrameNumber) {
         precondition(f != Self.zeroFrame, "freeing the zero page")
         if page(f).pointee.flags.load(ordering: .relaxed) & PageMeta.Flag.lru != 0 { lruRef._withUnsafeGuaranteedRef { $0.release(f) } }
+        if memcg != nil { uncharge(f) }
         markFree(f)
         countInUse(-1)
         let mag = magazine()
@@ -524,6 +627,9 @@ public final class FramePool: @unchecked Sendable {
     public func freeDeferred(_ dead: [FrameNumber]) {
         guard !dead.isEmpty else { return }
         lru.release(dead)
+        // Uncharged now, as `tlb_finish_mmu()` frees them on Linux: the memory is the memcg's
+        // no longer, though the frames wait for the grace period before reuse.
+        uncharge(dead)
         let box = Shared(dead)
         // Memory waiting for a grace period is memory nobody can use: past an eighth of the
         // pool, hurry the reclaimer instead of waiting for its tick.

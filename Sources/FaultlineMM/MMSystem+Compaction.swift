@@ -117,6 +117,8 @@ extension MMSystem {
             guard cur & ~PTE.accessed == s.wp & ~PTE.accessed, p.pointee.mapcount.load(ordering: .relaxed) == 1,
                   frames.refsBesidesLRUBatch(f) == 2 else { return }
             np.pointee.mapcount.store(1, ordering: .relaxed)   // the PTE takes the new frame's reference
+            // Before the PTE: from then on a zap may free the new frame.
+            frames.migrateCharge(from: f, to: nf)
             ptep.pointee.store((cur & ~PTE.frameMask) | UInt64(nf) << 12 | (s.orig & PTE.writable), ordering: .releasing)
             p.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
             p.pointee.refcount.wrappingSubtract(1, ordering: .relaxed)

@@ -113,7 +113,19 @@ public struct Calibration: Sendable, Codable {
 
     /// What shapes the host's numbers that the run does not control, read from this machine,
     /// and what it does control.
-    public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall) -> [String] {
+    /// How the model's pages are charged against how the host's are.
+    public static func memcgCondition(_ mode: MemcgMode) -> String {
+        let made = mode.make()
+        let host = MemCgroup.hostPlacement()
+        let swapAccount = host?.version == 1 ? "; the host's v1 controller also charges memory+swap (memsw) at each level, which the model does not" : ""
+        if made.memcg != nil {
+            return "controlled: model pages charged to a memory cgroup as deep as this process's, \(made.description), none limited: a per-thread stock of \(MemCgroup.chargeBatch) pages, each miss and each batch of frees writing every level's counter\(swapAccount)"
+        }
+        return "not controlled: the model charges no memory cgroup, \(made.description); the host's pages are charged to \(host?.description ?? "none")"
+    }
+
+    public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall,
+                                      memcg: MemcgMode = .host) -> [String] {
         let start = layout == .host
             ? "model cells start from this process's mappings (mmap finds the host's gaps)"
             : "model cells start from an empty address space (--layout empty: new mappings sit side by side and merge where the host's would not)"
@@ -138,6 +150,7 @@ public struct Calibration: Sendable, Codable {
             out.append("not controlled: shmem huge pages \(mode) (page_fault3's shared file faults)")
         }
         out.append(crossingCondition(kernelEntry: kernelEntry))
+        out.append(memcgCondition(memcg))
         let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         var kernelThreads: [String: Int] = [:]
         for p in procs where Int(p) != nil {

@@ -12,9 +12,21 @@ public struct CompareOptions: Sendable {
     /// Traces replayed as workloads (`replay:FILE`): each traced thread on its own thread, so
     /// their thread count is the trace's, not `threads`.
     public var replays: [ReplayWorkload] = []
-    public var threads: [Int] = [1, max(ProcessInfo.processInfo.activeProcessorCount, 1)]
+    public var threads: [Int] = CompareOptions.threadLadder(cpus: ProcessInfo.processInfo.activeProcessorCount)
     public var repetitions = 3
     public var base = WorkloadOptions()
+
+    /// The default thread counts on `cpus` CPUs: 1, 2, 4, … up to the CPUs, and the CPUs
+    /// themselves (1, 2, 4, 6 on six), so a scaling line has a point per doubling.
+    public static func threadLadder(cpus: Int) -> [Int] {
+        let n = max(cpus, 1)
+        var out: [Int] = []
+        var t = 1
+        while t < n { out.append(t); t *= 2 }
+        out.append(n)
+        return out
+    }
+
     public init() {
         base.seconds = 0.4
         base.warmup = 0.1

@@ -106,6 +106,25 @@ public enum LayoutMode: String, Sendable, CaseIterable {
     case empty
 }
 
+/// Which memory cgroup a model cell's pages are charged to (`MemCgroup`).
+public enum MemcgMode: String, Sendable, CaseIterable {
+    /// A chain as deep as this process's memory cgroup on the host (`/proc/self/cgroup`), no
+    /// level limited: a charge's stock miss and a batch of frees write every level's counter,
+    /// as the host's do. Nothing is charged where this process sits in the root cgroup or
+    /// memory has no controller (Linux charges no page to the root).
+    case host
+    /// Nothing is charged (`cgroup_disable=memory`).
+    case none
+
+    /// The memcg a model system runs in under this mode, with what to say about it.
+    public func make() -> (memcg: MemCgroup?, description: String) {
+        guard self == .host else { return (nil, "none (--memcg none)") }
+        guard let p = MemCgroup.hostPlacement() else { return (nil, "none (this process has no memory cgroup)") }
+        guard p.depth > 1 else { return (nil, "none (this process is in the root memory cgroup, which Linux does not charge)") }
+        return (MemCgroup.chain(p.path), p.description)
+    }
+}
+
 /// One cell's settings.
 public struct WorkloadOptions: Sendable {
     public var workload: Workload = .pageFault1
@@ -135,6 +154,8 @@ public struct WorkloadOptions: Sendable {
     /// crossing by default, so that the model's per-CPU work weighs against what the threads
     /// share as the host's does.
     public var kernelEntry: KernelEntry = .syscall
+    /// Which memcg the model's pages are charged to: one like this process's by default.
+    public var memcg: MemcgMode = .host
     public init() {}
 
     /// The size rounded to whole pages, at least 16 pages.

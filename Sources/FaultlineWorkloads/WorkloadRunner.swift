@@ -56,6 +56,8 @@ public struct CellResult: Sendable, Codable {
     public var layoutMappings: Int? = nil
     /// Model: what a fault or call paid to enter the kernel (`KernelEntry`: none, syscall).
     public var kernelEntry: String? = nil
+    /// Model: the memory cgroup its pages were charged to (`MemcgMode`), or why none.
+    public var memcg: String? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -76,7 +78,7 @@ public struct CellResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
-        case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry
+        case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry, memcg
     }
 }
 
@@ -121,6 +123,7 @@ public enum WorkloadRunner {
     /// on it; each page read takes `o.ioLatencyNs`).
     public static func makeSystem(_ o: WorkloadOptions, workloads: [Workload], threads: Int) -> MMSystem {
         let system = makeSystem(frames: framesNeeded(o, workloads: workloads, threads: threads))
+        if let m = o.memcg.make().memcg { system.attach(memcg: m) }
         if workloads.contains(.swapChurn) { system.swapOn(pages: 512 * (threads + 1), ioLatencyNs: o.ioLatencyNs) }
         // thp runs with khugepaged behind it, at Linux's defaults, as on the host.
         if workloads.contains(.thp) { system.enableKhugepaged() }
@@ -131,6 +134,7 @@ public enum WorkloadRunner {
     /// size whose reads take `ioLatencyNs`.
     public static func makeReclaimSystem(_ o: WorkloadOptions) -> MMSystem {
         let system = MMSystem(frames: o.memoryPages, prefault: true)
+        if let m = o.memcg.make().memcg { system.attach(memcg: m) }
         system.swapOn(pages: 2 * o.memoryPages, ioLatencyNs: o.ioLatencyNs)
         system.enableReclaim()
         return system
@@ -173,6 +177,7 @@ public enum WorkloadRunner {
             if r.counters == nil { r.counters = DesignCounters() }
             r.layoutMappings = mirrored
             r.kernelEntry = o.kernelEntry.rawValue
+            r.memcg = system.memcg.map { "\($0.path) (\($0.hierarchy.count) levels)" } ?? "none"
             return r
         }
         var result = cell()

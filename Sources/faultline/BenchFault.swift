@@ -1,6 +1,7 @@
 import ArgumentParser
 import FaultlineBench
 import FaultlineMM
+import FaultlineWorkloads
 import Foundation
 
 struct BenchFault: ParsableCommand {
@@ -25,6 +26,9 @@ struct BenchFault: ParsableCommand {
     @Option(help: "Design.")
     var design: String = Design.global.rawValue
 
+    @Option(help: "Which memory cgroup the model charges its pages to: none (the library's default) or host (a chain as deep as this process's, as compare and calibrate charge).")
+    var memcg: MemcgMode = .none
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -38,6 +42,8 @@ struct BenchFault: ParsableCommand {
     func run() throws {
         let bytes = mib << 20
         let system = FaultBenchmark.makeSystem(bytes: bytes)
+        let charged = memcg.make()
+        if let m = charged.memcg { system.attach(memcg: m) }
         let zero = FaultBenchmark.makeZeroArea(bytes: bytes)
         let d = Design(rawValue: design)!
         var samples: [FaultSample] = []
@@ -61,6 +67,6 @@ struct BenchFault: ParsableCommand {
             ["zeroing a cold 4 KiB frame (floor)", fmt(floor, 1), "\(fmt(samples.map(\.zeroFrameNs).min()!, 1))–\(fmt(samples.map(\.zeroFrameNs).max()!, 1))"],
             ["host kernel first-touch write fault", fmt(host, 1), "\(fmt(samples.map(\.hostFaultNs).min()!, 1))–\(fmt(samples.map(\.hostFaultNs).max()!, 1))"],
         ]))
-        print("model / floor = \(fmt(model / floor, 2))×, model / host kernel = \(fmt(model / host, 2))×")
+        print("model / floor = \(fmt(model / floor, 2))×, model / host kernel = \(fmt(model / host, 2))×; memory cgroup charged: \(charged.description)")
     }
 }

@@ -10,8 +10,8 @@ struct Compare: ParsableCommand {
         commandName: "compare",
         abstract: "Every design (and the host kernel) × the workloads, side by side: a table, results.json/.csv and an HTML report.",
         discussion: """
-        Defaults: every design and host × \(Workload.defaults.map(\.rawValue).joined(separator: ", ")) at 1 and \
-        nproc threads, 3 repetitions of 0.4 s per cell (about 3 minutes on 2 cores); --quick is one \
+        Defaults: every design and host × \(Workload.defaults.map(\.rawValue).joined(separator: ", ")) at 1, 2, 4, … \
+        threads up to nproc, 3 repetitions of 0.4 s per cell (about 3 minutes on 2 cores); --quick is one \
         repetition of 0.15 s at 32 MiB per thread (under a minute). Columns are interleaved inside \
         each repetition. Writes DIR/results.json (one object per cell), DIR/results.csv and \
         DIR/index.html (self-contained, inline SVG charts).
@@ -28,7 +28,7 @@ struct Compare: ParsableCommand {
     var gallery = "gallery"
 
 
-    @Option(help: "Thread counts, comma-separated (default: 1 and the CPUs available).")
+    @Option(help: "Thread counts, comma-separated (default: 1, 2, 4, … up to the CPUs available, and that count).")
     var threads: String?
 
     @Option(help: "Repetitions.")

@@ -7,6 +7,7 @@ import Foundation
 extension Workload: ExpressibleByArgument {}
 extension LayoutMode: ExpressibleByArgument {}
 extension KernelEntry: ExpressibleByArgument {}
+extension MemcgMode: ExpressibleByArgument {}
 
 /// Workload options shared by `run` and `compare`.
 struct WorkloadArguments: ParsableArguments {
@@ -34,9 +35,13 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "What a model fault or memory call costs to enter the kernel: syscall (one real round trip into this machine's kernel, as the host's exception or system call makes) or none (the model's own work only).")
     var kernelEntry: KernelEntry = .syscall
 
+    @Option(help: "Which memory cgroup the model charges its pages to: host (a chain as deep as this process's memory cgroup, unlimited: the per-thread stock and the shared counters Linux charges) or none.")
+    var memcg: MemcgMode = .host
+
     func apply(_ o: inout WorkloadOptions) {
         o.layout = layout
         o.kernelEntry = kernelEntry
+        o.memcg = memcg
         o.size = UInt64(size * 1_048_576)
         o.slowReaderNs = UInt64(slowReader * 1000)
         o.mapsReader = maps
@@ -136,6 +141,7 @@ struct Run: ParsableCommand {
             if let events = c.vmaLockEventsLine { print(events) }
         }
         if let m = r.mapsReads { print("maps reads: \(m)") }
+        if let m = r.memcg { print("memory cgroup charged: \(m)") }
         if let p = r.replayPasses {
             print("passes over the trace: \(p), operations the model refused: \(r.replayErrors ?? 0)")
             if let f = r.faultsPerSecond, let c = r.callsPerSecond, (r.replayFaults ?? 0) > 0 {

@@ -78,6 +78,14 @@ struct CalibrationTests {
         #expect(crossing?.contains("charges each fault and call a system call's crossing") == true, "\(lines)")
         let costs = crossing.map { c in c.split(separator: " ").compactMap { Int($0) } } ?? []
         #expect(costs.count == 2 && costs.allSatisfy { $0 > 0 }, "\(String(describing: crossing))")
+        // The memory cgroup: charged as this process is, or said why not.
+        let memcg = lines.first { $0.contains("memory cgroup") }
+        if let p = MemCgroup.hostPlacement(), p.depth > 1 {
+            #expect(memcg?.hasPrefix("controlled:") == true && memcg?.contains(p.path) == true, "\(lines)")
+        } else {
+            #expect(memcg?.hasPrefix("not controlled:") == true, "\(lines)")
+        }
+        #expect(Calibration.hostConditions(warmup: 0.1, memcg: .none).contains { $0.contains("--memcg none") })
         // A machine that exposes its THP setting has it said.
         if FileManager.default.fileExists(atPath: "/sys/kernel/mm/transparent_hugepage/enabled") {
             #expect(lines.contains { $0.contains("transparent huge pages") })

@@ -144,6 +144,15 @@ struct WorkloadTests {
     }
 }
 
+/// compare's default thread counts: a point per doubling up to the CPUs, and the CPUs.
+@Test func compareThreadsDoubleUpToTheCPUs() {
+    #expect(CompareOptions.threadLadder(cpus: 1) == [1])
+    #expect(CompareOptions.threadLadder(cpus: 2) == [1, 2])
+    #expect(CompareOptions.threadLadder(cpus: 6) == [1, 2, 4, 6])
+    #expect(CompareOptions.threadLadder(cpus: 16) == [1, 2, 4, 8, 16])
+    #expect(CompareOptions.threadLadder(cpus: 0) == [1])
+}
+
 @Suite("Report", .serialized)
 struct ReportTests {
     static let comparison: Comparison = {
