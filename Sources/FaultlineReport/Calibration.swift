@@ -66,6 +66,29 @@ public struct Calibration: Sendable, Codable {
             }
         }
         self.rows = rows
+        if let line = Self.cpuShareCondition(cells) { self.conditions.append(line) }
+    }
+
+    /// How much of each host cell's window its workers ran: a cell whose workers ran
+    /// throughout and was still slow did slower work; one whose workers waited lost CPU
+    /// time (to other work, or blocked on each other). Nil without host cells that say it.
+    static func cpuShareCondition(_ cells: [CellResult]) -> String? {
+        let host = cells.filter { $0.design == "host" && $0.workerCPUShare != nil }
+        guard !host.isEmpty else { return nil }
+        let shares = host.map { $0.workerCPUShare! }
+        let other = host.compactMap(\.otherCPUSeconds)
+        var line = String(format: "measured: the host cells' workers ran %.0f–%.0f%% of their windows (median %.0f%%)",
+                          shares.min()! * 100, shares.max()! * 100, Comparison.median(shares) * 100)
+        if let m = other.max() { line += String(format: "; the rest of this process took at most %.0f ms of CPU during one", m * 1000) }
+        let low = host.filter { $0.workerCPUShare! < 0.9 }
+        if !low.isEmpty {
+            let byCell = Dictionary(grouping: low) { "\($0.workload) \($0.threads)T" }
+            line += "; below 90% (the workers blocked or waited for a CPU): " + byCell.keys.sorted().map { k in
+                let xs = byCell[k]!.map { String(format: "%.0f%%", $0.workerCPUShare! * 100) }
+                return "\(k) \(xs.joined(separator: ", "))"
+            }.joined(separator: "; ")
+        }
+        return line
     }
 
     /// Every row within the tolerance (and at least one row).
@@ -125,14 +148,14 @@ public struct Calibration: Sendable, Codable {
     }
 
     public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall,
-                                      memcg: MemcgMode = .host) -> [String] {
+                                      memcg: MemcgMode = .host, fileCache: FileCacheMode = .warm) -> [String] {
         let start = layout == .host
             ? "model cells start from this process's mappings (mmap finds the host's gaps)"
             : "model cells start from an empty address space (--layout empty: new mappings sit side by side and merge where the host's would not)"
         let entry = kernelEntry == .syscall
             ? "each model fault and memory call enters this machine's kernel once, as the host's do (a getppid round trip: the syscall entry's cost, not the page-fault exception's)"
             : "model faults and calls do not enter the kernel (--kernel-entry none: the host pays an exception or system call per fault or call that the model does not)"
-        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, not pre-read; " + start + "; " + entry]
+        var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, \(fileCache == .warm ? "then passed over once (page_fault2/3, host and model: the cache a long run has after its first pass)" : "not pre-read (--file-cache cold: a cell's first pass populates the cache)"); " + start + "; " + entry]
         func read(_ path: String) -> String? {
             (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -41,6 +41,23 @@ public enum Threads {
         for t in threads { join(t) }
     }
 
+    /// CPU time thread `t` has used so far, in ns (`pthread_getcpuclockid`), or nil if the
+    /// clock cannot be read (the thread has exited).
+    public static func cpuNanoseconds(_ t: pthread_t) -> UInt64? {
+        var clock = clockid_t()
+        guard pthread_getcpuclockid(t, &clock) == 0 else { return nil }
+        var ts = timespec()
+        guard clock_gettime(clock, &ts) == 0 else { return nil }
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// CPU time this process has used so far, all threads, in ns.
+    public static var processCPUNanoseconds: UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
     /// CPUs this process may run on.
     public static var availableCPUs: Int { Int(fl_available_cpus()) }
 }

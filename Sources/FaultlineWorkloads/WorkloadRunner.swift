@@ -58,6 +58,12 @@ public struct CellResult: Sendable, Codable {
     public var kernelEntry: String? = nil
     /// Model: the memory cgroup its pages were charged to (`MemcgMode`), or why none.
     public var memcg: String? = nil
+    /// The CPU time the cell's threads used in the measured window over the window's length
+    /// times the CPUs they could use (their number, at most this machine's CPUs): 1 when they
+    /// kept those CPUs busy throughout, less when they waited for a CPU or blocked.
+    public var workerCPUShare: Double? = nil
+    /// CPU seconds the rest of this process used during the measured window.
+    public var otherCPUSeconds: Double? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -78,7 +84,7 @@ public struct CellResult: Sendable, Codable {
     enum CodingKeys: String, CodingKey {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
-        case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry, memcg
+        case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry, memcg, workerCPUShare, otherCPUSeconds
     }
 }
 
@@ -167,6 +173,7 @@ public enum WorkloadRunner {
             }
             let target = ModelTarget(mm: mm, files: files, reader: o.mapsReader ?? design.naturalMapsReader,
                                      slowReaderNs: o.slowReaderNs)
+            warmFiles(target, o)
             // Mirrored once the cell's threads exist: their stacks and their malloc arenas
             // (glibc reserves 64 MiB, aligned, per arena) are in this process's layout when
             // the host cell's threads make their first mmap, and they keep the host's regions
@@ -204,9 +211,29 @@ public enum WorkloadRunner {
             fds.append(fd)
         }
         defer { for fd in fds { close(fd) } }
-        var r = run(HostTarget(fds: fds, slowReaderNs: o.slowReaderNs), o, name: "host", rep: rep, faults: { Self.processFaults() }) { nil }
+        let target = HostTarget(fds: fds, slowReaderNs: o.slowReaderNs)
+        warmFiles(target, o)
+        var r = run(target, o, name: "host", rep: rep, faults: { Self.processFaults() }) { nil }
         if r.hostFaults == nil { r.hostFaults = 0 }
         return r
+    }
+
+    /// Under `FileCacheMode.warm`, one pass of page_fault2/3 over each thread's file before
+    /// the cell (map, write every page, unmap), so that the cell starts with the page cache a
+    /// long run has after its first pass — its folios as big as the fault path's readahead
+    /// made them, on the host and in the model alike (a read() would make other folios).
+    /// Other workloads' files are not touched (app-launch drops its cache on purpose).
+    static func warmFiles<T: MemoryTarget>(_ target: T, _ o: WorkloadOptions) {
+        guard o.fileCache == .warm, o.workload == .pageFault2 || o.workload == .pageFault3 else { return }
+        for i in 0..<o.threads {
+            guard let a = target.mapFile(i, o.bytes, shared: o.workload == .pageFault3, readOnly: false) else { continue }
+            var p = a
+            for _ in 0..<o.pages {
+                target.write(p)
+                p &+= Linux.pageSize
+            }
+            target.unmap(a, o.bytes)
+        }
     }
 
     /// The harness: one pinned thread per worker (plus the reader of maps-reader), warm-up,
@@ -245,11 +272,14 @@ public enum WorkloadRunner {
         let f0 = faults()
         let ops0 = state.ops.sum(0)
         let reads0 = state.ops.sum(1)
+        func workersCPU() -> UInt64 { threads.reduce(0) { $0 &+ (Threads.cpuNanoseconds($1) ?? 0) } }
+        let cpu0 = (workers: workersCPU(), process: Threads.processCPUNanoseconds)
         let t0 = fl_now_ns()
         state.measuring.store(true, ordering: .releasing)
         fl_sleep_ns(UInt64(o.seconds * 1e9))
         state.measuring.store(false, ordering: .releasing)
         let t1 = fl_now_ns()
+        let cpu1 = (workers: workersCPU(), process: Threads.processCPUNanoseconds)
         let ops1 = state.ops.sum(0)
         let reads1 = state.ops.sum(1)
         let c1 = counters()
@@ -270,6 +300,12 @@ public enum WorkloadRunner {
                            opsPerSecond: Double(ops) / secs, latencyNs: h.summary, latencyCurve: h.curve,
                            counters: nil, mapsReads: withReader ? reads1 &- reads0 : nil)
         r.histogram = h
+        // Whether the workers had their CPUs: the share of the window they ran, and the CPU
+        // time the rest of this process took meanwhile (the main thread sleeps; what is left
+        // is background work, such as the model's RCU reclaimer finishing an earlier cell).
+        let workerNs = Double(cpu1.workers &- cpu0.workers)
+        r.workerCPUShare = workerNs / (Double(t1 - t0) * Double(max(min(parties, cpus), 1)))
+        r.otherCPUSeconds = max(0, Double(cpu1.process &- cpu0.process) - workerNs) / 1e9
         if let f = byRole[.faults], let c = byRole[.calls] {
             r.faultHistogram = f
             r.callHistogram = c

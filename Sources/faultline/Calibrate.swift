@@ -77,7 +77,7 @@ struct Calibrate: ParsableCommand {
         comparison.command = (["faultline"] + CommandLine.arguments.dropFirst()).joined(separator: " ")
         progress?.finish()
         let calibration = Calibration(comparison, design: design, tolerance: tolerance / 100,
-                                      conditions: Calibration.hostConditions(warmup: o.base.warmup, layout: o.base.layout, kernelEntry: o.base.kernelEntry, memcg: o.base.memcg))
+                                      conditions: Calibration.hostConditions(warmup: o.base.warmup, layout: o.base.layout, kernelEntry: o.base.kernelEntry, memcg: o.base.memcg, fileCache: o.base.fileCache))
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         try comparison.write(to: out)
         let enc = JSONEncoder()

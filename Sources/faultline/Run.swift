@@ -8,6 +8,7 @@ extension Workload: ExpressibleByArgument {}
 extension LayoutMode: ExpressibleByArgument {}
 extension KernelEntry: ExpressibleByArgument {}
 extension MemcgMode: ExpressibleByArgument {}
+extension FileCacheMode: ExpressibleByArgument {}
 
 /// Workload options shared by `run` and `compare`.
 struct WorkloadArguments: ParsableArguments {
@@ -38,8 +39,12 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "Which memory cgroup the model charges its pages to: host (a chain as deep as this process's memory cgroup, unlimited: the per-thread stock and the shared counters Linux charges) or none.")
     var memcg: MemcgMode = .host
 
+    @Option(help: "Whether page_fault2/3's per-thread files start in the page cache: warm (one pass of the workload over them before the cell, as a long will-it-scale run has them) or cold (the cell's first pass populates the cache).")
+    var fileCache: FileCacheMode = .warm
+
     func apply(_ o: inout WorkloadOptions) {
         o.layout = layout
+        o.fileCache = fileCache
         o.kernelEntry = kernelEntry
         o.memcg = memcg
         o.size = UInt64(size * 1_048_576)
@@ -142,6 +147,9 @@ struct Run: ParsableCommand {
         }
         if let m = r.mapsReads { print("maps reads: \(m)") }
         if let m = r.memcg { print("memory cgroup charged: \(m)") }
+        if let share = r.workerCPUShare, let other = r.otherCPUSeconds {
+            print(String(format: "workers ran %.0f%% of the measured window; the rest of this process took %.3f CPU s", share * 100, other))
+        }
         if let p = r.replayPasses {
             print("passes over the trace: \(p), operations the model refused: \(r.replayErrors ?? 0)")
             if let f = r.faultsPerSecond, let c = r.callsPerSecond, (r.replayFaults ?? 0) > 0 {

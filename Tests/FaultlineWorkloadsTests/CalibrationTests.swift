@@ -60,6 +60,22 @@ struct CalibrationTests {
         #expect(page.contains("| mmap1 | 2 ÷ 1 | 1.00× | 1.00×–1.00× | 0.50× | 0.50×–0.50× | -50% |"))
     }
 
+    /// The host cells' CPU share is said, and the cells whose workers lost time are named.
+    @Test func hostWorkersCPUShareIsSaid() {
+        var cells = [cell("host", "page_fault1", 1, 0, 10), cell("host", "page_fault1", 2, 0, 20),
+                     cell("host", "mmap1", 1, 0, 10), cell("host", "mmap1", 2, 0, 5)]
+        for (i, share) in [1.0, 0.98, 0.99, 0.54].enumerated() {
+            cells[i].workerCPUShare = share
+            cells[i].otherCPUSeconds = 0.002
+        }
+        let c = Calibration(comparison(cells), design: "per-vma-6.15")
+        let line = c.conditions.first { $0.hasPrefix("measured: the host cells' workers") }
+        #expect(line?.contains("54–100% of their windows (median 98%)") == true, "\(c.conditions)")
+        #expect(line?.contains("at most 2 ms") == true)
+        #expect(line?.contains("below 90% (the workers blocked or waited for a CPU): mmap1 2T 54%") == true)
+        #expect(Calibration(comparison(Array(cells.prefix(0))), design: "per-vma-6.15").conditions.isEmpty)
+    }
+
     @Test func aWorkloadWithoutHostCellsHasNoRow() {
         let cells = [cell("per-vma-6.15", "page_fault1", 1, 0, 10), cell("per-vma-6.15", "page_fault1", 2, 0, 20)]
         let c = Calibration(comparison(cells), design: "per-vma-6.15")
@@ -71,6 +87,8 @@ struct CalibrationTests {
         #expect(lines.first?.hasPrefix("controlled:") == true)
         #expect(lines.first?.contains("this process's mappings") == true)
         #expect(Calibration.hostConditions(warmup: 0.1, layout: .empty).first?.contains("--layout empty") == true)
+        #expect(lines.first?.contains("passed over once") == true)
+        #expect(Calibration.hostConditions(warmup: 0.1, fileCache: .cold).first?.contains("--file-cache cold") == true)
         #expect(lines.first?.contains("enters this machine's kernel once") == true)
         #expect(Calibration.hostConditions(warmup: 0.1, kernelEntry: .none).first?.contains("--kernel-entry none") == true)
         // The crossing, measured: a system call and a zero-page fault both cost something.
