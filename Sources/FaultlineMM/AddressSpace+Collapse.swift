@@ -99,7 +99,8 @@ extension AddressSpace {
             // (probed: such a block before a block with a page, both collapse).
             // MADV_COLLAPSE and khugepaged (`khugepaged/defrag` = 1) compact for their THP.
             guard let head = allocateTHP(compact: true) else {
-                return .failed(.ENOMEM)   // SCAN_ALLOC_HUGE_PAGE_FAIL
+                // SCAN_CGROUP_CHARGE_FAIL (the memcg refused 512 pages) or SCAN_ALLOC_HUGE_PAGE_FAIL.
+                return .failed(frames.takeChargeFailure() ? .EBUSY : .ENOMEM)
             }
             // __collapse_huge_page_isolate(): the scan again, with the THP in hand — what
             // happened meanwhile (reclaim unmapped a page, the compaction for this THP migrated

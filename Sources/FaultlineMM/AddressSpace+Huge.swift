@@ -114,6 +114,7 @@ extension AddressSpace {
         }
         guard let head = allocateTHP(compact: faultCompacts(s)) else {
             count(.thpFaultFallback)
+            if frames.takeChargeFailure() { count(.thpFaultFallbackCharge) }
             return nil
         }
         let r = installHuge(s, anonVMA, page, table, head: head, expect: nil, exec: exec, v)
@@ -190,6 +191,7 @@ extension AddressSpace {
                 return r.outcome
             }
             count(.thpFaultFallback)
+            if frames.takeChargeFailure() { count(.thpFaultFallbackCharge) }
             splitHugePMD(table, at: page)
             return nil
         }
@@ -330,10 +332,11 @@ extension AddressSpace {
     }
 
     /// THP faults and splits so far (`/proc/vmstat` thp_fault_alloc, thp_fault_fallback,
-    /// thp_split_pmd) and the huge PMDs mapping THPs now.
-    public var thpStats: (faultAlloc: Int, faultFallback: Int, splitPMD: Int, zeroPageFaults: Int) {
+    /// thp_split_pmd, thp_fault_fallback_charge) and the huge PMDs mapping THPs now.
+    public var thpStats: (faultAlloc: Int, faultFallback: Int, splitPMD: Int, zeroPageFaults: Int, faultFallbackCharge: Int) {
         (Int(stats.sum(MMStat.thpFaultAlloc.rawValue)), Int(stats.sum(MMStat.thpFaultFallback.rawValue)),
-         Int(stats.sum(MMStat.thpSplitPMD.rawValue)), Int(stats.sum(MMStat.thpZeroPageFaults.rawValue)))
+         Int(stats.sum(MMStat.thpSplitPMD.rawValue)), Int(stats.sum(MMStat.thpZeroPageFaults.rawValue)),
+         Int(stats.sum(MMStat.thpFaultFallbackCharge.rawValue)))
     }
 }
 

@@ -628,6 +628,9 @@ public enum MMStat: Int, CaseIterable, Sendable {
     /// khugepaged's scan results that left a 2 MiB as it was (`SCAN_EXCEED_NONE_PTE`,
     /// `SCAN_EXCEED_SHARED_PTE`, `SCAN_LACK_REFERENCED_PAGE`), and its collapses.
     case khugepagedExceedNone, khugepagedExceedShared, khugepagedLackReferenced, khugepagedCollapsed
+    /// THP faults that fell back because the memcg refused the THP's charge
+    /// (`thp_fault_fallback_charge`; each is in `thpFaultFallback` too).
+    case thpFaultFallbackCharge
 }
 
 /// The work of one `move_page_tables`: PTE slots visited, present PTEs moved one by one, and

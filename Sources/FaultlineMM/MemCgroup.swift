@@ -112,8 +112,10 @@ public final class MemCgroup: @unchecked Sendable {
     public static let chargeBatch = 64
     /// `FOLIO_BATCH_SIZE`: frees are uncharged this many pages at a time at most.
     static let folioBatch = 31
-    /// `MAX_RECLAIM_RETRIES`: fruitless reclaim rounds before a charge fails.
+    /// `MAX_RECLAIM_RETRIES`: reclaim rounds before a charge fails.
     static let maxReclaimRetries = 16
+    /// `1 << PAGE_ALLOC_COSTLY_ORDER`.
+    static let costlyPages = 8
 
     enum Slot { static let stock = 0, pending = 1, anon = 2, file = 3, pgpgin = 4, pgpgout = 5, failed = 7 }
 
@@ -224,7 +226,9 @@ public final class MemCgroup: @unchecked Sendable {
             // `try_to_free_mem_cgroup_pages()`: frees uncharge at once, so a retry sees them.
             let freed = reclaim?() ?? 0
             if over.usage + n <= over.max { continue }
-            if freed > 0 { continue }
+            // Progress is worth another try only for small charges: a THP's 512 pages
+            // (above `PAGE_ALLOC_COSTLY_ORDER`) would keep reclaim going for long.
+            if freed > 0 && n <= Self.costlyPages { continue }
             retries -= 1
             if retries > 0 && reclaim != nil { continue }
             oomEvents.wrappingAdd(1, ordering: .relaxed)

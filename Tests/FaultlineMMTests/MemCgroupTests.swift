@@ -135,6 +135,28 @@ struct MemCgroupTests {
         #expect(s.checkQuiescent([mm]) == [])
     }
 
+    /// A THP whose 512 pages the memcg refuses: the fault falls back to a small page
+    /// (`thp_fault_fallback_charge`), and MADV_COLLAPSE fails with EBUSY
+    /// (`SCAN_CGROUP_CHARGE_FAIL`); with the limit lifted both make THPs.
+    @Test func aTHPTheMemcgRefusesFallsBack() {
+        let (s, m) = Self.system(frames: 4096, limit: 300)
+        let mm = AddressSpace(system: s, design: .perVMA615)
+        _ = mm.mmap(Self.base, 2 * Linux.pmdSize, rw, anonPrivate.union(.fixed)).must()
+        _ = mm.madvise(Self.base, 2 * Linux.pmdSize, .hugePage).must()
+        _ = mm.store(Self.base, 1).must()
+        #expect(mm.thpStats.faultAlloc == 0 && mm.thpStats.faultFallback == 1 && mm.thpStats.faultFallbackCharge == 1)
+        #expect(m.stat.anon == 1 && m.memory.usage <= 300)
+        for i in 1..<8 { _ = mm.store(Self.base + UInt64(i) * page, 1).must() }
+        #expect(mm.madvise(Self.base, Linux.pmdSize, .collapse).error == .EBUSY)
+        #expect(s.checkQuiescent([mm]) == [])
+        m.setLimit(pages: PageCounter.unlimited)
+        _ = mm.store(Self.base + Linux.pmdSize, 1).must()
+        #expect(mm.thpStats.faultAlloc == 1 && mm.thpStats.faultFallbackCharge == 1)
+        #expect(mm.madvise(Self.base, Linux.pmdSize, .collapse).error == nil)
+        #expect(m.stat.anon == 1024)
+        #expect(s.checkQuiescent([mm]) == [])
+    }
+
     /// The broken control: batch frees that skip the uncharge leave usage above what is
     /// charged, and the check says so.
     @Test func aFreeThatIsNotUnchargedIsCaught() {
