@@ -389,7 +389,7 @@ public final class FramePool: @unchecked Sendable {
         guard kind != 0 else { return }
         p.pointee.memcgData.store(0, ordering: .relaxed)
         memcg.unsafelyUnwrapped._withUnsafeGuaranteedRef {
-            $0.memory.uncharge(1)
+            $0.memoryRef._withUnsafeGuaranteedRef { $0.uncharge(1) }
             $0.account(anon: kind == MemCharge.anon ? -1 : 0, file: kind == MemCharge.file ? -1 : 0)
         }
     }
@@ -411,7 +411,7 @@ public final class FramePool: @unchecked Sendable {
             }
             if anon + file > 0 && !_brokenBatchFreeSkipsUncharge {
                 m._withUnsafeGuaranteedRef {
-                    $0.memory.uncharge(anon + file)
+                    $0.memoryRef._withUnsafeGuaranteedRef { $0.uncharge(anon + file) }
                     $0.account(anon: -anon, file: -file)
                 }
             }

@@ -22,15 +22,24 @@ public final class PageCounter: @unchecked Sendable {
     /// `PAGE_COUNTER_MAX`: no limit.
     public static let unlimited = Int.max / Int(Linux.pageSize)
 
+    /// This level and its ancestors, unretained (each level holds its parent): a charge's and
+    /// an uncharge's walk takes no reference per level.
+    let chain: UnsafeMutableBufferPointer<Unmanaged<PageCounter>>
+
     init(parent: PageCounter?, limit: Int) {
         self.parent = parent
         self.limit = Atomic(limit)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
         line = raw.bindMemory(to: Atomic<Int>.self, capacity: 1)
         line.initialize(to: Atomic(0))
+        chain = unretainedChain(above: parent?.chain)
+        chain.initializeElement(at: 0, to: Unmanaged.passUnretained(self))
     }
 
-    deinit { UnsafeMutableRawPointer(line).deallocate() }
+    deinit {
+        UnsafeMutableRawPointer(line).deallocate()
+        chain.deallocate()
+    }
 
     /// Pages charged to this level (its own and its descendants').
     public var usage: Int { line.pointee.load(ordering: .relaxed) }
@@ -44,30 +53,31 @@ public final class PageCounter: @unchecked Sendable {
     /// `page_counter_try_charge()`: nil when every level took `n` pages, else the level whose
     /// limit refused them (the levels below it are uncharged again).
     func tryCharge(_ n: Int) -> PageCounter? {
-        var c: PageCounter? = self
-        while let level = c {
-            let new = level.line.pointee.wrappingAdd(n, ordering: .relaxed).newValue
-            if new > level.limit.load(ordering: .relaxed) {
-                level.line.pointee.wrappingSubtract(n, ordering: .relaxed)
-                level.failures.wrappingAdd(1, ordering: .relaxed)
-                var undo: PageCounter? = self
-                while let u = undo, u !== level { u.line.pointee.wrappingSubtract(n, ordering: .relaxed); undo = u.parent }
-                return level
+        for i in chain.indices {
+            let refused = chain[i]._withUnsafeGuaranteedRef { level -> Bool in
+                let new = level.line.pointee.wrappingAdd(n, ordering: .relaxed).newValue
+                if new > level.limit.load(ordering: .relaxed) {
+                    level.line.pointee.wrappingSubtract(n, ordering: .relaxed)
+                    level.failures.wrappingAdd(1, ordering: .relaxed)
+                    return true
+                }
+                // Racy, as Linux's: a watermark may miss a concurrent peak.
+                if new > level.peak.load(ordering: .relaxed) { level.peak.store(new, ordering: .relaxed) }
+                return false
             }
-            // Racy, as Linux's: a watermark may miss a concurrent peak.
-            if new > level.peak.load(ordering: .relaxed) { level.peak.store(new, ordering: .relaxed) }
-            c = level.parent
+            if refused {
+                for j in 0..<i { chain[j]._withUnsafeGuaranteedRef { _ = $0.line.pointee.wrappingSubtract(n, ordering: .relaxed) } }
+                return chain[i].takeUnretainedValue()
+            }
         }
         return nil
     }
 
     /// `page_counter_uncharge()`: takes `n` pages off every level.
     func uncharge(_ n: Int) {
-        var c: PageCounter? = self
-        while let level = c {
-            let new = level.line.pointee.wrappingSubtract(n, ordering: .relaxed).newValue
+        for level in chain {
+            let new = level._withUnsafeGuaranteedRef { $0.line.pointee.wrappingSubtract(n, ordering: .relaxed).newValue }
             precondition(new >= 0, "page counter uncharged below zero")
-            c = level.parent
         }
     }
 }
@@ -107,6 +117,10 @@ public final class MemCgroup: @unchecked Sendable {
     let statsUpdates: UnsafeMutablePointer<Atomic<Int>>
     /// `memcg->events[MEMCG_OOM]`: charges that failed after reclaim.
     let oomEvents = Atomic<Int>(0)
+    /// This memcg and its ancestors, unretained (each holds its parent), and `memory`: the
+    /// per-charge and per-free paths take no reference on the way.
+    let chain: UnsafeMutableBufferPointer<Unmanaged<MemCgroup>>
+    let memoryRef: Unmanaged<PageCounter>
 
     /// `MEMCG_CHARGE_BATCH`: what a stock miss charges, and the stock's most.
     public static let chargeBatch = 64
@@ -128,9 +142,15 @@ public final class MemCgroup: @unchecked Sendable {
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
         statsUpdates = raw.bindMemory(to: Atomic<Int>.self, capacity: 1)
         statsUpdates.initialize(to: Atomic(0))
+        memoryRef = Unmanaged.passUnretained(memory)
+        chain = unretainedChain(above: parent?.chain)
+        chain.initializeElement(at: 0, to: Unmanaged.passUnretained(self))
     }
 
-    deinit { UnsafeMutableRawPointer(statsUpdates).deallocate() }
+    deinit {
+        UnsafeMutableRawPointer(statsUpdates).deallocate()
+        chain.deallocate()
+    }
 
     /// A chain of memcgs as deep as `path` ("/a/b": root, /a, /a/b), the last one returned,
     /// none limited.
@@ -145,12 +165,7 @@ public final class MemCgroup: @unchecked Sendable {
     }
 
     /// Levels from this memcg up to the root, this one first.
-    public var hierarchy: [MemCgroup] {
-        var out: [MemCgroup] = []
-        var m: MemCgroup? = self
-        while let x = m { out.append(x); m = x.parent }
-        return out
-    }
+    public var hierarchy: [MemCgroup] { chain.map { $0.takeUnretainedValue() } }
 
     /// Sets the limit (`memory.max`); usage above it stays until reclaim or frees bring it down.
     public func setLimit(pages: Int) { memory.limit.store(pages, ordering: .relaxed) }
@@ -189,7 +204,7 @@ public final class MemCgroup: @unchecked Sendable {
     /// `drain_stock()`.
     func drainStock(_ p: UnsafeMutablePointer<Atomic<UInt64>>) {
         let n = Int(p.pointee.exchange(0, ordering: .relaxed))
-        if n > 0 { memory.uncharge(n) }
+        if n > 0 { memoryRef._withUnsafeGuaranteedRef { $0.uncharge(n) } }
     }
 
     /// `drain_all_stock()`: every thread's stock back to the counters (Linux queues this on
@@ -204,11 +219,12 @@ public final class MemCgroup: @unchecked Sendable {
     }
 
     /// `try_charge_memcg()`: charges `n` pages, the stock first. `reclaim` frees some memory
-    /// and says how many pages it freed (nil: none to call).
+    /// and says how many pages it freed (nil: none to call); it is only looked at when the
+    /// stock misses (reading a closure copies, and retains, its context).
     @inline(__always)
-    func tryCharge(_ n: Int, reclaim: (() -> Int)?) -> Bool {
+    func tryCharge(_ n: Int, reclaim: @autoclosure () -> (() -> Int)?) -> Bool {
         if consumeStock(n) { return true }
-        return tryChargeSlow(n, reclaim: reclaim)
+        return tryChargeSlow(n, reclaim: reclaim())
     }
 
     @inline(never)
@@ -293,75 +309,31 @@ public final class MemCgroup: @unchecked Sendable {
     /// calls for a flush (`memcg_vmstats_needs_flush()`: past a batch per CPU) ends the walk.
     @inline(__always)
     func rstatUpdated(_ n: Int) {
-        var m: MemCgroup? = self
         let threshold = Self.chargeBatch * onlineCPUs
-        while let level = m {
-            if level.statsUpdates.pointee.load(ordering: .relaxed) > threshold { break }
-            let p = level.slot(Slot.pending)
-            let pending = p.pointee.load(ordering: .relaxed) &+ UInt64(n)
-            if pending < UInt64(Self.chargeBatch) {
-                p.pointee.store(pending, ordering: .relaxed)
-            } else {
-                p.pointee.store(0, ordering: .relaxed)
-                level.statsUpdates.pointee.wrappingAdd(Int(pending), ordering: .relaxed)
+        for m in chain {
+            let flushable = m._withUnsafeGuaranteedRef { level -> Bool in
+                if level.statsUpdates.pointee.load(ordering: .relaxed) > threshold { return true }
+                let p = level.slot(Slot.pending)
+                let pending = p.pointee.load(ordering: .relaxed) &+ UInt64(n)
+                if pending < UInt64(Self.chargeBatch) {
+                    p.pointee.store(pending, ordering: .relaxed)
+                } else {
+                    p.pointee.store(0, ordering: .relaxed)
+                    level.statsUpdates.pointee.wrappingAdd(Int(pending), ordering: .relaxed)
+                }
+                return false
             }
-            m = level.parent
+            if flushable { break }
         }
     }
 
     let onlineCPUs = Swift.max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 }
 
-extension MemCgroup {
-    /// The memory cgroup this process runs in on the host: its controller's version and its
-    /// path from the root (`/proc/self/cgroup`: the v1 line naming `memory`, else the v2 line
-    /// if the unified hierarchy has the controller), or nil when memory is not controlled.
-    public struct HostPlacement: Equatable, Sendable {
-        public var version: Int
-        public var path: String
-        /// Levels charged: the path's components and the root.
-        public var depth: Int { path.split(separator: "/").count + 1 }
-        public var description: String { "cgroup v\(version) \(path) (\(depth) levels)" }
-
-        public init(version: Int, path: String) {
-            self.version = version
-            self.path = path
-        }
-    }
-
-    /// Parses `/proc/self/cgroup`'s text; `v2HasMemory`: whether the unified hierarchy's root
-    /// lists the memory controller (`cgroup.controllers`).
-    public static func hostPlacement(procSelfCgroup text: String, v2HasMemory: Bool) -> HostPlacement? {
-        var v2: String? = nil
-        for line in text.split(separator: "\n") {
-            let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count == 3 else { continue }
-            if parts[0] == "0" && parts[1].isEmpty { v2 = String(parts[2]); continue }
-            if parts[1].split(separator: ",").contains("memory") { return HostPlacement(version: 1, path: String(parts[2])) }
-        }
-        if let p = v2, v2HasMemory { return HostPlacement(version: 2, path: p) }
-        return nil
-    }
-
-    /// This process's placement (nil: no memory controller, or not Linux).
-    public static func hostPlacement() -> HostPlacement? {
-        guard let text = readSmallFile("/proc/self/cgroup") else { return nil }
-        let controllers = readSmallFile("/sys/fs/cgroup/cgroup.controllers")
-            ?? readSmallFile("/sys/fs/cgroup/unified/cgroup.controllers") ?? ""
-        return hostPlacement(procSelfCgroup: text, v2HasMemory: controllers.split(whereSeparator: { $0 == " " || $0 == "\n" }).contains("memory"))
-    }
-
-    static func readSmallFile(_ path: String) -> String? {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, 4096) }
-            if n <= 0 { break }
-            bytes += buf[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+/// Room for a level and, after it, the chain of its ancestors `above` (nil: none), copied;
+/// the caller puts itself at index 0 once it is initialised.
+private func unretainedChain<T: AnyObject>(above: UnsafeMutableBufferPointer<Unmanaged<T>>?) -> UnsafeMutableBufferPointer<Unmanaged<T>> {
+    let chain = UnsafeMutableBufferPointer<Unmanaged<T>>.allocate(capacity: 1 + (above?.count ?? 0))
+    if let above { _ = UnsafeMutableBufferPointer(rebasing: chain[1...]).initialize(from: above) }
+    return chain
 }

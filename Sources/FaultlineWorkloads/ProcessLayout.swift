@@ -53,8 +53,15 @@ public struct ProcessLayout: Sendable {
 
     /// This process's layout now, or nil if smaps cannot be read.
     static func readOnce() -> ProcessLayout? {
-        // A proc file reports size 0: read it to the end.
-        let fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
+        guard let text = readProcFile("/proc/self/smaps") else { return nil }
+        let layout = ProcessLayout(smaps: text)
+        return layout.mappings.isEmpty ? nil : layout
+    }
+
+    /// A proc or sysfs file's whole text, or nil if it cannot be read. Such a file reports size
+    /// 0 (Foundation's `String(contentsOfFile:)` stops short of a large one): read to the end.
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes: [UInt8] = []
@@ -65,8 +72,7 @@ public struct ProcessLayout: Sendable {
             if n == 0 { break }
             bytes += buf[0..<n]
         }
-        let layout = ProcessLayout(smaps: String(decoding: bytes, as: UTF8.self))
-        return layout.mappings.isEmpty ? nil : layout
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// This process's layout, read again (up to three times) while a read came out torn.

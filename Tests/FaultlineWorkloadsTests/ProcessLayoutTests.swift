@@ -101,4 +101,16 @@ struct ProcessLayoutTests {
         #expect(empty.layoutMappings == 0)
         #expect(host.ops > 0 && empty.ops > 0)
     }
+
+    /// `/proc/self/cgroup`: the v1 line naming the memory controller wins; else the v2 line
+    /// if the unified hierarchy has the controller; else none.
+    @Test func hostPlacementIsReadFromProcSelfCgroup() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/4bd0\n3:cpuset:/\n0::/\n"
+        #expect(MemCgroup.hostPlacement(procSelfCgroup: v1, v2HasMemory: false) == .init(version: 1, path: "/process_api/4bd0"))
+        #expect(MemCgroup.hostPlacement(procSelfCgroup: v1, v2HasMemory: false)?.depth == 3)
+        let v2 = "0::/user.slice/user-1000.slice/session-2.scope\n"
+        #expect(MemCgroup.hostPlacement(procSelfCgroup: v2, v2HasMemory: true)?.depth == 4)
+        #expect(MemCgroup.hostPlacement(procSelfCgroup: v2, v2HasMemory: false) == nil)
+        #expect(MemCgroup.hostPlacement(procSelfCgroup: "5:cpu,memory:/\n", v2HasMemory: false)?.depth == 1)
+    }
 }
