@@ -29,6 +29,9 @@ public final class RCU: @unchecked Sendable {
     let gp: UnsafeMutablePointer<Atomic<UInt64>>
     let gpLock = Mutex<Void>(())
     let reclaimLock = Mutex<Void>(())
+    /// Reclaimer passes so far (written under `reclaimLock`; atomic because ThreadSanitizer
+    /// does not see `Mutex` order accesses).
+    let passes = Atomic<UInt64>(0)
     /// Callbacks queued per slot before the reclaimer is kicked.
     let batchSize: Int
     /// Queued callbacks per slot past which the reclaimer is kicked at once and `throttle()`
@@ -148,13 +151,36 @@ struct RCUSlot: ~Copyable {
     @usableFromInline let nesting: Atomic<UInt32>
     /// Deferred callbacks queued by the owning thread (pushed by it, taken by the reclaimer).
     let callbacks: Atomic<UnsafeMutablePointer<RCUHead>?>
+    /// Callbacks the owning thread queued that have not run yet (whoever runs them takes them off).
     let pending: Atomic<Int>
+    /// Set by `call_rcu` when this thread's queue reached a batch: `throttle()` kicks the
+    /// reclaimer (written by the owning thread only).
+    let kickWanted: Atomic<Bool>
+    /// Callbacks whose grace period is over, handed back for the owning thread to run at its
+    /// return to user space (`rcu_core()` runs a CPU's own ready callbacks, on that CPU).
+    let done: Atomic<UnsafeMutablePointer<RCUHead>?>
+    /// The reclaimer pass that found `done` empty and filled it (reclaimer-only): a list not
+    /// taken a pass later is run by the reclaimer (the owner is blocked or gone).
+    let doneSince: Atomic<UInt64>
+    /// Whether the owning thread is running its `done` list now (`barrier()` waits for it).
+    let invoking: Atomic<Bool>
+    /// Whether the owning thread comes back through `throttle()` and so runs its own callbacks.
+    let runsOwn: Atomic<Bool>
+    /// Taken by the current reclaimer pass and waiting for its grace period (used under
+    /// `reclaimLock` only; atomic for ThreadSanitizer's sake, as `passes`).
+    let waiting: Atomic<UnsafeMutablePointer<RCUHead>?>
 
     init() {
         ctr = Atomic(0)
         nesting = Atomic(0)
         callbacks = Atomic(nil)
         pending = Atomic(0)
+        kickWanted = Atomic(false)
+        done = Atomic(nil)
+        doneSince = Atomic(0)
+        invoking = Atomic(false)
+        runsOwn = Atomic(false)
+        waiting = Atomic(nil)
     }
 }
 
