@@ -218,6 +218,65 @@ static __thread unsigned long kernel_entries;
 long fl_kernel_entry(void) { kernel_entries++; return syscall(SYS_getppid); }
 unsigned long fl_kernel_entries(void) { return kernel_entries; }
 
+/* The vsyscall page's time(): in the kernel's default execute-only mode (vsyscall=xonly) the
+ * page is not mapped for user execution, so a call to it raises a page-fault exception, which
+ * do_user_addr_fault() hands to emulate_vsyscall() after the fault's entry and preamble and
+ * before any memory-management work: a page-fault exception's entry and exit, nothing else. */
+#define FL_VSYSCALL_TIME 0xffffffffff600400UL
+
+int fl_exception_entry_available(void) {
+#if !defined(__x86_64__)
+    return 0;
+#endif
+    static int known = -1;
+    int k = __atomic_load_n(&known, __ATOMIC_ACQUIRE);
+    if (k >= 0) return k;
+    int found = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            /* Execute-only ("--xp"): calling it faults. A readable page ("r-xp", the legacy
+             * emulate mode) would run as ordinary code, and none means no page at all. */
+            if (strstr(line, "[vsyscall]") && strncmp(line, "ffffffffff600000-ffffffffff601000 --xp", 38) == 0) found = 1;
+        }
+        fclose(f);
+    }
+    __atomic_store_n(&known, found, __ATOMIC_RELEASE);
+    return found;
+}
+
+long fl_exception_entry(void) {
+    kernel_entries++;
+    return ((long (*)(long *))FL_VSYSCALL_TIME)(NULL);
+}
+
+double fl_exception_entry_ns(int n) {
+    if (!fl_exception_entry_available()) return -1;
+    uint64_t t0 = fl_now_ns();
+    for (int i = 0; i < n; i++) ((long (*)(long *))FL_VSYSCALL_TIME)(NULL);
+    return (double)(fl_now_ns() - t0) / (n > 0 ? n : 1);
+}
+
+#include <linux/perf_event.h>
+
+int fl_page_fault_events_open(void) {
+    struct perf_event_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.size = sizeof attr;
+    attr.config = PERF_COUNT_SW_PAGE_FAULTS;
+    attr.exclude_hv = 1;
+    long fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int64_t fl_counter_read(int fd) {
+    uint64_t v = 0;
+    if (read(fd, &v, sizeof v) != (ssize_t)sizeof v) return -1;
+    return (int64_t)v;
+}
+
 double fl_kernel_entry_ns(int n) {
     uint64_t t0 = fl_now_ns();
     for (int i = 0; i < n; i++) syscall(SYS_getppid);

@@ -278,7 +278,7 @@ extension AddressSpace {
     @inlinable
     public func fault(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
         // The exception's entry and exit (`asm_exc_page_fault`), once per fault taken.
-        config.kernelEntry.enter()
+        config.kernelEntry.enterFault()
         // A user address above TASK_SIZE has no VMA (and no page range a lock could cover).
         guard address < config.taskSize else { return .failure(.segvMapErr) }
         let r = faultOnce(address, kind)

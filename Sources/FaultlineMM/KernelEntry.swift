@@ -17,13 +17,42 @@ public enum KernelEntry: String, Sendable, CaseIterable {
     /// measured by doing it, not a delay. Reading maps is not charged (the model reads the
     /// whole text in one pass, the host in read()s of 4 KiB).
     case syscall
+    /// As `syscall` for memory calls, but each fault enters as the host's does, by a
+    /// page-fault exception (`asm_exc_page_fault`): a call into the vsyscall page, which in
+    /// the kernel's default execute-only mode faults, and the page-fault handler emulates it
+    /// before any memory-management work (`emulate_vsyscall()`). On the 2-vCPU box: 316–326
+    /// ns against `getppid`'s 189–209. Where the vsyscall page is not execute-only
+    /// (`vsyscall=none` or `emulate`, or not x86-64), faults cross as system calls and
+    /// `exceptionAvailable` says so.
+    case exception
 
-    /// Makes the crossing, if any.
+    /// Whether this machine lets a fault's crossing be a real page-fault exception.
+    public static var exceptionAvailable: Bool { fl_exception_entry_available() != 0 }
+
+    /// Makes a memory call's crossing, if any.
     @inlinable @inline(__always)
     public func enter() {
-        if self == .syscall { _ = fl_kernel_entry() }
+        if self != .none { _ = fl_kernel_entry() }
     }
 
-    /// Crossings made by the calling thread so far (`.syscall` only; for tests and reports).
+    /// Makes a fault's crossing, if any.
+    @inlinable @inline(__always)
+    public func enterFault() {
+        switch self {
+        case .none: break
+        case .syscall: _ = fl_kernel_entry()
+        case .exception: Self.enterByException()
+        }
+    }
+
+    /// Out of line: the availability check runs once per process.
+    @usableFromInline @inline(never)
+    static func enterByException() {
+        if exceptionUsable { _ = fl_exception_entry() } else { _ = fl_kernel_entry() }
+    }
+
+    @usableFromInline static let exceptionUsable: Bool = fl_exception_entry_available() != 0
+
+    /// Crossings made by the calling thread so far (for tests and reports).
     public static var enteredOnThisThread: UInt { fl_kernel_entries() }
 }

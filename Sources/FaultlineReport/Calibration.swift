@@ -121,17 +121,32 @@ public struct Calibration: Sendable, Codable {
     }
 
     /// What crossing into this machine's kernel costs, measured now (the median of three
-    /// tries each): a system call's round trip, which the model charges per fault and call
-    /// under `--kernel-entry syscall`, and a read fault that maps the zero page, the host's
-    /// cheapest fault — its exception's entry and exit are what the model does not charge.
+    /// tries each): a system call's round trip, which the model charges per memory call (and
+    /// per fault under `--kernel-entry syscall`); a page-fault exception's, which it charges per
+    /// fault under `--kernel-entry exception` (the vsyscall page's emulation: the exception's
+    /// entry, the fault handler's preamble and exit); and a read fault that maps the zero page,
+    /// the host's cheapest real fault.
     public static func crossingCondition(kernelEntry: KernelEntry) -> String {
         func median(_ f: () -> Double) -> Double { [f(), f(), f()].sorted()[1] }
         let call = median { fl_kernel_entry_ns(100_000) }
         let fault = median { fl_zero_page_fault_ns(8192) }
-        let charged = kernelEntry == .syscall
-            ? "the model charges each fault and call a system call's crossing"
-            : "the model charges no crossing (--kernel-entry none)"
-        return "not controlled: the crossing into the kernel — here a system call's round trip costs \(Int(call.rounded())) ns and a read fault that maps the zero page \(Int(fault.rounded())) ns; \(charged), not the fault's exception entry and exit"
+        let exception = KernelEntry.exceptionAvailable ? median { fl_exception_entry_ns(100_000) } : -1
+        let exceptionText = exception >= 0
+            ? ", a page-fault exception's entry and exit (the vsyscall page's emulation) \(Int(exception.rounded())) ns"
+            : ", and no page-fault exception can be made without memory-management work (the vsyscall page is not execute-only here)"
+        let charged: String
+        switch kernelEntry {
+        case .exception where exception >= 0:
+            charged = "the model charges each fault a page-fault exception's crossing and each call a system call's"
+        case .exception:
+            charged = "the model charges each fault and call a system call's crossing (--kernel-entry exception falls back: no execute-only vsyscall page here), not the fault's exception entry and exit"
+        case .syscall:
+            charged = "the model charges each fault and call a system call's crossing (--kernel-entry syscall), not the fault's exception entry and exit"
+        case .none:
+            charged = "the model charges no crossing (--kernel-entry none)"
+        }
+        let controlled = kernelEntry == .exception && exception >= 0 ? "controlled" : "not controlled"
+        return "\(controlled): the crossing into the kernel — here a system call's round trip costs \(Int(call.rounded())) ns\(exceptionText), a read fault that maps the zero page \(Int(fault.rounded())) ns; \(charged)"
     }
 
     /// What shapes the host's numbers that the run does not control, read from this machine,
@@ -147,14 +162,20 @@ public struct Calibration: Sendable, Codable {
         return "not controlled: the model charges no memory cgroup, \(made.description); the host's pages are charged to \(host?.description ?? "none")"
     }
 
-    public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .syscall,
+    public static func hostConditions(warmup: Double, layout: LayoutMode = .host, kernelEntry: KernelEntry = .exception,
                                       memcg: MemcgMode = .host, fileCache: FileCacheMode = .warm) -> [String] {
         let start = layout == .host
             ? "model cells start from this process's mappings (mmap finds the host's gaps)"
             : "model cells start from an empty address space (--layout empty: new mappings sit side by side and merge where the host's would not)"
-        let entry = kernelEntry == .syscall
-            ? "each model fault and memory call enters this machine's kernel once, as the host's do (a getppid round trip: the syscall entry's cost, not the page-fault exception's)"
-            : "model faults and calls do not enter the kernel (--kernel-entry none: the host pays an exception or system call per fault or call that the model does not)"
+        let entry: String
+        switch kernelEntry {
+        case .exception:
+            entry = "each model fault and memory call enters this machine's kernel once, as the host's do (a fault by a page-fault exception where the vsyscall page allows, a call by a getppid round trip)"
+        case .syscall:
+            entry = "each model fault and memory call enters this machine's kernel once, as the host's do (a getppid round trip: the syscall entry's cost, not the page-fault exception's)"
+        case .none:
+            entry = "model faults and calls do not enter the kernel (--kernel-entry none: the host pays an exception or system call per fault or call that the model does not)"
+        }
         var out = ["controlled: host and model cells interleaved in each repetition, their order rotating; \(warmup) s warm-up per cell; workers pinned one per CPU; per-thread files created fresh and sized, \(fileCache == .warm ? "then passed over once (page_fault2/3, host and model: the cache a long run has after its first pass)" : "not pre-read (--file-cache cold: a cell's first pass populates the cache)"); " + start + "; " + entry]
         func read(_ path: String) -> String? {
             (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)

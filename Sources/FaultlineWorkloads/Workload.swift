@@ -165,7 +165,7 @@ public struct WorkloadOptions: Sendable {
     /// What a model fault or call costs to enter the kernel (`KernelEntry`): the host's real
     /// crossing by default, so that the model's per-CPU work weighs against what the threads
     /// share as the host's does.
-    public var kernelEntry: KernelEntry = .syscall
+    public var kernelEntry: KernelEntry = .exception
     /// Which memcg the model's pages are charged to: one like this process's by default.
     public var memcg: MemcgMode = .host
     /// Whether page_fault2/3's per-thread files start in the page cache (host and model alike).

@@ -33,8 +33,8 @@ struct WorkloadArguments: ParsableArguments {
     @Option(help: "What the model's address space holds when a cell starts: host (this process's mappings, mirrored from /proc/self/smaps, so that mmap places and merges as the host's does) or empty.")
     var layout: LayoutMode = .host
 
-    @Option(help: "What a model fault or memory call costs to enter the kernel: syscall (one real round trip into this machine's kernel, as the host's exception or system call makes) or none (the model's own work only).")
-    var kernelEntry: KernelEntry = .syscall
+    @Option(help: "What a model fault or memory call costs to enter the kernel: exception (each fault a real page-fault exception into this machine's kernel — a call into the execute-only vsyscall page, which the fault handler emulates — and each call a real system call, as the host's enter), syscall (a system call for both) or none (the model's own work only).")
+    var kernelEntry: KernelEntry = .exception
 
     @Option(help: "Which memory cgroup the model charges its pages to: host (a chain as deep as this process's memory cgroup, unlimited: the per-thread stock and the shared counters Linux charges) or none.")
     var memcg: MemcgMode = .host

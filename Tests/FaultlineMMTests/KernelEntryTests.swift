@@ -1,3 +1,7 @@
+import CFaultline
+#if canImport(Glibc)
+import Glibc
+#endif
 import FaultlineMM
 import FaultlineTestSupport
 import Testing
@@ -26,6 +30,35 @@ struct KernelEntryTests {
     @Test(arguments: [Design.global, .perVMA615, .range])
     func everyFaultAndCallCrossesOnce(design: Design) {
         #expect(crossings(.syscall, design: design) == 14)
+        #expect(crossings(.exception, design: design) == 14)
         #expect(crossings(.none, design: design) == 0)
+    }
+
+    /// Under `.exception` a fault's crossing is a real page-fault exception of the host's (the
+    /// vsyscall page's emulation), counted by the kernel's own page-fault event; under
+    /// `.syscall` it is not. Where perf events are refused, or the vsyscall page is not
+    /// execute-only, the test says so and checks what it can.
+    @Test func aFaultsCrossingIsAPageFaultException() {
+        let fd = fl_page_fault_events_open()
+        guard fd >= 0 else {
+            Issue.record("perf_event_open refused (\(-fd)): the exception crossing is not checked here")
+            return
+        }
+        defer { close(fd) }
+        func faults(_ entry: KernelEntry) -> Int64 {
+            entry.enterFault()   // warm: the first call may fault in the code around it
+            let before = fl_counter_read(fd)
+            for _ in 0..<100 { entry.enterFault() }
+            return fl_counter_read(fd) - before
+        }
+        let bySyscall = faults(.syscall)
+        #expect(bySyscall < 5, "a system call's crossing raised \(bySyscall) page faults")
+        if KernelEntry.exceptionAvailable {
+            let byException = faults(.exception)
+            #expect(byException >= 100 && byException < 105, "100 exception crossings raised \(byException) page faults")
+        } else {
+            // Falls back to a system call, which raises none.
+            #expect(faults(.exception) < 5)
+        }
     }
 }

@@ -91,11 +91,21 @@ struct CalibrationTests {
         #expect(Calibration.hostConditions(warmup: 0.1, fileCache: .cold).first?.contains("--file-cache cold") == true)
         #expect(lines.first?.contains("enters this machine's kernel once") == true)
         #expect(Calibration.hostConditions(warmup: 0.1, kernelEntry: .none).first?.contains("--kernel-entry none") == true)
-        // The crossing, measured: a system call and a zero-page fault both cost something.
+        // The crossing, measured: a system call, a page-fault exception (where the vsyscall page
+        // is execute-only) and a zero-page fault all cost something; the default charges a fault
+        // the exception's, a call the system call's.
         let crossing = lines.first { $0.contains("the crossing into the kernel") }
-        #expect(crossing?.contains("charges each fault and call a system call's crossing") == true, "\(lines)")
         let costs = crossing.map { c in c.split(separator: " ").compactMap { Int($0) } } ?? []
-        #expect(costs.count == 2 && costs.allSatisfy { $0 > 0 }, "\(String(describing: crossing))")
+        if KernelEntry.exceptionAvailable {
+            #expect(crossing?.hasPrefix("controlled:") == true, "\(lines)")
+            #expect(crossing?.contains("charges each fault a page-fault exception's crossing and each call a system call's") == true, "\(lines)")
+            #expect(costs.count == 3 && costs.allSatisfy { $0 > 0 }, "\(String(describing: crossing))")
+        } else {
+            #expect(crossing?.contains("falls back") == true, "\(lines)")
+            #expect(costs.count == 2 && costs.allSatisfy { $0 > 0 }, "\(String(describing: crossing))")
+        }
+        let bySyscall = Calibration.hostConditions(warmup: 0.1, kernelEntry: .syscall).first { $0.contains("the crossing into the kernel") }
+        #expect(bySyscall?.hasPrefix("not controlled:") == true && bySyscall?.contains("charges each fault and call a system call's crossing (--kernel-entry syscall)") == true, "\(String(describing: bySyscall))")
         // The memory cgroup: charged as this process is, or said why not.
         let memcg = lines.first { $0.contains("memory cgroup") }
         if let p = MemCgroup.hostPlacement(), p.depth > 1 {

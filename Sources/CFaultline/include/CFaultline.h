@@ -63,6 +63,20 @@ long fl_kernel_entry(void);
 unsigned long fl_kernel_entries(void);
 /// Mean nanoseconds of `n` `fl_kernel_entry` round trips on this machine.
 double fl_kernel_entry_ns(int n);
+/// Whether `fl_exception_entry` can run here: the vsyscall page is mapped execute-only
+/// (`vsyscall=xonly`, the default), so that calling it faults into the kernel's emulation.
+int fl_exception_entry_available(void);
+/// One real page-fault exception into the host kernel and back, with no memory-management
+/// work: a call to the vsyscall page's `time()`, which the page-fault handler emulates.
+/// Counted with `fl_kernel_entry`'s. Only where `fl_exception_entry_available()`.
+long fl_exception_entry(void);
+/// Mean nanoseconds of `n` `fl_exception_entry` round trips; -1 where unavailable.
+double fl_exception_entry_ns(int n);
+/// A counter of the calling thread's page-fault exceptions (`perf_event_open`,
+/// PERF_COUNT_SW_PAGE_FAULTS): its fd, or -errno where perf events are not allowed.
+int fl_page_fault_events_open(void);
+/// A counter's value; -1 on failure.
+int64_t fl_counter_read(int fd);
 /// Mean nanoseconds of a read fault that maps the zero page (a fresh private anonymous
 /// region of `pages` pages, no THP, one load per page): the page-fault exception's entry and
 /// exit plus the least work a fault does. -1 if the region cannot be mapped.
