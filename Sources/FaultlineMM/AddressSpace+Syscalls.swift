@@ -46,11 +46,14 @@ extension AddressSpace {
     // MARK: System calls
 
     /// What the return to user space does for the model: the caller holds none of our locks
-    /// now, so a thread that flooded `call_rcu` pays for its backlog here (`RCU.throttle`);
+    /// now, so the thread runs its ready RCU callbacks and pays for a backlog here
+    /// (`RCU.throttle`); a memcg charge failure the call did not report is forgotten (the
+    /// mark is for the fault that failed, and a later fault must not take it for its own);
     /// and the call's crossing into the kernel and back (`KernelEntry`).
     @inline(__always)
     func returnToUser() {
         system.rcu.throttle()
+        _ = frames.takeChargeFailure()
         config.kernelEntry.enter()
     }
 

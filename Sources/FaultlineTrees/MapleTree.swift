@@ -577,15 +577,18 @@ final class MapleNodeAllocator: @unchecked Sendable {
     /// RCU callback: the grace period is over; the nodes (and records) are reusable.
     static let batchDone: @convention(c) (UnsafeMutableRawPointer) -> Void = { raw in
         let first = raw.assumingMemoryBound(to: RetireRecord.self)
-        let a = Unmanaged<MapleNodeAllocator>.fromOpaque(first.pointee.head.context!).takeUnretainedValue()
-        // Only the poisoning variant (tests) touches the nodes here.
-        let (last, count) = forEachNode(in: first) { if a.poison { a.poisonNode($0) } }
-        a.returnedLock.lock()
-        last.pointee.next = a.returnedRecords
-        a.returnedRecords = first
-        a.returnedCount += count
-        a.returnedLock.unlock()
-        a.inFlight.wrappingSubtract(1, ordering: .releasing)
+        // No retain of the allocator: the callback now runs on the writer threads (RCU hands
+        // callbacks back to the thread that queued them), which would all bump its count.
+        Unmanaged<MapleNodeAllocator>.fromOpaque(first.pointee.head.context!)._withUnsafeGuaranteedRef { a in
+            // Only the poisoning variant (tests) touches the nodes here.
+            let (last, count) = forEachNode(in: first) { if a.poison { a.poisonNode($0) } }
+            a.returnedLock.lock()
+            last.pointee.next = a.returnedRecords
+            a.returnedRecords = first
+            a.returnedCount += count
+            a.returnedLock.unlock()
+            a.inFlight.wrappingSubtract(1, ordering: .releasing)
+        }
     }
 
     /// A leaf whose every slot holds its own address: poisoned nodes point readers here, and a

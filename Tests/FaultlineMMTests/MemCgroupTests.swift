@@ -100,6 +100,27 @@ struct MemCgroupTests {
         #expect(s.checkQuiescent([mm]) == [])
     }
 
+    /// A charge that fails inside a call the call does not report (MADV_WILLNEED's swap-in
+    /// readahead: Linux ignores its failures) is forgotten at the return to user space: left
+    /// marked, the thread's next fault that ran out of frames (not of memcg) took the mark for
+    /// its own and failed with `.oom` instead of waiting for frees.
+    @Test func aCallsChargeFailureIsForgottenAtTheReturnToUser() {
+        let (s, m) = Self.system(swapPages: 512)
+        let mm = AddressSpace(system: s, design: .perVMA615)
+        _ = mm.mmap(Self.base, 32 * page, rw, anonPrivate.union(.fixed)).must()
+        for i in 0..<32 { _ = mm.store(Self.base + UInt64(i) * page, UInt8(i)).must() }
+        _ = mm.madvise(Self.base, 32 * page, .pageOut).must()
+        m.drainAllStock()
+        m.setLimit(pages: m.memory.usage)
+        let failed = m.memory.failcnt
+        _ = mm.madvise(Self.base, 32 * page, .willNeed).must()
+        #expect(m.memory.failcnt > failed, "the swap-in readahead's charges did not fail: the test proves nothing")
+        #expect(!s.frames.takeChargeFailure(), "the call's charge failure outlived the call")
+        m.setLimit(pages: PageCounter.unlimited)
+        for i in 0..<32 { #expect(mm.load(Self.base + UInt64(i) * page).must() == UInt8(i)) }
+        #expect(s.checkQuiescent([mm]) == [])
+    }
+
     /// Two threads fault and unmap regions of their own; the accounting adds up at rest.
     @Test(arguments: [Design.global, .perVMA615, .spfVMASeq])
     func concurrentFaultsAndUnmapsAddUp(design: Design) {
