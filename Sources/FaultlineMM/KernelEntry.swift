@@ -27,7 +27,11 @@ public enum KernelEntry: String, Sendable, CaseIterable {
     case exception
 
     /// Whether this machine lets a fault's crossing be a real page-fault exception.
-    public static var exceptionAvailable: Bool { fl_exception_entry_available() != 0 }
+    public static var exceptionAvailable: Bool { exceptionUsable }
+
+    /// The crossing this mode makes on this machine: `.exception` without an execute-only
+    /// vsyscall page crosses as `.syscall`, and a cell records that rather than what was asked.
+    public var effective: KernelEntry { self == .exception && !Self.exceptionUsable ? .syscall : self }
 
     /// Makes a memory call's crossing, if any.
     @inlinable @inline(__always)

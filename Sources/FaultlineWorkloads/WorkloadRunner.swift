@@ -54,7 +54,8 @@ public struct CellResult: Sendable, Codable {
     /// Model: the mappings of this process the cell's address space started with
     /// (`ProcessLayout`; 0 under `--layout empty`).
     public var layoutMappings: Int? = nil
-    /// Model: what a fault or call paid to enter the kernel (`KernelEntry`: none, syscall).
+    /// Model: what a fault or call paid to enter the kernel (`KernelEntry.effective`: none,
+    /// syscall, exception — `exception` asked for where it cannot run records `syscall`).
     public var kernelEntry: String? = nil
     /// Model: the memory cgroup its pages were charged to (`MemcgMode`), or why none.
     public var memcg: String? = nil
@@ -183,7 +184,7 @@ public enum WorkloadRunner {
             var r = run(target, o, name: design.rawValue, rep: rep, ready: ready) { mm.designCounters }
             if r.counters == nil { r.counters = DesignCounters() }
             r.layoutMappings = mirrored
-            r.kernelEntry = o.kernelEntry.rawValue
+            r.kernelEntry = o.kernelEntry.effective.rawValue
             r.memcg = system.memcg.map { "\($0.path) (\($0.hierarchy.count) levels)" } ?? "none"
             return r
         }

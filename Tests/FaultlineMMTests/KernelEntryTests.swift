@@ -56,9 +56,11 @@ struct KernelEntryTests {
         if KernelEntry.exceptionAvailable {
             let byException = faults(.exception)
             #expect(byException >= 100 && byException < 105, "100 exception crossings raised \(byException) page faults")
+            #expect(KernelEntry.exception.effective == .exception)
         } else {
-            // Falls back to a system call, which raises none.
+            // Falls back to a system call, which raises none, and says so.
             #expect(faults(.exception) < 5)
+            #expect(KernelEntry.exception.effective == .syscall)
         }
     }
 }
