@@ -295,7 +295,9 @@ extension AddressSpace {
     @usableFromInline @inline(never)
     func faultAfterReclaim(_ address: UInt64, _ kind: AccessKind) -> Result<Void, FaultError> {
         if frames.takeChargeFailure() { return .failure(.oom) }
-        guard frames.deferredFrames > 0 || frames.reclaims else { return .failure(.oom) }
+        // Deferred frames first: a grace period's frees are on the free lists before they stop
+        // counting, so frames freed since the allocation failed show up in one or the other.
+        guard frames.deferredFrames > 0 || frames.reclaims || frames.freeAboveMin else { return .failure(.oom) }
         while true {
             if frames.reclaims {
                 guard frames.reclaimForRetry() else { return .failure(.oom) }
@@ -303,7 +305,8 @@ extension AddressSpace {
                 system.rcu.barrier()
             }
             let r = faultOnce(address, kind)
-            guard case .failure(.oom) = r, !frames.takeChargeFailure(), frames.deferredFrames > 0 || frames.reclaims else { return r }
+            guard case .failure(.oom) = r, !frames.takeChargeFailure(),
+                  frames.deferredFrames > 0 || frames.reclaims || frames.freeAboveMin else { return r }
         }
     }
 

@@ -162,8 +162,19 @@ public final class FramePool: @unchecked Sendable {
     @usableFromInline let inUseSlots: CounterSlots
     /// Frames freed and waiting for a grace period.
     @usableFromInline let deferred = Atomic<Int>(0)
-    /// Frames freed and waiting for a grace period (racy).
-    @inlinable public var deferredFrames: Int { deferred.load(ordering: .relaxed) }
+    /// Frames freed and waiting for a grace period (racy). Read with acquire: once it reads 0,
+    /// the frees that brought it there are on the free lists (`freeAboveMin`).
+    @inlinable public var deferredFrames: Int { deferred.load(ordering: .acquiring) }
+    /// Whether the free lists hold more than the reserve (`zone_watermark_ok()` at `min`):
+    /// frames another thread freed since this one's allocation failed.
+    public var freeAboveMin: Bool { lock.withLock { freeCount > watermarks.min } }
+    /// Broken on purpose (tests): a grace period's frees stop counting as deferred before
+    /// they are on the free lists, the order that let a fault fail with OOM beside free frames.
+    @_spi(Testing) public var _brokenDeferredUncountedFirst = false
+    /// Called (tests) inside a grace period's free of deferred frames, at the point where the
+    /// frames are free and still count as deferred (with `_brokenDeferredUncountedFirst`: not
+    /// yet free, no longer counted).
+    @_spi(Testing) public var _deferredFreeHook: (() -> Void)? = nil
     public let poison: Bool
     let poisonCount = Atomic<Int>(0)
     /// Free frames found written to when they were reused.
@@ -635,10 +646,16 @@ public final class FramePool: @unchecked Sendable {
         // pool, hurry the reclaimer instead of waiting for its tick.
         if deferred.wrappingAdd(dead.count, ordering: .relaxed).newValue > capacity / 8 { rcu.expedite() }
         rcu.callRCU { [self] in
-            deferred.wrappingSubtract(box.value.count, ordering: .relaxed)
+            if _brokenDeferredUncountedFirst { deferred.wrappingSubtract(box.value.count, ordering: .releasing); _deferredFreeHook?() }
             for f in box.value { markFree(f) }
             lock.withLock { for f in box.value { push(f) } }
             countInUse(-box.value.count)
+            if _brokenDeferredUncountedFirst { return }
+            _deferredFreeHook?()
+            // Free before they stop counting as deferred: a thread that finds the lists empty
+            // and then reads no deferred frames must be able to trust that nothing is on its
+            // way back (its fault would fail with OOM; `AddressSpace.faultAfterReclaim`).
+            deferred.wrappingSubtract(box.value.count, ordering: .releasing)
         }
     }
 
