@@ -188,6 +188,43 @@ struct RWSemaphoreTests {
         #expect(c.violationCount == 0)
     }
 
+    /// `rwsem_rspin_threshold()`: (10 + readers/2) µs, capped at 25 µs (30 readers).
+    @Test func aWriterSpinsOnReadersForLinuxsThreshold() {
+        #expect(RWSemaphore.rspinThresholdNs(readers: 0) == 10_000)
+        #expect(RWSemaphore.rspinThresholdNs(readers: 1) == 10_500)
+        #expect(RWSemaphore.rspinThresholdNs(readers: 30) == 25_000)
+        #expect(RWSemaphore.rspinThresholdNs(readers: 500) == 25_000)
+    }
+
+    /// A writer behind a reader that keeps the lock spins for the threshold, then queues and
+    /// sleeps (FLAG_WAITERS set) while the reader still holds it; the reader's release lets
+    /// it in.
+    @Test func aWriterBehindAReaderQueuesAfterSpinning() {
+        let box = SemBox()
+        box.sem.lockRead()
+        let started = Atomic<UInt64>(0)
+        let acquired = Atomic<Bool>(false)
+        let t = Threads.spawn {
+            started.store(fl_now_ns(), ordering: .releasing)
+            box.sem.lockWrite()
+            acquired.store(true, ordering: .releasing)
+            box.sem.unlockWrite()
+        }
+        while started.load(ordering: .acquiring) == 0 { fl_cpu_relax() }
+        let deadline = fl_now_ns() + 2_000_000_000
+        while !box.sem.hasWaiters && fl_now_ns() < deadline { fl_cpu_relax() }
+        let queuedAfter = fl_now_ns() - started.load(ordering: .acquiring)
+        let queued = box.sem.hasWaiters
+        let early = acquired.load(ordering: .acquiring)
+        #expect(queued, "the writer queued")
+        #expect(queuedAfter >= RWSemaphore.rspinThresholdNs(readers: 1), "it spun for the threshold first")
+        #expect(!early)
+        box.sem.unlockRead()
+        Threads.join(t)
+        let late = acquired.load(ordering: .acquiring)
+        #expect(late)
+    }
+
     @Test func waitingWriterIsNotStarvedByAReaderStream() {
         let w = writerWaitUnderReaderStream(RealRWSem(), writes: 20, limit: 2.0)
         #expect(w != nil, "a writer waited more than 2 s behind overlapping readers")
@@ -305,3 +342,5 @@ struct BrokenControlRWSemaphore {
         #expect(downgradeKeepsWritersOut(ReaderPreferringLock(), seconds: 1.5) > 0)
     }
 }
+
+private final class SemBox: @unchecked Sendable { let sem = RWSemaphore() }
