@@ -101,6 +101,71 @@ int fl_available_cpus(void) {
 
 int fl_gettid(void) { return (int)syscall(SYS_gettid); }
 
+// ---- CPU-to-CPU round trip ------------------------------------------------------
+
+// Two threads, pinned to two CPUs, hand one cache line back and forth; each hand-off is a
+// line transfer between the CPUs' caches, the cost every shared lock word, counter and tree
+// node pays when two CPUs take turns at it.
+struct fl_ping { long word __attribute__((aligned(64))); int far_cpu; int near_cpu; int rounds; int far_state; double ns; };
+
+static void *fl_ping_far(void *arg) {
+    struct fl_ping *p = arg;
+    if (fl_pin_to_cpu(p->far_cpu) != 0) { __atomic_store_n(&p->far_state, -1, __ATOMIC_RELEASE); return NULL; }
+    __atomic_store_n(&p->far_state, 1, __ATOMIC_RELEASE);
+    for (long i = 0; i < p->rounds; i++) {
+        while (__atomic_load_n(&p->word, __ATOMIC_ACQUIRE) != 2 * i + 1) fl_cpu_relax();
+        __atomic_store_n(&p->word, 2 * i + 2, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+// The near side: times the rounds once the far thread is pinned; -1 if a CPU could not be
+// pinned (it still plays the rounds, so the far thread finishes).
+static double fl_ping_near_rounds(struct fl_ping *p, int pinned) {
+    int far;
+    while ((far = __atomic_load_n(&p->far_state, __ATOMIC_ACQUIRE)) == 0) fl_cpu_relax();
+    if (far < 0) return -1;
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    for (long i = 0; i < p->rounds; i++) {
+        __atomic_store_n(&p->word, 2 * i + 1, __ATOMIC_RELEASE);
+        while (__atomic_load_n(&p->word, __ATOMIC_ACQUIRE) != 2 * i + 2) fl_cpu_relax();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (!pinned || p->rounds <= 0) return -1;
+    return ((double)(b.tv_sec - a.tv_sec) * 1e9 + (double)(b.tv_nsec - a.tv_nsec)) / p->rounds;
+}
+
+static void *fl_ping_near(void *arg) {
+    struct fl_ping *p = arg;
+    int pinned = fl_pin_to_cpu(p->near_cpu) == 0;
+    p->ns = fl_ping_near_rounds(p, pinned);
+    return NULL;
+}
+
+double fl_cpu_round_trip_ns(int cpu_a, int cpu_b, int rounds) {
+    struct fl_ping *p = aligned_alloc(64, sizeof(struct fl_ping));
+    if (!p) return -1;
+    memset(p, 0, sizeof(struct fl_ping));
+    p->near_cpu = cpu_a;
+    p->far_cpu = cpu_b;
+    p->rounds = rounds;
+    pthread_t far, near;
+    if (pthread_create(&far, NULL, fl_ping_far, p) != 0) { free(p); return -1; }
+    double ns;
+    if (pthread_create(&near, NULL, fl_ping_near, p) != 0) {
+        // Play the near side here, unpinned, so the far thread finishes; no measurement.
+        ns = fl_ping_near_rounds(p, 0);
+        ns = -1;
+    } else {
+        pthread_join(near, NULL);
+        ns = p->ns;
+    }
+    pthread_join(far, NULL);
+    free(p);
+    return ns;
+}
+
 // ---- futex -------------------------------------------------------------------
 
 int fl_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {

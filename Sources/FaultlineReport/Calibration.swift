@@ -35,7 +35,19 @@ public struct Calibration: Sendable, Codable {
         public var error: Double
         /// |error| within the tolerance.
         public var within: Bool
+        /// Over every repetition, where `host` and `model` leave out repetitions whose cells
+        /// ran with the CPUs far apart (`Calibration.placement`); nil when none was left out.
+        public var hostAll: Spread? = nil
+        public var modelAll: Spread? = nil
     }
+
+    /// A cell ran with the CPUs far apart when its CPU-to-CPU round trip took more than this
+    /// many times the run's near placement: the lower quartile of its cells' round trips
+    /// (`CellResult.cpuRoundTripNs`; not the fastest, which one cell on SMT siblings sets).
+    public static let farPlacementFactor = 2.0
+    /// The repetitions left out of the ratios because their cells ran with the CPUs far apart,
+    /// and why, or nil when none was (or the results predate the measurement).
+    public var placement: String? = nil
 
     public var design: String
     public var tolerance: Double
@@ -50,23 +62,70 @@ public struct Calibration: Sendable, Codable {
         self.tolerance = tolerance
         self.conditions = conditions
         let cells = comparison.cells
-        func ratios(_ column: String, _ workload: String, _ n: Int) -> [Double] {
+        // Where the hypervisor put the virtual CPUs moves every cost two CPUs share (a cache
+        // line's round trip here: 60–90 ns, or about 350 ns for minutes at a time), and it
+        // moves the host's cells and the model's by different amounts: a ratio is taken over
+        // the repetitions whose two cells both ran with the CPUs as near as the run saw them.
+        let trips = cells.compactMap(\.cpuRoundTripNs).sorted()
+        let fastest = trips.isEmpty ? nil : trips[(trips.count - 1) / 4]
+        func far(_ c: CellResult) -> Bool {
+            guard let f = fastest, let t = c.cpuRoundTripNs else { return false }
+            return t > Self.farPlacementFactor * f
+        }
+        func ratios(_ column: String, _ workload: String, _ n: Int, near: Bool) -> [Double] {
             let one = cells.filter { $0.design == column && $0.workload == workload && $0.threads == 1 }
             return cells.filter { $0.design == column && $0.workload == workload && $0.threads == n }.compactMap { c in
                 guard let base = one.first(where: { $0.rep == c.rep }), base.opsPerSecond > 0 else { return nil }
+                if near && (far(c) || far(base)) { return nil }
                 return c.opsPerSecond / base.opsPerSecond
             }
         }
         var rows: [Row] = []
+        var left: [String] = []
         for w in comparison.workloads {
             for n in comparison.threads where n > 1 {
-                guard let h = Spread(ratios("host", w, n)), let m = Spread(ratios(design, w, n)), h.median > 0 else { continue }
+                guard let hAll = Spread(ratios("host", w, n, near: false)), let mAll = Spread(ratios(design, w, n, near: false)),
+                      hAll.median > 0 else { continue }
+                var h = hAll, m = mAll
+                var filtered = false
+                // Near repetitions only when at least three of each remain (else every one, said so).
+                if let hn = Spread(ratios("host", w, n, near: true)), let mn = Spread(ratios(design, w, n, near: true)),
+                   hn.count >= 3, mn.count >= 3, hn.median > 0, hn.count < hAll.count || mn.count < mAll.count {
+                    h = hn
+                    m = mn
+                    filtered = true
+                    left.append("\(w) \(n) ÷ 1: host \(hAll.count - hn.count), model \(mAll.count - mn.count) of \(hAll.count)")
+                } else if hAll.count > (Spread(ratios("host", w, n, near: true))?.count ?? 0)
+                            || mAll.count > (Spread(ratios(design, w, n, near: true))?.count ?? 0) {
+                    left.append("\(w) \(n) ÷ 1: kept every repetition (fewer than three near ones)")
+                }
                 let e = m.median / h.median - 1
-                rows.append(Row(workload: w, threads: n, host: h, model: m, error: e, within: abs(e) <= tolerance))
+                var row = Row(workload: w, threads: n, host: h, model: m, error: e, within: abs(e) <= tolerance)
+                if filtered {
+                    row.hostAll = hAll
+                    row.modelAll = mAll
+                }
+                rows.append(row)
             }
         }
         self.rows = rows
+        if let f = fastest, !left.isEmpty {
+            let farCells = cells.filter(far)
+            let worst = farCells.compactMap(\.cpuRoundTripNs).max() ?? f
+            placement = String(format: "CPU placement: a cache line's round trip between CPUs 0 and 1 took %.0f ns in the run's lower quartile and over twice that, up to %.0f ns, in %d of %d cells (the virtual CPUs placed farther apart); ratios over the repetitions whose cells all ran at most %.0f× the quartile — repetitions left out: ",
+                               f, worst, farCells.count, cells.filter { $0.cpuRoundTripNs != nil }.count, Self.farPlacementFactor)
+                + left.joined(separator: "; ")
+        }
         if let line = Self.cpuShareCondition(cells) { self.conditions.append(line) }
+        if let line = Self.roundTripCondition(cells) { self.conditions.append(line) }
+    }
+
+    /// The CPU-to-CPU round trips the cells measured, nil without any.
+    static func roundTripCondition(_ cells: [CellResult]) -> String? {
+        let ts = cells.compactMap(\.cpuRoundTripNs)
+        guard !ts.isEmpty else { return nil }
+        return String(format: "measured: a cache line's round trip between CPUs 0 and 1 (before and after each cell) took %.0f–%.0f ns (median %.0f)",
+                      ts.min()!, ts.max()!, Comparison.median(ts))
     }
 
     /// How much of each host cell's window its workers ran: a cell whose workers ran
@@ -113,6 +172,14 @@ public struct Calibration: Sendable, Codable {
         }
         let inside = rows.filter(\.within).count
         lines.append("\(inside) of \(rows.count) ratios within ±\(Int(tolerance * 100))% of the host's median")
+        if let placement {
+            lines.append(placement)
+            for row in rows {
+                guard let h = row.hostAll, let m = row.modelAll else { continue }
+                lines.append("  over every repetition, \(row.workload) \(row.threads) ÷ 1: host \(r(h.median)) (\(r(h.min))–\(r(h.max))), model \(r(m.median)) (\(r(m.min))–\(r(m.max))), error "
+                             + String(format: "%+.0f%%", (m.median / h.median - 1) * 100))
+            }
+        }
         if !conditions.isEmpty {
             lines.append("host conditions:")
             lines += conditions.map { "  " + $0 }

@@ -290,6 +290,7 @@ extension Comparison {
                     b += "<td style=\"color:\(colour)\">\(String(format: "%+.0f%%", r.error * 100))</td></tr>\n"
                 }
                 b += "</table>\n"
+                if let p = cal.placement { b += "<p class=\"note\">\(esc(p)).</p>\n" }
             }
         }
 

@@ -49,6 +49,7 @@ extension Comparison {
                     out += "| \(r.workload) | \(r.threads) ÷ 1 | \(x(r.host.median)) | \(x(r.host.min))–\(x(r.host.max)) | "
                         + "\(x(r.model.median)) | \(x(r.model.min))–\(x(r.model.max)) | \(String(format: "%+.0f%%", r.error * 100)) |\n"
                 }
+                if let p = cal.placement { out += "\n" + p + ".\n" }
             }
         }
         return out

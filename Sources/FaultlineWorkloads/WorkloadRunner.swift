@@ -65,6 +65,11 @@ public struct CellResult: Sendable, Codable {
     public var workerCPUShare: Double? = nil
     /// CPU seconds the rest of this process used during the measured window.
     public var otherCPUSeconds: Double? = nil
+    /// ns for one cache line to go from CPU 0 to CPU 1 and back (`fl_cpu_round_trip_ns`), the
+    /// larger of before and after the cell, nil on one CPU: what every shared line two
+    /// workers take turns at costs. On a virtual machine it moves with where the hypervisor
+    /// puts the virtual CPUs (here 60–90 ns, or about 350 ns for minutes at a time).
+    public var cpuRoundTripNs: Double? = nil
 
     public init(design: String, workload: String, threads: Int, rep: Int, seconds: Double, ops: UInt64,
                 opsPerSecond: Double, latencyNs: LatencySummary, latencyCurve: [[Double]], counters: DesignCounters?,
@@ -86,6 +91,7 @@ public struct CellResult: Sendable, Codable {
         case design, workload, threads, rep, seconds, ops, opsPerSecond, latencyNs, latencyCurve, counters, mapsReads, hostFaults
         case replayErrors, replayPasses, replayFaults, faultsPerSecond, callsPerSecond
         case faultLatencyNs, callLatencyNs, layoutMappings, kernelEntry, memcg, workerCPUShare, otherCPUSeconds
+        case cpuRoundTripNs
     }
 }
 
@@ -237,6 +243,14 @@ public enum WorkloadRunner {
         }
     }
 
+    /// ns per round trip of a cache line between CPUs 0 and 1, where the first two workers are
+    /// pinned (20,000 hand-offs: 1–7 ms), or nil with one CPU or if it cannot be measured.
+    static func cpuRoundTrip(cpus: Int) -> Double? {
+        guard cpus >= 2 else { return nil }
+        let ns = fl_cpu_round_trip_ns(0, 1, 20_000)
+        return ns > 0 ? ns : nil
+    }
+
     /// The harness: one pinned thread per worker (plus the reader of maps-reader), warm-up,
     /// then the measured window; operations counted per thread, latencies sampled per thread
     /// and merged.
@@ -253,6 +267,7 @@ public enum WorkloadRunner {
         let state = RunState(workers: parties)
         let box = Shared(target)
         let cpus = Threads.availableCPUs
+        let roundTripBefore = cpuRoundTrip(cpus: cpus)
         let threads = (0..<parties).map { i in
             Threads.spawn {
                 if o.pin && i < n && cpus >= n { _ = fl_pin_to_cpu(Int32(i % cpus)) }
@@ -287,6 +302,7 @@ public enum WorkloadRunner {
         let f1 = faults()
         state.stop.store(true, ordering: .releasing)
         for t in threads { Threads.join(t) }
+        let roundTripAfter = cpuRoundTrip(cpus: cpus)
         if let many { target.unmap(many.start, many.length) }
         var h = LatencyHistogram()
         for i in 0..<n { h.merge(state.hists[i]) }
@@ -307,6 +323,7 @@ public enum WorkloadRunner {
         let workerNs = Double(cpu1.workers &- cpu0.workers)
         r.workerCPUShare = workerNs / (Double(t1 - t0) * Double(max(min(parties, cpus), 1)))
         r.otherCPUSeconds = max(0, Double(cpu1.process &- cpu0.process) - workerNs) / 1e9
+        if let b = roundTripBefore, let a = roundTripAfter { r.cpuRoundTripNs = max(a, b) }
         if let f = byRole[.faults], let c = byRole[.calls] {
             r.faultHistogram = f
             r.callHistogram = c

@@ -61,6 +61,44 @@ struct CalibrationTests {
     }
 
     /// The host cells' CPU share is said, and the cells whose workers lost time are named.
+    /// Cells that ran with the CPUs far apart (a round trip over twice the run's fastest)
+    /// leave their repetitions out of the ratios, with the ratios over every repetition and
+    /// the count left out said beside them; fewer than three near ones keep every repetition.
+    @Test func repetitionsWithTheCPUsFarApartAreLeftOutAndSaid() {
+        func timed(_ c: CellResult, _ ns: Double) -> CellResult { var c = c; c.cpuRoundTripNs = ns; return c }
+        var cells: [CellResult] = []
+        // page_fault1, five repetitions; in repetition 4 the CPUs sat far apart (350 ns against
+        // 70) and the model's 2-thread cell collapsed.
+        for rep in 0..<5 {
+            let far = rep == 4
+            cells += [timed(cell("host", "page_fault1", 1, rep, 100), 70), timed(cell("host", "page_fault1", 2, rep, far ? 150 : 180), far ? 350 : 72),
+                      timed(cell("per-vma-6.15", "page_fault1", 1, rep, 1000), 71), timed(cell("per-vma-6.15", "page_fault1", 2, rep, far ? 600 : 1800), far ? 350 : 75)]
+        }
+        // mmap1: only two near repetitions of five: every repetition stays.
+        for rep in 0..<5 {
+            let far = rep >= 2
+            cells += [timed(cell("host", "mmap1", 1, rep, 10), 70), timed(cell("host", "mmap1", 2, rep, 10), far ? 340 : 70),
+                      timed(cell("per-vma-6.15", "mmap1", 1, rep, 10), 70), timed(cell("per-vma-6.15", "mmap1", 2, rep, far ? 4 : 9), far ? 340 : 70)]
+        }
+        let c = Calibration(comparison(cells), design: "per-vma-6.15", tolerance: 0.15)
+        let pf = c.rows.first { $0.workload == "page_fault1" }!
+        #expect(pf.host.count == 4 && abs(pf.host.median - 1.8) < 1e-9)
+        #expect(pf.model.count == 4 && abs(pf.model.median - 1.8) < 1e-9 && pf.within)
+        #expect(pf.hostAll?.count == 5 && pf.modelAll?.count == 5)
+        let m = c.rows.first { $0.workload == "mmap1" }!
+        #expect(m.host.count == 5 && m.model.count == 5 && m.hostAll == nil)
+        let p = c.placement ?? ""
+        #expect(p.contains("70 ns") && p.contains("350 ns"))
+        #expect(p.contains("page_fault1 2 ÷ 1: host 1, model 1 of 5"))
+        #expect(p.contains("mmap1 2 ÷ 1: kept every repetition"))
+        #expect(c.text().contains("over every repetition, page_fault1 2 ÷ 1"))
+        #expect(c.conditions.contains { $0.contains("round trip between CPUs 0 and 1") && $0.contains("70–350 ns") })
+        #expect(comparison(cells).markdown(source: "r/results.json").contains("CPU placement:"))
+        // Without round trips (results from before the measurement), nothing is left out.
+        let plain = Calibration(comparison(cells.map { var c = $0; c.cpuRoundTripNs = nil; return c }), design: "per-vma-6.15")
+        #expect(plain.placement == nil && plain.rows.allSatisfy { $0.hostAll == nil && $0.host.count == 5 })
+    }
+
     @Test func hostWorkersCPUShareIsSaid() {
         var cells = [cell("host", "page_fault1", 1, 0, 10), cell("host", "page_fault1", 2, 0, 20),
                      cell("host", "mmap1", 1, 0, 10), cell("host", "mmap1", 2, 0, 5)]

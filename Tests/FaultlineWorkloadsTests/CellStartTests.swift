@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import FaultlineMM
+import FaultlineSync
 @testable import FaultlineWorkloads
 import Testing
 
@@ -32,6 +33,14 @@ struct CellStartTests {
         let share = r.workerCPUShare ?? -1
         #expect(share > 0 && share <= 1.05, "\(share)")
         #expect((r.otherCPUSeconds ?? -1) >= 0 && (r.otherCPUSeconds ?? 1) < o.seconds * 4)
+        // Where two CPUs can be used, the round trip between the first two was measured (a
+        // cache line's: tens to hundreds of ns, never a timer tick).
+        if Threads.availableCPUs >= 2 {
+            let t = r.cpuRoundTripNs ?? -1
+            #expect(t > 1 && t < 1_000_000, "\(t)")
+        } else {
+            #expect(r.cpuRoundTripNs == nil)
+        }
     }
 
     /// Under `--file-cache warm` page_fault2/3's files are passed over once before the cell, the

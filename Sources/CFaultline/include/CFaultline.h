@@ -92,6 +92,9 @@ int fl_unpin_to_process_cpus(void);
 int fl_current_cpu(void);
 /// Number of CPUs this process may run on (`sched_getaffinity`).
 int fl_available_cpus(void);
+/// Nanoseconds per round trip of one cache line between threads pinned to cpu_a and cpu_b
+/// (`rounds` hand-offs each way), or -1 if either CPU cannot be used.
+double fl_cpu_round_trip_ns(int cpu_a, int cpu_b, int rounds);
 /// `gettid()`.
 int fl_gettid(void);
 
