@@ -93,7 +93,7 @@ int fl_current_cpu(void);
 /// Number of CPUs this process may run on (`sched_getaffinity`).
 int fl_available_cpus(void);
 /// Nanoseconds per round trip of one cache line between threads pinned to cpu_a and cpu_b
-/// (`rounds` hand-offs each way), or -1 if either CPU cannot be used.
+/// (`rounds` hand-offs each way, or as many as fit in 20 ms), or -1 if either CPU cannot be used.
 double fl_cpu_round_trip_ns(int cpu_a, int cpu_b, int rounds);
 /// `gettid()`.
 int fl_gettid(void);
