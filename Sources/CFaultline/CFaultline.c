@@ -168,7 +168,7 @@ double fl_cpu_round_trip_ns(int cpu_a, int cpu_b, int rounds) {
     double ns;
     if (pthread_create(&near, NULL, fl_ping_near, p) != 0) {
         // Play the near side here, unpinned, so the far thread finishes; no measurement.
-        ns = fl_ping_near_rounds(p, 0);
+        (void)fl_ping_near_rounds(p, 0);
         ns = -1;
     } else {
         pthread_join(near, NULL);

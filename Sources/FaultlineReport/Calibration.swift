@@ -67,9 +67,10 @@ public struct Calibration: Sendable, Codable {
         // moves the host's cells and the model's by different amounts: a ratio is taken over
         // the repetitions whose two cells both ran with the CPUs as near as the run saw them.
         let trips = cells.compactMap(\.cpuRoundTripNs).sorted()
-        let fastest = trips.isEmpty ? nil : trips[(trips.count - 1) / 4]
+        // The run's near placement: the lower quartile of the round trips.
+        let nearNs = trips.isEmpty ? nil : trips[(trips.count - 1) / 4]
         func far(_ c: CellResult) -> Bool {
-            guard let f = fastest, let t = c.cpuRoundTripNs else { return false }
+            guard let f = nearNs, let t = c.cpuRoundTripNs else { return false }
             return t > Self.farPlacementFactor * f
         }
         func ratios(_ column: String, _ workload: String, _ n: Int, near: Bool) -> [Double] {
@@ -88,16 +89,17 @@ public struct Calibration: Sendable, Codable {
                       hAll.median > 0 else { continue }
                 var h = hAll, m = mAll
                 var filtered = false
-                // Near repetitions only when at least three of each remain (else every one, said so).
-                if let hn = Spread(ratios("host", w, n, near: true)), let mn = Spread(ratios(design, w, n, near: true)),
-                   hn.count >= 3, mn.count >= 3, hn.median > 0, hn.count < hAll.count || mn.count < mAll.count {
-                    h = hn
-                    m = mn
-                    filtered = true
-                    left.append("\(w) \(n) ÷ 1: host \(hAll.count - hn.count), model \(mAll.count - mn.count) of \(hAll.count)")
-                } else if hAll.count > (Spread(ratios("host", w, n, near: true))?.count ?? 0)
-                            || mAll.count > (Spread(ratios(design, w, n, near: true))?.count ?? 0) {
-                    left.append("\(w) \(n) ÷ 1: kept every repetition (fewer than three near ones)")
+                let hNear = ratios("host", w, n, near: true), mNear = ratios(design, w, n, near: true)
+                if hNear.count < hAll.count || mNear.count < mAll.count {
+                    // Near repetitions only when at least three of each remain (else every one, said so).
+                    if hNear.count >= 3, mNear.count >= 3, let hn = Spread(hNear), let mn = Spread(mNear), hn.median > 0 {
+                        h = hn
+                        m = mn
+                        filtered = true
+                        left.append("\(w) \(n) ÷ 1: host \(hAll.count - hn.count), model \(mAll.count - mn.count) of \(hAll.count)")
+                    } else {
+                        left.append("\(w) \(n) ÷ 1: kept every repetition (fewer than three near ones)")
+                    }
                 }
                 let e = m.median / h.median - 1
                 var row = Row(workload: w, threads: n, host: h, model: m, error: e, within: abs(e) <= tolerance)
@@ -109,7 +111,7 @@ public struct Calibration: Sendable, Codable {
             }
         }
         self.rows = rows
-        if let f = fastest, !left.isEmpty {
+        if let f = nearNs, !left.isEmpty {
             let farCells = cells.filter(far)
             let worst = farCells.compactMap(\.cpuRoundTripNs).max() ?? f
             placement = String(format: "CPU placement: a cache line's round trip between CPUs 0 and 1 took %.0f ns in the run's lower quartile and over twice that, up to %.0f ns, in %d of %d cells (the virtual CPUs placed farther apart); ratios over the repetitions whose cells all ran at most %.0f× the quartile — repetitions left out: ",

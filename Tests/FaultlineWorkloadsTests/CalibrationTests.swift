@@ -60,9 +60,8 @@ struct CalibrationTests {
         #expect(page.contains("| mmap1 | 2 ÷ 1 | 1.00× | 1.00×–1.00× | 0.50× | 0.50×–0.50× | -50% |"))
     }
 
-    /// The host cells' CPU share is said, and the cells whose workers lost time are named.
-    /// Cells that ran with the CPUs far apart (a round trip over twice the run's fastest)
-    /// leave their repetitions out of the ratios, with the ratios over every repetition and
+    /// Cells that ran with the CPUs far apart (a round trip over twice the run's lower
+    /// quartile) leave their repetitions out of the ratios, with the ratios over every repetition and
     /// the count left out said beside them; fewer than three near ones keep every repetition.
     @Test func repetitionsWithTheCPUsFarApartAreLeftOutAndSaid() {
         func timed(_ c: CellResult, _ ns: Double) -> CellResult { var c = c; c.cpuRoundTripNs = ns; return c }
@@ -99,6 +98,7 @@ struct CalibrationTests {
         #expect(plain.placement == nil && plain.rows.allSatisfy { $0.hostAll == nil && $0.host.count == 5 })
     }
 
+    /// The host cells' CPU share is said, and the cells whose workers lost time are named.
     @Test func hostWorkersCPUShareIsSaid() {
         var cells = [cell("host", "page_fault1", 1, 0, 10), cell("host", "page_fault1", 2, 0, 20),
                      cell("host", "mmap1", 1, 0, 10), cell("host", "mmap1", 2, 0, 5)]
