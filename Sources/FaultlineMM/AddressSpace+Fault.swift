@@ -265,8 +265,11 @@ extension AddressSpace {
             if table.isPMDMapped { splitHugePMD(table, at: page) }
             return installPTE(ptep, page, orig: orig, new: refreshed(orig, s.flags), v: v, frame: nil).outcome
         }
-        if let file = s.file {
-            return fileFault(s, file, page, ptep, kind, v)
+        if s.fileBits != 0 {
+            // The VMA's reference keeps the file: the fault takes none (a retain writes the
+            // file's header line, which every thread faulting on the file shares).
+            return Unmanaged<MMFile>.fromOpaque(UnsafeRawPointer(bitPattern: s.fileBits)!)
+                ._withUnsafeGuaranteedRef { fileFault(s, $0, page, ptep, kind, v) }
         }
         return anonFault(s, page, ptep, kind, v)
     }

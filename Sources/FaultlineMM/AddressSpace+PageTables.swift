@@ -36,11 +36,11 @@ extension AddressSpace {
 
     @usableFromInline @inline(never)
     func installTable(_ slot: UnsafeMutablePointer<Atomic<UInt64>>) -> UInt64 {
-        let t = PageTablePage.initialize(system.tableSlab.allocate())
+        let t = PageTablePage.initialize(tableSlab.allocate())
         let e = t.address | PTE.present | PTE.writable | PTE.user
         let r = slot.pointee.compareExchange(expected: 0, desired: e, ordering: .acquiringAndReleasing)
         if r.exchanged { return e }
-        system.tableSlab.freeNow(t.base)
+        tableSlab.freeNow(t.base)
         return r.original
     }
 
@@ -73,10 +73,32 @@ extension AddressSpace {
 
     /// Calls `body` with each PTE table (and the sub-range of `[start, end)` it covers) that
     /// exists, descending level by level so absent upper levels are skipped whole
-    /// (`walk_page_range`).
+    /// (`walk_page_range`). A loop, not a recursion over closures: `body` runs inline in the
+    /// caller, so no closure context holds (and retains) the address space, whose header line
+    /// every thread's calls read.
+    @inline(__always)
     func forEachPTETable(_ start: UInt64, _ end: UInt64, _ body: (PageTablePage, UInt64, UInt64) -> Void) {
-        guard end > start else { return }
-        walkLevel(pgd, level: 4, base: 0, start, end, body)
+        // Four levels map 2^48 bytes: nothing above.
+        let limit = min(end, 1 << 48)
+        var a = start
+        descend: while a < limit {
+            var table = pgd
+            var level = 4
+            while level > 1 {
+                let e = table.entry(ptIndex(a, level: level)).pointee.load(ordering: .acquiring)
+                if e & PTE.present == 0 {
+                    // An absent entry: the whole span it maps is skipped.
+                    let span = ptSpan(level: level)
+                    a = (a & ~(span &- 1)) &+ span
+                    continue descend
+                }
+                table = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
+                level &-= 1
+            }
+            let hi = (a & ~(Linux.pmdSize &- 1)) &+ Linux.pmdSize
+            body(table, a, min(hi, limit))
+            a = hi
+        }
     }
 
     /// Calls `body` with each non-empty entry of `[start, end)` in an existing table (its slot,
@@ -103,30 +125,6 @@ extension AddressSpace {
                            _ body: (UnsafeMutablePointer<Atomic<UInt64>>, UInt64, UInt64) -> Void) {
         forEachPTE(start, end) { slot, a, old in
             if old & PTE.present != 0 { body(slot, a, old) }
-        }
-    }
-
-    private func walkLevel(_ table: PageTablePage, level: Int, base: UInt64, _ start: UInt64, _ end: UInt64,
-                           _ body: (PageTablePage, UInt64, UInt64) -> Void) {
-        if level == 1 {
-            body(table, start, end)
-            return
-        }
-        let span = ptSpan(level: level)
-        var i = ptIndex(start, level: level)
-        var lo = base &+ UInt64(i) &* span
-        while i < PageTablePage.entries && lo < end {
-            let hi = lo &+ span
-            let e = table.entry(i).pointee.load(ordering: .acquiring)
-            if e & PTE.present != 0 {
-                let child = PageTablePage(base: UnsafeMutableRawPointer(bitPattern: UInt(e & ~UInt64(4095)))!)
-                let s = max(start, lo)
-                let stop = hi == 0 || hi > end ? end : hi
-                walkLevel(child, level: level - 1, base: lo, s, stop, body)
-            }
-            if hi == 0 { break }
-            lo = hi
-            i += 1
         }
     }
 
@@ -228,7 +226,8 @@ extension AddressSpace {
         var retired: [UnsafeMutableRawPointer] = []
         freeTables(floor: floor, ceiling: ceiling == 0 ? UInt64.max : ceiling - 1,
                    start: start, end: end, level: level, table: table, base: 0, retired: &retired)
-        system.tableSlab.retire(retired)
+        // Most unmaps free no table: no call, so no retain of the shared slab.
+        if !retired.isEmpty { tableSlab.retire(retired) }
     }
 
     private func freeTables(floor: UInt64, ceiling: UInt64, start: UInt64, end: UInt64, level: Int,

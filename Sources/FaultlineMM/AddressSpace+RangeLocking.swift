@@ -35,15 +35,17 @@ extension AddressSpace {
 
     @inlinable @inline(__always)
     func rangeTryLock(_ r: Range<UInt64>, _ mode: RangeLockMode) -> RangeHandle? {
-        if let l = designState.listLock { return l.tryLock(r, mode: mode).map { .list($0) } }
-        return designState.treeLock.unsafelyUnwrapped.tryLock(r, mode: mode).map { .tree($0) }
+        if let l = designState.listLockRef {
+            return l._withUnsafeGuaranteedRef { $0.tryLock(r, mode: mode) }.map { .list($0) }
+        }
+        return designState.treeLockRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.tryLock(r, mode: mode) }.map { .tree($0) }
     }
 
     @inlinable @inline(__always)
     func rangeUnlock(_ h: RangeHandle) {
         switch h {
-        case .list(let x): designState.listLock.unsafelyUnwrapped.unlock(x)
-        case .tree(let x): designState.treeLock.unsafelyUnwrapped.unlock(x)
+        case .list(let x): designState.listLockRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.unlock(x) }
+        case .tree(let x): designState.treeLockRef.unsafelyUnwrapped._withUnsafeGuaranteedRef { $0.unlock(x) }
         }
     }
 
@@ -151,19 +153,25 @@ extension AddressSpace {
         while true {
             writeLock()
             var want: Range<UInt64>? = nil
+            // Unmanaged: the caller holds self; a capture of self retained the address space
+            // per call (`unowned(unsafe)` too, at the method calls), a write to a line every
+            // thread reads.
+            let me = Unmanaged.passUnretained(self)
             let r = doMmap(addr: addr, length: length, prot: prot, flags: flags, file: file, offset: offset) { range in
-                if let (_, hr) = held, hr.lowerBound <= range.lowerBound, range.upperBound <= hr.upperBound {
-                    tableFreeLimit = hr
-                    return true
+                me._withUnsafeGuaranteedRef { mm in
+                    if let (_, hr) = held, hr.lowerBound <= range.lowerBound, range.upperBound <= hr.upperBound {
+                        mm.tableFreeLimit = hr
+                        return true
+                    }
+                    if let h = mm.rangeTryLock(range, .write) {
+                        if let (old, _) = held { mm.rangeUnlock(old) }
+                        held = (h, range)
+                        mm.tableFreeLimit = range
+                        return true
+                    }
+                    want = range
+                    return false
                 }
-                if let h = rangeTryLock(range, .write) {
-                    if let (old, _) = held { rangeUnlock(old) }
-                    held = (h, range)
-                    tableFreeLimit = range
-                    return true
-                }
-                want = range
-                return false
             }
             tableFreeLimit = 0..<UInt64.max
             writeUnlock()

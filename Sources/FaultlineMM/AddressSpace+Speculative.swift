@@ -7,16 +7,18 @@ import Synchronization
 /// write-protecting this table is seen, and one that bumps it later finds our PTE.
 @usableFromInline
 struct MMSeqValidator: FaultValidator {
-    @usableFromInline unowned(unsafe) let mm: AddressSpace
+    /// Unmanaged, read with `_withUnsafeGuaranteedRef`: `unowned(unsafe)` still let the
+    /// compiler retain the address space per check, a write to a line every thread reads.
+    @usableFromInline let mm: Unmanaged<AddressSpace>
     @usableFromInline let start: UInt32
 
     @inlinable init(mm: AddressSpace, start: UInt32) {
-        self.mm = mm
+        self.mm = Unmanaged.passUnretained(mm)
         self.start = start
     }
 
     /// `mmap_seq_read_check()`.
-    @inlinable func validate() -> Bool { !mm.mmSeq.readRetry(start) }
+    @inlinable func validate() -> Bool { mm._withUnsafeGuaranteedRef { !$0.mmSeq.readRetry(start) } }
     @inlinable var mayPrepareAnonVMA: Bool { false }
     @inlinable var mayWaitForIO: Bool { false }
     @inlinable var mayHandleCOW: Bool { true }

@@ -52,7 +52,7 @@ extension AddressSpace {
     /// and the call's crossing into the kernel and back (`KernelEntry`).
     @inline(__always)
     func returnToUser() {
-        system.rcu.throttle()
+        rcuRef._withUnsafeGuaranteedRef { $0.throttle() }
         _ = frames.takeChargeFailure()
         config.kernelEntry.enter()
     }
@@ -302,7 +302,7 @@ extension AddressSpace {
             if frames.reclaims {
                 guard frames.reclaimForRetry() else { return .failure(.oom) }
             } else {
-                system.rcu.barrier()
+                rcu.barrier()
             }
             let r = faultOnce(address, kind)
             guard case .failure(.oom) = r, !frames.takeChargeFailure(),

@@ -74,6 +74,9 @@ public final class MMSystem: @unchecked Sendable {
     }
 
     deinit {
+        // VMA frees queued on RCU hold the slab unretained (a retain per munmap would write
+        // the shared slab's header): they run before the slabs go.
+        rcu.barrier()
         kswapd.stopAndJoin()
         khugepaged.stopAndJoin()
         // Files may outlive the system and keep its frames: no reclaim through it after this.
@@ -310,6 +313,17 @@ public final class AddressSpace: @unchecked Sendable {
     /// `designState.vmaLockStats.slots`, kept here so that a 6.15 read lock counts without
     /// reading a class reference on the fault path.
     @usableFromInline let vmaLockSlots: CounterSlots
+    /// The system's RCU domain and slabs, read without a retain: a retain writes the object's
+    /// header, a cache line every thread of the system shares, and each line moved between
+    /// CPUs per call is contention Linux does not have. The system keeps them alive.
+    unowned(unsafe) let rcu: RCU
+    unowned(unsafe) let vmaSlab: RCUSlab
+    unowned(unsafe) let tableSlab: RCUSlab
+    /// The per-call paths' references: `_withUnsafeGuaranteedRef` is what keeps the compiler
+    /// from retaining around each call (`unowned(unsafe)` alone does not).
+    let rcuRef: Unmanaged<RCU>
+    let vmaTypesafeSlabRef: Unmanaged<RCUSlab>
+    let vmaSlabRef: Unmanaged<RCUSlab>
 
     public init(system: MMSystem, design: Design = .global, configuration: Configuration = Configuration()) {
         precondition(design.allowsTree(configuration.tree), "\(design.rawValue) needs the maple tree")
@@ -332,6 +346,12 @@ public final class AddressSpace: @unchecked Sendable {
         brkWord = Atomic(configuration.startBrk)
         designState = designType.makeState()
         vmaLockSlots = designState.vmaLockStats.slots
+        rcu = system.rcu
+        vmaSlab = system.vmaSlab
+        rcuRef = Unmanaged.passUnretained(system.rcu)
+        vmaTypesafeSlabRef = Unmanaged.passUnretained(system.vmaTypesafeSlab)
+        vmaSlabRef = Unmanaged.passUnretained(system.vmaSlab)
+        tableSlab = system.tableSlab
     }
 
     deinit {
@@ -358,7 +378,7 @@ public final class AddressSpace: @unchecked Sendable {
         let fileBits = file.map { UInt(bitPattern: Unmanaged.passRetained($0).toOpaque()) } ?? 0
         let mm = mmBits
         if designType.vmaCacheTypesafeByRCU {
-            let (raw, reused) = system.vmaTypesafeSlab.allocateTypesafe()
+            let (raw, reused) = vmaTypesafeSlabRef._withUnsafeGuaranteedRef { $0.allocateTypesafe() }
             let v = raw.assumingMemoryBound(to: VMA.self)
             if reused {
                 v.pointee.reinitialize(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm)
@@ -366,14 +386,14 @@ public final class AddressSpace: @unchecked Sendable {
             } else {
                 // No statistics: the object outlives this address space.
                 raw.bindMemory(to: VMA.self, capacity: 1)
-                    .initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm, lockStats: nil))
+                    .initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm, lockSlots: nil))
             }
             return v
         }
-        let raw = system.vmaSlab.allocate()
+        let raw = vmaSlabRef._withUnsafeGuaranteedRef { $0.allocate() }
         let v = raw.bindMemory(to: VMA.self, capacity: 1)
         v.initialize(to: VMA(start: start, end: end, flags: flags, pgoff: pgoff, file: fileBits, mm: mm,
-                             lockStats: designState.vmaLockStats))
+                             lockSlots: vmaLockSlots))
         return v
     }
 
@@ -415,20 +435,26 @@ public final class AddressSpace: @unchecked Sendable {
         if d.vmaCacheTypesafeByRCU {
             // vm_area_free() to a SLAB_TYPESAFE_BY_RCU cache: detached, so no reader holds a
             // reference (vma_mark_detached waited them out); its pointer may still be read.
-            for v in vmas {
-                Self.vmaDropReferences(v)
-                system.vmaTypesafeSlab.freeTypesafe(UnsafeMutableRawPointer(v))
+            vmaTypesafeSlabRef._withUnsafeGuaranteedRef { slab in
+                for v in vmas {
+                    Self.vmaDropReferences(v)
+                    slab.freeTypesafe(UnsafeMutableRawPointer(v))
+                }
             }
             return
         }
         let box = Shared(vmas)
-        let slab = system.vmaSlab
-        system.rcu.callRCU {
-            for v in box.value {
-                Self.vmaDropReferences(v)
-                v.deinitialize(count: 1)
+        // Unmanaged: the callback holds no reference to the shared slab (the system keeps it,
+        // and its deinit waits for this callback).
+        let slab = vmaSlabRef
+        rcuRef._withUnsafeGuaranteedRef {
+            $0.callRCU {
+                for v in box.value {
+                    Self.vmaDropReferences(v)
+                    v.deinitialize(count: 1)
+                }
+                slab._withUnsafeGuaranteedRef { $0.retireNow(box.value.map { UnsafeMutableRawPointer($0) }) }
             }
-            slab.retireNow(box.value.map { UnsafeMutableRawPointer($0) })
         }
     }
 
@@ -574,7 +600,7 @@ public final class AddressSpace: @unchecked Sendable {
         freePageTables(floor: 0, ceiling: 0, start: 0, end: config.taskSize, level: 4, table: pgd, freeAll: true)
         endVMAWrites()
         vmaFreeDeferred(all)
-        system.tableSlab.retire([pgd.base])
+        tableSlab.retire([pgd.base])
     }
 }
 

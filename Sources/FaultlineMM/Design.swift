@@ -125,6 +125,10 @@ public enum MapsReader: String, CaseIterable, Sendable {
 public final class DesignState: @unchecked Sendable {
     @usableFromInline let listLock: ListRangeLock?
     @usableFromInline let treeLock: TreeRangeLock?
+    /// The same locks for the fault path, used through `_withUnsafeGuaranteedRef`: a retain
+    /// per fault would write the lock object's header line, which every thread shares.
+    @usableFromInline let listLockRef: Unmanaged<ListRangeLock>?
+    @usableFromInline let treeLockRef: Unmanaged<TreeRangeLock>?
     /// Waits for VMA locks (per-VMA designs), per thread, in `RWSemStat` columns.
     public let vmaLockStats: PerThreadCounters
     /// Range-lock waits: [acquisitions that waited, ns waited].
@@ -135,6 +139,8 @@ public final class DesignState: @unchecked Sendable {
         precondition(listLock == nil || treeLock == nil, "one range lock per design")
         self.listLock = listLock
         self.treeLock = treeLock
+        listLockRef = listLock.map { Unmanaged.passUnretained($0) }
+        treeLockRef = treeLock.map { Unmanaged.passUnretained($0) }
         vmaLockStats = PerThreadCounters(width: RWSemStat.width)
         rangeWaits = PerThreadCounters(width: 2)
     }

@@ -48,7 +48,7 @@ public struct VMA: ~Copyable {
     /// in the VMA, whose memory outlives any address space a reused VMA passed through).
     public let writerWake: Atomic<UInt32>
 
-    init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, mm: UInt, lockStats: PerThreadCounters?) {
+    init(start: UInt64, end: UInt64, flags: VMFlags, pgoff: UInt64, file: UInt, mm: UInt, lockSlots: CounterSlots?) {
         self.start = Atomic(start)
         self.end = Atomic(end)
         self.flags = Atomic(flags.rawValue)
@@ -58,7 +58,7 @@ public struct VMA: ~Copyable {
         anonChainHeadBits = Atomic(0)
         anonChain = Atomic(0)
         anonName = Atomic(0)
-        lock = RWSemaphore(stats: lockStats, spinLimit: 256)
+        lock = RWSemaphore(slots: lockSlots, spinLimit: 256)
         // vma_lock_init(): -1, never equal to mm_lock_seq, so a new VMA starts unlocked.
         lockSeq = Atomic(UInt64.max)
         detached = Atomic(true)

@@ -45,11 +45,18 @@ public struct RWSemaphore: ~Copyable, @unchecked Sendable {
     ///   - spinLimit: pause iterations of optimistic spinning before a writer sleeps.
     public init(stats: PerThreadCounters? = nil, spinLimit: Int = 512) {
         precondition(stats == nil || stats!.width >= RWSemStat.width)
+        self.init(slots: stats?.slots, spinLimit: spinLimit)
+    }
+
+    /// As `init(stats:spinLimit:)`, with the counters' slots (whose owner outlives the lock):
+    /// a lock made per object (a VMA's) then takes no reference to the shared counters object.
+    @inlinable
+    public init(slots: CounterSlots?, spinLimit: Int = 512) {
         count = Atomic(0)
         waitLock = SpinLock()
         head = Atomic(nil)
         tail = Atomic(nil)
-        self.stats = stats?.slots
+        stats = slots
         self.spinLimit = spinLimit
     }
 

@@ -195,8 +195,8 @@ extension MapleCore {
         for n in retired {
             n.setParentWord((n.parentWordRelaxed() & MapleNode.metaMask) | n.address)
         }
-        if let rcu {
-            allocator.retire(retired, rcu: rcu)
+        if let rcu = rcuRef {
+            rcu._withUnsafeGuaranteedRef { allocator.retire(retired, rcu: $0) }
         } else {
             for n in retired { allocator.release(n) }
         }

@@ -93,7 +93,11 @@ final class MapleCore: @unchecked Sendable {
     let entryCount: UnsafeMutablePointer<Atomic<Int>>
     /// Levels below and including the root (0 when empty).
     @exclusivity(unchecked) var height = 0
+    /// The RCU domain; writes reach it through `rcuRef` (`_withUnsafeGuaranteedRef`), which
+    /// takes no reference: a retain writes the domain's header line, shared by every
+    /// thread's writes.
     let rcu: RCU?
+    let rcuRef: Unmanaged<RCU>?
     let allocator: MapleNodeAllocator
     let walker: MapleWalker
     /// Per-write bookkeeping.
@@ -103,6 +107,7 @@ final class MapleCore: @unchecked Sendable {
 
     init(rcu: RCU?, poison: Bool) {
         self.rcu = rcu
+        rcuRef = rcu.map { Unmanaged.passUnretained($0) }
         let raw = UnsafeMutableRawPointer.allocate(byteCount: cacheLineStride, alignment: cacheLineStride)
         rootSlot = raw.bindMemory(to: Atomic<UInt>.self, capacity: 1)
         rootSlot.initialize(to: Atomic(0))

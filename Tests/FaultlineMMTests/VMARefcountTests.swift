@@ -46,6 +46,36 @@ struct VMARefcountTests {
         #expect(problems.isEmpty, "\(problems)")
     }
 
+    /// The VMA cache's per-CPU sheaves (Linux 6.18): a freed VMA waits in the freeing thread's
+    /// sheaf, so that thread reuses it and another thread gets a different object; the live
+    /// count adds up across threads, whichever thread frees.
+    @Test func aFreedVMAWaitsInTheFreeingThreadsSheaf() {
+        let mm = makeSpace(.perVMA615)
+        let base = mm.system.liveVMAs
+        let a = mm.mmap(0, 4 * page, rw, anonPrivate).must()
+        let v = mm.allVMAs().first { $0.vmStart == a }!
+        #expect(mm.system.liveVMAs == base + 1)
+        // Freed on another thread: into that thread's sheaf.
+        let t = Threads.spawn { _ = mm.munmap(a, 4 * page) }
+        Threads.join(t)
+        #expect(mm.system.liveVMAs == base)
+        let b = mm.mmap(0x6000_0000_0000, page, [.read], [.private, .anonymous, .fixed]).must()
+        let w = mm.allVMAs().first { $0.vmStart == b }!
+        #expect(v != w, "a VMA another thread freed came from this thread's sheaf")
+        #expect(mm.designCounters.vmasReused == 0)
+        // Freed here and allocated here: the same object, reused at once.
+        #expect(mm.munmap(b, page).succeeded)
+        let c = mm.mmap(0x6000_0000_0000, page, [.read], [.private, .anonymous, .fixed]).must()
+        let x = mm.allVMAs().first { $0.vmStart == c }!
+        #expect(x == w)
+        #expect(mm.designCounters.vmasReused == 1)
+        #expect(mm.system.liveVMAs == base + 1)
+        var problems: [String] = []
+        var mappings = FrameMappings()
+        mm.checkQuiescent(&problems, &mappings)
+        #expect(problems.isEmpty, "\(problems)")
+    }
+
     @Test func faultsAreCountedAsTheKernelCountsThem() {
         let mm = makeSpace(.perVMA615)
         let a = mm.mmap(0, 16 * page, rw, anonPrivate).must()
